@@ -1,0 +1,5 @@
+import sys
+
+from snakemake_fedgen.cli import main
+
+sys.exit(main())

@@ -1,0 +1,78 @@
+"""The ``fedgen`` command line.
+
+Each subcommand lives in its own module that defines ``HELP`` (one line),
+``configure(parser)`` and ``run(args) -> int``. Modules keep heavy imports inside ``run`` so
+``fedgen --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from snakemake_fedgen import __version__
+from snakemake_fedgen.errors import FedgenError
+
+SUBCOMMANDS: dict[str, str] = {
+    "node": "snakemake_fedgen.node.cli",
+    "sites": "snakemake_fedgen.sites_cli",
+    "simulate": "snakemake_fedgen.simulate.cli",
+    "qc": "snakemake_fedgen.qc_cli",
+    "sumstats": "snakemake_fedgen.sumstats.cli",
+    "meta": "snakemake_fedgen.meta.cli",
+    "exact": "snakemake_fedgen.exact.cli",
+    "keys": "snakemake_fedgen.keys_cli",
+    "phenopackets": "snakemake_fedgen.phenopackets_cli",
+    "provenance": "snakemake_fedgen.provenance_cli",
+}
+
+
+def _load(module_name: str):
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only a missing subcommand module is skipped; a broken import inside it is an error.
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``fedgen`` argument parser with every available subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="fedgen",
+        description="Federated genomics over GA4GH TES: site nodes, summary statistics, "
+        "meta-analysis and governance tools.",
+    )
+    parser.add_argument("--version", action="version", version=f"fedgen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in SUBCOMMANDS.items():
+        module = _load(module_name)
+        if module is None:
+            continue
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.configure(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fedgen`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except FedgenError as exc:
+        print(f"fedgen {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

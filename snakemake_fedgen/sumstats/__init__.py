@@ -1,0 +1,1 @@
+"""GWAS-SSF summary statistics: column names, reading, writing and export from PLINK 2."""

@@ -1,0 +1,60 @@
+"""Column names of the GWAS-SSF summary-statistics format (GWAS Catalog, v1.0).
+
+Shared by the airlock (which columns may leave a site), the exporter and the meta-analysis.
+"""
+
+from __future__ import annotations
+
+#: Mandatory columns of a GWAS-SSF file, in their required order.
+MANDATORY: tuple[str, ...] = (
+    "chromosome",
+    "base_pair_location",
+    "effect_allele",
+    "other_allele",
+    "beta",
+    "standard_error",
+    "effect_allele_frequency",
+    "p_value",
+)
+
+#: Effect columns; a file carries exactly one of them (``beta`` for linear models).
+EFFECT: tuple[str, ...] = ("beta", "odds_ratio", "hazard_ratio")
+
+#: Optional GWAS-SSF columns.
+OPTIONAL: tuple[str, ...] = (
+    "neg_log_10_p_value",
+    "ci_upper",
+    "ci_lower",
+    "rsid",
+    "variant_id",
+    "info",
+    "ref_allele",
+    "n",
+)
+
+#: Every column name an airlock accepts in a summary-statistics table by default.
+ALLOWED: frozenset[str] = frozenset(MANDATORY + EFFECT + OPTIONAL)
+
+#: Column names that betray per-sample data; a table carrying any of them never leaves a site.
+SAMPLE_ID_COLUMNS: frozenset[str] = frozenset(
+    {
+        "iid",
+        "fid",
+        "#iid",
+        "#fid",
+        "sample",
+        "sample_id",
+        "sampleid",
+        "individual",
+        "id",
+        "participant",
+        "participant_id",
+        "subject",
+        "subject_id",
+        "pid",
+        "patient_id",
+    }
+)
+
+#: The chromosome names GWAS-SSF allows (X=23, Y=24, MT=25 are also accepted as numbers).
+CHROMOSOMES: tuple[str, ...] = (*(str(i) for i in range(1, 26)), "X", "Y", "MT")
