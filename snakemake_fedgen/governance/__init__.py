@@ -1,0 +1,1 @@
+"""GA4GH governance standards: DUO consent checks, Passports, refget, provenance, Phenopackets."""
