@@ -71,3 +71,7 @@ class AuthError(FedgenError):
 
 class SimulationError(FedgenError):
     """Simulated data could not be generated as requested."""
+
+
+class AccessDenied(AuthError):
+    """The caller is authenticated but not permitted (e.g. no visa for the dataset): HTTP 403."""
