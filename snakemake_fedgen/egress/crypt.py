@@ -1,0 +1,204 @@
+"""Crypt4GH (GA4GH) encryption of egress files for the coordinator's public key.
+
+A site node encrypts a file *after* the airlock accepted its plaintext, so the published copy in
+the outbox (and anything that copies it on the way) holds ciphertext only; the coordinator's
+executor decrypts it after download with its private key. Each file is encrypted with a fresh
+ephemeral sender key, so the site needs no key pair of its own.
+
+Key files are the Crypt4GH formats (``-----BEGIN CRYPT4GH PUBLIC KEY-----``). Their material is
+a raw X25519 key, so the same pair serves secure aggregation (``load_*`` return 32 raw bytes that
+``cryptography``'s ``X25519PrivateKey.from_private_bytes`` accepts).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+from pathlib import Path
+
+from snakemake_fedgen.errors import ConfigError, StorageError
+
+#: Every Crypt4GH file starts with these 8 bytes (then version 1, little-endian).
+MAGIC = b"crypt4gh"
+_PUB_BEGIN = b"-----BEGIN CRYPT4GH PUBLIC KEY-----"
+_SEC_BEGIN = b"-----BEGIN CRYPT4GH PRIVATE KEY-----"
+
+
+def _atomic_write(path: Path, data: bytes, *, mode: int) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def generate_keypair(
+    prefix: str | Path,
+    *,
+    passphrase: str | None = None,
+    comment: str | None = None,
+    overwrite: bool = False,
+) -> tuple[Path, Path]:
+    """Write a Crypt4GH key pair ``PREFIX.sec`` (mode 0600) and ``PREFIX.pub``.
+
+    Parameters
+    ----------
+    prefix
+        Path prefix of the two files.
+    passphrase
+        Encrypts the private key (scrypt + ChaCha20-Poly1305) when given.
+    overwrite
+        Replace existing files; otherwise an existing file is an error.
+
+    Returns
+    -------
+    (secret_key_path, public_key_path)
+    """
+    from crypt4gh import sodium  # type: ignore[attr-defined]
+    from crypt4gh.keys import c4gh
+
+    prefix = Path(prefix)
+    sec, pub = prefix.with_name(prefix.name + ".sec"), prefix.with_name(prefix.name + ".pub")
+    if not prefix.parent.is_dir():
+        raise ConfigError(f"cannot write keys to {prefix}: directory {prefix.parent} missing.")
+    for path in (sec, pub):
+        if path.exists() and not overwrite:
+            raise ConfigError(f"{path} exists; choose another --out prefix or pass --force.")
+    sk = os.urandom(32)
+    comment_bytes = comment.encode() if comment else None
+    if passphrase:
+        encoded = c4gh.encode_private_key(sk, passphrase.encode(), comment_bytes)
+    else:
+        # Same bytes as crypt4gh's unencrypted format, without its stderr warning.
+        encoded = (
+            c4gh.MAGIC_WORD
+            + c4gh.encode_string(None)
+            + c4gh.encode_string(None)
+            + c4gh.encode_string(sk)
+            + (c4gh.encode_string(comment_bytes) if comment_bytes else b"")
+        )
+    _atomic_write(sec, _pem(_SEC_BEGIN, encoded), mode=0o600)
+    _atomic_write(pub, _pem(_PUB_BEGIN, bytes(sodium.derive_pk(sk))), mode=0o644)
+    return sec, pub
+
+
+def _pem(begin: bytes, body: bytes) -> bytes:
+    end = begin.replace(b"BEGIN", b"END")
+    return begin + b"\n" + base64.b64encode(body) + b"\n" + end + b"\n"
+
+
+def load_public_key(path: str | Path) -> bytes:
+    """The 32-byte X25519 public key of a Crypt4GH (or OpenSSH ed25519) public key file."""
+    from crypt4gh.keys import get_public_key
+
+    try:
+        key = get_public_key(str(path))
+    except (OSError, ValueError, NotImplementedError) as exc:
+        raise ConfigError(
+            f"{path} is not a Crypt4GH public key ({exc}); create one with "
+            "'fedgen keys generate --out PREFIX'."
+        ) from exc
+    if len(key) != 32:
+        raise ConfigError(f"{path}: expected a 32-byte X25519 public key, got {len(key)} bytes.")
+    return bytes(key)
+
+
+def load_private_key(path: str | Path, *, passphrase: str | None = None) -> bytes:
+    """The 32-byte X25519 private key of a Crypt4GH private key file.
+
+    ``passphrase`` defaults to the env var ``C4GH_PASSPHRASE`` when the key is encrypted.
+    """
+    from crypt4gh.keys import get_private_key
+
+    def ask() -> str:
+        value = passphrase if passphrase is not None else os.environ.get("C4GH_PASSPHRASE")
+        if value is None:
+            raise ConfigError(
+                f"{path} is passphrase-protected; set C4GH_PASSPHRASE or pass the passphrase."
+            )
+        return value
+
+    try:
+        key = get_private_key(str(path), ask)
+    except ConfigError:
+        raise
+    except (OSError, ValueError, NotImplementedError) as exc:
+        raise ConfigError(f"{path} is not a readable Crypt4GH private key ({exc}).") from exc
+    except SystemExit as exc:  # crypt4gh exits on a wrong passphrase
+        raise ConfigError(f"{path}: wrong passphrase for the private key.") from exc
+    return bytes(key)
+
+
+def is_encrypted(path: str | Path) -> bool:
+    """True when the file starts with the Crypt4GH magic bytes."""
+    with open(path, "rb") as f:
+        return f.read(len(MAGIC)) == MAGIC
+
+
+def encrypt_file(src: str | Path, dst: str | Path, *, recipient_key: bytes | str | Path) -> None:
+    """Encrypt ``src`` into ``dst`` (atomically) for the holder of ``recipient_key``.
+
+    ``recipient_key`` is the 32 raw bytes or a public key file. ``src`` may equal ``dst``
+    (encrypt in place).
+    """
+    from crypt4gh import lib
+
+    pub = recipient_key if isinstance(recipient_key, bytes) else load_public_key(recipient_key)
+    ephemeral = os.urandom(32)  # a fresh sender key per file: the site keeps no secret
+    dst = Path(dst)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".c4gh.tmp")
+    try:
+        with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+            lib.encrypt([(0, ephemeral, pub)], fin, fout)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise StorageError(f"cannot encrypt {src} to {dst}: {exc.strerror or exc}") from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def decrypt_file(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    private_key: bytes | str | Path,
+    passphrase: str | None = None,
+) -> None:
+    """Decrypt the Crypt4GH file ``src`` into ``dst`` (atomically; ``src`` may equal ``dst``).
+
+    Raises
+    ------
+    ConfigError
+        the file was not encrypted for this key (or is not a Crypt4GH file).
+    """
+    from crypt4gh import lib
+
+    sec = (
+        private_key
+        if isinstance(private_key, bytes)
+        else load_private_key(private_key, passphrase=passphrase)
+    )
+    dst = Path(dst)
+    if not is_encrypted(src):
+        raise ConfigError(f"{src} is not a Crypt4GH file (no 'crypt4gh' magic bytes).")
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    try:
+        with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+            try:
+                lib.decrypt([(0, sec, None)], fin, fout)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"cannot decrypt {src}: it was not encrypted for this private key "
+                    "(check --fedgen-crypt4gh-key and the site's crypt4gh_recipient_key)."
+                ) from exc
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
