@@ -75,3 +75,7 @@ class SimulationError(FedgenError):
 
 class AccessDenied(AuthError):
     """The caller is authenticated but not permitted (e.g. no visa for the dataset): HTTP 403."""
+
+
+class SecureAggregationError(FedgenError):
+    """A secure-aggregation round cannot complete (a site dropped out, rounds or keys disagree)."""
