@@ -1,0 +1,206 @@
+"""How an executor's command is started: bubblewrap sandbox, plain host process, or an engine.
+
+Under ``bwrap`` the task sees the host's /usr, /etc and tool paths read-only, its own task
+directory at the container paths, its file inputs bound read-only at their container paths, a
+private /tmp, no network and its own PID namespace; nothing else of the host. Under ``host``
+the command runs in the task directory with the workdir mapped into it (commands must use
+relative paths). ``docker``/``podman`` get the equivalent ``run`` command line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from snakemake_fedgen.errors import ConfigError
+from snakemake_fedgen.node.storage import host_path
+
+BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What to exec: argv, working directory on the host (or None) and environment."""
+
+    argv: list[str]
+    cwd: Path | None
+    env: dict[str, str]
+
+
+@dataclass(frozen=True)
+class TaskLayout:
+    """Host side of one task: its root directory, private tmp and read-only input binds."""
+
+    root: Path
+    tmp: Path
+    binds: tuple[tuple[Path, str], ...] = ()  # (host path, container path), read-only
+
+
+def task_env(extra: Mapping[str, str], *, home: str, tmp: str) -> dict[str, str]:
+    """A clean environment: never the node's own (it may hold secrets)."""
+    venv_bin = str(Path(sys.executable).parent)
+    env = {
+        "PATH": f"{venv_bin}:{BASE_PATH}",
+        "HOME": home,
+        "TMPDIR": tmp,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+    }
+    env.update(extra)
+    return env
+
+
+class Runtime:
+    """Base class; subclasses build a :class:`Launch` for one executor."""
+
+    name = "base"
+    binds_inputs = False  # True: file inputs are bound read-only, not copied
+
+    def launch(self, executor: Mapping, layout: TaskLayout, *, task_id: str) -> Launch:
+        raise NotImplementedError
+
+
+class HostRuntime(Runtime):
+    """Runs the command directly on the host, in the task directory. No isolation."""
+
+    name = "host"
+
+    def launch(self, executor: Mapping, layout: TaskLayout, *, task_id: str) -> Launch:
+        workdir = executor.get("workdir") or "/"
+        cwd = layout.root if workdir == "/" else host_path(layout.root, workdir)
+        cwd.mkdir(parents=True, exist_ok=True)
+        env = task_env(executor.get("env") or {}, home=str(layout.tmp), tmp=str(layout.tmp))
+        return Launch(list(executor["command"]), cwd, env)
+
+
+class BwrapRuntime(Runtime):
+    """bubblewrap sandbox: no network, read-only host system, task root at container paths."""
+
+    name = "bwrap"
+    binds_inputs = True
+
+    def __init__(self, *, tool_paths: Sequence[str] = (), bwrap: str = "bwrap") -> None:
+        self.bwrap = bwrap
+        self.tool_paths = [p for p in tool_paths if Path(p).exists()]
+
+    def launch(self, executor: Mapping, layout: TaskLayout, *, task_id: str) -> Launch:
+        argv = [
+            self.bwrap,
+            "--die-with-parent",
+            "--unshare-net",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--hostname",
+            "fedgen-task",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+        ]
+        for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+            host = Path("/", top)
+            if host.is_symlink():
+                argv += ["--symlink", os.readlink(host), str(host)]
+            elif host.is_dir():
+                argv += ["--ro-bind", str(host), str(host)]
+        argv += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev"]
+        tops = sorted(p.name for p in layout.root.iterdir() if p.is_dir())
+        if "tmp" not in tops:
+            argv += ["--bind", str(layout.tmp), "/tmp"]
+        for path in self.tool_paths:
+            argv += ["--ro-bind", path, path]
+        for top in tops:
+            argv += ["--bind", str(layout.root / top), f"/{top}"]
+        for host, container in layout.binds:
+            argv += ["--ro-bind", str(host), container]
+        workdir = executor.get("workdir") or "/"
+        argv += ["--chdir", workdir, "--clearenv"]
+        env = task_env(executor.get("env") or {}, home="/tmp", tmp="/tmp")
+        for key, value in env.items():
+            argv += ["--setenv", key, value]
+        argv += ["--", *executor["command"]]
+        # bwrap itself needs no environment; keep the node's out of reach.
+        return Launch(argv, None, {"PATH": BASE_PATH})
+
+
+class EngineRuntime(Runtime):
+    """``docker run``/``podman run`` with no network and the task directories as volumes.
+
+    The image really is the container image here (under bwrap/host it is only an identifier).
+    """
+
+    binds_inputs = True
+
+    def __init__(self, engine: str) -> None:
+        self.name = engine
+        self.engine = engine
+
+    def launch(self, executor: Mapping, layout: TaskLayout, *, task_id: str) -> Launch:
+        argv = [self.engine, "run", "--rm", "--network", "none", "--name", f"fedgen-{task_id}"]
+        if executor.get("stdin"):
+            argv.append("-i")
+        for top in sorted(p.name for p in layout.root.iterdir() if p.is_dir()):
+            argv += ["-v", f"{layout.root / top}:/{top}"]
+        for host, container in layout.binds:
+            argv += ["-v", f"{host}:{container}:ro"]
+        argv += ["-w", executor.get("workdir") or "/"]
+        for key, value in (executor.get("env") or {}).items():
+            argv += ["-e", f"{key}={value}"]
+        argv += [executor["image"], *executor["command"]]
+        return Launch(argv, None, {"PATH": BASE_PATH})
+
+
+def bwrap_works(bwrap: str = "bwrap") -> bool:
+    """Probe whether bubblewrap can create the namespaces we need on this machine."""
+    exe = shutil.which(bwrap)
+    if exe is None:
+        return False
+    try:
+        res = subprocess.run(
+            [
+                exe,
+                "--ro-bind",
+                "/",
+                "/",
+                "--unshare-net",
+                "--unshare-pid",
+                "--die-with-parent",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "true",
+            ],
+            capture_output=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return res.returncode == 0
+
+
+def make_runtime(name: str, *, tool_paths: Sequence[str]) -> Runtime:
+    """Build the configured runtime; ``auto`` is bwrap where it works, else host."""
+    if name == "auto":
+        name = "bwrap" if bwrap_works() else "host"
+    if name == "bwrap":
+        if not bwrap_works():
+            raise ConfigError(
+                "runtime bwrap: bubblewrap is missing or cannot create namespaces here; "
+                "install the 'bubblewrap' package or set runtime: host."
+            )
+        return BwrapRuntime(tool_paths=tool_paths)
+    if name == "host":
+        return HostRuntime()
+    if name in ("docker", "podman"):
+        if shutil.which(name) is None:
+            raise ConfigError(f"runtime {name}: the {name} command is not installed.")
+        return EngineRuntime(name)
+    raise ConfigError(f"unknown runtime {name!r}.")

@@ -1,0 +1,479 @@
+"""The task life cycle: a core budget, QUEUED -> INITIALIZING -> RUNNING -> final state.
+
+Everything runs on the server's asyncio loop: executors are asyncio subprocesses (no thread
+per task polling), blocking file work (staging, uploads, the airlock) goes to worker threads.
+Each executor runs in its own process group so cancel and timeouts kill all it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import signal
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from snakemake_fedgen.errors import EgressRefused, FedgenError, StorageError
+from snakemake_fedgen.node.audit import AuditLog
+from snakemake_fedgen.node.config import NodeConfig
+from snakemake_fedgen.node.runtime import Runtime, TaskLayout
+from snakemake_fedgen.node.storage import (
+    check_input_url,
+    collect_outputs,
+    fetch_http,
+    host_path,
+    inside,
+    publish,
+    url_scheme,
+)
+from snakemake_fedgen.node.store import TaskStore
+from snakemake_fedgen.node.task import FINAL_STATES, has_wildcard, now_rfc3339
+
+log = logging.getLogger("snakemake_fedgen.node")
+
+RESTART_REASON = "node restarted while task was running"
+STOP_REASON = "node stopped while task was running"
+
+
+@dataclass
+class _Active:
+    doc: dict[str, Any]
+    owner: str
+    cores: int
+    proc: asyncio.subprocess.Process | None = None
+    cancel: bool = False
+    stopping: bool = False
+    timed_out: bool = False
+    runner: asyncio.Task | None = field(default=None, repr=False)
+
+
+class Scheduler:
+    """Runs queued tasks within the node's core budget."""
+
+    def __init__(
+        self, cfg: NodeConfig, *, store: TaskStore, audit: AuditLog, runtime: Runtime
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.audit = audit
+        self.runtime = runtime
+        self.cores_free = cfg.node_cores
+        self._queue: deque[tuple[str, int]] = deque()
+        self._active: dict[str, _Active] = {}
+
+    # -- life cycle of the node -------------------------------------------------------------
+
+    def recover(self) -> None:
+        """After a crash: reap orphaned executors, end interrupted tasks, re-queue QUEUED ones."""
+        for task_id, pgid, pstart in self.store.processes():
+            if pstart is not None and _process_start(pgid) == pstart:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
+            self.store.set_process(task_id, pgid=None, pstart=None)
+        for stored in self.store.in_states(["INITIALIZING", "RUNNING"]):
+            doc = stored.doc
+            self._end(doc, "SYSTEM_ERROR", reason=RESTART_REASON)
+            self.audit.record(
+                caller="node", action="Recover", task=doc["id"], outcome="SYSTEM_ERROR"
+            )
+            self._remove_task_dir(doc["id"])
+        for stored in self.store.in_states(["CANCELING"]):
+            self._end(stored.doc, "CANCELED")
+            self._remove_task_dir(stored.doc["id"])
+        for stored in self.store.in_states(["QUEUED"]):
+            self._queue.append((stored.id, self._cores(stored.doc)))
+        self._pump()
+
+    async def stop(self) -> None:
+        """Kill running executors and record why; queued tasks stay queued for the next start."""
+        for active in list(self._active.values()):
+            active.stopping = True
+            self._kill(active)
+        runners = [a.runner for a in self._active.values() if a.runner is not None]
+        if runners:
+            await asyncio.wait(runners, timeout=10)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def submit(self, doc: dict[str, Any]) -> None:
+        """Queue a freshly stored task."""
+        self._queue.append((doc["id"], self._cores(doc)))
+        self._pump()
+
+    def cancel(self, task_id: str) -> str:
+        """Cancel a task; returns its state afterwards."""
+        for i, (queued_id, _cores) in enumerate(self._queue):
+            if queued_id == task_id:
+                del self._queue[i]
+                stored = self.store.get(task_id)
+                if stored is not None:
+                    self._end(stored.doc, "CANCELED")
+                return "CANCELED"
+        active = self._active.get(task_id)
+        if active is not None:
+            if not active.cancel:
+                active.cancel = True
+                active.doc["state"] = "CANCELING"
+                self.store.save(active.doc)
+                self._kill(active)
+            return active.doc["state"]
+        stored = self.store.get(task_id)
+        return stored.state if stored else "UNKNOWN"
+
+    @property
+    def running_count(self) -> int:
+        return len(self._active)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _cores(self, doc: dict[str, Any]) -> int:
+        wanted = (doc.get("resources") or {}).get("cpu_cores") or 1
+        return max(1, min(int(wanted), self.cfg.node_cores))
+
+    def _pump(self) -> None:
+        # Strict FIFO: a large task at the head is not starved by smaller ones behind it.
+        while self._queue and self._queue[0][1] <= self.cores_free:
+            task_id, cores = self._queue.popleft()
+            stored = self.store.get(task_id)
+            if stored is None or stored.state != "QUEUED":
+                continue
+            self.cores_free -= cores
+            active = _Active(stored.doc, stored.owner, cores)
+            self._active[task_id] = active
+            active.runner = asyncio.get_running_loop().create_task(self._run(active))
+
+    async def _run(self, active: _Active) -> None:
+        doc = active.doc
+        try:
+            await self._execute(active)
+        except Exception as exc:
+            # Any unexpected failure still ends the task with a reason instead of leaving it.
+            log.exception("task %s failed inside the node", doc["id"])
+            self._end(doc, "SYSTEM_ERROR", reason=f"node error: {type(exc).__name__}: {exc}")
+        finally:
+            self.cores_free += active.cores
+            self._active.pop(doc["id"], None)
+            self.audit.record(
+                caller=active.owner, action="TaskEnded", task=doc["id"], outcome=doc["state"]
+            )
+            await asyncio.to_thread(self._remove_task_dir, doc["id"])
+            self._pump()
+
+    async def _execute(self, active: _Active) -> None:
+        doc = active.doc
+        task_log = {
+            "logs": [],
+            "outputs": [],
+            "start_time": now_rfc3339(),
+            "metadata": {"node_id": self.cfg.node_id, "runtime": self.runtime.name},
+            "system_logs": [],
+        }
+        doc["logs"] = [task_log]
+        doc["state"] = "INITIALIZING"
+        self.store.save(doc)
+        try:
+            layout = await asyncio.to_thread(self._prepare, doc)
+        except FedgenError as exc:
+            self._end(doc, "SYSTEM_ERROR", reason=str(exc))
+            return
+        if self._interrupted(active):
+            return
+        doc["state"] = "RUNNING"
+        self.store.save(doc)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.max_task_seconds if self.cfg.max_task_seconds else None
+        for index, executor in enumerate(doc["executors"]):
+            try:
+                exit_code = await self._run_executor(active, index, executor, layout, deadline)
+            except FedgenError as exc:
+                self._end(doc, "SYSTEM_ERROR", reason=f"executors[{index}]: {exc}")
+                return
+            if self._interrupted(active):
+                return
+            if exit_code != 0 and not executor.get("ignore_error", False):
+                self._end(doc, "EXECUTOR_ERROR")
+                return
+        try:
+            task_log["outputs"] = await asyncio.to_thread(self._upload, active, layout)
+        except FedgenError as exc:
+            self._end(doc, "SYSTEM_ERROR", reason=str(exc))
+            return
+        if self._interrupted(active):
+            return
+        self._end(doc, "COMPLETE")
+
+    def _interrupted(self, active: _Active) -> bool:
+        """End the task if it was canceled, stopped or timed out; True if so."""
+        if active.cancel:
+            self._end(active.doc, "CANCELED", reason="canceled by the caller")
+        elif active.stopping:
+            self._end(active.doc, "SYSTEM_ERROR", reason=STOP_REASON)
+        elif active.timed_out:
+            self._end(
+                active.doc,
+                "SYSTEM_ERROR",
+                reason=f"task exceeded max_task_seconds={self.cfg.max_task_seconds:g} "
+                "and was killed",
+            )
+        else:
+            return False
+        return True
+
+    def _end(self, doc: dict[str, Any], state: str, *, reason: str | None = None) -> None:
+        doc["state"] = state
+        if not doc.get("logs"):
+            doc["logs"] = [{"logs": [], "outputs": [], "system_logs": []}]
+        task_log = doc["logs"][-1]
+        task_log["end_time"] = now_rfc3339()
+        if reason:
+            task_log.setdefault("system_logs", []).append(reason)
+        self.store.save(doc)
+
+    async def _run_executor(
+        self, active: _Active, index: int, executor: dict, layout: TaskLayout, deadline
+    ) -> int:
+        doc = active.doc
+        task_dir = self.cfg.tasks_dir / doc["id"]
+        launch = self.runtime.launch(executor, layout, task_id=doc["id"])
+        out_path = (
+            host_path(layout.root, executor["stdout"])
+            if executor.get("stdout")
+            else task_dir / f"executor-{index}.stdout"
+        )
+        err_path = (
+            host_path(layout.root, executor["stderr"])
+            if executor.get("stderr")
+            else task_dir / f"executor-{index}.stderr"
+        )
+        in_path = host_path(layout.root, executor["stdin"]) if executor.get("stdin") else None
+        if in_path is not None and not in_path.is_file():
+            raise StorageError(f"stdin {executor['stdin']} does not exist in the task.")
+        exec_log: dict[str, Any] = {"start_time": now_rfc3339(), "exit_code": -1}
+        doc["logs"][-1]["logs"].append(exec_log)
+        with (
+            open(in_path or os.devnull, "rb") as fin,
+            open(out_path, "wb") as fout,
+            open(err_path, "wb") as ferr,
+        ):
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *launch.argv,
+                    stdin=fin,
+                    stdout=fout,
+                    stderr=ferr,
+                    cwd=launch.cwd,
+                    env=launch.env,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot start {launch.argv[0]!r}: {exc.strerror or exc}"
+                ) from exc
+        active.proc = proc
+        self.store.set_process(doc["id"], pgid=proc.pid, pstart=_process_start(proc.pid))
+        if active.cancel or active.stopping:
+            self._kill(active)
+        try:
+            timeout = (
+                None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
+            )
+            try:
+                rc = await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                active.timed_out = True
+                self._kill(active)
+                rc = await proc.wait()
+        finally:
+            # Reap anything the command left behind in its process group.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            active.proc = None
+            self.store.set_process(doc["id"], pgid=None, pstart=None)
+        exec_log["end_time"] = now_rfc3339()
+        exec_log["exit_code"] = rc if rc >= 0 else 128 - rc
+        exec_log["stdout"] = _tail(out_path, self.cfg.log_tail_bytes)
+        exec_log["stderr"] = _tail(err_path, self.cfg.log_tail_bytes)
+        self.store.save(doc)
+        return exec_log["exit_code"]
+
+    def _kill(self, active: _Active) -> None:
+        if active.proc is not None and active.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(active.proc.pid, signal.SIGKILL)
+
+    # -- blocking file work (worker threads) ------------------------------------------------------
+
+    def _prepare(self, doc: dict[str, Any]) -> TaskLayout:
+        task_dir = self.cfg.tasks_dir / doc["id"]
+        root = task_dir / "root"
+        tmp = task_dir / "tmp"
+        root.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir(exist_ok=True)
+        readable = [*self.cfg.read_roots, *self.cfg.write_roots]
+        binds: list[tuple[Path, str]] = []
+        for i, item in enumerate(doc.get("inputs") or []):
+            dest = host_path(root, item["path"])
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if item.get("content"):
+                dest.write_text(item["content"])
+                continue
+            url = item["url"]
+            if url_scheme(url) in ("http", "https"):
+                fetch_http(url, dest, max_bytes=self.cfg.max_output_bytes)
+                continue
+            real = check_input_url(
+                url, kind=item.get("type", "FILE"), read_roots=readable, what=f"inputs[{i}]"
+            )
+            assert real is not None
+            if self.runtime.binds_inputs:
+                # Bound read-only at its container path; the placeholder is the mount point.
+                if real.is_dir():
+                    dest.mkdir(exist_ok=True)
+                else:
+                    dest.touch()
+                binds.append((real, item["path"]))
+            elif real.is_dir():
+                shutil.copytree(real, dest, dirs_exist_ok=True)
+            else:
+                shutil.copyfile(real, dest)
+        for vol in doc.get("volumes") or []:
+            host_path(root, vol).mkdir(parents=True, exist_ok=True)
+        for ex in doc["executors"]:
+            if ex.get("workdir") and ex["workdir"] != "/":
+                host_path(root, ex["workdir"]).mkdir(parents=True, exist_ok=True)
+            for key in ("stdout", "stderr"):
+                if ex.get(key):
+                    host_path(root, ex[key]).parent.mkdir(parents=True, exist_ok=True)
+        for out in doc.get("outputs") or []:
+            if has_wildcard(out["path"]):
+                host_path(root, out["path_prefix"]).mkdir(parents=True, exist_ok=True)
+            else:
+                host_path(root, out["path"]).parent.mkdir(parents=True, exist_ok=True)
+        return TaskLayout(root=root, tmp=tmp, binds=tuple(binds))
+
+    def _upload(self, active: _Active, layout: TaskLayout) -> list[dict[str, str]]:
+        doc = active.doc
+        files = collect_outputs(
+            doc.get("outputs") or [], task_root=layout.root, write_roots=self.cfg.write_roots
+        )
+        total = sum(f.source.stat().st_size for f in files)
+        if total > self.cfg.max_output_bytes:
+            raise StorageError(
+                f"outputs total {total} bytes, above the node's max_output_bytes "
+                f"{self.cfg.max_output_bytes}."
+            )
+        egress_root = self.cfg.egress_root
+        egress = [f for f in files if egress_root is not None and inside(f.dest, [egress_root])]
+        decisions = {}
+        if egress:
+            decisions = self._airlock(active, egress)
+        for f in files:
+            publish(f.source, f.dest)
+        for f in egress:
+            d = decisions[f.dest]
+            self.store.add_published(
+                str(f.dest.relative_to(egress_root)),
+                owner=active.owner,
+                task=doc["id"],
+                sha256=d.sha256,
+                size=d.size,
+            )
+        return [
+            {"url": f.url, "path": f.container_path, "size_bytes": str(f.dest.stat().st_size)}
+            for f in files
+        ]
+
+    def _airlock(self, active: _Active, egress: list) -> dict:
+        """Inspect every egress file; quarantine and raise if any is refused."""
+        doc = active.doc
+        try:
+            from snakemake_fedgen.egress.airlock import AirlockPolicy, inspect
+        except ImportError as exc:
+            decisions = {f.dest: None for f in egress}
+            reason = f"airlock unavailable ({exc}); egress refused"
+            refused = [(f, reason) for f in egress]
+            for f in egress:
+                self.audit.record(
+                    caller=active.owner,
+                    action="Airlock",
+                    task=doc["id"],
+                    outcome="refused",
+                    file=f.container_path,
+                    kind="unknown",
+                    accepted=False,
+                    reason=reason,
+                    sha256=_sha256(f.source),
+                )
+        else:
+            policy = AirlockPolicy.from_mapping(self.cfg.airlock)
+            decisions = {}
+            refused = []
+            for f in egress:
+                decision = inspect(f.source, policy, name=f.dest.name)
+                decisions[f.dest] = decision
+                self.audit.record(
+                    caller=active.owner,
+                    action="Airlock",
+                    task=doc["id"],
+                    outcome="accepted" if decision.accepted else "refused",
+                    file=f.container_path,
+                    kind=decision.kind,
+                    accepted=decision.accepted,
+                    reason=decision.reason,
+                    sha256=decision.sha256,
+                    size=decision.size,
+                )
+                if not decision.accepted:
+                    refused.append((f, decision.reason))
+        if refused:
+            qdir = self.cfg.quarantine_dir / doc["id"]
+            for f, _reason in refused:
+                target = qdir / f.container_path.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(f.source), target)
+            detail = "; ".join(f"{f.container_path}: {reason}" for f, reason in refused)
+            raise EgressRefused(
+                f"airlock refused {len(refused)} egress file(s), kept in quarantine at "
+                f"{qdir}; nothing was published. {detail}"
+            )
+        return decisions
+
+    def _remove_task_dir(self, task_id: str) -> None:
+        shutil.rmtree(self.cfg.tasks_dir / task_id, ignore_errors=True)
+
+
+def _tail(path: Path, limit: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            return fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _process_start(pid: int) -> int | None:
+    """Start time (clock ticks since boot) of a process, to tell it from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+__all__ = ["FINAL_STATES", "RESTART_REASON", "Scheduler"]

@@ -1,0 +1,210 @@
+"""Task persistence in SQLite (WAL): one row per task with its TES document as JSON.
+
+The columns the list filters need (owner, state, name, tags) are indexed so that a MINIMAL
+page never parses task documents.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    pgid INTEGER,
+    pstart INTEGER
+);
+CREATE INDEX IF NOT EXISTS tasks_owner_seq ON tasks(owner, seq);
+CREATE INDEX IF NOT EXISTS tasks_owner_state_seq ON tasks(owner, state, seq);
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
+CREATE TABLE IF NOT EXISTS tags (
+    seq INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (seq, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tags_key_value ON tags(key, value, seq);
+CREATE TABLE IF NOT EXISTS published (
+    path TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    task TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class StoredTask:
+    """A task row: its owner (caller name) and TES document."""
+
+    id: str
+    owner: str
+    state: str
+    doc: dict[str, Any]
+
+
+class TaskStore:
+    """SQLite-backed task table. Safe to call from several threads (one lock)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a process crash (SIGKILL); only power loss may lose
+        # the last commits.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def create(self, doc: Mapping[str, Any], *, owner: str) -> None:
+        """Insert a new task document (it carries ``id`` and ``state``)."""
+        tags = doc.get("tags") or {}
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                cur = self._db.execute(
+                    "INSERT INTO tasks (id, owner, name, state, doc) VALUES (?, ?, ?, ?, ?)",
+                    (doc["id"], owner, doc.get("name") or "", doc["state"], _dump(doc)),
+                )
+                seq = cur.lastrowid
+                self._db.executemany(
+                    "INSERT INTO tags (seq, key, value) VALUES (?, ?, ?)",
+                    [(seq, k, v) for k, v in tags.items()],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def save(self, doc: Mapping[str, Any]) -> None:
+        """Write back a changed task document (state, logs)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE tasks SET state = ?, doc = ? WHERE id = ?",
+                (doc["state"], _dump(doc), doc["id"]),
+            )
+
+    def set_process(self, task_id: str, *, pgid: int | None, pstart: int | None) -> None:
+        """Remember the process group of a running executor (to reap it after a crash)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE tasks SET pgid = ?, pstart = ? WHERE id = ?", (pgid, pstart, task_id)
+            )
+
+    def processes(self) -> list[tuple[str, int, int | None]]:
+        """Task id, process group and start tick of every recorded executor process."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, pgid, pstart FROM tasks WHERE pgid IS NOT NULL"
+            ).fetchall()
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def add_published(self, path: str, *, owner: str, task: str, sha256: str, size: int) -> None:
+        """Record a file the airlock published (``path`` relative to the egress root)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO published (path, owner, task, sha256, size) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (path, owner, task, sha256, size),
+            )
+
+    def published(self, path: str) -> tuple[str, str, str, int] | None:
+        """Owner, task, sha256 and size of a published egress file, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT owner, task, sha256, size FROM published WHERE path = ?", (path,)
+            ).fetchone()
+        return None if row is None else (row[0], row[1], row[2], row[3])
+
+    def get(self, task_id: str) -> StoredTask | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, owner, state, doc FROM tasks WHERE id = ?", (task_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        return StoredTask(row[0], row[1], row[2], json.loads(row[3]))
+
+    def in_states(self, states: Iterable[str]) -> list[StoredTask]:
+        """Every task in one of ``states``, oldest first."""
+        states = list(states)
+        marks = ",".join("?" * len(states))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id, owner, state, doc FROM tasks WHERE state IN ({marks}) ORDER BY seq",
+                states,
+            ).fetchall()
+        return [StoredTask(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    def list(
+        self,
+        *,
+        owner: str,
+        name_prefix: str | None = None,
+        state: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        page_size: int = 256,
+        page_token: int | None = None,
+        minimal: bool = True,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """One page of the caller's tasks, newest first.
+
+        Returns the tasks (``{"id", "state"}`` only when ``minimal``, else full documents) and
+        the ``seq`` to continue from, or ``None`` on the last page. A tag filter value of ``""``
+        matches any value of that key (TES 1.1 ``tag_key``/``tag_value`` semantics).
+        """
+        where = ["t.owner = ?"]
+        args: list[Any] = [owner]
+        if page_token is not None:
+            where.append("t.seq < ?")
+            args.append(page_token)
+        if state:
+            where.append("t.state = ?")
+            args.append(state)
+        if name_prefix:
+            where.append("substr(t.name, 1, ?) = ?")
+            args.extend([len(name_prefix), name_prefix])
+        for key, value in (tags or {}).items():
+            if value == "":
+                where.append("EXISTS (SELECT 1 FROM tags g WHERE g.seq = t.seq AND g.key = ?)")
+                args.append(key)
+            else:
+                where.append(
+                    "EXISTS (SELECT 1 FROM tags g WHERE g.seq = t.seq AND g.key = ? AND g.value = ?)"
+                )
+                args.extend([key, value])
+        columns = "t.seq, t.id, t.state" if minimal else "t.seq, t.doc"
+        sql = (
+            f"SELECT {columns} FROM tasks t WHERE {' AND '.join(where)} ORDER BY t.seq DESC LIMIT ?"
+        )
+        args.append(page_size + 1)
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        more = len(rows) > page_size
+        rows = rows[:page_size]
+        if minimal:
+            tasks = [{"id": r[1], "state": r[2]} for r in rows]
+        else:
+            tasks = [json.loads(r[1]) for r in rows]
+        next_token = rows[-1][0] if more and rows else None
+        return tasks, next_token
+
+
+def _dump(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"))
