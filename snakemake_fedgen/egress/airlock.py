@@ -32,12 +32,18 @@ from snakemake_fedgen.errors import ConfigError
 from snakemake_fedgen.sumstats import columns
 
 __all__ = [
+    "ALLELE_RE",
+    "COUNTS_HEADER",
+    "COUNTS_TOKEN_RE",
     "KINDS",
+    "RSID_RE",
+    "VARIANT_ID_RE",
     "AirlockDecision",
     "AirlockPolicy",
     "Kind",
     "Sniff",
     "inspect",
+    "minor_allele_count",
 ]
 
 #: How much of a file (after decompression) is sniffed for forbidden content.
@@ -368,13 +374,7 @@ _FORBIDDEN_SUFFIXES: tuple[str, ...] = (
 
 
 def _forbidden(sniff: Sniff) -> tuple[str, str] | None:
-    lname = sniff.name.lower()
-    for suffix in _FORBIDDEN_SUFFIXES:
-        if lname.endswith(suffix):
-            return (
-                "genotype-file",
-                f"name ends in {suffix!r}: genotype and sample files never leave the site",
-            )
+    # Content first: it names what the file really is, whatever it is called.
     for label, test, why in _FORBIDDEN_CONTENT:
         if test(sniff):
             if label == "sample-table":
@@ -384,6 +384,13 @@ def _forbidden(sniff: Sniff) -> tuple[str, str] | None:
                     "per-sample tables never leave the site"
                 )
             return label, why
+    lname = sniff.name.lower()
+    for suffix in _FORBIDDEN_SUFFIXES:
+        if lname.endswith(suffix):
+            return (
+                "genotype-file",
+                f"name ends in {suffix!r}: genotype and sample files never leave the site",
+            )
     return None
 
 
@@ -421,10 +428,12 @@ def _text_lines(stream: BinaryIO) -> Iterator[str]:
 
 # -- sumstats ---------------------------------------------------------------------------------
 
-_ALLELE = re.compile(r"^[ACGTNacgtn]+$")
-_RSID = re.compile(r"^rs[0-9]+$")
-# A variant label such as 20:12345:A:G or 20_12345_G_A; no spaces or free text.
-_VARIANT_ID = re.compile(r"^[A-Za-z0-9_:.\-<>*]{1,200}$")
+#: An allele a GWAS-SSF table may carry (nucleotides only: no symbolic or free text).
+ALLELE_RE = re.compile(r"^[ACGTNacgtn]+$")
+#: The shape of a dbSNP rsID.
+RSID_RE = re.compile(r"^rs[0-9]+$")
+#: A variant label such as 20:12345:A:G or 20_12345_G_A; no spaces or free text.
+VARIANT_ID_RE = re.compile(r"^[A-Za-z0-9_:.\-]{1,200}$")
 _CHROMOSOMES = frozenset(columns.CHROMOSOMES)
 _MISSING = "NA"
 #: Numeric columns that may be "NA"; n and effect_allele_frequency never (they gate disclosure).
@@ -441,6 +450,11 @@ _NUMERIC_NULLABLE = frozenset(
         "info",
     }
 )
+
+
+def minor_allele_count(n: float, eaf: float) -> float:
+    """Minor allele count ``2 * n * min(eaf, 1 - eaf)`` as the airlock computes it."""
+    return 2.0 * n * min(eaf, 1.0 - eaf)
 
 
 def _detect_sumstats(s: Sniff) -> bool:
@@ -546,7 +560,7 @@ def _validate_sumstats(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) ->
         if n < min_n:
             bad.row("min_n", f"line {lineno} column 'n': n={row[i_n]} is below min_n={min_n}")
             continue
-        mac = 2.0 * n * min(eaf, 1.0 - eaf)
+        mac = minor_allele_count(n, eaf)
         if mac < min_mac:
             bad.row(
                 "min_mac",
@@ -579,10 +593,10 @@ def _check_sumstats_fields(
     if row[i_chr] not in _CHROMOSOMES:
         return f"line {lineno} column 'chromosome': {row[i_chr]!r} is not a GWAS-SSF chromosome"
     pos = row[i_pos]
-    if not pos.isdigit() or int(pos) < 1:
+    if not (pos.isascii() and pos.isdigit()) or int(pos) < 1:
         return f"line {lineno} column 'base_pair_location': {pos!r} is not a positive integer"
     for i, col in allele_cols:
-        if not _ALLELE.match(row[i]):
+        if not ALLELE_RE.match(row[i]):
             return f"line {lineno} column {col!r}: {row[i]!r} is not an allele (A/C/G/T/N)"
     for i, col in numeric_cols:
         value = row[i]
@@ -595,9 +609,9 @@ def _check_sumstats_fields(
             return f"line {lineno} column {col!r}: {value!r} is not a finite number or NA"
     # Identifier columns are free text in principle: pin them to variant-label shapes so they
     # cannot carry anything else.
-    if i_rsid is not None and row[i_rsid] != _MISSING and not _RSID.match(row[i_rsid]):
+    if i_rsid is not None and row[i_rsid] != _MISSING and not RSID_RE.match(row[i_rsid]):
         return f"line {lineno} column 'rsid': {row[i_rsid]!r} is not rs<digits> or NA"
-    if i_vid is not None and row[i_vid] != _MISSING and not _VARIANT_ID.match(row[i_vid]):
+    if i_vid is not None and row[i_vid] != _MISSING and not VARIANT_ID_RE.match(row[i_vid]):
         return (
             f"line {lineno} column 'variant_id': {row[i_vid][:40]!r} is not a variant label "
             "(letters, digits and _ : . - only, at most 200 characters)"
@@ -610,7 +624,7 @@ def _check_sumstats_fields(
 COUNTS_HEADER = ("step", "quantity", "count")
 _COUNTS_HEADER_TEXT = "\t".join(COUNTS_HEADER)
 #: Step and quantity labels are short machine tokens, so they cannot smuggle identifiers.
-_COUNT_TOKEN = re.compile(r"^[a-z][a-z0-9_.\-]{0,47}$")
+COUNTS_TOKEN_RE = re.compile(r"^[a-z][a-z0-9_.\-]{0,47}$")
 
 
 def _detect_counts(s: Sniff) -> bool:
@@ -646,7 +660,7 @@ def _validate_counts(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> t
             continue
         step, quantity, count = row
         for col, value in (("step", step), ("quantity", quantity)):
-            if not _COUNT_TOKEN.match(value):
+            if not COUNTS_TOKEN_RE.match(value):
                 bad.row(
                     "malformed",
                     f"line {lineno} column {col!r}: {value[:40]!r} is not a short token "
@@ -656,7 +670,7 @@ def _validate_counts(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> t
         else:
             if count == suppressed:
                 continue
-            if not count.isdigit():
+            if not (count.isascii() and count.isdigit()):
                 bad.row(
                     "malformed",
                     f"line {lineno} column 'count': {count[:40]!r} is neither a non-negative "
@@ -705,6 +719,7 @@ META_KEYS: frozenset[str] = frozenset(
         "pvalue_is_neg_log10",
         "hm_code_definition",
         "harmonisation_reference",
+        "analysis_name",
         "fedgen",
     }
 )
@@ -718,6 +733,7 @@ META_SAMPLE_KEYS: frozenset[str] = frozenset(
         "case_control_study",
         "case_count",
         "control_count",
+        "case_type",
     }
 )
 #: Keys of the ``fedgen`` block.
@@ -732,8 +748,12 @@ META_FEDGEN_KEYS: frozenset[str] = frozenset(
         "min_mac",
         "variants_suppressed",
         "variants_exported",
+        "variants_dropped",
         "effect_scale",
         "source_format",
+        "effect_column",
+        "source_file",
+        "fedgen_version",
     }
 )
 _META_MAX_BYTES = 64 * 1024
@@ -767,6 +787,17 @@ def _meta_scalar_problem(path: str, value: object) -> str | None:
                 return problem
         return None
     return f"key {path}: unsupported value type {type(value).__name__}"
+
+
+def _meta_tally_problem(path: str, value: dict) -> str | None:
+    if len(value) > _META_MAX_LIST:
+        return f"key {path}: more than {_META_MAX_LIST} entries"
+    for k, v in value.items():
+        if not isinstance(k, str) or not COUNTS_TOKEN_RE.match(k):
+            return f"key {path}: label {str(k)[:40]!r} is not a short token"
+        if isinstance(v, bool) or not isinstance(v, int):
+            return f"key {path}.{k}: {v!r} is not an integer count"
+    return None
 
 
 def _validate_meta(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tuple[bool, str]:
@@ -803,7 +834,11 @@ def _validate_meta(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tup
             if bad:
                 return False, f"key fedgen: unknown key(s) {', '.join(bad)}"
             for k, v in value.items():
-                problem = _meta_scalar_problem(f"fedgen.{k}", v)
+                if isinstance(v, dict):
+                    # Tallies such as variants_dropped: {errcode: 3}; labels are short tokens.
+                    problem = _meta_tally_problem(f"fedgen.{k}", v)
+                else:
+                    problem = _meta_scalar_problem(f"fedgen.{k}", v)
                 if problem:
                     return False, problem
         else:
