@@ -1,0 +1,94 @@
+"""The site registry (``sites.yaml``) and per-site node configs of a simulated federation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from snakemake_fedgen.simulate.scales import SITE_NAMES
+from snakemake_fedgen.simulate.vcf import write_text
+
+#: Data-use terms per site (DUO, /work/shared/spec/duo.csv): A general research use; B health,
+#: medical or biomedical research, non-commercial only; C health/medical/biomedical research
+#: with ethics approval required.
+SITE_DUO: dict[str, list[str]] = {
+    "A": ["DUO:0000042"],
+    "B": ["DUO:0000006", "DUO:0000046"],
+    "C": ["DUO:0000006", "DUO:0000021"],
+}
+DEFAULT_IMAGE = "fedgen/tools:0.1"
+AIRLOCK = {"min_n": 50, "min_mac": 10, "min_cell": 5}
+
+
+def site_dir(out: Path, site: str) -> Path:
+    """Return the directory holding a site's data, work and egress storage."""
+    return out / "sites" / site
+
+
+def registry(out: Path, *, base_port: int, sites: tuple[str, ...] = SITE_NAMES) -> dict[str, Any]:
+    """Return the ``sites.yaml`` mapping for a federation simulated under ``out`` (absolute)."""
+    ref = out / "reference"
+    entries: dict[str, Any] = {}
+    for i, site in enumerate(sites):
+        port = base_port + i
+        d = site_dir(out, site)
+        duo = SITE_DUO[site]
+        entries[site] = {
+            "tes_url": f"http://127.0.0.1:{port}/ga4gh/tes/v1",
+            "token_env": f"FEDGEN_TOKEN_{site}",
+            "token_command": None,
+            "work_url": (d / "work").as_uri(),
+            "egress_url": (d / "egress").as_uri(),
+            "egress_read_url": f"http://127.0.0.1:{port}/fedgen/v1/egress",
+            "egress": "allow-list",
+            "egress_allow": ["results/sumstats/**"],
+            "default_image": DEFAULT_IMAGE,
+            "max_parallel_tasks": 2,
+            "datasets": {
+                "genotypes": {
+                    "url": (d / "genotypes.vcf.gz").as_uri(),
+                    "duo": list(duo),
+                    "assembly": "GRCh38",
+                },
+                "phenotypes": {"url": (d / "phenotypes.tsv").as_uri(), "duo": list(duo)},
+                "reference_panel": {
+                    "url": (ref / "panel.vcf.gz").as_uri(),
+                    "assembly": "GRCh38",
+                },
+                "genetic_map": {"url": (ref / "genetic_map.map").as_uri()},
+            },
+            "crypt4gh_recipient_key": None,
+            "public_key_x25519": None,
+        }
+    return {"version": 1, "default_site": None, "sites": entries}
+
+
+def node_config(out: Path, site: str) -> dict[str, Any]:
+    """Return the ``fedgen node`` config of ``site``: its storage roots and disclosure policy."""
+    d = site_dir(out, site)
+    return {
+        "node_id": f"site-{site}",
+        "read_roots": [str(d), str(out / "reference")],
+        "write_roots": [str(d / "work"), str(d / "egress")],
+        "egress_root": str(d / "egress"),
+        "cpu_cores": 2,
+        "airlock": dict(AIRLOCK),
+    }
+
+
+def write_registry(out: Path, *, base_port: int) -> Path:
+    """Write ``out/sites.yaml`` and ``out/sites/<S>/node.yaml``; create work/egress dirs."""
+    for site in SITE_NAMES:
+        d = site_dir(out, site)
+        (d / "work").mkdir(parents=True, exist_ok=True)
+        (d / "egress").mkdir(parents=True, exist_ok=True)
+        write_text(d / "node.yaml", yaml.safe_dump(node_config(out, site), sort_keys=False))
+    path = out / "sites.yaml"
+    header = (
+        "# Site registry of a simulated federation (fedgen simulate).\n"
+        "# Tokens are read from the environment variables named by token_env.\n"
+    )
+    write_text(path, header + yaml.safe_dump(registry(out, base_port=base_port), sort_keys=False))
+    return path
