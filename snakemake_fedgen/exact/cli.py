@@ -1,0 +1,180 @@
+"""``fedgen exact``: exact pooled linear regression from site aggregates (issue 8).
+
+At a site::
+
+    fedgen exact aggregate --pfile imputed --pheno pheno.tsv --pheno-name qt \\
+        --covar-name age,sex --site B --registry sites.yaml --out B.aggregates.tsv
+    fedgen exact keygen --out secure/x25519.key             # once; prints the public key
+    fedgen exact mask --aggregates B.aggregates.tsv --key secure/x25519.key \\
+        --registry sites.yaml --round r1 --participants A,B,C --variants panel.pvar \\
+        --out B.aggregates.masked.tsv
+
+At the centre::
+
+    fedgen exact solve --aggregates A.aggregates.tsv B.aggregates.tsv ... --out pooled.tsv
+    fedgen exact solve --masked A.aggregates.masked.tsv ... --out pooled.tsv
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "Exact pooled linear regression from site aggregates, with secure aggregation."
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``aggregate``, ``keygen``, ``mask`` and ``solve`` sub-subcommands."""
+    sub = parser.add_subparsers(dest="exact_command", metavar="STEP", required=True)
+
+    p = sub.add_parser("aggregate", help="site: compute per-variant aggregates (runs at a site)")
+    p.add_argument("--pfile", required=True, help="PLINK 2 fileset prefix (.pgen/.pvar/.psam)")
+    p.add_argument("--pheno", required=True, type=Path, help="plink2-style phenotype table")
+    p.add_argument("--pheno-name", required=True, help="quantitative trait column")
+    p.add_argument("--covar", type=Path, default=None, help="covariate table (default: --pheno)")
+    p.add_argument("--covar-name", default="", help="comma-separated covariate columns")
+    p.add_argument("--site", required=True, help="this site's name in the registry")
+    order = p.add_mutually_exclusive_group(required=True)
+    order.add_argument("--registry", type=Path, help="sites.yaml: its site order is used")
+    order.add_argument("--sites", help="global site order, comma-separated (as in the registry)")
+    p.add_argument("--min-n", type=int, default=50, help="refuse below this many samples")
+    p.add_argument("--min-mac", type=float, default=10.0, help="drop variants below this MAC")
+    p.add_argument("--out", required=True, type=Path, help="aggregates table to write")
+    p.set_defaults(_exact=_run_aggregate)
+
+    p = sub.add_parser("keygen", help="site: create an X25519 key pair for secure aggregation")
+    p.add_argument("--out", required=True, type=Path, help="private key file (mode 0600)")
+    p.set_defaults(_exact=_run_keygen)
+
+    p = sub.add_parser("mask", help="site: mask aggregates for one secure-aggregation round")
+    p.add_argument("--aggregates", required=True, type=Path, help="this site's aggregates")
+    p.add_argument("--key", required=True, type=Path, help="this site's X25519 private key")
+    p.add_argument("--registry", required=True, type=Path, help="sites.yaml with public keys")
+    p.add_argument("--round", required=True, dest="round_id", help="round id from the centre")
+    p.add_argument("--participants", required=True, help="comma-separated sites of this round")
+    p.add_argument(
+        "--variants",
+        type=Path,
+        default=None,
+        help="public variant list shared by all participants (.pvar or aggregates table); "
+        "default: this site's own variants, which works only if every site kept the same ones",
+    )
+    p.add_argument("--frac-bits", type=int, default=40, help="fixed-point fractional bits")
+    p.add_argument("--ledger", type=Path, default=None, help="round ledger (default: KEY.rounds)")
+    p.add_argument("--force", action="store_true", help="allow fewer than three participants")
+    p.add_argument("--out", required=True, type=Path, help="masked upload to write")
+    p.set_defaults(_exact=_run_mask)
+
+    p = sub.add_parser("solve", help="centre: pooled beta, se, t, p per variant")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--aggregates", nargs="+", type=Path, help="plain site aggregates")
+    src.add_argument("--masked", nargs="+", type=Path, help="masked uploads of one round")
+    p.add_argument("--out", required=True, type=Path, help="results table (TSV)")
+    p.set_defaults(_exact=_run_solve)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the chosen step."""
+    return int(args._exact(args) or 0)
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _run_aggregate(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.exact.aggregates import compute_aggregates, write_aggregates
+
+    if args.registry is not None:
+        from snakemake_fedgen.sites import load_registry
+
+        sites = list(load_registry(args.registry).sites)
+    else:
+        sites = _names(args.sites)
+    agg = compute_aggregates(
+        args.pfile,
+        args.pheno,
+        pheno_name=args.pheno_name,
+        covar=args.covar,
+        covar_names=_names(args.covar_name),
+        site=args.site,
+        sites=sites,
+        min_n=args.min_n,
+        min_mac=args.min_mac,
+    )
+    write_aggregates(agg, args.out)
+    print(
+        f"site {agg.site}: n={agg.n}, {agg.m} variants written to {args.out}, "
+        f"{agg.meta['variants_suppressed']} suppressed (min_mac={args.min_mac:g})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _run_keygen(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.exact.secure import generate_key
+
+    public = generate_key(args.out)
+    print(f"public_key_x25519: {public}")
+    return 0
+
+
+def _run_mask(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.exact.aggregates import read_aggregates, read_variant_table
+    from snakemake_fedgen.exact.secure import load_private_key, mask_aggregates, write_masked
+    from snakemake_fedgen.sites import load_registry
+
+    agg = read_aggregates(args.aggregates)
+    registry = load_registry(args.registry)
+    if list(registry.sites) != list(agg.sites):
+        from snakemake_fedgen.errors import ConfigError
+
+        raise ConfigError(
+            f"{args.aggregates} was computed with site order {','.join(agg.sites)} but "
+            f"{args.registry} lists {','.join(registry.sites)}; recompute the aggregates"
+        )
+    public_keys = {name: s.public_key_x25519 or "" for name, s in registry.sites.items()}
+    universe = read_variant_table(args.variants or args.aggregates)
+    upload = mask_aggregates(
+        agg,
+        private_key=load_private_key(args.key),
+        public_keys=public_keys,
+        participants=_names(args.participants),
+        round_id=args.round_id,
+        universe=universe,
+        frac_bits=args.frac_bits,
+        force=args.force,
+        ledger=args.ledger or args.key.with_name(args.key.name + ".rounds"),
+    )
+    write_masked(upload, args.out)
+    print(
+        f"site {agg.site}: round {args.round_id}: masked {len(upload.table)} variants for "
+        f"participants {','.join(upload.participants)} -> {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _run_solve(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.exact.solve import solve, sum_aggregates, write_results
+
+    if args.masked:
+        from snakemake_fedgen.exact.secure import read_masked, unmask_sum
+
+        total = unmask_sum([read_masked(p) for p in args.masked])
+        note = f"secure round {total.meta['round']} over sites {total.meta['sites_summed']}"
+    else:
+        from snakemake_fedgen.exact.aggregates import read_aggregates
+
+        total = sum_aggregates([read_aggregates(p) for p in args.aggregates])
+        note = f"plain aggregates of sites {total.meta['sites_summed']}"
+    dropped = total.meta["variants_not_at_every_site"]
+    result = solve(total)
+    write_results(result, args.out, note=f"{note}; {dropped} variants not at every site dropped")
+    print(
+        f"pooled n={result.n}: {len(result.beta)} variants solved ({note}); {dropped} variants "
+        f"not at every site dropped -> {args.out}",
+        file=sys.stderr,
+    )
+    return 0
