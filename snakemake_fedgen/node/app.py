@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from snakemake_fedgen import __version__
 from snakemake_fedgen.errors import AuthError, StorageError
+from snakemake_fedgen.governance.node import check_task_visas
 from snakemake_fedgen.node.audit import AuditLog
 from snakemake_fedgen.node.auth import Authenticator, Caller
 from snakemake_fedgen.node.config import NodeConfig
@@ -154,7 +155,9 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
                 "cpu_cores": cfg.node_cores,
                 "egress_root": cfg.egress_root.as_uri() if cfg.egress_root else None,
                 "egress_read_path": EGRESS_PREFIX,
-                "auth": "bearer" if cfg.token_file else "none (loopback only)",
+                "auth": ("jwt" if cfg.jwt else "bearer")
+                if (cfg.jwt or cfg.token_file)
+                else "none (loopback only)",
             },
         }
 
@@ -177,6 +180,11 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
         except (InvalidTask, StorageError) as exc:
             audit.record(caller=caller.name, action="CreateTask", outcome="400", reason=str(exc))
             raise ApiError(400, f"invalid task: {exc}") from None
+        try:
+            check_task_visas(caller, doc, cfg)
+        except AuthError as exc:
+            audit.record(caller=caller.name, action="CreateTask", outcome="403", reason=str(exc))
+            raise ApiError(403, str(exc)) from None
         doc = {"id": new_task_id(), "state": "QUEUED", **doc, "creation_time": now_rfc3339()}
         store.create(doc, owner=caller.name)
         audit.record(caller=caller.name, action="CreateTask", task=doc["id"], outcome="QUEUED")

@@ -79,9 +79,14 @@ def run(args: argparse.Namespace) -> int:
     runtime = make_runtime(cfg.runtime, tool_paths=cfg.tool_paths)
     if cfg.token_file is not None:
         authenticator = TokenFileAuthenticator.from_file(cfg.token_file)
-    else:
+    elif not cfg.jwt:
         log.warning("no token_file: every caller is 'anonymous'; serving loopback only.")
         authenticator = LoopbackAuthenticator()
+    if cfg.jwt:
+        from snakemake_fedgen.governance.node import jwt_authenticator
+
+        fallback = authenticator if cfg.token_file is not None else None
+        authenticator = jwt_authenticator(cfg, fallback=fallback)
     if not cfg.allowed_images:
         log.warning("no allowed_images: tasks with any image are accepted.")
     if runtime.name == "host":

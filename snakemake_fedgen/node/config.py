@@ -60,6 +60,11 @@ class NodeConfig:
     max_content_bytes: int = 1024 * 1024
     log_tail_bytes: int = 64 * 1024
     tool_paths: list[str] = field(default_factory=default_tool_paths)
+    # Governance (issue 6, snakemake_fedgen.governance): JWT/Passport auth, visa-gated datasets,
+    # Crypt4GH encryption of published egress files for the coordinator's public key.
+    jwt: dict[str, Any] = field(default_factory=dict)
+    datasets_requiring_visa: dict[str, str] = field(default_factory=dict)
+    egress_recipient_key: Path | None = None
 
     @property
     def node_cores(self) -> int:
@@ -80,7 +85,7 @@ class NodeConfig:
         return self.state_dir / "tasks"
 
 
-_PATH_KEYS = {"egress_root", "quarantine_dir", "token_file", "state_dir"}
+_PATH_KEYS = {"egress_root", "quarantine_dir", "token_file", "state_dir", "egress_recipient_key"}
 _PATH_LIST_KEYS = {"read_roots", "write_roots"}
 
 
@@ -167,9 +172,9 @@ def _convert(data: dict[str, Any], source: str) -> NodeConfig:
                 raise ConfigError(
                     f"node config {source}: max_task_seconds must be a number, got {value!r}."
                 ) from exc
-        elif key == "airlock":
+        elif key in ("airlock", "jwt", "datasets_requiring_visa"):
             if not isinstance(value, dict):
-                raise ConfigError(f"node config {source}: airlock must be a mapping.")
+                raise ConfigError(f"node config {source}: {key} must be a mapping.")
             out[key] = dict(value)
         else:
             out[key] = value
@@ -205,7 +210,10 @@ def _check(cfg: NodeConfig, source: str) -> NodeConfig:
         cfg.quarantine_dir = cfg.state_dir / "quarantine"
     if cfg.token_file is not None and not cfg.token_file.is_file():
         raise ConfigError(f"node config {source}: token_file {cfg.token_file} does not exist.")
-    if cfg.token_file is None and cfg.host not in LOOPBACK_HOSTS:
+    from snakemake_fedgen.governance.node import check_node_config
+
+    check_node_config(cfg, source)
+    if cfg.token_file is None and not cfg.jwt and cfg.host not in LOOPBACK_HOSTS:
         raise ConfigError(
             f"node config {source}: refusing to serve on {cfg.host} without a token_file; "
             "set token_file (YAML caller: token) or bind 127.0.0.1."

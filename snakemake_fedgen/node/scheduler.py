@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from snakemake_fedgen.errors import EgressRefused, FedgenError, StorageError
+from snakemake_fedgen.governance.node import seal_egress
 from snakemake_fedgen.node.audit import AuditLog
 from snakemake_fedgen.node.config import NodeConfig
 from snakemake_fedgen.node.runtime import Runtime, TaskLayout
@@ -373,6 +375,14 @@ class Scheduler:
         decisions = {}
         if egress:
             decisions = self._airlock(active, egress)
+            # Crypt4GH: accepted plaintext is encrypted for the coordinator before publication.
+            decisions = seal_egress(
+                egress,
+                decisions,
+                cfg=self.cfg,
+                doc=doc,
+                record=functools.partial(self.audit.record, caller=active.owner, task=doc["id"]),
+            )
         for f in files:
             publish(f.source, f.dest)
         for f in egress:
