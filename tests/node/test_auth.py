@@ -1,0 +1,86 @@
+"""Bearer tokens: who may call, who sees which task, and that tokens never reach a log."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import yaml
+
+from tests.node.conftest import simple_task, wait_task
+
+ALICE = "alice-token-0123456789abcdef"
+BOB = "bob-token-fedcba9876543210"
+
+
+def test_auth__missing_or_wrong_token_is_401(site, start_node, tmp_path):
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(yaml.safe_dump({"alice": ALICE, "bob": BOB}))
+    node = start_node(site.state, config=site.config(token_file=str(tokens)))
+    # service-info is public: clients discover the node before they authenticate.
+    assert httpx.get(f"{node.url}/service-info").status_code == 200
+    for headers in ({}, {"Authorization": "Bearer wrong-token-xyz"}, {"Authorization": ALICE}):
+        for method, path in (("GET", "/tasks"), ("POST", "/tasks"), ("GET", "/tasks/x")):
+            resp = httpx.request(method, node.url + path, headers=headers, json=simple_task("true"))
+            assert resp.status_code == 401, (headers, path)
+            assert resp.json()["message"]
+            assert resp.headers["www-authenticate"] == "Bearer"
+
+
+def test_auth__callers_see_and_cancel_only_their_own_tasks(site, start_node, tmp_path):
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(yaml.safe_dump({"alice": ALICE, "bob": BOB}))
+    node = start_node(site.state, config=site.config(token_file=str(tokens), runtime="host"))
+    alice = {"Authorization": f"Bearer {ALICE}"}
+    bob = {"Authorization": f"Bearer {BOB}"}
+    a_task = httpx.post(f"{node.url}/tasks", json=simple_task("sleep 30"), headers=alice).json()[
+        "id"
+    ]
+    b_task = httpx.post(f"{node.url}/tasks", json=simple_task("true"), headers=bob).json()["id"]
+    assert httpx.get(f"{node.url}/tasks/{a_task}", headers=alice).status_code == 200
+    assert httpx.get(f"{node.url}/tasks/{a_task}", headers=bob).status_code == 404
+    assert httpx.post(f"{node.url}/tasks/{a_task}:cancel", headers=bob).status_code == 404
+    assert httpx.get(f"{node.url}/tasks/{a_task}", headers=alice).json()["state"] != "CANCELED"
+    seen_by_bob = httpx.get(f"{node.url}/tasks", headers=bob).json()["tasks"]
+    assert [t["id"] for t in seen_by_bob] == [b_task]
+    seen_by_alice = httpx.get(f"{node.url}/tasks", headers=alice).json()["tasks"]
+    assert [t["id"] for t in seen_by_alice] == [a_task]
+    assert httpx.post(f"{node.url}/tasks/{a_task}:cancel", headers=alice).status_code == 200
+    assert wait_task(node.url, a_task, headers=alice)["state"] == "CANCELED"
+    node.stop()
+    audit = (site.state / "audit.jsonl").read_text()
+    records = [yaml.safe_load(line) for line in audit.splitlines()]
+    assert {
+        "caller": "bob",
+        "action": "CancelTask",
+        "task": a_task,
+        "outcome": "404",
+    }.items() <= next(
+        r for r in records if r["action"] == "CancelTask" and r["caller"] == "bob"
+    ).items()
+    for text in (audit, node.log_tail(100_000)):
+        assert ALICE not in text and BOB not in text
+
+
+def test_auth__no_token_file_refuses_non_loopback_host(site, tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake_fedgen",
+            "node",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "1",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "without a token_file" in proc.stderr

@@ -1,0 +1,271 @@
+"""Task execution on a real node: executors, files, states, scheduling, cancel, time limits."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+
+import httpx
+
+from snakemake_fedgen.node.runtime import BwrapRuntime, EngineRuntime, TaskLayout
+from tests.node.conftest import simple_task, wait_state, wait_task
+
+
+def _post(node, task) -> str:
+    resp = httpx.post(f"{node.url}/tasks", json=task)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["id"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_executors__run_in_order_with_env_stdin_stdout_and_ignore_error(site, start_node):
+    node = start_node(site.state, config=site.config())
+    task = {
+        "name": "files",
+        "inputs": [{"path": "/fedgen/work/in.txt", "content": "b\na\nc\n"}],
+        "outputs": [
+            {"path": "/fedgen/work/sorted.txt", "url": (site.work / "sorted.txt").as_uri()},
+            {"path": "/fedgen/work/env.txt", "url": (site.work / "env.txt").as_uri()},
+        ],
+        "executors": [
+            {
+                "image": "fedgen/tools:0.1",
+                "command": ["sort"],
+                "stdin": "/fedgen/work/in.txt",
+                "stdout": "/fedgen/work/sorted.txt",
+            },
+            {
+                "image": "fedgen/tools:0.1",
+                "command": ["sh", "-c", 'echo "$GREETING $(head -1 sorted.txt)" > env.txt; exit 7'],
+                "workdir": "/fedgen/work",
+                "env": {"GREETING": "hi"},
+                "ignore_error": True,
+            },
+            {"image": "fedgen/tools:0.1", "command": ["sh", "-c", "echo to-err >&2; echo to-out"]},
+        ],
+    }
+    doc = wait_task(node.url, _post(node, task))
+    assert doc["state"] == "COMPLETE", doc
+    logs = doc["logs"][0]["logs"]
+    assert [e["exit_code"] for e in logs] == [0, 7, 0]
+    assert logs[2]["stdout"] == "to-out\n"
+    assert logs[2]["stderr"] == "to-err\n"
+    starts = [datetime.fromisoformat(e["start_time"]) for e in logs]
+    ends = [datetime.fromisoformat(e["end_time"]) for e in logs]
+    assert starts[1] >= ends[0] and starts[2] >= ends[1]
+    assert (site.work / "sorted.txt").read_text() == "a\nb\nc\n"
+    assert (site.work / "env.txt").read_text() == "hi a\n"
+
+
+def test_executors__first_failure_ends_task_executor_error(site, start_node):
+    node = start_node(site.state, config=site.config())
+    task = simple_task("echo boom >&2; exit 3")
+    task["executors"].append({"image": "fedgen/tools:0.1", "command": ["touch", "/fedgen/work/x"]})
+    task["outputs"] = [{"path": "/fedgen/work/x", "url": (site.work / "x").as_uri()}]
+    doc = wait_task(node.url, _post(node, task))
+    assert doc["state"] == "EXECUTOR_ERROR"
+    assert len(doc["logs"][0]["logs"]) == 1
+    assert doc["logs"][0]["logs"][0]["exit_code"] == 3
+    assert doc["logs"][0]["logs"][0]["stderr"] == "boom\n"
+    assert not (site.work / "x").exists()
+
+
+def test_outputs__directory_and_wildcard_with_path_prefix(site, start_node):
+    (site.data / "ref").mkdir()
+    (site.data / "ref" / "a.txt").write_text("A")
+    (site.data / "ref" / "sub").mkdir()
+    (site.data / "ref" / "sub" / "b.txt").write_text("B")
+    node = start_node(site.state, config=site.config())
+    task = simple_task(
+        "mkdir -p out/d/e && cp -r ref/. out/d/ && echo 1 > out/c1.tsv && echo 2 > out/c2.tsv",
+        inputs=[
+            {"path": "/fedgen/work/ref", "url": (site.data / "ref").as_uri(), "type": "DIRECTORY"}
+        ],
+        outputs=[
+            {
+                "path": "/fedgen/work/out/d",
+                "url": (site.work / "dir").as_uri(),
+                "type": "DIRECTORY",
+            },
+            {
+                "path": "/fedgen/work/out/c*.tsv",
+                "path_prefix": "/fedgen/work/out",
+                "url": (site.work / "glob").as_uri(),
+            },
+        ],
+    )
+    doc = wait_task(node.url, _post(node, task))
+    assert doc["state"] == "COMPLETE", doc["logs"]
+    assert (site.work / "dir" / "a.txt").read_text() == "A"
+    assert (site.work / "dir" / "sub" / "b.txt").read_text() == "B"
+    assert (site.work / "glob" / "c1.tsv").read_text() == "1\n"
+    assert (site.work / "glob" / "c2.tsv").read_text() == "2\n"
+    urls = {o["url"] for o in doc["logs"][0]["outputs"]}
+    assert (site.work / "glob" / "c2.tsv").as_uri() in urls
+    assert (site.work / "dir" / "sub" / "b.txt").as_uri() in urls
+    assert len(urls) == 4
+
+
+def test_inputs__http_url_is_fetched(site, start_node, tmp_path):
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "panel.txt").write_text("from http\n")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        node = start_node(site.state, config=site.config())
+        url = f"http://127.0.0.1:{server.server_address[1]}/panel.txt"
+        task = simple_task(
+            "cat panel.txt",
+            inputs=[{"path": "/fedgen/work/panel.txt", "url": url}],
+        )
+        doc = wait_task(node.url, _post(node, task))
+        assert doc["state"] == "COMPLETE"
+        assert doc["logs"][0]["logs"][0]["stdout"] == "from http\n"
+        missing = simple_task("true", inputs=[{"path": "/fedgen/work/x", "url": url + ".nope"}])
+        doc = wait_task(node.url, _post(node, missing))
+        assert doc["state"] == "SYSTEM_ERROR"
+        assert "HTTP 404" in doc["logs"][0]["system_logs"][0]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_cancel__kills_the_whole_process_group(site, start_node):
+    node = start_node(site.state, config=site.config(runtime="host"))
+    pidfile = site.work / "child.pid"
+    task = simple_task(f"sleep 300 & echo $! > {pidfile}; wait")
+    task_id = _post(node, task)
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pidfile.read_text())
+    assert _alive(child)
+    assert httpx.post(f"{node.url}/tasks/{task_id}:cancel").status_code == 200
+    assert wait_state(node.url, task_id, ("CANCELED",)) == "CANCELED"
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
+
+
+def test_cancel__queued_task_never_runs(site, start_node):
+    node = start_node(site.state, config=site.config(runtime="host", cpu_cores=1))
+    blocker = _post(node, simple_task("sleep 60"))
+    marker = site.work / "ran"
+    queued = _post(node, simple_task(f"touch {marker}"))
+    assert httpx.get(f"{node.url}/tasks/{queued}").json()["state"] == "QUEUED"
+    httpx.post(f"{node.url}/tasks/{queued}:cancel")
+    httpx.post(f"{node.url}/tasks/{blocker}:cancel")
+    assert wait_task(node.url, queued)["state"] == "CANCELED"
+    assert wait_task(node.url, blocker)["state"] == "CANCELED"
+    assert not marker.exists()
+
+
+def _intervals(node, ids):
+    out = []
+    for task_id in ids:
+        doc = wait_task(node.url, task_id)
+        assert doc["state"] == "COMPLETE"
+        log = doc["logs"][0]["logs"][0]
+        out.append(
+            (datetime.fromisoformat(log["start_time"]), datetime.fromisoformat(log["end_time"]))
+        )
+    return sorted(out)
+
+
+def _max_overlap(intervals) -> int:
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    busy = peak = 0
+    for _, step in events:
+        busy += step
+        peak = max(peak, busy)
+    return peak
+
+
+def test_scheduler__never_more_cores_busy_than_configured(site, start_node):
+    node = start_node(site.state, config=site.config(runtime="host", cpu_cores=2))
+    two_core = [_post(node, simple_task("sleep 0.4", resources={"cpu_cores": 2})) for _ in range(3)]
+    assert _max_overlap(_intervals(node, two_core)) == 1
+    one_core = [_post(node, simple_task("sleep 0.6")) for _ in range(4)]
+    # The same check sees parallelism when the budget allows it.
+    assert _max_overlap(_intervals(node, one_core)) == 2
+    # A request above the node's cores is capped to them instead of waiting forever.
+    huge = _post(node, simple_task("true", resources={"cpu_cores": 64}))
+    assert wait_task(node.url, huge)["state"] == "COMPLETE"
+
+
+def test_max_task_seconds__kills_endless_task_with_reason(site, start_node):
+    node = start_node(site.state, config=site.config(max_task_seconds=1))
+    doc = wait_task(node.url, _post(node, simple_task("sleep 120")))
+    assert doc["state"] == "SYSTEM_ERROR"
+    assert "max_task_seconds=1" in doc["logs"][0]["system_logs"][-1]
+
+
+def test_host_runtime__runs_in_mapped_workdir(site, start_node):
+    node = start_node(site.state, config=site.config(runtime="host"))
+    (site.data / "in.txt").write_text("host\n")
+    task = simple_task(
+        "cat in.txt > out.txt && pwd",
+        inputs=[{"path": "/fedgen/work/in.txt", "url": (site.data / "in.txt").as_uri()}],
+        outputs=[{"path": "/fedgen/work/out.txt", "url": (site.work / "o.txt").as_uri()}],
+    )
+    doc = wait_task(node.url, _post(node, task))
+    assert doc["state"] == "COMPLETE"
+    assert doc["logs"][0]["metadata"]["runtime"] == "host"
+    assert doc["logs"][0]["logs"][0]["stdout"].strip().endswith("/root/fedgen/work")
+    assert (site.work / "o.txt").read_text() == "host\n"
+
+
+def test_engine_runtime__builds_docker_run_command_line(tmp_path):
+    # No container engine runs in this environment: only the generated argv is checked.
+    root = tmp_path / "root"
+    (root / "fedgen" / "work").mkdir(parents=True)
+    layout = TaskLayout(
+        root=root, tmp=tmp_path / "tmp", binds=((Path("/srv/g.vcf"), "/fedgen/work/g.vcf"),)
+    )
+    executor = {
+        "image": "fedgen/tools:0.1",
+        "command": ["plink2", "--version"],
+        "workdir": "/fedgen/work",
+        "env": {"A": "1"},
+    }
+    for engine in ("docker", "podman"):
+        launch = EngineRuntime(engine).launch(executor, layout, task_id="t1")
+        assert launch.argv == [
+            engine, "run", "--rm", "--network", "none", "--name", "fedgen-t1",
+            "-v", f"{root}/fedgen:/fedgen",
+            "-v", "/srv/g.vcf:/fedgen/work/g.vcf:ro",
+            "-w", "/fedgen/work", "-e", "A=1",
+            "fedgen/tools:0.1", "plink2", "--version",
+        ]  # fmt: skip
+        assert "A" not in launch.env  # task env goes through -e, not the engine client's env
+
+
+def test_bwrap_runtime__command_line_isolates_the_task(tmp_path):
+    root = tmp_path / "root"
+    (root / "fedgen").mkdir(parents=True)
+    layout = TaskLayout(
+        root=root, tmp=tmp_path / "tmp", binds=((Path("/srv/g.vcf"), "/fedgen/g.vcf"),)
+    )
+    argv = BwrapRuntime().launch({"image": "x", "command": ["true"]}, layout, task_id="t").argv
+    for flag in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--clearenv"):
+        assert flag in argv
+    i = argv.index("/srv/g.vcf")
+    assert argv[i - 1 : i + 2] == ["--ro-bind", "/srv/g.vcf", "/fedgen/g.vcf"]
+    # The input is bound after (over) the task directory that holds its mount point.
+    assert i > argv.index(f"{root}/fedgen")
+    assert "/" not in [argv[k + 1] for k, a in enumerate(argv) if a in ("--bind", "--ro-bind")]
