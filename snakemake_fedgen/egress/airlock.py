@@ -67,13 +67,17 @@ class AirlockPolicy:
     min_mac : float
         Every row needs a minor allele count ``2 * n * min(eaf, 1 - eaf) >= min_mac``.
     min_cell : int
-        Counts tables: every count is ``>= min_cell`` or the suppressed literal ``<min_cell``.
+        Counts tables: every count is 0, ``>= min_cell`` or a suppressed literal ``<k`` with
+        ``k >= min_cell`` (normally ``<min_cell``).
     max_bytes : int
         Largest file the airlock publishes.
     allowed_columns : frozenset of str
         Column names a summary-statistics table may carry (GWAS-SSF names).
     max_count_rows : int
         Largest number of data rows in a counts table.
+    secure_aggregation : bool
+        Admit masked exact-mode aggregates (noise to the airlock; the site checked n and MAC
+        before masking). See docs/exact-and-secure-aggregation.md.
     """
 
     min_n: int = 50
@@ -82,6 +86,7 @@ class AirlockPolicy:
     max_bytes: int = 2 * 1024**3
     allowed_columns: frozenset[str] = columns.ALLOWED
     max_count_rows: int = 1000
+    secure_aggregation: bool = False
 
     def __post_init__(self) -> None:
         _check_policy_values(self)
@@ -128,6 +133,13 @@ class AirlockPolicy:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"airlock policy: min_mac must be a number; got {value!r}")
             kwargs["min_mac"] = float(value)
+        if "secure_aggregation" in data:
+            if not isinstance(data["secure_aggregation"], bool):
+                raise ConfigError(
+                    "airlock policy: secure_aggregation must be true or false; got "
+                    f"{data['secure_aggregation']!r}"
+                )
+            kwargs["secure_aggregation"] = data["secure_aggregation"]
         if "allowed_columns" in data:
             value = data["allowed_columns"]
             if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
@@ -668,7 +680,15 @@ def _validate_counts(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> t
                 )
                 break
         else:
-            if count == suppressed:
+            # "<k" with k >= min_cell was suppressed at least as strictly as this site asks.
+            if count.startswith("<") and count[1:].isascii() and count[1:].isdigit():
+                if int(count[1:]) >= policy.min_cell:
+                    continue
+                bad.row(
+                    "min_cell",
+                    f"line {lineno} column 'count': {count!r} was suppressed below "
+                    f"min_cell={policy.min_cell}; write it as {suppressed!r}",
+                )
                 continue
             if not (count.isascii() and count.isdigit()):
                 bad.row(
@@ -852,7 +872,21 @@ def _validate_meta(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tup
 
 #: The registry: kind name -> detector and validator, tried in order. A new kind (provenance,
 #: aggregates) is one more entry.
+def _detect_aggregates(s: Sniff) -> bool:
+    from snakemake_fedgen.exact import disclosure  # lazy: numpy is only needed for this kind
+
+    return disclosure.detect(s)
+
+
+def _validate_aggregates(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tuple[bool, str]:
+    from snakemake_fedgen.exact import disclosure
+
+    return disclosure.validate(stream, sniff, policy)
+
+
 KINDS: dict[str, Kind] = {
+    # Before "sumstats", which claims every .tsv name.
+    "aggregates": Kind("aggregates", _detect_aggregates, _validate_aggregates),
     "counts": Kind("counts", _detect_counts, _validate_counts),
     "sumstats": Kind("sumstats", _detect_sumstats, _validate_sumstats),
     "sumstats-meta": Kind("sumstats-meta", _detect_meta, _validate_meta),
