@@ -870,20 +870,28 @@ def _validate_meta(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tup
     return True, "GWAS-SSF metadata sidecar passes"
 
 
-#: The registry: kind name -> detector and validator, tried in order. A new kind (provenance,
-#: aggregates) is one more entry.
-def _detect_aggregates(s: Sniff) -> bool:
-    from snakemake_fedgen.exact import disclosure  # lazy: numpy is only needed for this kind
+# -- aggregates (exact mode; checked by snakemake_fedgen.exact.disclosure) -----------------------
 
-    return disclosure.detect(s)
+
+def _detect_aggregates(s: Sniff) -> bool:
+    # Decided here without importing the exact-mode package, so every other file is inspected
+    # without loading numpy/cryptography.
+    name = s.name.lower()
+    return name.endswith((".tsv", ".tsv.gz")) and (s.first_line or "").startswith(
+        "#fedgen-aggregates"
+    )
 
 
 def _validate_aggregates(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tuple[bool, str]:
-    from snakemake_fedgen.exact import disclosure
-
+    try:
+        from snakemake_fedgen.exact import disclosure  # lazy: numpy only for this kind
+    except ImportError as exc:
+        return False, f"the exact-mode aggregates checker is not available ({exc})"
     return disclosure.validate(stream, sniff, policy)
 
 
+#: The registry: kind name -> detector and validator, tried in order. A new kind (provenance,
+#: ...) is one more entry.
 KINDS: dict[str, Kind] = {
     # Before "sumstats", which claims every .tsv name.
     "aggregates": Kind("aggregates", _detect_aggregates, _validate_aggregates),
