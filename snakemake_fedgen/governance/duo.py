@@ -668,3 +668,70 @@ def check_registry(
             + "\nChange the workflow's purpose, drop the site, or ask its data access committee."
         )
     return decisions
+
+
+def load_purpose(path: str | Path) -> dict[str, Any]:
+    """Read a purpose from YAML: a workflow config with a ``purpose:`` key, or the mapping itself."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the purpose file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"purpose file {path} is not valid YAML: {exc}") from exc
+    if isinstance(data, Mapping) and isinstance(data.get("purpose"), Mapping):
+        data = data["purpose"]
+    try:
+        return validate_purpose(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def decide_site(site: Any, purpose: Mapping[str, Any], **kwargs: Any) -> SiteDecision:
+    """DUO decision for one registry site (a ``snakemake_fedgen.sites.Site`` or a mapping)."""
+    name = _get(site, "name") or "?"
+    return decide_registry({"sites": {name: site}}, purpose, **kwargs)[name]
+
+
+def executor_gate(
+    registry: Any,
+    *,
+    purpose_file: str | Path | None = None,
+    workflow_config: Mapping[str, Any] | None = None,
+    log: Any = None,
+) -> dict[str, SiteDecision] | None:
+    """The executor's start-up check: raise GovernanceError before any task is sent.
+
+    The purpose comes from ``purpose_file`` or the workflow config's ``purpose`` key. Without
+    one, nothing is checked and ``log`` is told so (returns None).
+    """
+    if purpose_file:
+        purpose = load_purpose(purpose_file)
+    elif workflow_config and workflow_config.get("purpose") is not None:
+        purpose = validate_purpose(workflow_config.get("purpose"))
+    else:
+        if log:
+            log(
+                "fedgen: no 'purpose' in the workflow config: data-use (DUO) terms of the sites "
+                "are NOT checked; declare purpose: {research_type: ..., ...}."
+            )
+        return None
+    decisions = check_registry(registry, purpose)
+    if log:
+        for d in decisions.values():
+            log(f"fedgen: data use at site {d.site}: {d.summary()}")
+    return decisions
+
+
+def site_check(site: Any, args: Any) -> tuple[str, str, bool]:
+    """``fedgen sites check`` column ``data use``: the site's DUO decision for ``--purpose``."""
+    path = getattr(args, "purpose", None)
+    if not path:
+        return "data use", "not checked (no --purpose)", True
+    cache = getattr(args, "_purpose_cache", None)
+    if cache is None:
+        cache = load_purpose(path)
+        args._purpose_cache = cache
+    decision = decide_site(site, cache)
+    return "data use", decision.summary(), decision.allowed
