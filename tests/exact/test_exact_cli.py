@@ -1,0 +1,138 @@
+"""``fedgen exact`` end to end through the CLI, with the site airlock on every upload."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from snakemake_fedgen.egress.airlock import AirlockPolicy, inspect
+
+from .exact_study import make_study
+
+
+def fedgen(*args, cwd=None, check=True):
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake_fedgen", "exact", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"fedgen exact {args[0]} failed:\n{proc.stderr}")
+    return proc
+
+
+def read_results(path):
+    lines = [x for x in path.read_text().splitlines() if not x.startswith("##")]
+    header = lines[0].split("\t")
+    rows = [x.split("\t") for x in lines[1:]]
+    return {h: [r[i] for r in rows] for i, h in enumerate(header)}
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    study = make_study(root / "data", sizes=(120, 200, 90), m=80, seed=21)
+    registry = {"version": 1, "sites": {}}
+    for s in study.sites:
+        site_dir = root / "site" / s
+        site_dir.mkdir(parents=True)
+        out = fedgen("keygen", "--out", site_dir / "x25519.key").stdout
+        public = out.split("public_key_x25519:")[1].strip()
+        registry["sites"][s] = {
+            "tes_url": f"http://127.0.0.1:1/{s}",
+            "work_url": f"file://{site_dir}",
+            "public_key_x25519": public,
+        }
+    (root / "sites.yaml").write_text(yaml.safe_dump(registry, sort_keys=False))
+    for s in study.sites:
+        fedgen(
+            "aggregate", "--pfile", study.site_pfiles[s], "--pheno", study.site_pheno[s],
+            "--pheno-name", "qt", "--covar-name", "age,sex", "--site", s,
+            "--registry", root / "sites.yaml", "--out", root / "site" / s / "qt.aggregates.tsv",
+        )  # fmt: skip
+    return root, study
+
+
+def test_keygen__private_key_stays_private(federation):
+    root, _ = federation
+    key = root / "site" / "A" / "x25519.key"
+    assert (os.stat(key).st_mode & 0o777) == 0o600
+    secret = key.read_text().splitlines()[1]
+    assert secret not in (root / "sites.yaml").read_text()
+    proc = fedgen("keygen", "--out", key, check=False)
+    assert proc.returncode == 1 and "refusing to overwrite" in proc.stderr
+
+
+def test_airlock__admits_plain_aggregates_with_guards_from_the_numbers(federation):
+    root, _ = federation
+    path = root / "site" / "B" / "qt.aggregates.tsv"
+    decision = inspect(path, AirlockPolicy(), name="results/sumstats/B/qt.aggregates.tsv")
+    assert decision.accepted and decision.kind == "aggregates", decision.reason
+    strict_mac = inspect(path, AirlockPolicy(min_mac=150.0))
+    assert not strict_mac.accepted
+    assert "column 'Ctg.intercept': minor allele count" in strict_mac.reason
+    strict_n = inspect(path, AirlockPolicy(min_n=201))
+    assert not strict_n.accepted and "n=200 is below min_n=201" in strict_n.reason
+    # A per-sample column smuggled into the table is refused.
+    bad = root / "bad.aggregates.tsv"
+    lines = path.read_text().splitlines()
+    i = next(j for j, x in enumerate(lines) if x.startswith("chromosome"))
+    lines[i + 1] = lines[i + 1].replace("\t", "\tB_17\t", 1)
+    bad.write_text("\n".join(lines) + "\n")
+    assert not inspect(bad, AirlockPolicy()).accepted
+
+
+def test_cli__masked_round_equals_plain_solve_and_passes_airlock(federation):
+    root, study = federation
+    uploads = []
+    for s in study.sites:
+        out = root / "site" / s / "qt.aggregates.masked.tsv"
+        fedgen(
+            "mask", "--aggregates", root / "site" / s / "qt.aggregates.tsv",
+            "--key", root / "site" / s / "x25519.key", "--registry", root / "sites.yaml",
+            "--round", "gwas-2026-11-25.1", "--participants", "A,B,C",
+            "--variants", study.pooled.with_suffix(".pvar"), "--out", out,
+        )  # fmt: skip
+        uploads.append(out)
+        refused = inspect(out, AirlockPolicy())
+        assert not refused.accepted and "secure_aggregation: true" in refused.reason
+        accepted = inspect(out, AirlockPolicy(secure_aggregation=True))
+        assert accepted.accepted and accepted.kind == "aggregates", accepted.reason
+        weaker = inspect(out, AirlockPolicy(secure_aggregation=True, min_mac=20))
+        assert not weaker.accepted and "weaker than the policy" in weaker.reason
+    fedgen("solve", "--masked", *uploads, "--out", root / "masked.tsv")
+    fedgen(
+        "solve", "--aggregates", *(root / "site" / s / "qt.aggregates.tsv" for s in study.sites),
+        "--out", root / "plain.tsv",
+    )  # fmt: skip
+    masked, plain = read_results(root / "masked.tsv"), read_results(root / "plain.tsv")
+    assert masked["variant_id"] == plain["variant_id"] and len(plain["variant_id"]) > 70
+    assert set(masked["n"]) == {"410"}
+    for col in ("beta", "standard_error", "p_value"):
+        np.testing.assert_allclose(
+            np.array(masked[col], float), np.array(plain[col], float), rtol=1e-8
+        )
+
+    proc = fedgen("solve", "--masked", *uploads[:2], "--out", root / "x.tsv", check=False)
+    assert proc.returncode == 1
+    assert "no upload from site(s) C" in proc.stderr and "--participants A,B" in proc.stderr
+    assert not (root / "x.tsv").exists()
+
+
+def test_cli__aggregate_names_bad_column(federation):
+    root, study = federation
+    proc = fedgen(
+        "aggregate", "--pfile", study.site_pfiles["A"], "--pheno", study.site_pheno["A"],
+        "--pheno-name", "qt", "--covar-name", "agee", "--site", "A", "--sites", "A,B,C",
+        "--out", root / "never.tsv", check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "covariate 'agee' is not a column of" in proc.stderr
+    assert not (root / "never.tsv").exists()
