@@ -1,0 +1,635 @@
+"""The streaming meta-analysis: read every study chromosome by chromosome, harmonise, combine.
+
+Peak memory is set by the largest chromosome (all studies' rows on it), not by the genome.
+Outputs (``PREFIX`` from the caller):
+
+* ``PREFIX.tsv.gz`` and ``PREFIX.tsv.gz-meta.yaml``: GWAS-SSF results plus meta columns;
+* ``PREFIX.exclusions.tsv.gz``: every dropped row with its study and reason;
+* ``PREFIX.studies.tsv``: per study rows read, kept, flipped, strand-flipped, dropped by reason,
+  genomic-control lambda;
+* ``PREFIX.manhattan.png`` and ``PREFIX.qq.png``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snakemake_fedgen import __version__
+from snakemake_fedgen.errors import ConfigError, SumstatsError
+from snakemake_fedgen.meta import stats
+from snakemake_fedgen.meta.harmonise import HARMONISATION_REASONS, Harmonised, harmonise
+from snakemake_fedgen.sumstats.ssf import (
+    CHROM_LABELS,
+    INVALID_REASONS,
+    AtomicTsvGzWriter,
+    ChromBlock,
+    Exclusion,
+    StudyInfo,
+    StudyTable,
+    check_compatible,
+    format_p_values,
+    read_study_info,
+    round_significant,
+    write_sidecar,
+    write_text_atomic,
+)
+
+SCHEMES = ("ivw", "samplesize", "both")
+
+
+@dataclass(frozen=True)
+class MetaOptions:
+    """How to run the meta-analysis.
+
+    Attributes
+    ----------
+    random : bool
+        Add DerSimonian-Laird random-effects columns (``beta_random`` ...).
+    gc : bool
+        Genomic control per study: standard errors times sqrt(lambda) when lambda > 1.
+    gc_result : bool
+        Genomic control on the meta-analysis result (lambda > 1 only).
+    maf_palindromic : float
+        Palindromic SNPs are aligned by frequency below this minor allele frequency.
+    scheme : str
+        ``ivw`` (inverse variance), ``samplesize`` (METAL's weighted Z) or ``both``.
+    drop_invalid : bool
+        Count bad rows and duplicates as exclusions instead of stopping with an error.
+    sort : bool
+        Accept unsorted inputs (sorted on the fly through per-chromosome temporary files).
+    plots : bool
+        Write the Manhattan and QQ plots.
+    digits : int
+        Significant digits of floating-point output.
+    """
+
+    random: bool = False
+    gc: bool = False
+    gc_result: bool = False
+    maf_palindromic: float = 0.4
+    scheme: str = "ivw"
+    drop_invalid: bool = False
+    sort: bool = False
+    plots: bool = True
+    digits: int = 7
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ConfigError(f"scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
+        if not 0.0 < self.maf_palindromic <= 0.5:
+            raise ConfigError(
+                f"maf_palindromic must be in (0, 0.5], got {self.maf_palindromic}; "
+                "0.4 is the usual choice"
+            )
+
+
+@dataclass
+class StudySummary:
+    """Per-study counts and genomic-control lambda."""
+
+    name: str
+    path: Path
+    read: int = 0
+    kept: int = 0
+    flipped: int = 0
+    strand_flipped: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    lambda_gc: float = float("nan")
+    lambda_applied: bool = False
+    weight_n: str = "n column"
+
+
+@dataclass
+class MetaResult:
+    """What a meta-analysis produced."""
+
+    outputs: dict[str, Path]
+    variants: int
+    lambda_meta: float
+    lambda_meta_applied: bool
+    studies: list[StudySummary]
+
+
+def output_paths(prefix: str | Path) -> dict[str, Path]:
+    """Paths of every output for ``prefix`` (keys: sumstats, sidecar, exclusions, studies,
+    manhattan, qq)."""
+    prefix = str(prefix)
+    return {
+        "sumstats": Path(prefix + ".tsv.gz"),
+        "sidecar": Path(prefix + ".tsv.gz-meta.yaml"),
+        "exclusions": Path(prefix + ".exclusions.tsv.gz"),
+        "studies": Path(prefix + ".studies.tsv"),
+        "manhattan": Path(prefix + ".manhattan.png"),
+        "qq": Path(prefix + ".qq.png"),
+    }
+
+
+_EXCLUSION_COLUMNS = [
+    "study",
+    "chromosome",
+    "base_pair_location",
+    "effect_allele",
+    "other_allele",
+    "line",
+    "reason",
+]
+
+
+def _unique_names(infos: list[StudyInfo]) -> list[StudyInfo]:
+    seen: dict[str, int] = {}
+    out = []
+    for info in infos:
+        count = seen.get(info.name, 0)
+        seen[info.name] = count + 1
+        if count:
+            from dataclasses import replace
+
+            info = replace(info, name=f"{info.name}#{count + 1}")
+        out.append(info)
+    return out
+
+
+def _merge_chromosomes(
+    tables: list[StudyTable],
+) -> Iterator[list[ChromBlock | None]]:
+    """Walk all studies' chromosomes in step: one list of blocks (None if absent) per chromosome."""
+    iters = [t.chromosomes() for t in tables]
+    heads: list[ChromBlock | None] = [next(it, None) for it in iters]
+    while any(h is not None for h in heads):
+        chrom = min(h.chrom for h in heads if h is not None)
+        blocks = [h if h is not None and h.chrom == chrom else None for h in heads]
+        yield blocks
+        for i, block in enumerate(blocks):
+            if block is not None:
+                heads[i] = next(iters[i], None)
+
+
+def _exclusion_table(items: list[Exclusion]) -> Any:
+    import pyarrow as pa
+
+    def cat(name):
+        return np.concatenate([getattr(x, name) for x in items])
+
+    chrom = cat("chrom").astype(np.int64)
+    labels = np.array(CHROM_LABELS, dtype=object)[chrom]
+    return pa.table(
+        {
+            "study": pa.array(
+                np.concatenate([np.full(len(x.pos), x.study, dtype=object) for x in items])
+            ),
+            "chromosome": pa.array(labels),
+            "base_pair_location": pa.array(cat("pos")),
+            "effect_allele": pa.array(cat("ea")),
+            "other_allele": pa.array(cat("oa")),
+            "line": pa.array(cat("line")),
+            "reason": pa.array(
+                np.concatenate([np.full(len(x.pos), x.reason, dtype=object) for x in items])
+            ),
+        }
+    )
+
+
+def _direction(h: Harmonised, n_studies: int) -> Any:
+    """GWAMA-style direction strings: one of + - 0 ? per study, in input order."""
+    import pyarrow as pa
+
+    grid = np.full((h.n_variants, n_studies), ord("?"), dtype=np.uint8)
+    sym = np.where(h.beta > 0, ord("+"), np.where(h.beta < 0, ord("-"), ord("0")))
+    grid[h.variant, h.study] = sym
+    flat = np.ascontiguousarray(grid).view(f"S{n_studies}").ravel()
+    return pa.array(flat, type=pa.binary(n_studies)).cast(pa.string())
+
+
+def _float(values: np.ndarray, digits: int) -> Any:
+    import pyarrow as pa
+
+    return pa.array(round_significant(values, digits), from_pandas=True)
+
+
+def _combine(
+    h: Harmonised,
+    *,
+    options: MetaOptions,
+    n_studies: int,
+    weight_n: list[float | None],
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Meta-analyse one harmonised chromosome; returns the table, primary log10 p and z."""
+    import pyarrow as pa
+
+    d = options.digits
+    nv = h.n_variants
+    fixed = stats.fixed_effects(h.variant, h.beta, h.se, nv)
+    k = np.bincount(h.variant, minlength=nv)
+    total_n = np.bincount(h.variant, weights=h.n, minlength=nv)
+    ok = np.isfinite(h.eaf) & np.isfinite(h.n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        eaf = np.bincount(h.variant[ok], weights=h.eaf[ok] * h.n[ok], minlength=nv) / np.bincount(
+            h.variant[ok], weights=h.n[ok], minlength=nv
+        )
+        has_eaf = np.isfinite(h.eaf)
+        plain = np.bincount(h.variant[has_eaf], weights=h.eaf[has_eaf], minlength=nv) / np.bincount(
+            h.variant[has_eaf], minlength=nv
+        )
+    eaf = np.where(np.isfinite(eaf), eaf, plain)
+
+    z, beta, se = fixed.z, fixed.beta, fixed.se
+    ss_z = None
+    if options.scheme != "ivw":
+        wn = np.array([np.nan if w is None else w for w in weight_n])[h.study]
+        wn = np.where(np.isnan(wn), h.n, wn)
+        ss_z = stats.samplesize_z(h.variant, h.beta, h.se, wn, nv)
+        if options.scheme == "samplesize":
+            z = ss_z
+    log10p = stats.log10_p_from_z(z)
+    cols: dict[str, Any] = {
+        "chromosome": pa.array(np.full(nv, CHROM_LABELS[h.chrom], dtype=object)),
+        "base_pair_location": pa.array(h.pos),
+        "effect_allele": pa.array(h.effect_allele, type=pa.string()),
+        "other_allele": pa.array(h.other_allele, type=pa.string()),
+        "beta": _float(beta, d),
+        "standard_error": _float(se, d),
+        "effect_allele_frequency": _float(eaf, d),
+        "p_value": pa.array(format_p_values(log10p, d), type=pa.string()),
+        "neg_log_10_p_value": _float(-log10p, d),
+        "z": _float(z, d),
+    }
+    if options.random:
+        rnd = stats.random_effects(h.variant, h.beta, h.se, fixed)
+        rp = stats.log10_p_from_z(rnd.z)
+        cols["beta_random"] = _float(rnd.beta, d)
+        cols["standard_error_random"] = _float(rnd.se, d)
+        cols["z_random"] = _float(rnd.z, d)
+        cols["p_value_random"] = pa.array(format_p_values(rp, d), type=pa.string())
+        cols["neg_log_10_p_value_random"] = _float(-rp, d)
+        cols["tau2"] = _float(rnd.tau2, d)
+    if options.scheme == "both":
+        sp = stats.log10_p_from_z(ss_z)
+        cols["z_samplesize"] = _float(ss_z, d)
+        cols["p_value_samplesize"] = pa.array(format_p_values(sp, d), type=pa.string())
+        cols["neg_log_10_p_value_samplesize"] = _float(-sp, d)
+    qp = stats.log10_chi2_sf(fixed.q, fixed.df)
+    cols["q"] = _float(fixed.q, d)
+    cols["q_p_value"] = pa.array(format_p_values(qp, d), type=pa.string())
+    cols["i2"] = _float(fixed.i2, d)
+    cols["direction"] = _direction(h, n_studies)
+    cols["n_studies"] = pa.array(k)
+    cols["n"] = _float(total_n, d)
+    return pa.table(cols), log10p, z
+
+
+def _study_lambda(table: StudyTable) -> float:
+    """Genomic-control lambda of one study from all its rows (a separate reading pass)."""
+    z2 = [(b.beta / b.se) ** 2 for b in table.chromosomes()]
+    if not z2:
+        return float("nan")
+    return float(np.median(np.concatenate(z2)) / stats.CHI2_MEDIAN_1DF)
+
+
+def run_meta(
+    paths: Sequence[str | Path],
+    *,
+    out: str | Path,
+    options: MetaOptions | None = None,
+) -> MetaResult:
+    """Meta-analyse GWAS-SSF tables into ``out``-prefixed outputs.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        GWAS-SSF ``.tsv``/``.tsv.gz`` files, one per study; their ``-meta.yaml`` sidecars are
+        used when present. Input order fixes the direction string and the reference alleles.
+    out : path
+        Output prefix (``out.tsv.gz`` etc., see :func:`output_paths`).
+    options : MetaOptions, optional
+
+    Raises
+    ------
+    SumstatsError
+        A table is malformed (the message names file, line and column).
+    HarmonisationError
+        Studies on different assemblies or reference digests.
+    """
+    options = options or MetaOptions()
+    if len(paths) < 1:
+        raise ConfigError("give at least one GWAS-SSF file to meta-analyse")
+    infos = _unique_names([read_study_info(Path(p)) for p in paths])
+    assembly = check_compatible(infos)
+    outputs = output_paths(out)
+    names = [i.name for i in infos]
+    files = [i.path for i in infos]
+    n_studies = len(infos)
+
+    def table(info: StudyInfo) -> StudyTable:
+        return StudyTable(
+            info,
+            drop_invalid=options.drop_invalid,
+            sort=options.sort or info.is_sorted is False,
+            tmpdir=outputs["sumstats"].parent,
+        )
+
+    tables = [table(i) for i in infos]
+    summaries = [StudySummary(i.name, i.path) for i in infos]
+    weight_n: list[float | None] = []
+    for info, summary in zip(infos, summaries, strict=True):
+        neff = info.effective_n if info.trait_type == "binary" else None
+        weight_n.append(neff)
+        if neff is not None:
+            summary.weight_n = f"effective N {neff:.1f}"
+        elif info.trait_type == "binary" and options.scheme != "ivw":
+            summary.weight_n = "n column (no n_cases/n_controls in the sidecar)"
+
+    lambdas: list[float] | None = None
+    if options.gc:
+        lambdas = [_study_lambda(table(i)) for i in infos]
+    z2_store: list[list[np.ndarray]] = [[] for _ in infos]
+    plot_chrom: list[np.ndarray] = []
+    plot_pos: list[np.ndarray] = []
+    plot_log10p: list[np.ndarray] = []
+    result_z: list[np.ndarray] = []
+    outputs["sumstats"].parent.mkdir(parents=True, exist_ok=True)
+
+    gc_stage = options.gc_result
+    result_path = outputs["sumstats"]
+    stage_path = (
+        Path(tempfile.mkstemp(prefix=".stage-", suffix=".tsv.gz", dir=result_path.parent)[1])
+        if gc_stage
+        else result_path
+    )
+    variants = 0
+    try:
+        with (
+            AtomicTsvGzWriter(stage_path) as writer,
+            AtomicTsvGzWriter(outputs["exclusions"]) as excl_writer,
+        ):
+            excl_writer.write_header(_EXCLUSION_COLUMNS)
+            for blocks in _merge_chromosomes(tables):
+                for s, block in enumerate(blocks):
+                    if block is None:
+                        continue
+                    if lambdas is None:
+                        z2_store[s].append(((block.beta / block.se) ** 2).astype(np.float32))
+                    elif options.gc and lambdas[s] > 1:
+                        block.se = block.se * np.sqrt(lambdas[s])
+                h = harmonise(
+                    blocks,
+                    studies=names,
+                    paths=files,
+                    maf_palindromic=options.maf_palindromic,
+                    drop_duplicates=options.drop_invalid,
+                )
+                if options.scheme != "ivw":
+                    _check_n(h, weight_n, names)
+                out_table, log10p, out_z = _combine(
+                    h, options=options, n_studies=n_studies, weight_n=weight_n
+                )
+                writer.write_table(out_table)
+                variants += h.n_variants
+                plot_chrom.append(np.full(h.n_variants, h.chrom, dtype=np.int8))
+                plot_pos.append(h.pos.astype(np.int64))
+                plot_log10p.append(log10p.astype(np.float32))
+                result_z.append(out_z.astype(np.float32))
+                kept = np.bincount(h.study, minlength=n_studies)
+                for s, summary in enumerate(summaries):
+                    summary.kept += int(kept[s])
+                    summary.flipped += int(h.flipped[s])
+                    summary.strand_flipped += int(h.strand_flipped[s])
+                pending = list(h.exclusions)
+                for t in tables:
+                    pending.extend(t.exclusions)
+                    t.exclusions.clear()
+                _record_exclusions(pending, summaries, names, excl_writer)
+            pending = [e for t in tables for e in t.exclusions]
+            _record_exclusions(pending, summaries, names, excl_writer)
+            if variants == 0:
+                raise SumstatsError(
+                    f"no variant left to meta-analyse in {', '.join(map(str, files))}; "
+                    f"see {outputs['exclusions']}"
+                )
+    except BaseException:
+        if gc_stage:
+            Path(stage_path).unlink(missing_ok=True)
+        raise
+
+    for s, (t, summary) in enumerate(zip(tables, summaries, strict=True)):
+        summary.read = t.rows_read
+        if lambdas is not None:
+            summary.lambda_gc = lambdas[s]
+            summary.lambda_applied = lambdas[s] > 1
+        elif z2_store[s]:
+            summary.lambda_gc = float(
+                np.median(np.concatenate(z2_store[s]).astype(np.float64)) / stats.CHI2_MEDIAN_1DF
+            )
+    del z2_store
+
+    log10p_all = np.concatenate(plot_log10p)
+    z_all = np.concatenate(result_z).astype(np.float64)
+    del result_z
+    lambda_meta = stats.gc_lambda(z_all)
+    applied = bool(options.gc_result and lambda_meta > 1)
+    if gc_stage:
+        try:
+            _apply_result_gc(stage_path, result_path, lambda_meta if applied else 1.0, options)
+        finally:
+            Path(stage_path).unlink(missing_ok=True)
+        if applied:
+            log10p_all = stats.log10_p_from_z(z_all / np.sqrt(lambda_meta)).astype(np.float32)
+
+    _write_studies(outputs["studies"], summaries)
+    _write_result_sidecar(
+        outputs,
+        infos=infos,
+        summaries=summaries,
+        options=options,
+        assembly=assembly,
+        lambda_meta=lambda_meta,
+        applied=applied,
+        variants=variants,
+    )
+    if options.plots:
+        from snakemake_fedgen.meta import plots
+
+        chrom_all = np.concatenate(plot_chrom)
+        pos_all = np.concatenate(plot_pos)
+        plots.manhattan(outputs["manhattan"], chrom=chrom_all, pos=pos_all, neg_log10_p=-log10p_all)
+        plots.qq(outputs["qq"], neg_log10_p=-log10p_all, lambda_gc=lambda_meta)
+    return MetaResult(
+        outputs=outputs,
+        variants=variants,
+        lambda_meta=lambda_meta,
+        lambda_meta_applied=applied,
+        studies=summaries,
+    )
+
+
+def _check_n(h: Harmonised, weight_n: list[float | None], names: list[str]) -> None:
+    missing = np.isnan(h.n) & np.array([w is None for w in weight_n])[h.study]
+    if missing.any():
+        s = int(h.study[np.flatnonzero(missing)[0]])
+        raise SumstatsError(
+            f"study {names[s]}: no sample size for the sample-size scheme; add an 'n' column, "
+            "samples[].sample_size or fedgen.n_cases/n_controls to its -meta.yaml, or use "
+            "--scheme ivw"
+        )
+
+
+def _record_exclusions(
+    items: list[Exclusion],
+    summaries: list[StudySummary],
+    names: list[str],
+    writer: AtomicTsvGzWriter,
+) -> None:
+    items = [e for e in items if len(e.pos)]
+    if not items:
+        return
+    for e in items:
+        summary = summaries[names.index(e.study)]
+        summary.dropped[e.reason] = summary.dropped.get(e.reason, 0) + len(e.pos)
+    writer.write_table(_exclusion_table(items))
+
+
+def _apply_result_gc(stage: Path, final: Path, lam: float, options: MetaOptions) -> None:
+    """Copy the staged result to ``final``, dividing z by sqrt(lambda) (and p, se to match)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    root = float(np.sqrt(lam))
+    suffixes = [""] + (["_random"] if options.random else [])
+    reader = pacsv.open_csv(
+        str(stage),
+        parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types={
+                "chromosome": pa.string(),
+                "p_value": pa.string(),
+                "p_value_random": pa.string(),
+                "q_p_value": pa.string(),
+                "p_value_samplesize": pa.string(),
+                "direction": pa.string(),
+            },
+            null_values=["NA"],
+            strings_can_be_null=True,
+        ),
+    )
+    with AtomicTsvGzWriter(final) as writer:
+        for batch in reader:
+            t = pa.Table.from_batches([batch])
+            for suffix in suffixes:
+                z = t.column("z" + suffix).to_numpy(zero_copy_only=False) / root
+                lp = stats.log10_p_from_z(z)
+                se = t.column("standard_error" + suffix).to_numpy(zero_copy_only=False) * root
+                t = t.set_column(
+                    t.column_names.index("z" + suffix), "z" + suffix, _float(z, options.digits)
+                )
+                t = t.set_column(
+                    t.column_names.index("standard_error" + suffix),
+                    "standard_error" + suffix,
+                    _float(se, options.digits),
+                )
+                t = t.set_column(
+                    t.column_names.index("p_value" + suffix),
+                    "p_value" + suffix,
+                    pa.array(format_p_values(lp, options.digits), type=pa.string()),
+                )
+                t = t.set_column(
+                    t.column_names.index("neg_log_10_p_value" + suffix),
+                    "neg_log_10_p_value" + suffix,
+                    _float(-lp, options.digits),
+                )
+            writer.write_table(t)
+
+
+def _write_studies(path: Path, summaries: list[StudySummary]) -> None:
+    reasons = list(INVALID_REASONS) + [r for r in HARMONISATION_REASONS if r not in INVALID_REASONS]
+    header = [
+        "study",
+        "file",
+        "read",
+        "kept",
+        "flipped",
+        "strand_flipped",
+        *(f"dropped_{r}" for r in reasons),
+        "lambda_gc",
+        "lambda_applied",
+        "weight_n",
+    ]
+    lines = ["\t".join(header)]
+    for s in summaries:
+        lines.append(
+            "\t".join(
+                [
+                    s.name,
+                    str(s.path),
+                    str(s.read),
+                    str(s.kept),
+                    str(s.flipped),
+                    str(s.strand_flipped),
+                    *(str(s.dropped.get(r, 0)) for r in reasons),
+                    "NA" if np.isnan(s.lambda_gc) else f"{s.lambda_gc:.6f}",
+                    str(s.lambda_applied).lower(),
+                    s.weight_n,
+                ]
+            )
+        )
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def _write_result_sidecar(
+    outputs: dict[str, Path],
+    *,
+    infos: list[StudyInfo],
+    summaries: list[StudySummary],
+    options: MetaOptions,
+    assembly: str | None,
+    lambda_meta: float,
+    applied: bool,
+    variants: int,
+) -> None:
+    from snakemake_fedgen.sumstats.ssf import md5sum
+
+    sizes = [i.sample_size for i in infos]
+    meta: dict[str, Any] = {
+        "file_type": "GWAS-SSF v1.0",
+        "data_file_name": outputs["sumstats"].name,
+        "file_md5sum": md5sum(outputs["sumstats"]),
+        "genome_assembly": assembly or "unknown",
+        "coordinate_system": "1-based",
+        "is_harmonised": True,
+        "is_sorted": True,
+        "analysis_software": f"snakemake-fedgen {__version__} (fedgen meta)",
+        "date_last_modified": _dt.date.today().isoformat(),
+        "samples": [{"sample_size": int(sum(x for x in sizes if x)) if any(sizes) else None}],
+        "fedgen_meta": {
+            "method": "inverse-variance fixed effect"
+            if options.scheme != "samplesize"
+            else "sample-size weighted Z (METAL SAMPLESIZE)",
+            "random_effects": "DerSimonian-Laird" if options.random else None,
+            "scheme": options.scheme,
+            "genomic_control_studies": options.gc,
+            "genomic_control_result": options.gc_result,
+            "lambda_meta": None if np.isnan(lambda_meta) else round(float(lambda_meta), 6),
+            "lambda_meta_applied": applied,
+            "maf_palindromic": options.maf_palindromic,
+            "variants": variants,
+            "studies": [
+                {
+                    "name": s.name,
+                    "file": str(s.path),
+                    "site": i.name,
+                    "trait_type": i.trait_type,
+                    "lambda_gc": None if np.isnan(s.lambda_gc) else round(float(s.lambda_gc), 6),
+                    "lambda_applied": s.lambda_applied,
+                    "read": s.read,
+                    "kept": s.kept,
+                }
+                for s, i in zip(summaries, infos, strict=True)
+            ],
+        },
+    }
+    write_sidecar(outputs["sidecar"], meta)
