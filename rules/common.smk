@@ -1,0 +1,194 @@
+# Helpers of the federated GWAS rules: config validation, the site registry, input functions.
+# Rule files hold rules only; every Python helper lives here.
+import os
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import yaml
+from snakemake.utils import validate
+
+from snakemake_fedgen.sites import load_registry
+
+
+validate(config, schema="../workflows/federated-gwas/schemas/config.schema.yaml")
+
+
+# Pinned toolset images. Under the fedgen node's bwrap/host runtimes an image is the id of an
+# approved toolset (the site's allow-list), under docker/podman it is pulled as is.
+PLINK2_IMAGE = "docker://quay.io/biocontainers/plink2:2.00a5.10--h4ac6f70_0"
+BCFTOOLS_IMAGE = "docker://quay.io/biocontainers/bcftools:1.16--hfe4b78e_1"
+BEAGLE_IMAGE = "docker://quay.io/biocontainers/beagle:5.4_22Jul22.46e--hdfd78af_0"
+# plink2 + bcftools + the fedgen CLI: steps that mix PLINK 2 with a `fedgen` helper.
+FEDGEN_IMAGE = "docker://ghcr.io/snakemake-fedgen/fedgen-tools:0.1.0"
+
+REGISTRY = load_registry(config["sites"])
+SITES = sorted(config.get("include_sites") or REGISTRY.sites)
+TRAITS = sorted(config["traits"])
+# Dataset roles used by the rules -> dataset names in the registry.
+DATASETS = config["datasets"]
+DATASET_FILES = {
+    "genotypes": "genotypes.vcf.gz",
+    "phenotypes": "phenotypes.tsv",
+    "reference_panel": "reference_panel.vcf.gz",
+    "genetic_map": "genetic_map.map",
+}
+
+for _site in SITES:
+    _known = REGISTRY.site(_site).datasets
+    for _role, _name in DATASETS.items():
+        if _name not in _known:
+            raise WorkflowError(
+                f"{config['sites']}: site {_site} has no dataset {_name!r} (config "
+                f"datasets.{_role}); known datasets: {', '.join(sorted(_known)) or 'none'}. "
+                "Add it to the registry or map the role to another dataset name."
+            )
+
+
+wildcard_constraints:
+    # Site names come from the registry so a typo cannot create a site nobody runs.
+    site="|".join(re.escape(s) for s in SITES),
+    trait="|".join(re.escape(t) for t in TRAITS),
+    dataset="|".join(re.escape(f) for f in DATASET_FILES.values()),
+    model=r"linear|logistic\.hybrid",
+
+
+def get_site(wildcards):
+    """The site a job runs at: its {site} wildcard (resource `site` for the executor)."""
+    return wildcards.site
+
+
+def dataset_path(site, role):
+    """Coordinator path of the dataset reference (or local link) for a dataset role."""
+    return f"sites/{site}/datasets/{DATASET_FILES[role]}"
+
+
+def get_dataset_name(wildcards):
+    """Registry dataset name behind a dataset file name."""
+    role = {v: k for k, v in DATASET_FILES.items()}[wildcards.dataset]
+    return DATASETS[role]
+
+
+def get_dataset_local_path(wildcards):
+    """Local file of a file:// dataset URL (dataset_access: local, a site's own run)."""
+    dataset = REGISTRY.site(wildcards.site).datasets[get_dataset_name(wildcards)]
+    url = urlparse(dataset.url)
+    if url.scheme != "file":
+        raise WorkflowError(
+            f"{config['sites']}: site {wildcards.site} dataset {dataset.name} is at {dataset.url}; "
+            "dataset_access: local needs file:// URLs. Use dataset_access: reference with the "
+            "fedgen executor instead."
+        )
+    return unquote(url.path)
+
+
+def get_genotypes(wildcards):
+    return dataset_path(wildcards.site, "genotypes")
+
+
+def get_phenotypes(wildcards):
+    return dataset_path(wildcards.site, "phenotypes")
+
+
+def get_reference_panel(wildcards):
+    return dataset_path(wildcards.site, "reference_panel")
+
+
+def get_genetic_map(wildcards):
+    return dataset_path(wildcards.site, "genetic_map")
+
+
+def output_prefix(wildcards, output):
+    """PLINK 2 --out prefix of a rule: its first output without the extension."""
+    first = str(output[0])
+    for ext in (".pgen", ".eigenvec", ".het", ".afreq", ".vcf.gz", ".log", ".tsv"):
+        if first.endswith(ext):
+            return first[: -len(ext)]
+    return os.path.splitext(first)[0]
+
+
+def get_pca_mode(wildcards):
+    """`approx` (randomized PCA) for large sites, exact PCA otherwise."""
+    return "approx" if config["qc"]["pca_approx"] else ""
+
+
+def get_trait_type(wildcards):
+    return config["traits"][wildcards.trait]["type"]
+
+
+def get_glm_modifiers(wildcards):
+    """--glm modifiers: linear for quantitative traits, logistic with Firth fallback otherwise."""
+    cols = "cols=+a1freq,+machr2"
+    if get_trait_type(wildcards) == "binary":
+        return f"firth-fallback hide-covar {cols},+firth"
+    return f"hide-covar {cols}"
+
+
+def get_glm_model(wildcards):
+    """plink2 --glm report suffix of the trait's model."""
+    return "logistic.hybrid" if get_trait_type(wildcards) == "binary" else "linear"
+
+
+def get_glm_output(wildcards):
+    """The plink2 --glm report of the trait (named by plink2 after phenotype and model)."""
+    model, trait = get_glm_model(wildcards), wildcards.trait
+    return f"sites/{wildcards.site}/gwas/{trait}.{model}.{trait}.glm.{model}"
+
+
+def get_glm_log(wildcards):
+    """The plink2 log next to the report (the exporter reads the PLINK version from it)."""
+    return (
+        f"sites/{wildcards.site}/gwas/{wildcards.trait}.{get_glm_model(wildcards)}.log"
+    )
+
+
+def get_assembly(wildcards):
+    """Genome assembly of the site's genotypes, as declared in the registry."""
+    dataset = REGISTRY.site(wildcards.site).datasets[DATASETS["genotypes"]]
+    return dataset.assembly or config["assembly"]
+
+
+def get_trait_description(wildcards):
+    return config["traits"][wildcards.trait]["description"]
+
+
+def get_case_control_args(wildcards, input):
+    """Case/control counts for binary traits, counted at the site over the analysed samples."""
+    if get_trait_type(wildcards) != "binary":
+        return ""
+    return f"--pheno {input.pheno} --pheno-name {wildcards.trait} --keep {input.psam}"
+
+
+def get_covariate_columns(wildcards):
+    return ",".join(config["covariates"])
+
+
+def get_sumstats(wildcards):
+    """Every site's GWAS-SSF file of a trait (egress outputs, downloaded to the coordinator)."""
+    return expand(
+        "results/sumstats/{site}/{trait}.tsv.gz", site=SITES, trait=wildcards.trait
+    )
+
+
+def get_sumstats_meta(wildcards):
+    """The GWAS-SSF sidecars (-meta.yaml) next to each site's summary statistics."""
+    return [f"{path}-meta.yaml" for path in get_sumstats(wildcards)]
+
+
+def get_meta_gc_flag(wildcards):
+    return "--genomic-control" if config["meta"]["genomic_control"] else ""
+
+
+def get_qc_counts():
+    return expand("results/sumstats/{site}/qc_counts.tsv", site=SITES)
+
+
+def get_final_output():
+    """Final targets: meta-analysis, plots and the QC summary of every trait."""
+    return [
+        *expand("results/meta/{trait}.tsv.gz", trait=TRAITS),
+        *expand("results/plots/{trait}.manhattan.png", trait=TRAITS),
+        *expand("results/plots/{trait}.qq.png", trait=TRAITS),
+        *expand("results/meta/{trait}.top_hits.tsv", trait=TRAITS),
+        "results/qc/qc_counts.tsv",
+    ]

@@ -1,0 +1,60 @@
+# Association with plink2 --glm on covariates and principal components (at the site).
+
+
+rule gwas_covariates:
+    input:
+        pheno=get_phenotypes,
+        eigenvec="sites/{site}/qc/pca.eigenvec",
+    output:
+        covar="sites/{site}/gwas/covariates.tsv",
+    params:
+        columns=get_covariate_columns,
+        pcs=config["pcs"],
+    log:
+        "logs/{site}/gwas_covariates.log",
+    resources:
+        site=get_site,
+        mem_mb=500,
+        runtime=10,
+    conda:
+        "../envs/fedgen.yaml"
+    container:
+        FEDGEN_IMAGE
+    shell:
+        "fedgen qc covariates --pheno {input.pheno} --eigenvec {input.eigenvec}"
+        " --columns {params.columns} --pcs {params.pcs} --output {output.covar} 2> {log}"
+
+
+rule gwas_glm:
+    input:
+        pgen="sites/{site}/impute/imputed.pgen",
+        pvar="sites/{site}/impute/imputed.pvar",
+        psam="sites/{site}/impute/imputed.psam",
+        pheno=get_phenotypes,
+        covar="sites/{site}/gwas/covariates.tsv",
+    output:
+        # plink2 names the report after phenotype and model (.glm.linear, .glm.logistic.hybrid);
+        # the export rule asks for the one that matches the trait type.
+        glm="sites/{site}/gwas/{trait}.{model}.{trait}.glm.{model}",
+        plink_log="sites/{site}/gwas/{trait}.{model}.log",
+    params:
+        prefix=subpath(output.plink_log, strip_suffix=".log"),
+        modifiers=get_glm_modifiers,
+    log:
+        "logs/{site}/gwas_glm.{trait}.{model}.log",
+    benchmark:
+        "benchmarks/{site}/gwas_glm.{trait}.{model}.tsv"
+    threads: 2
+    resources:
+        site=get_site,
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        "../envs/plink2.yaml"
+    container:
+        PLINK2_IMAGE
+    shell:
+        "plink2 --pgen {input.pgen} --pvar {input.pvar} --psam {input.psam}"
+        " --pheno {input.pheno} --pheno-name {wildcards.trait} --covar {input.covar}"
+        " --covar-variance-standardize --glm {params.modifiers} --threads {threads}"
+        " --memory {resources.mem_mb} --out {params.prefix} > {log} 2>&1"
