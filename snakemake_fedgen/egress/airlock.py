@@ -431,11 +431,32 @@ class Kind:
     validate: Callable[[BinaryIO, Sniff, AirlockPolicy], tuple[bool, str]]
 
 
+#: Longest line a text kind may have; bounds memory whatever the file holds.
+_MAX_LINE = 64 * 1024
+
+
+class _LineTooLong(Exception):
+    def __init__(self, lineno: int) -> None:
+        super().__init__(lineno)
+        self.lineno = lineno
+
+
 def _text_lines(stream: BinaryIO) -> Iterator[str]:
-    """Yield decoded lines without their newline (raises UnicodeDecodeError on bad bytes)."""
+    """Yield decoded lines without their newline.
+
+    Raises UnicodeDecodeError on bytes that are not UTF-8 and _LineTooLong past ``_MAX_LINE``.
+    """
     text = io.TextIOWrapper(stream, encoding="utf-8", errors="strict", newline="\n")
-    for line in text:
-        yield line[:-1] if line.endswith("\n") else line
+    readline = text.readline
+    lineno = 0
+    while line := readline(_MAX_LINE + 1):
+        lineno += 1
+        if line[-1] == "\n":
+            yield line[:-1]
+        elif len(line) > _MAX_LINE:
+            raise _LineTooLong(lineno)
+        else:
+            yield line
 
 
 # -- sumstats ---------------------------------------------------------------------------------
@@ -447,6 +468,8 @@ RSID_RE = re.compile(r"^rs[0-9]+$")
 #: A variant label such as 20:12345:A:G or 20_12345_G_A; no spaces or free text.
 VARIANT_ID_RE = re.compile(r"^[A-Za-z0-9_:.\-]{1,200}$")
 _CHROMOSOMES = frozenset(columns.CHROMOSOMES)
+#: A plain decimal number (no "_", spaces, "nan" or "inf", which float() would accept).
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
 _MISSING = "NA"
 #: Numeric columns that may be "NA"; n and effect_allele_frequency never (they gate disclosure).
 _NUMERIC_NULLABLE = frozenset(
@@ -540,6 +563,7 @@ def _validate_sumstats(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) ->
     bad = _Violations()
     total = 0
     isfinite = math.isfinite
+    number = _NUMBER.match
 
     for lineno, line in enumerate(lines, start=2):
         total += 1
@@ -552,6 +576,8 @@ def _validate_sumstats(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) ->
             continue
         # Disclosure rules first: they matter most to a data protection officer.
         try:
+            if not number(row[i_n]):
+                raise ValueError
             n = float(row[i_n])
             if not isfinite(n) or n < 0 or n != int(n):
                 raise ValueError
@@ -559,6 +585,8 @@ def _validate_sumstats(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) ->
             bad.row("not-numeric", f"line {lineno} column 'n': {row[i_n]!r} is not a count")
             continue
         try:
+            if not number(row[i_eaf]):
+                raise ValueError
             eaf = float(row[i_eaf])
             if not (0.0 <= eaf <= 1.0):
                 raise ValueError
@@ -615,7 +643,7 @@ def _check_sumstats_fields(
         if value == _MISSING:
             continue
         try:
-            if not math.isfinite(float(value)):
+            if not _NUMBER.match(value) or not math.isfinite(float(value)):
                 raise ValueError
         except ValueError:
             return f"line {lineno} column {col!r}: {value!r} is not a finite number or NA"
@@ -890,14 +918,51 @@ def _validate_aggregates(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) 
     return disclosure.validate(stream, sniff, policy)
 
 
-#: The registry: kind name -> detector and validator, tried in order. A new kind (provenance,
-#: ...) is one more entry.
+# -- provenance ------------------------------------------------------------------------------------
+
+#: The versioned schema a provenance record must follow (shipped with the package).
+PROVENANCE_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "provenance.schema.json"
+_PROVENANCE_MAX_BYTES = 1024 * 1024
+
+
+def _detect_provenance(s: Sniff) -> bool:
+    return not s.compression and s.name.lower().endswith(".prov.json")
+
+
+def _validate_provenance(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tuple[bool, str]:
+    import json
+
+    import jsonschema
+
+    data = stream.read(_PROVENANCE_MAX_BYTES + 1)
+    if len(data) > _PROVENANCE_MAX_BYTES:
+        return False, f"provenance record larger than {_PROVENANCE_MAX_BYTES} bytes"
+    try:
+        schema = json.loads(PROVENANCE_SCHEMA.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        # Without the schema nothing says what the record may hold: refuse, do not guess.
+        return False, f"no usable provenance schema at {PROVENANCE_SCHEMA} ({exc})"
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return False, f"not valid UTF-8 JSON ({exc})"
+    validator_cls = jsonschema.validators.validator_for(schema)
+    error = jsonschema.exceptions.best_match(validator_cls(schema).iter_errors(doc))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        return False, f"does not follow {PROVENANCE_SCHEMA.name} at {where}: {error.message}"
+    return True, f"provenance record follows {PROVENANCE_SCHEMA.name}"
+
+
+#: The registry: kind name -> detector and validator, tried in order. A new kind is one more
+#: entry.
 KINDS: dict[str, Kind] = {
     # Before "sumstats", which claims every .tsv name.
     "aggregates": Kind("aggregates", _detect_aggregates, _validate_aggregates),
     "counts": Kind("counts", _detect_counts, _validate_counts),
     "sumstats": Kind("sumstats", _detect_sumstats, _validate_sumstats),
     "sumstats-meta": Kind("sumstats-meta", _detect_meta, _validate_meta),
+    "provenance": Kind("provenance", _detect_provenance, _validate_provenance),
 }
 
 
@@ -993,6 +1058,10 @@ def inspect(path: Path, policy: AirlockPolicy, *, name: str | None = None) -> Ai
                 ok, reason = kind.validate(f, sniff, policy)
         except UnicodeDecodeError as exc:
             return refuse(kind.name, f"not UTF-8 text ({exc.reason})", size, sha)
+        except _LineTooLong as exc:
+            return refuse(
+                kind.name, f"line {exc.lineno} is longer than {_MAX_LINE} characters", size, sha
+            )
         except (OSError, EOFError, zlib.error) as exc:
             return refuse(kind.name, f"cannot be decompressed ({exc})", size, sha)
     if not ok:

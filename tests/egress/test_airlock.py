@@ -376,3 +376,51 @@ def test_inspect__sidecar_with_known_keys_accepted_unknown_refused(tmp_path):
     assert "samples[0]: unknown key(s) ids" in _refused(
         inspect(nested, AirlockPolicy()), "sumstats-meta"
     )
+
+
+@pytest.mark.parametrize("value", ["1_000", "nan", "inf", " 0.5", "0x10"])
+def test_inspect__numbers_must_be_plain_decimals(tmp_path, value):
+    path = _write_ssf(tmp_path / "s.tsv", [_ssf_row(1, beta=value)])
+    assert "column 'beta'" in _refused(inspect(path, AirlockPolicy()), "sumstats")
+
+
+def test_inspect__overlong_line_refused_without_reading_it_whole(tmp_path):
+    path = tmp_path / "s.tsv"
+    path.write_text("\t".join(SSF_HEADER) + "\n" + "1\t" + "9" * 200_000 + "\n")
+    assert "line 2 is longer than 65536 characters" in _refused(
+        inspect(path, AirlockPolicy()), "sumstats"
+    )
+
+
+# -- provenance ------------------------------------------------------------------------------------
+
+
+def test_inspect__provenance_checked_against_schema(tmp_path, monkeypatch):
+    import json
+
+    from snakemake_fedgen.egress import airlock
+
+    record = tmp_path / "A.prov.json"
+    record.write_text(json.dumps({"version": 1, "tool": "plink2"}))
+    # The shipped schema is another part's deliverable; point the airlock at a known one.
+    monkeypatch.setattr(airlock, "PROVENANCE_SCHEMA", tmp_path / "absent.schema.json")
+    assert "no usable provenance schema" in _refused(inspect(record, AirlockPolicy()), "provenance")
+
+    schema = tmp_path / "provenance.schema.json"
+    schema.write_text(
+        json.dumps(
+            {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "properties": {"version": {"const": 1}, "tool": {"type": "string"}},
+                "required": ["version", "tool"],
+                "additionalProperties": False,
+            }
+        )
+    )
+    monkeypatch.setattr(airlock, "PROVENANCE_SCHEMA", schema)
+    d = inspect(record, AirlockPolicy())
+    assert d.accepted and d.kind == "provenance", d
+    record.write_text(json.dumps({"version": 1, "tool": "plink2", "samples": ["p1", "p2"]}))
+    reason = _refused(inspect(record, AirlockPolicy()), "provenance")
+    assert "does not follow provenance.schema.json" in reason and "samples" in reason
