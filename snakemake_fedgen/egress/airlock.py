@@ -310,7 +310,8 @@ def _is_fam_like(text: bytes) -> bool:
 _FORBIDDEN_CONTENT: tuple[tuple[str, Callable[[Sniff], bool], str], ...] = (
     (
         "bcf",
-        lambda s: s.raw.startswith(b"BCF") or s.text.startswith(b"BCF"),
+        # "BCF" then the binary major version byte (2), compressed (BGZF) or not.
+        lambda s: s.raw.startswith(b"BCF\x02") or s.text.startswith(b"BCF\x02"),
         "content is BCF (per-sample genotypes)",
     ),
     (
@@ -347,6 +348,16 @@ _FORBIDDEN_CONTENT: tuple[tuple[str, Callable[[Sniff], bool], str], ...] = (
             and not any(t in {"A1", "OBS_CT", "P"} for t in _header_tokens(s.first_line))
         ),
         "content is a PLINK 2 .pvar variant table (part of a genotype fileset)",
+    ),
+    (
+        "plink2-glm",
+        lambda s: (
+            s.first_line is not None
+            and s.first_line.startswith("#CHROM")
+            and {"A1", "OBS_CT"} <= set(_header_tokens(s.first_line))
+        ),
+        "content is a raw plink2 --glm report; convert it with 'fedgen sumstats export', which "
+        "applies the site's disclosure control",
     ),
     (
         "sample-table",

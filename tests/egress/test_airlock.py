@@ -424,3 +424,18 @@ def test_inspect__provenance_checked_against_schema(tmp_path, monkeypatch):
     record.write_text(json.dumps({"version": 1, "tool": "plink2", "samples": ["p1", "p2"]}))
     reason = _refused(inspect(record, AirlockPolicy()), "provenance")
     assert "does not follow provenance.schema.json" in reason and "samples" in reason
+
+
+def test_inspect__raw_plink2_glm_report_refused_with_the_fix(tmp_path):
+    d = tmp_path
+    run = dict(cwd=d, check=True, capture_output=True)
+    subprocess.run(
+        ["plink2", "--dummy", "60", "5", "acgt", "scalar-pheno", "--seed", "3", "--out", "q"],
+        **run,
+    )
+    subprocess.run(
+        ["plink2", "--pfile", "q", "--glm", "allow-no-covars", "cols=+a1freq", "--out", "q"],
+        **run,
+    )
+    reason = _refused(inspect(d / "q.PHENO1.glm.linear", AirlockPolicy()), "plink2-glm")
+    assert "fedgen sumstats export" in reason
