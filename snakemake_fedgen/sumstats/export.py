@@ -374,24 +374,19 @@ def count_cases_controls(
 
 
 def _read_sample_ids(path: Path) -> set[str]:
-    ids: set[str] = set()
+    """IIDs from a .psam (header with IID), a .fam (IID in column 2) or a --keep style list."""
     with open(path, encoding="utf-8") as f:
-        first = f.readline().split()
-        column = 0
-        if first and first[0].startswith("#"):
-            names = [h.lstrip("#") for h in first]
-            column = names.index("IID") if "IID" in names else 0
-        elif len(first) >= 6 and path.suffix == ".fam":
-            column = 1
-            ids.add(first[1])
-        elif first:
-            ids.add(first[0] if len(first) == 1 else first[1])
-            column = 0 if len(first) == 1 else 1
-        for line in f:
-            parts = line.split()
-            if parts:
-                ids.add(parts[column])
-    return ids
+        rows = [line.split() for line in f if line.strip()]
+    if not rows:
+        return set()
+    if rows[0][0].startswith("#"):
+        names = [h.lstrip("#") for h in rows[0]]
+        column = names.index("IID") if "IID" in names else 0
+        rows = rows[1:]
+    else:
+        # .fam and "FID IID" keep files carry the IID second; a bare list has one column.
+        column = 0 if len(rows[0]) == 1 else 1
+    return {r[column] for r in rows if len(r) > column}
 
 
 def _plink_version(glm: Path) -> str:
@@ -481,6 +476,11 @@ def export_glm(
         )
     if trait_type == "quantitative" and (n_cases is not None or n_controls is not None):
         raise SumstatsError("n_cases/n_controls apply to binary traits only")
+    for label, value in (("n_cases", n_cases), ("n_controls", n_controls)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 0
+        ):
+            raise SumstatsError(f"{label} must be a non-negative integer; got {value!r}")
     policy = AirlockPolicy(min_n=min_n, min_mac=min_mac)
     out.parent.mkdir(parents=True, exist_ok=True)
 

@@ -408,3 +408,21 @@ def test_sumstats_cli__export_then_check(glm_run, tmp_path):
     assert "column 'n'" in refused.stdout and "below min_n=1000" in refused.stdout
     vcf = _fedgen("sumstats", "check", str(d / "geno.vcf"), cwd=tmp_path)
     assert vcf.returncode == 1 and "REFUSED kind=vcf" in vcf.stdout
+
+
+def test_export_glm__readable_by_the_meta_analysis_reader(glm_run, tmp_path):
+    from snakemake_fedgen.sumstats.ssf import StudyTable, read_study_info
+
+    glm = glm_run["dir"] / "run.bt.glm.logistic.hybrid"
+    result = export_glm(
+        glm, tmp_path / "B_bt", site="B", assembly="GRCh38", n_cases=150, n_controls=240
+    )
+    info = read_study_info(result.data_path)
+    assert (info.name, info.assembly, info.trait_type) == ("B", "GRCh38", "binary")
+    assert (info.n_cases, info.n_controls, info.sample_size) == (150, 240, 390.0)
+    assert info.is_sorted is True
+    table = StudyTable(info)
+    blocks = list(table.chromosomes())
+    assert [b.chrom for b in blocks] == [2, 10, 20]
+    assert sum(len(b) for b in blocks) == result.variants_exported
+    assert table.exclusions == []
