@@ -64,6 +64,10 @@ class Runtime:
     def launch(self, executor: Mapping, layout: TaskLayout, *, task_id: str) -> Launch:
         raise NotImplementedError
 
+    def kill_argv(self, task_id: str) -> list[str] | None:
+        """A command that stops the task's executor beyond its process group, if needed."""
+        return None
+
 
 class HostRuntime(Runtime):
     """Runs the command directly on the host, in the task directory. No isolation."""
@@ -113,10 +117,11 @@ class BwrapRuntime(Runtime):
         tops = sorted(p.name for p in layout.root.iterdir() if p.is_dir())
         if "tmp" not in tops:
             argv += ["--bind", str(layout.tmp), "/tmp"]
-        for path in self.tool_paths:
-            argv += ["--ro-bind", path, path]
         for top in tops:
             argv += ["--bind", str(layout.root / top), f"/{top}"]
+        # Tool paths after the task directories, so a task path like /root cannot hide them.
+        for path in self.tool_paths:
+            argv += ["--ro-bind", path, path]
         for host, container in layout.binds:
             argv += ["--ro-bind", str(host), container]
         workdir = executor.get("workdir") or "/"
@@ -154,6 +159,10 @@ class EngineRuntime(Runtime):
             argv += ["-e", f"{key}={value}"]
         argv += [executor["image"], *executor["command"]]
         return Launch(argv, None, {"PATH": BASE_PATH})
+
+    def kill_argv(self, task_id: str) -> list[str]:
+        # The container belongs to the engine's daemon, not to the killed client process.
+        return [self.engine, "kill", f"fedgen-{task_id}"]
 
 
 def bwrap_works(bwrap: str = "bwrap") -> bool:

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 from snakemake_fedgen.errors import EgressRefused, FedgenError, StorageError
 from snakemake_fedgen.governance.node import seal_egress
+from snakemake_fedgen.governance.provenance import task_provenance
 from snakemake_fedgen.node.audit import AuditLog
 from snakemake_fedgen.node.config import NodeConfig
 from snakemake_fedgen.node.runtime import Runtime, TaskLayout
@@ -164,6 +166,10 @@ class Scheduler:
             self.audit.record(
                 caller=active.owner, action="TaskEnded", task=doc["id"], outcome=doc["state"]
             )
+            if doc["state"] != "COMPLETE":
+                await asyncio.to_thread(
+                    task_provenance, self.cfg, doc, owner=active.owner, store=self.store
+                )
             await asyncio.to_thread(self._remove_task_dir, doc["id"])
             self._pump()
 
@@ -208,6 +214,10 @@ class Scheduler:
             return
         if self._interrupted(active):
             return
+        # Provenance (issue 6) is in the task log before COMPLETE is visible to the caller.
+        await asyncio.to_thread(
+            task_provenance, self.cfg, doc, owner=active.owner, store=self.store, state="COMPLETE"
+        )
         self._end(doc, "COMPLETE")
 
     def _interrupted(self, active: _Active) -> bool:
@@ -308,6 +318,16 @@ class Scheduler:
         if active.proc is not None and active.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(active.proc.pid, signal.SIGKILL)
+            argv = self.runtime.kill_argv(active.doc["id"])
+            if argv:
+                with contextlib.suppress(OSError):
+                    subprocess.Popen(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
 
     # -- blocking file work (worker threads) ------------------------------------------------------
 

@@ -253,6 +253,7 @@ def test_engine_runtime__builds_docker_run_command_line(tmp_path):
             "fedgen/tools:0.1", "plink2", "--version",
         ]  # fmt: skip
         assert "A" not in launch.env  # task env goes through -e, not the engine client's env
+        assert EngineRuntime(engine).kill_argv("t1") == [engine, "kill", "fedgen-t1"]
 
 
 def test_bwrap_runtime__command_line_isolates_the_task(tmp_path):

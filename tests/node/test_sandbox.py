@@ -117,3 +117,23 @@ def test_outputs__traversal_and_symlink_escape_are_refused(site, start_node, tmp
     assert "symlink leading outside the task" in doc["logs"][0]["system_logs"][0]
     assert not (site.work / "out.txt").exists()
     assert list(escape_dir.iterdir()) == []
+
+
+def test_bwrap__task_runs_site_tools_and_fedgen(site, start_node):
+    node = start_node(site.state, config=site.config())
+    task = simple_task("plink2 --version && bcftools --version | head -1 && fedgen --version")
+    doc = wait_task(node.url, _post(node, task).json()["id"])
+    assert doc["state"] == "COMPLETE", doc["logs"]
+    out = doc["logs"][0]["logs"][0]["stdout"]
+    assert "PLINK v2" in out and "bcftools" in out and "fedgen " in out
+    assert doc["logs"][0]["metadata"]["runtime"] == "bwrap"
+
+
+def test_bwrap__task_path_over_root_keeps_tools_visible(site, start_node):
+    # A container path under /root (where this interpreter may live) must not hide the tools.
+    node = start_node(site.state, config=site.config())
+    task = simple_task("fedgen --version > /root/v.txt && cat /root/v.txt")
+    task["executors"][0]["workdir"] = "/root/work"
+    doc = wait_task(node.url, _post(node, task).json()["id"])
+    assert doc["state"] in ("COMPLETE",), doc["logs"]
+    assert doc["logs"][0]["logs"][0]["stdout"].startswith("fedgen ")
