@@ -1,13 +1,35 @@
-"""Placeholder until the executor lands (issue 3)."""
+"""The ``fedgen`` Snakemake executor: site jobs go to their site's GA4GH TES endpoint.
 
+This module only wires Snakemake's executor interface to the focused modules: task building
+(:mod:`.tasks`), staging of inputs/outputs (:mod:`.staging`), batched status (:mod:`.status`),
+resume (:mod:`.resume`) and the TES client (:mod:`.tes_client`).
+"""
+
+import asyncio
+import hashlib
+import os
+import threading
+import time
+from collections.abc import AsyncGenerator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
 
+from snakemake_interface_common.exceptions import WorkflowError
+from snakemake_interface_executor_plugins.executors.base import SubmittedJobInfo
 from snakemake_interface_executor_plugins.executors.remote import RemoteExecutor
+from snakemake_interface_executor_plugins.jobs import JobExecutorInterface
 from snakemake_interface_executor_plugins.settings import (
     CommonSettings,
     ExecutorSettingsBase,
 )
+
+from snakemake_fedgen.errors import FedgenError, TesError
+from snakemake_fedgen.executor import staging, tasks
+from snakemake_fedgen.executor.resume import FAILED_STATES, LIVE_STATES, ResumeIndex
+from snakemake_fedgen.executor.status import AdaptiveInterval, StatusPoller
+from snakemake_fedgen.executor.tes_client import TesClient
+from snakemake_fedgen.sites import load_registry
 
 common_settings = CommonSettings(
     non_local_exec=True,
@@ -22,9 +44,274 @@ common_settings = CommonSettings(
 @dataclass
 class ExecutorSettings(ExecutorSettingsBase):
     sites: Optional[str] = field(
-        default=None, metadata={"help": "Path to the site registry (sites.yaml)."}
+        default=None,
+        metadata={
+            "help": "Path to the site registry (sites.yaml) naming each site's TES endpoint.",
+            "env_var": True,
+        },
+    )
+    run_id: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Tag identifying this analysis at the sites (default: derived from the "
+            "working directory, so a rerun after a crash finds its tasks again)."
+        },
+    )
+    poll_interval_min: float = field(
+        default=0.25,
+        metadata={"help": "Seconds between status polls while jobs are finishing."},
+    )
+    poll_interval_max: float = field(
+        default=10.0,
+        metadata={"help": "Largest seconds between status polls when nothing changes."},
+    )
+    site_deadline: float = field(
+        default=600.0,
+        metadata={
+            "help": "Seconds a site may stay unreachable before its jobs fail (naming the site)."
+        },
+    )
+    request_timeout: float = field(
+        default=30.0, metadata={"help": "Seconds per HTTP request to a TES endpoint."}
+    )
+    max_attempts: int = field(
+        default=5,
+        metadata={"help": "Attempts per request on HTTP 5xx, connection resets and timeouts."},
     )
 
 
+def default_run_id(workdir: str) -> str:
+    """Return the run tag for a working directory (stable across reruns)."""
+    return "fedgen-" + hashlib.sha256(os.path.abspath(workdir).encode()).hexdigest()[:16]
+
+
 class Executor(RemoteExecutor):
-    pass
+    """Sends each site job as one TES task to its site; see the package docs."""
+
+    def __post_init__(self) -> None:
+        settings: ExecutorSettings = self.workflow.executor_settings
+        if not settings or not settings.sites:
+            raise WorkflowError(
+                "the fedgen executor needs the site registry: pass --fedgen-sites SITES.yaml "
+                "(or set SNAKEMAKE_FEDGEN_SITES, or `fedgen-sites:` in a profile)."
+            )
+        try:
+            self.registry = load_registry(settings.sites)
+        except FedgenError as exc:
+            raise WorkflowError(str(exc)) from None
+        self.run_id = settings.run_id or default_run_id(os.getcwd())
+        self.site_deadline = settings.site_deadline
+        self.clients = {
+            name: TesClient(
+                site, timeout=settings.request_timeout, max_attempts=settings.max_attempts
+            )
+            for name, site in self.registry.sites.items()
+        }
+        self.resume = ResumeIndex(self.run_id)
+        self.poller = StatusPoller(self.run_id, self.clients)
+        self.interval = AdaptiveInterval(
+            minimum=settings.poll_interval_min, maximum=settings.poll_interval_max
+        )
+        self.next_seconds_between_status_checks = self.interval.minimum
+        # Every task this run created or reattached, and its site: cancel_jobs uses this rather
+        # than Snakemake's active list, which is empty while a status check is running.
+        self._live: dict[str, str] = {}
+        self._states: dict[str, str] = {}
+        self._track = threading.Lock()
+        self._wake = threading.Event()
+        self.logger.info(f"fedgen: run tag {self.run_id}, sites {', '.join(self.registry.sites)}")
+
+    # -- submission ---------------------------------------------------------------------------
+
+    def run_job(self, job: JobExecutorInterface) -> None:
+        try:
+            plan = tasks.build_task(job, registry=self.registry, run_id=self.run_id)
+        except FedgenError as exc:
+            raise WorkflowError(str(exc)) from None
+        info = SubmittedJobInfo(job=job, aux={"plan": plan})
+        self._submit(info)
+        self.report_job_submission(info)
+        # Check soon: the poll interval may have backed off while nothing was running.
+        self._wake.set()
+
+    async def sleep(self) -> None:
+        """Wait for the adaptive interval, cut short when a new job is submitted."""
+        wake = getattr(self, "_wake", None)
+        if wake is None:
+            # Still inside __post_init__: Snakemake's default interval would be 10 s here.
+            await asyncio.sleep(0.05)
+            return
+        deadline = time.monotonic() + self.next_seconds_between_status_checks
+        while (remaining := deadline - time.monotonic()) > 0:
+            if wake.is_set():
+                break
+            await asyncio.sleep(min(0.05, remaining))
+        wake.clear()
+
+    def _live_count(self, site: str) -> int:
+        with self._track:
+            return sum(1 for s in self._live.values() if s == site)
+
+    def _submit(self, info: SubmittedJobInfo) -> None:
+        """Reattach, reuse or create the job's task; on a site error remember it for the poll."""
+        plan: tasks.TaskPlan = info.aux["plan"]
+        site = plan.site.name
+        client = self.clients[site]
+        try:
+            self.resume.load(site, client)
+            if self.resume.ignores_tag_filter.get(site):
+                self.poller.per_task_fallback[site] = True
+            known = None if info.aux.get("no_reuse") else self.resume.find(site, plan.job_key)
+            if known is not None:
+                info.external_jobid = known.id
+                info.aux["reused"] = known.state == "COMPLETE"
+                verb = "reusing finished" if known.state == "COMPLETE" else "reattached to"
+                self.logger.info(f"fedgen: {verb} task {known.id} at site {site}")
+            elif self._live_count(site) >= plan.site.max_parallel_tasks:
+                info.aux["pending"] = True
+                return
+            else:
+                info.external_jobid = client.create_task_once(plan.task, job_key=plan.job_key)
+                self.resume.add(site, plan.job_key, info.external_jobid)
+        except FedgenError as exc:
+            info.aux["error"] = f"submitting to site {site} failed: {exc}"
+            return
+        info.aux.pop("pending", None)
+        with self._track:
+            self._live[info.external_jobid] = site
+
+    # -- status -------------------------------------------------------------------------------
+
+    async def check_active_jobs(
+        self, active_jobs: list[SubmittedJobInfo]
+    ) -> AsyncGenerator[SubmittedJobInfo, None]:
+        if not active_jobs or not hasattr(self, "poller"):
+            # The status thread starts before __post_init__ has finished; nothing to check yet.
+            return
+        changed = False
+        polled: list[SubmittedJobInfo] = []
+        for info in active_jobs:
+            if info.aux.get("pending"):
+                self._submit(info)
+            if info.aux.get("error"):
+                self.report_job_error(info, msg=info.aux.pop("error"))
+                changed = True
+            elif info.aux.get("pending"):
+                yield info
+            else:
+                polled.append(info)
+        wanted: dict[str, list[str]] = {}
+        for info in polled:
+            wanted.setdefault(info.aux["plan"].site.name, []).append(info.external_jobid)
+        answers = self.poller.poll(wanted)
+        for info in polled:
+            site = info.aux["plan"].site.name
+            answer = answers[site]
+            task_id = info.external_jobid
+            if answer.error:
+                if answer.silent_for > self.site_deadline:
+                    self._forget(task_id)
+                    self.report_job_error(
+                        info,
+                        msg=f"site {site} has not answered for {answer.silent_for:.0f} s "
+                        f"(deadline {self.site_deadline:.0f} s, --fedgen-site-deadline); task "
+                        f"{task_id} is left at the site. Last error: {answer.error}\n",
+                    )
+                    changed = True
+                else:
+                    yield info
+                continue
+            state = answer.states.get(task_id, "UNKNOWN")
+            if self._states.get(task_id) != state:
+                self._states[task_id] = state
+                changed = True
+            if state in LIVE_STATES or state == "CANCELING":
+                yield info
+            elif state == "COMPLETE":
+                if self._finish(info):
+                    yield info
+            elif state in FAILED_STATES:
+                self._fail(info, state)
+            else:
+                yield info
+        self.next_seconds_between_status_checks = self.interval.update(changed=changed)
+
+    def _forget(self, task_id: str | None) -> None:
+        with self._track:
+            self._live.pop(task_id, None)
+            self._states.pop(task_id, None)
+
+    def _finish(self, info: SubmittedJobInfo) -> bool:
+        """Land the outputs of a COMPLETE task; return True if the job was resubmitted."""
+        plan: tasks.TaskPlan = info.aux["plan"]
+        client = self.clients[plan.site.name]
+        task_id = info.external_jobid
+        try:
+            full = client.get_task(task_id, view="FULL")
+            staging.land_outputs(plan, full, client=client)
+        except FedgenError as exc:
+            self._forget(task_id)
+            if info.aux.get("reused"):
+                # A finished task from an earlier run whose outputs are gone: run it again.
+                self.logger.info(f"fedgen: outputs of task {task_id} are gone ({exc}); rerunning")
+                self.resume.forget(plan.site.name, plan.job_key, task_id)
+                info.aux.update(no_reuse=True, reused=False)
+                info.external_jobid = None
+                self._submit(info)
+                return True
+            self.report_job_error(
+                info, msg=f"site {plan.site.name}: task {task_id} finished but {exc}\n"
+            )
+            return False
+        self._forget(task_id)
+        self.report_job_success(info)
+        return False
+
+    def _fail(self, info: SubmittedJobInfo, state: str) -> None:
+        plan: tasks.TaskPlan = info.aux["plan"]
+        task_id = info.external_jobid
+        self._forget(task_id)
+        try:
+            full = self.clients[plan.site.name].get_task(task_id, view="FULL")
+        except TesError as exc:
+            full = {"id": task_id, "state": state, "logs": [{"system_logs": [str(exc)]}]}
+        rule = plan.task["tags"].get("fedgen_rule", "?")
+        self.report_job_error(
+            info, msg=staging.failure_message(full, site=plan.site.name, rule=rule) + "\n"
+        )
+
+    # -- cancel / shutdown --------------------------------------------------------------------
+
+    def cancel_jobs(self, active_jobs: list[SubmittedJobInfo]) -> None:
+        with self._track:
+            live = dict(self._live)
+        for info in active_jobs:
+            if info.external_jobid and info.aux and "plan" in info.aux:
+                live.setdefault(info.external_jobid, info.aux["plan"].site.name)
+        if not live:
+            return
+
+        def cancel(item: tuple[str, str]) -> str | None:
+            task_id, site = item
+            try:
+                self.clients[site].cancel_task(task_id)
+            except FedgenError as exc:
+                return f"site {site}: task {task_id} could not be canceled: {exc}"
+            return None
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            problems = [p for p in pool.map(cancel, live.items()) if p]
+        for problem in problems:
+            self.logger.error(f"fedgen: {problem}")
+        self.logger.info(f"fedgen: canceled {len(live) - len(problems)} live task(s)")
+        with self._track:
+            self._live.clear()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self.poller.close()
+        for client in self.clients.values():
+            client.close()
+
+
+__all__ = ["Executor", "ExecutorSettings", "common_settings", "default_run_id"]

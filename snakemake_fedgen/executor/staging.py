@@ -1,0 +1,358 @@
+"""Where a job's files come from and go to, and how finished outputs land on the coordinator.
+
+Inputs: a reference becomes its site URL (same site only), a small coordinator file travels as
+TES ``content``; anything else is refused. Outputs: egress paths go to the site's egress root
+and are downloaded after the task (temp file, size and sha256 checked, then renamed); every other
+output stays at the site and becomes a reference file at its path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlparse
+
+from snakemake_fedgen.errors import SiteDataError, StorageError
+from snakemake_fedgen.reference import Reference, read_reference, write_reference
+from snakemake_fedgen.sites import Site
+
+CONTAINER_ROOT = "/fedgen/work"
+# Coordinator files up to this size travel inside the task as `content` (config, sample lists).
+MAX_CONTENT_BYTES = 128 * 1024
+# The task's last executor prints one line per file output; the coordinator records size and
+# sha256 in the reference (and checks downloaded egress files against them).
+CHECKSUM_SCRIPT = (
+    'for f in "$@"; do '
+    'if [ -f "$f" ]; then '
+    'printf "fedgen-checksum %s %s %s\\n" "$(stat -c %s -- "$f")" '
+    '"$(sha256sum < "$f" | cut -d" " -f1)" "$f"; fi; done'
+)
+CHECKSUM_PREFIX = "fedgen-checksum "
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """One output of a task: Snakemake path, site URL, whether it leaves the site."""
+
+    path: str
+    url: str
+    egress: bool
+    is_directory: bool = False
+
+
+def task_relpath(path: str) -> str:
+    """Return ``path`` relative to the workflow directory, refusing paths outside it.
+
+    Raises
+    ------
+    StorageError
+        ``path`` is absolute or climbs out of the working directory.
+    """
+    rel = os.path.normpath(path)
+    if os.path.isabs(rel):
+        rel = os.path.relpath(rel, os.getcwd())
+    if rel == "." or rel.startswith(".." + os.sep) or rel == "..":
+        raise StorageError(
+            f"{path} is outside the workflow directory; site jobs see their files at "
+            f"{CONTAINER_ROOT}/<relative path>, so use a path inside the working directory."
+        )
+    return rel
+
+
+def container_path(path: str) -> str:
+    """Return the path of a Snakemake file inside the task."""
+    return f"{CONTAINER_ROOT}/{task_relpath(path)}"
+
+
+def input_for(path: str, *, site: Site, rule: str) -> tuple[dict[str, Any], str]:
+    """Return the TES input for the Snakemake input ``path`` and a fingerprint for the job key.
+
+    Raises
+    ------
+    SiteDataError
+        ``path`` refers to data of another site.
+    StorageError
+        ``path`` is a coordinator file too large (or not text) to send as content.
+    """
+    rel = task_relpath(path)
+    ref = read_reference(path)
+    if ref is not None:
+        if ref.site != site.name:
+            raise SiteDataError(
+                f"rule {rule}: input {rel} is held at site {ref.site}; data of site {ref.site} "
+                f"cannot go to site {site.name}. Run this step at site {ref.site} or bring "
+                "only summary statistics back through egress."
+            )
+        spec = {
+            "name": rel,
+            "url": ref.url,
+            "path": f"{CONTAINER_ROOT}/{rel}",
+            "type": "DIRECTORY" if ref.is_directory else "FILE",
+        }
+        return spec, f"ref:{ref.url}:{ref.sha256 or ref.task or ''}"
+    p = Path(path)
+    if p.is_dir():
+        raise StorageError(
+            f"rule {rule}: input {rel} is a directory on the coordinator; only files up to "
+            f"{MAX_CONTENT_BYTES // 1024} KiB can be sent to site {site.name}. Produce it at the "
+            "site instead."
+        )
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError:
+        raise StorageError(f"rule {rule}: input {rel} does not exist on the coordinator.") from None
+    if size > MAX_CONTENT_BYTES:
+        raise StorageError(
+            f"rule {rule}: input {rel} is a {size}-byte coordinator file; only files up to "
+            f"{MAX_CONTENT_BYTES // 1024} KiB travel to site {site.name} as task content. Make it "
+            "a site dataset (fedgen sites ref) or produce it at the site."
+        )
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise StorageError(
+            f"rule {rule}: input {rel} is a binary coordinator file; TES content must be text. "
+            "Make it a site dataset or produce it at the site."
+        ) from None
+    spec = {"name": rel, "content": text, "path": f"{CONTAINER_ROOT}/{rel}", "type": "FILE"}
+    return spec, f"content:{hashlib.sha256(raw).hexdigest()}"
+
+
+def output_for(path: str, *, site: Site, rule: str, is_directory: bool = False) -> OutputPlan:
+    """Return where the task writes the Snakemake output ``path``.
+
+    Raises
+    ------
+    StorageError
+        ``path`` may leave the site but the site has no ``egress_url``.
+    """
+    rel = task_relpath(path)
+    if site.is_egress(rel):
+        if not site.egress_url or not site.egress_read_url:
+            raise StorageError(
+                f"rule {rule}: output {rel} matches the egress allow-list of site {site.name}, "
+                "but the site has no egress_url/egress_read_url in the registry; add them."
+            )
+        return OutputPlan(rel, _join(site.egress_url, rel), True, is_directory)
+    return OutputPlan(rel, _join(site.work_url, rel), False, is_directory)
+
+
+def tes_output(plan: OutputPlan) -> dict[str, Any]:
+    """Return the TES output object for ``plan``."""
+    return {
+        "name": plan.path,
+        "url": plan.url,
+        "path": f"{CONTAINER_ROOT}/{plan.path}",
+        "type": "DIRECTORY" if plan.is_directory else "FILE",
+    }
+
+
+def _join(root: str, rel: str) -> str:
+    return root.rstrip("/") + "/" + quote(rel)
+
+
+# -- after the task ---------------------------------------------------------------------------
+
+
+def write_site_reference(
+    plan: OutputPlan,
+    *,
+    site: Site,
+    task_id: str,
+    checksum: tuple[int, str] | None,
+) -> None:
+    """Write the reference for a site-held output at its coordinator path."""
+    size, sha = checksum if checksum else (None, None)
+    write_reference(
+        plan.path,
+        Reference(
+            site=site.name,
+            url=plan.url,
+            size=size,
+            sha256=sha,
+            task=task_id,
+            is_directory=plan.is_directory,
+        ),
+    )
+
+
+def fetch_egress(
+    plan: OutputPlan,
+    *,
+    site: Site,
+    client: Any,
+    checksum: tuple[int, str] | None,
+) -> tuple[int, str]:
+    """Download a published output to a temp file, verify it, and rename it into place.
+
+    The file is compared with the size/sha256 computed inside the task (when known) and with
+    the node's ``X-Fedgen-Sha256`` header. Returns (size, sha256).
+
+    Raises
+    ------
+    StorageError
+        The file cannot be read or does not match; nothing is left at the output path.
+    """
+    if plan.is_directory:
+        raise StorageError(
+            f"output {plan.path} is a directory; only files can leave site {site.name} "
+            "through egress. Write individual summary files instead."
+        )
+    target = Path(plan.path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    read_url = _join(site.egress_read_url or "", plan.path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as sink:
+            hashing = _HashingWriter(sink)
+            header_sha = None
+            if read_url.startswith("file://"):
+                with open(unquote(urlparse(read_url).path), "rb") as src:
+                    shutil.copyfileobj(src, hashing, 1 << 20)
+            else:
+                headers = client.download(read_url, hashing)
+                header_sha = headers.get("X-Fedgen-Sha256")
+        size, sha = hashing.size, hashing.sha.hexdigest()
+        problems = []
+        if header_sha and header_sha.lower() != sha:
+            problems.append(f"the node announced sha256 {header_sha}")
+        if checksum and (checksum[0] != size or checksum[1] != sha):
+            problems.append(f"the task computed size {checksum[0]} sha256 {checksum[1]}")
+        if problems:
+            raise StorageError(
+                f"site {site.name}: downloaded {plan.path} has size {size} sha256 {sha} but "
+                f"{' and '.join(problems)}; the file was not kept. Rerun the job."
+            )
+        os.replace(tmp, target)
+        return size, sha
+    except FileNotFoundError:
+        raise StorageError(
+            f"site {site.name}: published output {plan.path} is not at {read_url}; the airlock "
+            "may have refused it (see the site's quarantine) or egress_read_url is wrong."
+        ) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+class _HashingWriter:
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, block: bytes) -> int:
+        self.sha.update(block)
+        self.size += len(block)
+        return self.sink.write(block)
+
+
+def write_benchmark(path: str, *, seconds: float | None) -> None:
+    """Write a Snakemake benchmark TSV from the task's timing (other columns NA)."""
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time"
+    if seconds is None:
+        row = "\t".join(["NA"] * 10)
+    else:
+        h, rem = divmod(int(seconds), 3600)
+        m, s = divmod(rem, 60)
+        row = "\t".join([f"{seconds:.4f}", f"{h}:{m:02d}:{s:02d}", *(["NA"] * 8)])
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(header + "\n" + row + "\n")
+    os.replace(tmp, target)
+
+
+def parse_checksums(stdout: str | None) -> dict[str, tuple[int, str]]:
+    """Parse the checksum executor's stdout into {relative path: (size, sha256)}."""
+    out: dict[str, tuple[int, str]] = {}
+    for line in (stdout or "").splitlines():
+        if not line.startswith(CHECKSUM_PREFIX):
+            continue
+        parts = line[len(CHECKSUM_PREFIX) :].split(" ", 2)
+        if len(parts) == 3 and parts[0].isdigit() and len(parts[1]) == 64:
+            out[os.path.normpath(parts[2])] = (int(parts[0]), parts[1])
+    return out
+
+
+def executor_logs(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return the executor logs of the task's last attempt (FULL view)."""
+    attempts = task.get("logs") or []
+    return list(attempts[-1].get("logs") or []) if attempts else []
+
+
+def task_seconds(task: dict[str, Any]) -> float | None:
+    """Return the wall time of the task's last attempt from its RFC 3339 start/end times."""
+    from datetime import datetime
+
+    attempts = task.get("logs") or []
+    if not attempts:
+        return None
+    start, end = attempts[-1].get("start_time"), attempts[-1].get("end_time")
+    if not start or not end:
+        return None
+    try:
+        t0 = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        t1 = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return max(0.0, (t1 - t0).total_seconds())
+
+
+def land_outputs(
+    plan: Any, task: dict[str, Any], *, client: Any
+) -> dict[str, tuple[int, str] | None]:
+    """Put every output of a COMPLETE task in place on the coordinator.
+
+    Egress outputs are downloaded and verified; site-held outputs become references; benchmark
+    files are written from the task's timing. Returns {path: (size, sha256) or None}.
+    """
+    logs = executor_logs(task)
+    checksums = parse_checksums(logs[-1].get("stdout") if logs else None)
+    landed: dict[str, tuple[int, str] | None] = {}
+    # Downloads first: if one fails, no reference claims the job is done.
+    for out in plan.outputs:
+        if out.egress:
+            landed[out.path] = fetch_egress(
+                out, site=plan.site, client=client, checksum=checksums.get(out.path)
+            )
+    for out in plan.outputs:
+        if not out.egress:
+            write_site_reference(
+                out, site=plan.site, task_id=str(task["id"]), checksum=checksums.get(out.path)
+            )
+            landed[out.path] = checksums.get(out.path)
+    for bench in plan.benchmarks:
+        write_benchmark(bench, seconds=task_seconds(task))
+    return landed
+
+
+def failure_message(task: dict[str, Any], *, site: str, rule: str, tail_lines: int = 20) -> str:
+    """Describe a failed task: site, task id, state, exit code, stderr tail, system logs."""
+    state = task.get("state", "UNKNOWN")
+    logs = executor_logs(task)
+    failing = next(
+        (e for e in logs if e.get("exit_code") not in (0, None)), logs[-1] if logs else {}
+    )
+    exit_code = failing.get("exit_code")
+    lines = [
+        f"site {site}: task {task.get('id')} (rule {rule}) ended in state {state}"
+        + (f" with exit code {exit_code}" if exit_code is not None else "")
+        + "."
+    ]
+    stderr = (failing.get("stderr") or "").rstrip()
+    if stderr:
+        tail = stderr.splitlines()[-tail_lines:]
+        lines.append(f"stderr (last {len(tail)} lines):")
+        lines.extend("    " + line for line in tail)
+    attempts = task.get("logs") or []
+    system = [s for a in attempts for s in (a.get("system_logs") or [])]
+    if system:
+        lines.append("site system log: " + " | ".join(system[-3:]))
+    return "\n".join(lines)

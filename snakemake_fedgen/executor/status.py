@@ -1,0 +1,95 @@
+"""Batched task status: one ListTasks per site per poll, and an interval that adapts.
+
+Each poll cycle asks every site with live tasks once for all tasks tagged with the run id
+(MINIMAL view, following every page), whatever the number of jobs. Servers that ignore tag
+filters (detected when the resume listing returned foreign tasks) get one GET per task instead.
+A site that does not answer keeps its jobs waiting until ``deadline`` seconds have passed since
+its last answer; then its jobs fail with a message naming the site.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from snakemake_fedgen.errors import FedgenError
+from snakemake_fedgen.executor.tes_client import RUN_TAG
+
+
+@dataclass
+class SiteAnswer:
+    """A site's answer in one poll: task states, or the error and how long it has been silent."""
+
+    states: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    silent_for: float = 0.0
+
+
+class AdaptiveInterval:
+    """Poll quickly while jobs are finishing; back off geometrically to ``maximum`` when idle."""
+
+    def __init__(self, *, minimum: float = 0.25, maximum: float = 10.0, factor: float = 1.5):
+        self.minimum = minimum
+        self.maximum = max(minimum, maximum)
+        self.factor = factor
+        self.current = minimum
+
+    def update(self, *, changed: bool) -> float:
+        """Return the next interval after a cycle in which something did or did not change."""
+        self.current = self.minimum if changed else min(self.maximum, self.current * self.factor)
+        return self.current
+
+
+class StatusPoller:
+    """Poll task states at many sites, one request per site per cycle.
+
+    Parameters
+    ----------
+    run_id
+        Value of the run tag every task of this run carries.
+    clients
+        TES clients by site name.
+    """
+
+    def __init__(self, run_id: str, clients: dict[str, Any]) -> None:
+        self.run_id = run_id
+        self.clients = clients
+        self.per_task_fallback: dict[str, bool] = {}
+        self._last_answer: dict[str, float] = {}
+        self._pool = ThreadPoolExecutor(max_workers=max(1, min(16, len(clients))))
+
+    def close(self) -> None:
+        """Stop the worker threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def poll(self, wanted: dict[str, Iterable[str]]) -> dict[str, SiteAnswer]:
+        """Return the states of the ``wanted`` task ids per site (sites queried in parallel)."""
+        futures = {
+            site: self._pool.submit(self._poll_site, site, set(ids))
+            for site, ids in wanted.items()
+            if ids
+        }
+        return {site: f.result() for site, f in futures.items()}
+
+    def _poll_site(self, site: str, ids: set[str]) -> SiteAnswer:
+        client = self.clients[site]
+        now = time.monotonic()
+        self._last_answer.setdefault(site, now)
+        try:
+            if self.per_task_fallback.get(site):
+                states = {i: client.get_task(i, view="MINIMAL")["state"] for i in ids}
+            else:
+                states = {
+                    str(t["id"]): str(t.get("state", "UNKNOWN"))
+                    for t in client.iter_tasks(tags={RUN_TAG: self.run_id}, view="MINIMAL")
+                }
+                # Tasks reattached from a run with another run id are not in the listing.
+                for missing in ids - states.keys():
+                    states[missing] = client.get_task(missing, view="MINIMAL")["state"]
+        except FedgenError as exc:
+            return SiteAnswer(error=str(exc), silent_for=time.monotonic() - self._last_answer[site])
+        self._last_answer[site] = time.monotonic()
+        return SiteAnswer(states={i: states[i] for i in ids if i in states})

@@ -1,0 +1,246 @@
+"""A small GA4GH TES 1.1 client for one site: bounded retries, bearer token, no secret leaks.
+
+Requests that fail with HTTP 5xx, a connection reset or a timeout are retried with exponential
+backoff (bounded attempts and delay). A POST is only retried blindly when the request cannot have
+reached the server (connection refused); otherwise :meth:`TesClient.create_task_once` first asks
+the server for a task with the same job-key tag, so a retry never creates a second task.
+The token is read from the site at each request and only ever placed in the Authorization
+header; error messages carry the site, method, path and status, never headers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from snakemake_fedgen.errors import TesError
+from snakemake_fedgen.sites import Site
+
+JOB_KEY_TAG = "fedgen_job_key"
+RUN_TAG = "fedgen_run"
+RULE_TAG = "fedgen_rule"
+SITE_TAG = "fedgen_site"
+
+# Large pages keep "one ListTasks per site per poll" true for thousands of tasks; servers may
+# cap it lower, and then the client follows next_page_token.
+LIST_PAGE_SIZE = 2048
+
+
+class _Uncertain(Exception):
+    """A POST may or may not have reached the server."""
+
+
+class TesClient:
+    """TES client bound to one registry site.
+
+    Parameters
+    ----------
+    site
+        The registry site (URL and token source).
+    timeout
+        Seconds per HTTP request.
+    max_attempts
+        Attempts per request for retryable failures (5xx, resets, timeouts).
+    backoff_base, backoff_cap
+        First retry delay and the largest delay, in seconds.
+    """
+
+    def __init__(
+        self,
+        site: Site,
+        *,
+        timeout: float = 30.0,
+        max_attempts: int = 5,
+        backoff_base: float = 0.2,
+        backoff_cap: float = 5.0,
+    ) -> None:
+        self.site = site
+        self.max_attempts = max(1, max_attempts)
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._http = httpx.Client(
+            timeout=timeout, limits=httpx.Limits(max_connections=8, max_keepalive_connections=4)
+        )
+        self._counts_lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def service_info(self) -> dict[str, Any]:
+        """GET /service-info."""
+        return self._request("GET", "/service-info").json()
+
+    def get_task(self, task_id: str, *, view: str = "FULL") -> dict[str, Any]:
+        """GET /tasks/{id} in the given view (MINIMAL, BASIC or FULL)."""
+        return self._request("GET", f"/tasks/{task_id}", params={"view": view}).json()
+
+    def cancel_task(self, task_id: str) -> None:
+        """POST /tasks/{id}:cancel."""
+        self._request("POST", f"/tasks/{task_id}:cancel", json={})
+
+    def list_tasks(
+        self, *, tags: dict[str, str] | None = None, view: str = "MINIMAL"
+    ) -> list[dict[str, Any]]:
+        """Return every task matching ``tags`` (all pages) in the given view."""
+        return list(self.iter_tasks(tags=tags, view=view))
+
+    def iter_tasks(
+        self, *, tags: dict[str, str] | None = None, view: str = "MINIMAL"
+    ) -> Iterator[dict[str, Any]]:
+        """Yield tasks matching ``tags`` page by page (one GET /tasks per page)."""
+        params: list[tuple[str, str]] = [("view", view), ("page_size", str(LIST_PAGE_SIZE))]
+        for key, value in (tags or {}).items():
+            params += [("tag_key", key), ("tag_value", value)]
+        token: str | None = None
+        while True:
+            page = params + ([("page_token", token)] if token else [])
+            body = self._request("GET", "/tasks", params=page).json()
+            yield from body.get("tasks") or []
+            token = body.get("next_page_token")
+            if not token:
+                return
+
+    def create_task(self, task: dict[str, Any]) -> str:
+        """POST /tasks; retried only while the request cannot have reached the server."""
+        return self._post_task(task)
+
+    def create_task_once(self, task: dict[str, Any], *, job_key: str) -> str:
+        """Create ``task`` unless a task with the same job-key tag already exists.
+
+        When a POST may have reached the server (timeout, reset, 5xx), the server is asked for
+        tasks tagged with ``job_key`` before trying again, so at most one task exists per key.
+        """
+        for attempt in range(self.max_attempts):
+            try:
+                return self._post_task(task)
+            except _Uncertain as exc:
+                last = exc
+                self._sleep(attempt)
+                existing = [
+                    t
+                    for t in self.list_tasks(tags={JOB_KEY_TAG: job_key}, view="BASIC")
+                    if (t.get("tags") or {}).get(JOB_KEY_TAG) == job_key
+                    and t.get("state") not in ("CANCELED", "CANCELING")
+                ]
+                if existing:
+                    return str(existing[0]["id"])
+        raise TesError(
+            f"site {self.site.name}: creating a task at {self.site.tes_url} failed "
+            f"{self.max_attempts} times ({last}); the site may be down."
+        )
+
+    def download(self, url: str, sink: Any, *, chunk: int = 1 << 20) -> httpx.Headers:
+        """Stream ``url`` (an http(s) egress URL of this site) into the binary file ``sink``."""
+        headers = self._auth_headers()
+        try:
+            with self._http.stream("GET", url, headers=headers) as resp:
+                if resp.status_code != 200:
+                    resp.read()
+                    raise TesError(
+                        f"site {self.site.name}: GET {_strip(url)} answered {resp.status_code}: "
+                        f"{_short(resp.text)}",
+                        status=resp.status_code,
+                    )
+                for block in resp.iter_bytes(chunk):
+                    sink.write(block)
+                return resp.headers
+        except httpx.HTTPError as exc:
+            raise TesError(
+                f"site {self.site.name}: GET {_strip(url)} failed ({exc.__class__.__name__})."
+            ) from None
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _auth_headers(self) -> dict[str, str]:
+        token = self.site.token()
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _count(self, key: str) -> None:
+        with self._counts_lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def _post_task(self, task: dict[str, Any]) -> str:
+        url = self.site.tes_url + "/tasks"
+        for attempt in range(self.max_attempts):
+            self._count("POST /tasks")
+            try:
+                resp = self._http.post(url, json=task, headers=self._auth_headers())
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if attempt + 1 == self.max_attempts:
+                    raise TesError(
+                        f"site {self.site.name}: cannot connect to {self.site.tes_url} "
+                        f"({exc.__class__.__name__})."
+                    ) from None
+                self._sleep(attempt)
+                continue
+            except httpx.TransportError as exc:
+                raise _Uncertain(exc.__class__.__name__) from None
+            if resp.status_code >= 500:
+                raise _Uncertain(f"HTTP {resp.status_code}")
+            if resp.status_code >= 300:
+                raise TesError(
+                    f"site {self.site.name}: POST /tasks answered {resp.status_code}: "
+                    f"{_short(resp.text)}",
+                    status=resp.status_code,
+                )
+            return str(resp.json()["id"])
+        raise AssertionError("unreachable")
+
+    def _request(
+        self, method: str, path: str, *, params: Any = None, json: Any = None
+    ) -> httpx.Response:
+        url = self.site.tes_url + path
+        label = f"{method} {path.split('?')[0]}"
+        self._count(_endpoint(method, path))
+        problem = ""
+        for attempt in range(self.max_attempts):
+            try:
+                resp = self._http.request(
+                    method, url, params=params, json=json, headers=self._auth_headers()
+                )
+            except httpx.TransportError as exc:
+                problem = exc.__class__.__name__
+            else:
+                if resp.status_code < 300:
+                    return resp
+                if resp.status_code < 500:
+                    raise TesError(
+                        f"site {self.site.name}: {label} answered {resp.status_code}: "
+                        f"{_short(resp.text)}",
+                        status=resp.status_code,
+                    )
+                problem = f"HTTP {resp.status_code}"
+            if attempt + 1 < self.max_attempts:
+                self._sleep(attempt)
+        raise TesError(
+            f"site {self.site.name}: {label} at {self.site.tes_url} failed after "
+            f"{self.max_attempts} attempts ({problem})."
+        )
+
+    def _sleep(self, attempt: int) -> None:
+        time.sleep(min(self.backoff_cap, self.backoff_base * 2**attempt))
+
+
+def _endpoint(method: str, path: str) -> str:
+    """Return the endpoint label used in request counts (ids replaced by a placeholder)."""
+    if path.startswith("/tasks/"):
+        return f"{method} /tasks/{{id}}" + (":cancel" if path.endswith(":cancel") else "")
+    return f"{method} {path}"
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _strip(url: str) -> str:
+    """Drop any query string (never expected to carry secrets, but never worth logging)."""
+    return url.split("?", 1)[0]

@@ -1,0 +1,121 @@
+"""``fedgen sites``: validate a site registry, write dataset references, check the sites.
+
+``fedgen sites check`` is built from a list of per-site checks (:data:`CHECKS`); a later check
+(e.g. data-use decisions) appends one function returning a column name and a cell text.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+HELP = "Validate the site registry, write dataset references and check that sites answer."
+
+# A check takes (site, context) and returns (column, cell, ok). ``context`` carries command
+# options so later checks (governance) can read their own flags.
+SiteCheck = Callable[[Any, argparse.Namespace], tuple[str, str, bool]]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``validate``, ``ref`` and ``check`` sub-subcommands."""
+    sub = parser.add_subparsers(dest="sites_command", metavar="ACTION", required=True)
+    p = sub.add_parser("validate", help="Validate a sites.yaml against the registry schema.")
+    p.add_argument("sites", metavar="SITES", help="Path to sites.yaml.")
+    p.set_defaults(_sites_run=_validate)
+
+    p = sub.add_parser("ref", help="Write a reference to a site dataset at PATH.")
+    p.add_argument("--sites", required=True, metavar="SITES", help="Path to sites.yaml.")
+    p.add_argument("--site", required=True, help="Site holding the dataset.")
+    p.add_argument("--dataset", required=True, help="Dataset name in the registry.")
+    p.add_argument("--output", required=True, metavar="PATH", help="Where to write the reference.")
+    p.set_defaults(_sites_run=_ref)
+
+    p = sub.add_parser("check", help="Check that each site answers (service-info), as a table.")
+    p.add_argument("sites", metavar="SITES", help="Path to sites.yaml.")
+    p.add_argument("--timeout", type=float, default=5.0, help="Seconds per request (default 5).")
+    p.add_argument(
+        "--purpose",
+        metavar="CONFIG",
+        help="YAML with the analysis purpose (a workflow config with 'purpose:'); adds each "
+        "site's DUO data-use decision.",
+    )
+    p.set_defaults(_sites_run=_check)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen ``fedgen sites`` action."""
+    return int(args._sites_run(args))
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.sites import load_registry
+
+    registry = load_registry(args.sites)
+    print(f"{args.sites}: valid ({len(registry.sites)} sites: {', '.join(registry.sites)})")
+    return 0
+
+
+def _ref(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.errors import RegistryError
+    from snakemake_fedgen.reference import Reference, write_reference
+    from snakemake_fedgen.sites import _did_you_mean, load_registry
+
+    registry = load_registry(args.sites)
+    site = registry.site(args.site)
+    if args.dataset not in site.datasets:
+        raise RegistryError(
+            f"{args.sites}: site {site.name} has no dataset {args.dataset!r}"
+            f"{_did_you_mean(args.dataset, site.datasets)}; known datasets: "
+            f"{', '.join(sorted(site.datasets)) or 'none'}."
+        )
+    dataset = site.datasets[args.dataset]
+    write_reference(args.output, Reference(site=site.name, url=dataset.url, dataset=dataset.name))
+    return 0
+
+
+def _reachability(site: Any, args: argparse.Namespace) -> tuple[str, str, bool]:
+    from snakemake_fedgen.errors import FedgenError
+    from snakemake_fedgen.executor.tes_client import TesClient
+
+    client = TesClient(site, timeout=args.timeout, max_attempts=1)
+    try:
+        info = client.service_info()
+    except FedgenError as exc:
+        return "service-info", f"unreachable: {exc}", False
+    finally:
+        client.close()
+    name = info.get("name") or info.get("id") or "?"
+    version = (info.get("type") or {}).get("version") or info.get("version") or "?"
+    return "service-info", f"ok: {name} (TES {version})", True
+
+
+def _data_use(site: Any, args: argparse.Namespace) -> tuple[str, str, bool]:
+    from snakemake_fedgen.governance.duo import site_check
+
+    return site_check(site, args)
+
+
+CHECKS: list[SiteCheck] = [_reachability, _data_use]
+
+
+def _check(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.sites import load_registry
+
+    registry = load_registry(args.sites)
+    rows: list[list[str]] = []
+    columns = ["site", "tes_url"]
+    all_ok = True
+    for site in registry.sites.values():
+        row = [site.name, site.tes_url]
+        for check in CHECKS:
+            column, cell, ok = check(site, args)
+            if column not in columns:
+                columns.append(column)
+            row.append(cell)
+            all_ok = all_ok and ok
+        rows.append(row)
+    widths = [max(len(r[i]) for r in [columns, *rows]) for i in range(len(columns))]
+    for r in [columns, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    return 0 if all_ok else 1
