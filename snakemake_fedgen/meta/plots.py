@@ -10,17 +10,18 @@ from snakemake_fedgen.sumstats.ssf import CHROM_LABELS, write_text_atomic
 
 # Points below this -log10(p) are thinned: they are millions and all look the same.
 _THIN_BELOW = 2.0
-_MAX_THIN_POINTS = 200_000
+_MAX_THIN_POINTS = 60_000
 _GENOME_WIDE = -np.log10(5e-8)
 
 
-def _figure():
-    import matplotlib
+def _figure(size: tuple[float, float]):
+    """A figure drawn by the Agg backend, without pyplot's global state (and import time)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _save(fig, path: Path) -> None:
@@ -58,12 +59,12 @@ def manhattan(path: Path, *, chrom: np.ndarray, pos: np.ndarray, neg_log10_p: np
     chrom, pos, neg_log10_p : arrays, shape (variants,)
         Chromosome codes (1-25), 1-based positions and -log10 p-values.
     """
-    plt = _figure()
     keep = np.isfinite(neg_log10_p)
     chrom, pos, y = chrom[keep], pos[keep], neg_log10_p[keep]
     idx = _thin(y)
     chrom, pos, y = chrom[idx], pos[idx], y[idx]
-    fig, ax = plt.subplots(figsize=(12, 4.5))
+    fig = _figure((12, 4.5))
+    ax = fig.subplots()
     offset = 0.0
     ticks, labels = [], []
     for i, code in enumerate(np.unique(chrom)):
@@ -90,7 +91,6 @@ def manhattan(path: Path, *, chrom: np.ndarray, pos: np.ndarray, neg_log10_p: np
     ax.set_title("Meta-analysis")
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
 
 
 def qq(path: Path, *, neg_log10_p: np.ndarray, lambda_gc: float | None = None) -> None:
@@ -105,12 +105,12 @@ def qq(path: Path, *, neg_log10_p: np.ndarray, lambda_gc: float | None = None) -
     lambda_gc : float, optional
         Genomic-control lambda to print on the plot.
     """
-    plt = _figure()
     obs = np.sort(neg_log10_p[np.isfinite(neg_log10_p)])[::-1]
     m = len(obs)
     expected = -np.log10((np.arange(1, m + 1) - 0.5) / max(m, 1))
     idx = _thin(obs)
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = _figure((5, 5))
+    ax = fig.subplots()
     ax.scatter(expected[idx], obs[idx], s=4, color="#1f4e79", rasterized=True, linewidths=0)
     top = float(expected.max()) if m else 1.0
     ax.plot([0, top], [0, top], color="#c00000", linewidth=0.8)
@@ -120,7 +120,6 @@ def qq(path: Path, *, neg_log10_p: np.ndarray, lambda_gc: float | None = None) -
         ax.set_title(rf"QQ plot ($\lambda_{{GC}}$ = {lambda_gc:.3f}, {m:,} variants)")
     fig.tight_layout()
     _save(fig, path)
-    plt.close(fig)
 
 
 __all__ = ["manhattan", "qq", "write_text_atomic"]

@@ -758,6 +758,9 @@ def format_p_values(log10_p: np.ndarray, digits: int = 7) -> np.ndarray:
 class AtomicTsvGzWriter:
     """Write a tab-separated ``.tsv.gz`` table in pieces; it appears at ``path`` only on close.
 
+    Compression runs in a background thread (zlib releases the GIL), so formatting the next
+    piece overlaps with compressing the last one.
+
     Parameters
     ----------
     path : Path
@@ -767,7 +770,10 @@ class AtomicTsvGzWriter:
         gzip level; the default favours speed (the files are read once by a machine).
     """
 
-    def __init__(self, path: Path, *, compresslevel: int = 3) -> None:
+    def __init__(self, path: Path, *, compresslevel: int = 2) -> None:
+        import queue
+        import threading
+
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
@@ -778,6 +784,26 @@ class AtomicTsvGzWriter:
         )
         self._header_done = False
         self.rows = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self._gz.write(item)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    self._error = exc
+
+    def _put(self, data: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
 
     def write_table(self, table: Any) -> None:
         """Append a pyarrow Table; the header is written with the first table."""
@@ -798,23 +824,33 @@ class AtomicTsvGzWriter:
                 batch_size=1 << 16,
             ),
         )
-        self._gz.write(memoryview(sink.getvalue()))
+        self._put(memoryview(sink.getvalue()))
         self.rows += table.num_rows
 
     def write_header(self, names: list[str]) -> None:
         """Write only a header line (for a table that may get no rows)."""
         if not self._header_done:
-            self._gz.write(("\t".join(names) + "\n").encode())
+            self._put(("\t".join(names) + "\n").encode())
             self._header_done = True
+
+    def _finish_thread(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
     def close(self) -> None:
         """Finish the file and move it to its final path."""
+        self._finish_thread()
+        if self._error is not None:
+            self.abort()
+            raise self._error
         self._gz.close()
         self._raw.close()
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
         """Remove the temporary file."""
+        self._finish_thread()
         with contextlib.suppress(OSError):
             self._gz.close()
         with contextlib.suppress(OSError):
