@@ -79,3 +79,7 @@ class AccessDenied(AuthError):
 
 class SecureAggregationError(FedgenError):
     """A secure-aggregation round cannot complete (a site dropped out, rounds or keys disagree)."""
+
+
+class ProvenanceError(FedgenError):
+    """A provenance record is missing or does not match its versioned JSON schema."""

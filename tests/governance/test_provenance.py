@@ -1,0 +1,285 @@
+"""Provenance records written by a real node, the run's RO-Crate, and the audit log agreeing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import yaml
+
+from snakemake_fedgen.egress.airlock import AirlockPolicy, inspect
+from snakemake_fedgen.errors import ProvenanceError
+from snakemake_fedgen.governance import provenance
+from snakemake_fedgen.node.process import NodeProcess
+
+RUN = "fedgen-test-run-0001"
+TOKEN = "coordinator-token-0123456789"
+COUNTS = "step\\tquantity\\tcount\\nqc\\tsamples_in\\t120\\n"
+COUNTS_TEXT = "step\tquantity\tcount\nqc\tsamples_in\t120\n"
+
+
+def _task(name, command, *, inputs=(), outputs=()):
+    return {
+        "name": name,
+        "executors": [
+            {
+                "image": "fedgen/tools:0.1",
+                "command": ["bash", "-c", command],
+                "workdir": "/fedgen/work",
+            }
+        ],
+        "inputs": list(inputs),
+        "outputs": list(outputs),
+        "tags": {"fedgen_run": RUN, "fedgen_site": "A", "fedgen_rule": name},
+    }
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One node, three tasks of one run: success with egress, executor error, airlock refusal."""
+    root = tmp_path_factory.mktemp("prov")
+    data, work, egress = root / "data", root / "work", root / "work" / "egress"
+    for d in (data, work, egress):
+        d.mkdir(parents=True)
+    (data / "genotypes.vcf").write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\n")
+    (root / "tokens.yaml").write_text(f"coordinator: {TOKEN}\n")
+    node = NodeProcess(
+        root / "state",
+        config={
+            "read_roots": [str(data)],
+            "write_roots": [str(work)],
+            "egress_root": str(egress),
+            "runtime": "host",
+            "node_id": "node-A",
+            "token_file": str(root / "tokens.yaml"),
+        },
+    )
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    genotypes = {"path": "/fedgen/work/g.vcf", "url": (data / "genotypes.vcf").as_uri()}
+    tasks = [
+        _task(
+            "qc",
+            f"mkdir -p out && wc -l g.vcf > out/n.txt && printf '{COUNTS}' > out/qc_counts.tsv",
+            inputs=[genotypes],
+            outputs=[
+                {"path": "/fedgen/work/out/n.txt", "url": (work / "n.txt").as_uri()},
+                {
+                    "path": "/fedgen/work/out/qc_counts.tsv",
+                    "url": (egress / "A" / "qc_counts.tsv").as_uri(),
+                },
+            ],
+        ),
+        _task("fails", "echo nope >&2; exit 3", inputs=[genotypes]),
+        _task(
+            "leak",
+            "cp g.vcf leak.vcf",
+            inputs=[genotypes],
+            outputs=[{"path": "/fedgen/work/leak.vcf", "url": (egress / "leak.vcf").as_uri()}],
+        ),
+    ]
+    ids = []
+    try:
+        for t in tasks:
+            resp = httpx.post(f"{node.url}/tasks", json=t, headers=headers)
+            assert resp.status_code == 200, resp.text
+            ids.append(resp.json()["id"])
+        docs = []
+        for task_id in ids:
+            deadline = time.monotonic() + 120
+            while True:
+                doc = httpx.get(
+                    f"{node.url}/tasks/{task_id}", params={"view": "FULL"}, headers=headers
+                ).json()
+                meta = (doc.get("logs") or [{}])[-1].get("metadata") or {}
+                done = doc["state"] not in ("QUEUED", "INITIALIZING", "RUNNING")
+                if (done and provenance.METADATA_KEY in meta) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            docs.append(doc)
+        sites = root / "sites.yaml"
+        sites.write_text(
+            yaml.safe_dump(
+                {
+                    "version": 1,
+                    "sites": {
+                        "A": {
+                            "tes_url": node.url,
+                            "token_env": "FEDGEN_TOKEN_A",
+                            "work_url": work.as_uri(),
+                            "egress_url": egress.as_uri(),
+                            "egress_read_url": node.egress_read_url,
+                            "datasets": {
+                                "genotypes": {
+                                    "url": (data / "genotypes.vcf").as_uri(),
+                                    "duo": ["DUO:0000006", "DUO:0000021"],
+                                }
+                            },
+                        }
+                    },
+                }
+            )
+        )
+        (root / "config.yaml").write_text(
+            yaml.safe_dump({"purpose": {"research_type": "HMB", "ethics_approval": True}})
+        )
+        (root / "results").mkdir()
+        (root / "results" / "meta.tsv").write_text("variant_id\tbeta\nrs1\t0.1\n")
+        (root / "Snakefile").write_text("rule all:\n    input: 'results/meta.tsv'\n")
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake_fedgen",
+                "provenance",
+                "crate",
+                "--sites",
+                str(sites),
+                "--run-id",
+                RUN,
+                "--purpose",
+                str(root / "config.yaml"),
+                "--workflow",
+                "Snakefile",
+                "--output",
+                "results/meta.tsv",
+                "--out",
+                str(root / "crate"),
+            ],
+            cwd=root,
+            env=dict(os.environ, FEDGEN_TOKEN_A=TOKEN),
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        node.stop()
+    audit = [json.loads(x) for x in (root / "state" / "audit.jsonl").read_text().splitlines()]
+    crate = json.loads((root / "crate" / "ro-crate-metadata.json").read_text())
+    return {
+        "root": root,
+        "docs": dict(zip(["qc", "fails", "leak"], docs, strict=True)),
+        "audit": audit,
+        "crate": crate,
+    }
+
+
+def test_node_record__every_task_has_a_valid_record(finished_run):
+    for name, doc in finished_run["docs"].items():
+        record = provenance.from_task_log(doc)
+        assert record is not None, name
+        assert record["generator"] == "node" and record["node_id"] == "node-A"
+        assert record["task_id"] == doc["id"] and record["state"] == doc["state"]
+        stored = finished_run["root"] / "state" / "provenance" / f"{doc['id']}.json"
+        assert json.loads(stored.read_text()) == record
+    assert [d["state"] for d in finished_run["docs"].values()] == [
+        "COMPLETE",
+        "EXECUTOR_ERROR",
+        "SYSTEM_ERROR",
+    ]
+
+
+def test_node_record__hashes_versions_and_airlock(finished_run):
+    root = finished_run["root"]
+    qc = provenance.from_task_log(finished_run["docs"]["qc"])
+    data_sha = hashlib.sha256((root / "data" / "genotypes.vcf").read_bytes()).hexdigest()
+    assert qc["inputs"][0]["sha256"] == data_sha
+    outs = {o["path"]: o for o in qc["outputs"]}
+    n_txt = outs["/fedgen/work/out/n.txt"]
+    assert n_txt["egress"] is False
+    assert n_txt["sha256"] == hashlib.sha256((root / "work" / "n.txt").read_bytes()).hexdigest()
+    counts = outs["/fedgen/work/out/qc_counts.tsv"]
+    assert counts["airlock"] == {
+        "accepted": True,
+        "kind": "counts",
+        "reason": counts["airlock"]["reason"],
+    }
+    assert counts["sha256"] == hashlib.sha256(COUNTS_TEXT.encode()).hexdigest()
+    assert qc["tool_versions"]["plink2"].startswith("PLINK v2")
+    assert qc["tool_versions"]["bcftools"].startswith("bcftools")
+    assert qc["commands"][0][:2] == ["bash", "-c"]
+    leak = provenance.from_task_log(finished_run["docs"]["leak"])
+    assert leak["outputs"][0]["airlock"]["accepted"] is False
+    assert leak["outputs"][0]["airlock"]["kind"] == "vcf"
+
+
+def test_crate__agrees_with_the_node_audit_log(finished_run):
+    graph = {e["@id"]: e for e in finished_run["crate"]["@graph"]}
+    audit = finished_run["audit"]
+    ended = {r["task"]: r["outcome"] for r in audit if r.get("action") == "TaskEnded"}
+    actions = {
+        e["identifier"]: e
+        for e in graph.values()
+        if e.get("@type") == "CreateAction" and e["@id"].startswith("#task-")
+    }
+    assert set(actions) == set(ended)
+    for task_id, outcome in ended.items():
+        status = actions[task_id]["actionStatus"]
+        assert status.endswith("CompletedActionStatus") == (outcome == "COMPLETE")
+        assert actions[task_id]["agent"] == {"@id": "#site-A"}
+    # Every airlock decision in the audit is in the crate, with the same file hash and verdict.
+    for rec in (r for r in audit if r.get("action") == "Airlock"):
+        results = [graph[r["@id"]] for r in actions[rec["task"]]["result"]]
+        match = [f for f in results if f["name"] == rec["file"]]
+        assert len(match) == 1
+        assert match[0]["sha256"] == rec["sha256"]
+        verdict = graph[match[0]["subjectOf"]["@id"]]
+        assert verdict["value"] == ("accepted" if rec["accepted"] else "refused")
+    duo_a = graph["#duo-A"]
+    assert duo_a["value"] == "allowed" and "IRB/ERB" in duo_a["description"]
+    profiles = {p["@id"] for p in graph["./"]["conformsTo"]}
+    assert "https://w3id.org/ro/wfrun/workflow/0.5" in profiles
+    assert graph["./"]["mainEntity"] == {"@id": "Snakefile"}
+    assert (finished_run["root"] / "crate" / "results" / "meta.tsv").is_file()
+    assert graph["#run"]["identifier"] == RUN
+
+
+def test_crate__holds_no_site_data(finished_run):
+    text = (finished_run["root"] / "crate" / "ro-crate-metadata.json").read_text()
+    assert "samples_in\\t120" not in text and "#CHROM" not in text
+
+
+def test_record_cli__task_record_passes_the_airlock_and_tampering_does_not(tmp_path):
+    (tmp_path / "in.txt").write_text("x\n")
+    (tmp_path / "out.tsv").write_text("y\n")
+    out = tmp_path / "results" / "A" / "gwas.prov.json"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake_fedgen",
+            "provenance",
+            "record",
+            "--out",
+            str(out),
+            "--input",
+            "in.txt",
+            "--output",
+            "out.tsv",
+            "--command",
+            "plink2 --glm",
+            "--image",
+            "fedgen/tools:0.1",
+            "--site",
+            "A",
+            "--tool",
+            "plink2",
+        ],
+        cwd=tmp_path,
+        check=True,
+    )
+    record = json.loads(out.read_text())
+    assert record["inputs"][0]["sha256"] == hashlib.sha256(b"x\n").hexdigest()
+    assert set(record["tool_versions"]) == {"plink2"}
+    decision = inspect(out, AirlockPolicy())
+    assert decision.accepted and decision.kind == "provenance", decision.reason
+    record["outputs"][0]["samples"] = ["S1", "S2"]  # smuggling sample ids
+    out.write_text(json.dumps(record))
+    assert not inspect(out, AirlockPolicy()).accepted
+    with pytest.raises(ProvenanceError, match="outputs/0"):
+        provenance.validate(record)
