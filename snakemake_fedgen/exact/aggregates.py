@@ -505,6 +505,10 @@ def atomic_write_text(path: Path, lines: Iterable[str]) -> None:
             for line in lines:
                 f.write(line)
                 f.write("\n")
+        # mkstemp creates 0600; give the result the mode a plain open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
