@@ -524,52 +524,58 @@ def export_glm(
                 f"{_format_counts(dropped) or 'none'}); lower min_n/min_mac only if the site's "
                 "disclosure policy allows it"
             )
-        decision, md5 = _write_table(out, _ssf_header(cols), spool.lines(), policy)
+        decision, md5, data_tmp = _stage_table(out, _ssf_header(cols), spool.lines(), policy)
 
-    effect_scale = "beta" if trait_type == "quantitative" else "log_odds_ratio"
-    sample: dict[str, object] = {
-        "sample_size": (n_cases + n_controls)
-        if (n_cases is not None and n_controls is not None)
-        else max_n,
-    }
-    if ancestry:
-        sample["sample_ancestry"] = [ancestry]
-    if trait_type == "binary":
-        sample["case_control_study"] = True
-        if n_cases is not None:
-            sample["case_count"] = n_cases
-        if n_controls is not None:
-            sample["control_count"] = n_controls
-    source = _GLM_SUFFIX.search(glm.name)
-    meta = {
-        "file_type": "GWAS-SSF v1.0",
-        "data_file_name": out.name,
-        "file_md5sum": md5,
-        "genome_assembly": assembly,
-        "coordinate_system": "1-based",
-        "is_harmonised": False,
-        "is_sorted": True,
-        "genotyping_technology": [genotyping_technology],
-        "trait_description": [trait_description or _phenotype_name(glm)],
-        "samples": [sample],
-        "analysis_software": f"{_plink_version(glm)} --glm; fedgen {__version__} sumstats export",
-        "date_last_modified": _dt.datetime.now(_dt.UTC).date().isoformat(),
-        "fedgen": {
-            "site": site,
-            "trait_type": trait_type,
-            "n_cases": n_cases,
-            "n_controls": n_controls,
-            "refget_seqcol_digest": refget_digest,
-            "min_n": min_n,
-            "min_mac": min_mac,
-            "variants_suppressed": suppressed,
-            "variants_exported": exported,
-            "variants_dropped": dict(sorted(dropped.items())),
-            "effect_scale": effect_scale,
-            "source_format": f"plink2 --glm {source.group(1) if source else ''}".strip(),
-        },
-    }
-    _write_meta(meta_path, meta, policy)
+    try:
+        effect_scale = "beta" if trait_type == "quantitative" else "log_odds_ratio"
+        sample: dict[str, object] = {
+            "sample_size": (n_cases + n_controls)
+            if (n_cases is not None and n_controls is not None)
+            else max_n,
+        }
+        if ancestry:
+            sample["sample_ancestry"] = [ancestry]
+        if trait_type == "binary":
+            sample["case_control_study"] = True
+            if n_cases is not None:
+                sample["case_count"] = n_cases
+            if n_controls is not None:
+                sample["control_count"] = n_controls
+        source = _GLM_SUFFIX.search(glm.name)
+        meta = {
+            "file_type": "GWAS-SSF v1.0",
+            "data_file_name": out.name,
+            "file_md5sum": md5,
+            "genome_assembly": assembly,
+            "coordinate_system": "1-based",
+            "is_harmonised": False,
+            "is_sorted": True,
+            "genotyping_technology": [genotyping_technology],
+            "trait_description": [trait_description or _phenotype_name(glm)],
+            "samples": [sample],
+            "analysis_software": f"{_plink_version(glm)} --glm; fedgen {__version__} sumstats export",
+            "date_last_modified": _dt.datetime.now(_dt.UTC).date().isoformat(),
+            "fedgen": {
+                "site": site,
+                "trait_type": trait_type,
+                "n_cases": n_cases,
+                "n_controls": n_controls,
+                "refget_seqcol_digest": refget_digest,
+                "min_n": min_n,
+                "min_mac": min_mac,
+                "variants_suppressed": suppressed,
+                "variants_exported": exported,
+                "variants_dropped": dict(sorted(dropped.items())),
+                "effect_scale": effect_scale,
+                "source_format": f"plink2 --glm {source.group(1) if source else ''}".strip(),
+            },
+        }
+        meta_tmp = _stage_meta(meta_path, meta, policy)
+        # Both files passed the airlock: move them into place together, the sidecar last.
+        os.replace(data_tmp, out)
+        os.replace(meta_tmp, meta_path)
+    finally:
+        data_tmp.unlink(missing_ok=True)
     return ExportResult(
         data_path=out,
         meta_path=meta_path,
@@ -590,9 +596,11 @@ def _format_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
 
 
-def _write_table(
+def _stage_table(
     out: Path, header: str, lines: Iterator[str], policy: AirlockPolicy
-) -> tuple[AirlockDecision, str]:
+) -> tuple[AirlockDecision, str, Path]:
+    """Write the table to a temporary file next to ``out``, check it; return (decision, md5,
+    temporary path). The caller moves it into place."""
     fd, tmp = _atomic_target(out)
     try:
         # mtime=0 and no file name: the same input gives the same bytes (and checksums).
@@ -615,13 +623,14 @@ def _write_table(
             while chunk := f.read(1024 * 1024):
                 md5.update(chunk)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
-    return decision, md5.hexdigest()
+        raise
+    return decision, md5.hexdigest(), tmp
 
 
-def _write_meta(path: Path, meta: dict, policy: AirlockPolicy) -> None:
+def _stage_meta(path: Path, meta: dict, policy: AirlockPolicy) -> Path:
+    """Write the sidecar to a temporary file next to ``path`` and check it; return that file."""
     fd, tmp = _atomic_target(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -630,6 +639,7 @@ def _write_meta(path: Path, meta: dict, policy: AirlockPolicy) -> None:
         if not decision.accepted:
             raise SumstatsError(f"{path}: sidecar fails the airlock: {decision.reason}")
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    return tmp

@@ -426,3 +426,16 @@ def test_export_glm__readable_by_the_meta_analysis_reader(glm_run, tmp_path):
     assert [b.chrom for b in blocks] == [2, 10, 20]
     assert sum(len(b) for b in blocks) == result.variants_exported
     assert table.exclusions == []
+
+
+def test_export_glm__sidecar_refusal_leaves_neither_file(glm_run, tmp_path):
+    # A 2000-character description is free text the airlock will not let out.
+    with pytest.raises(SumstatsError, match=r"sidecar fails the airlock: .*trait_description"):
+        export_glm(
+            glm_run["dir"] / "run.qt.glm.linear",
+            tmp_path / "A_qt",
+            site="A",
+            assembly="GRCh38",
+            trait_description="x" * 2000,
+        )
+    assert list(tmp_path.iterdir()) == []
