@@ -70,6 +70,7 @@ class Scheduler:
         self.cores_free = cfg.node_cores
         self._queue: deque[tuple[str, int]] = deque()
         self._active: dict[str, _Active] = {}
+        self._stopping = False
 
     # -- life cycle of the node -------------------------------------------------------------
 
@@ -96,6 +97,7 @@ class Scheduler:
 
     async def stop(self) -> None:
         """Kill running executors and record why; queued tasks stay queued for the next start."""
+        self._stopping = True
         for active in list(self._active.values()):
             active.stopping = True
             self._kill(active)
@@ -142,7 +144,7 @@ class Scheduler:
 
     def _pump(self) -> None:
         # Strict FIFO: a large task at the head is not starved by smaller ones behind it.
-        while self._queue and self._queue[0][1] <= self.cores_free:
+        while not self._stopping and self._queue and self._queue[0][1] <= self.cores_free:
             task_id, cores = self._queue.popleft()
             stored = self.store.get(task_id)
             if stored is None or stored.state != "QUEUED":

@@ -65,3 +65,18 @@ def test_restart_after_sigkill__bwrap_task_ends_system_error(site, start_node):
     assert doc["state"] == "SYSTEM_ERROR"
     assert doc["logs"][0]["system_logs"] == ["node restarted while task was running"]
     assert "end_time" in doc["logs"][0]
+
+
+def test_stop_with_sigterm__running_task_ends_with_reason_queued_task_kept(site, start_node):
+    node = start_node(site.state, config=site.config(runtime="host", cpu_cores=1))
+    running = httpx.post(f"{node.url}/tasks", json=simple_task("sleep 300")).json()["id"]
+    assert wait_state(node.url, running, ("RUNNING",)) == "RUNNING"
+    queued = httpx.post(f"{node.url}/tasks", json=simple_task("echo later")).json()["id"]
+    node.stop()
+    node.start()
+    doc = wait_task(node.url, running)
+    assert doc["state"] == "SYSTEM_ERROR"
+    assert doc["logs"][0]["system_logs"] == ["node stopped while task was running"]
+    later = wait_task(node.url, queued)
+    assert later["state"] == "COMPLETE"
+    assert later["logs"][0]["logs"][0]["stdout"] == "later\n"

@@ -1,0 +1,40 @@
+"""node.yaml checks: one clear message per mistake."""
+
+from __future__ import annotations
+
+import pytest
+
+from snakemake_fedgen.errors import ConfigError
+from snakemake_fedgen.node.config import load_config
+
+
+def test_load_config__reads_keys_and_flags_win(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg_file = tmp_path / "node.yaml"
+    cfg_file.write_text(f"write_roots: [{work}]\negress_root: {work}/egress\ncpu_cores: 1\n")
+    cfg = load_config(tmp_path / "state", config_file=cfg_file, overrides={"cpu_cores": 2})
+    assert cfg.write_roots == [work.resolve()]
+    assert cfg.egress_root == (work / "egress").resolve()
+    assert cfg.cpu_cores == 2
+    assert cfg.quarantine_dir == tmp_path / "state" / "quarantine"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("unknown_key: 1\n", "unknown key(s) unknown_key"),
+        ("runtime: lxc\n", "runtime 'lxc'"),
+        ("read_roots: [/does/not/exist]\n", "not an existing directory"),
+        ("egress_root: {tmp}/egress\n", "must be inside one of the write_roots"),
+        ("cpu_cores: 0\n", "cpu_cores must be >= 1"),
+        ("host: 0.0.0.0\n", "without a token_file"),
+        ("- a list\n", "expected a mapping"),
+    ],
+)
+def test_load_config__mistakes_give_one_clear_message(tmp_path, text, fragment):
+    cfg_file = tmp_path / "node.yaml"
+    cfg_file.write_text(text.format(tmp=tmp_path))
+    with pytest.raises(ConfigError, match=r"node config .*node\.yaml") as err:
+        load_config(tmp_path / "state", config_file=cfg_file)
+    assert fragment in str(err.value)
