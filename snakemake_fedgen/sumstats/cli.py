@@ -48,6 +48,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     ex.add_argument("--trait-description", help="trait description (default: phenotype name)")
     ex.add_argument("--refget-digest", help="refget sequence-collection digest of the reference")
     ex.add_argument(
+        "--refget-vcf",
+        metavar="VCF",
+        help="compute the refget digest from this VCF's ##contig names and lengths",
+    )
+    ex.add_argument(
         "--genotyping-technology",
         default="Genome-wide genotyping array",
         help="GWAS-SSF genotyping_technology",
@@ -104,7 +109,7 @@ def _run_export(args: argparse.Namespace) -> int:
         min_mac=args.min_mac,
         ancestry=args.ancestry,
         trait_description=args.trait_description,
-        refget_digest=args.refget_digest,
+        refget_digest=args.refget_digest or _refget_of(args.refget_vcf),
         genotyping_technology=args.genotyping_technology,
     )
     withheld = ", ".join(f"{k}: {v}" for k, v in result.variants_dropped.items()) or "none"
@@ -159,3 +164,12 @@ def _run_check(args: argparse.Namespace) -> int:
         print(decision.reason)
     sys.stdout.flush()
     return 0 if decision.accepted else 1
+
+
+def _refget_of(vcf: str | None) -> str | None:
+    """fedgen's refget seqcol digest of a VCF header (names + lengths), or None."""
+    if not vcf:
+        return None
+    from snakemake_fedgen.governance.refget import vcf_digest
+
+    return vcf_digest(vcf)
