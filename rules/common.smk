@@ -175,8 +175,14 @@ def get_sumstats_meta(wildcards):
     return [f"{path}-meta.yaml" for path in get_sumstats(wildcards)]
 
 
-def get_meta_gc_flag(wildcards):
-    return "--genomic-control" if config["meta"]["genomic_control"] else ""
+def get_meta_options(wildcards):
+    """fedgen meta options from the config: random effects, genomic control."""
+    options = []
+    if config["meta"]["model"] == "random":
+        options.append("--random")
+    if config["meta"]["genomic_control"]:
+        options += ["--gc", "--gc-result"]
+    return " ".join(options)
 
 
 def get_qc_counts():
@@ -187,8 +193,8 @@ def get_final_output():
     """Final targets: meta-analysis, plots and the QC summary of every trait."""
     return [
         *expand("results/meta/{trait}.tsv.gz", trait=TRAITS),
-        *expand("results/plots/{trait}.manhattan.png", trait=TRAITS),
-        *expand("results/plots/{trait}.qq.png", trait=TRAITS),
+        *expand("results/meta/{trait}.manhattan.png", trait=TRAITS),
+        *expand("results/meta/{trait}.qq.png", trait=TRAITS),
         *expand("results/meta/{trait}.top_hits.tsv", trait=TRAITS),
         "results/qc/qc_counts.tsv",
     ]

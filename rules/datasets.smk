@@ -31,5 +31,7 @@ else:
         log:
             "logs/{site}/datasets/{dataset}.log",
         localrule: True
+        conda:
+            "../envs/fedgen.yaml"
         shell:
             "ln -sfn {params.path:q} {output.data} 2> {log}"

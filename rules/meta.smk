@@ -4,16 +4,35 @@
 rule meta_analysis:
     input:
         sumstats=get_sumstats,
-        meta=get_sumstats_meta,
+        sidecars=get_sumstats_meta,
     output:
         meta="results/meta/{trait}.tsv.gz",
         sidecar="results/meta/{trait}.tsv.gz-meta.yaml",
         exclusions="results/meta/{trait}.exclusions.tsv.gz",
-        studies="results/meta/{trait}.studies.tsv",
+        studies=report(
+            "results/meta/{trait}.studies.tsv",
+            caption="../workflows/federated-gwas/report/studies.rst",
+            category="Association",
+            subcategory="{trait}",
+            labels={"trait": "{trait}", "figure": "studies"},
+        ),
+        manhattan=report(
+            "results/meta/{trait}.manhattan.png",
+            caption="../workflows/federated-gwas/report/manhattan.rst",
+            category="Association",
+            subcategory="{trait}",
+            labels={"trait": "{trait}", "figure": "Manhattan"},
+        ),
+        qq=report(
+            "results/meta/{trait}.qq.png",
+            caption="../workflows/federated-gwas/report/qq.rst",
+            category="Association",
+            subcategory="{trait}",
+            labels={"trait": "{trait}", "figure": "QQ"},
+        ),
     params:
         prefix=subpath(output.meta, strip_suffix=".tsv.gz"),
-        model=config["meta"]["model"],
-        gc=get_meta_gc_flag,
+        options=get_meta_options,
     log:
         "logs/meta/{trait}.log",
     benchmark:
@@ -24,8 +43,9 @@ rule meta_analysis:
     container:
         FEDGEN_IMAGE
     shell:
-        "fedgen meta --out {params.prefix} --model {params.model} {params.gc}"
-        " {input.sumstats} > {log} 2>&1"
+        # The sidecars sit next to the tables; fedgen meta reads them for site, assembly and
+        # case/control counts (effective N).
+        "fedgen meta --out {params.prefix} {params.options} {input.sumstats} > {log} 2>&1"
 
 
 rule meta_top_hits:

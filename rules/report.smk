@@ -1,33 +1,4 @@
-# Central plots and tables for `snakemake --report` (coordinator).
-
-
-rule plot_gwas:
-    input:
-        meta="results/meta/{trait}.tsv.gz",
-    output:
-        manhattan=report(
-            "results/plots/{trait}.manhattan.png",
-            caption="../workflows/federated-gwas/report/manhattan.rst",
-            category="Association",
-            subcategory="{trait}",
-            labels={"trait": "{trait}", "figure": "Manhattan"},
-        ),
-        qq=report(
-            "results/plots/{trait}.qq.png",
-            caption="../workflows/federated-gwas/report/qq.rst",
-            category="Association",
-            subcategory="{trait}",
-            labels={"trait": "{trait}", "figure": "QQ"},
-        ),
-    params:
-        threshold=config["report"]["significance"],
-    log:
-        "logs/plots/{trait}.log",
-    localrule: True
-    conda:
-        "../envs/plots.yaml"
-    script:
-        "scripts/gwas_plots.py"
+# Central tables for `snakemake --report` (coordinator); the plots come from fedgen meta.
 
 
 rule qc_summary:

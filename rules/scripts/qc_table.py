@@ -6,16 +6,15 @@ import pandas as pd
 
 
 def qc_table(paths: list[str], sites: list[str]) -> pd.DataFrame:
-    """Rows (step, quantity), one column per site, in the order the steps ran."""
-    merged: pd.DataFrame | None = None
-    for site, path in zip(sites, paths, strict=True):
-        table = pd.read_csv(path, sep="\t", dtype=str).rename(columns={"count": site})
-        merged = (
-            table
-            if merged is None
-            else merged.merge(table, on=["step", "quantity"], how="outer", sort=False)
-        )
-    assert merged is not None
+    """Rows (step, quantity) in the order the steps ran, one column per site."""
+    tables = [
+        pd.read_csv(path, sep="\t", dtype=str).rename(columns={"count": site})
+        for site, path in zip(sites, paths, strict=True)
+    ]
+    keys = pd.concat([t[["step", "quantity"]] for t in tables]).drop_duplicates()
+    merged = keys
+    for table in tables:
+        merged = merged.merge(table, on=["step", "quantity"], how="left", sort=False)
     return merged.fillna("withheld")
 
 
