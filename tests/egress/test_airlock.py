@@ -439,3 +439,30 @@ def test_inspect__raw_plink2_glm_report_refused_with_the_fix(tmp_path):
     )
     reason = _refused(inspect(d / "q.PHENO1.glm.linear", AirlockPolicy()), "plink2-glm")
     assert "fedgen sumstats export" in reason
+
+
+def test_sumstats_check_cli__reads_policy_from_node_config(tmp_path):
+    import json
+
+    counts = _write_counts(tmp_path / "qc_counts.tsv", ["qc\tremoved\t7"])
+    node = tmp_path / "node.yaml"
+    node.write_text("egress_root: /x\nairlock:\n  min_cell: 10\n")
+
+    def check(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "snakemake_fedgen", "sumstats", "check", str(counts), *extra],
+            capture_output=True,
+            text=True,
+        )
+
+    assert check().returncode == 0
+    refused = check("--policy", str(node), "--json")
+    assert refused.returncode == 1
+    decision = json.loads(refused.stdout)
+    assert decision["accepted"] is False and decision["kind"] == "counts"
+    assert "count=7 is below min_cell=10" in decision["reason"]
+    assert decision["sha256"] == hashlib.sha256(counts.read_bytes()).hexdigest()
+    assert check("--policy", str(node), "--min-cell", "7").returncode == 0
+    node.write_text("airlock:\n  min_cel: 10\n")
+    bad = check("--policy", str(node))
+    assert bad.returncode == 1 and "unknown key(s) min_cel" in bad.stderr
