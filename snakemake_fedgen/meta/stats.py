@@ -50,10 +50,24 @@ def log10_chi2_sf(q: np.ndarray, df: np.ndarray) -> np.ndarray:
             out[ok] = np.log10(chdtrc(df[ok], np.maximum(q[ok], 0.0)))
         tiny = ok & ~(out > -290)
         if tiny.any():
-            from scipy.stats import chi2
-
-            out[tiny] = chi2.logsf(q[tiny], df[tiny]) / _LN10
+            out[tiny] = _log_upper_gamma_tail(df[tiny] / 2.0, q[tiny] / 2.0) / _LN10
     return out
+
+
+def _log_upper_gamma_tail(s: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """log Q(s, x) (regularised upper incomplete gamma) for x much larger than s.
+
+    Asymptotic series ``x^(s-1) e^-x / Gamma(s) * sum_n (s-1)...(s-n) / x^n``, used only where
+    Q underflows a double (x > 300), so a dozen terms are far below double precision.
+    """
+    from scipy.special import gammaln
+
+    term = np.ones_like(x)
+    total = np.ones_like(x)
+    for n in range(1, 13):
+        term = term * (s - n) / x
+        total = total + term
+    return (s - 1) * np.log(x) - x - gammaln(s) + np.log(total)
 
 
 def _sum(variant: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:

@@ -454,11 +454,10 @@ class StudyTable:
         col = batch.column(name)
         if not self.drop_invalid:
             return col.to_numpy(zero_copy_only=False)
-        raw = col.to_numpy(zero_copy_only=False)
-        values = pd.to_numeric(pd.Series(raw, dtype=object), errors="coerce").to_numpy(
-            dtype=np.float64
-        )
-        nonnum = np.isnan(values) & np.array([r is not None for r in raw], dtype=bool)
+        raw = pd.Series(col.to_numpy(zero_copy_only=False), dtype=object)
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+        # Columns are read as text here, so NA and friends arrive as strings: they are missing.
+        nonnum = np.isnan(values) & ~(raw.isna() | raw.isin(_NULLS)).to_numpy()
         bad |= nonnum
         self._bad_reason[nonnum & (self._bad_reason == "")] = "non_numeric"
         return values
@@ -542,7 +541,7 @@ class StudyTable:
                     raise self._fail(
                         int(lines[i]),
                         self.effect_column,
-                        f"ratio {ratio[i]!r} is not positive",
+                        f"ratio {float(ratio[i])!r} is not positive",
                         "odds and hazard ratios must be > 0",
                     )
                 self._bad_reason[badr & ~bad] = "non_numeric"
@@ -568,7 +567,7 @@ class StudyTable:
                 raise self._fail(
                     int(lines[i]),
                     "standard_error",
-                    f"standard error {se[i]!r} is not positive",
+                    f"standard error {float(se[i])!r} is not positive",
                     "standard errors must be > 0 (pass --drop-invalid to count such rows)",
                 )
             self._bad_reason[nonpos] = "se_not_positive"
@@ -582,7 +581,7 @@ class StudyTable:
                     raise self._fail(
                         int(lines[i]),
                         "effect_allele_frequency",
-                        f"frequency {eaf[i]!r} outside [0, 1]",
+                        f"frequency {float(eaf[i])!r} outside [0, 1]",
                         "write a frequency between 0 and 1 or NA",
                     )
                 self._bad_reason[out] = "non_numeric"

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import norm
+import yaml
+from scipy.stats import chi2, norm
 
 from snakemake_fedgen.meta.engine import MetaOptions, run_meta
 
@@ -224,3 +225,60 @@ def test_run_meta__equals_plink_meta_analysis(data):
         ours.q_p_value.astype(float)[multi], pl.Q.to_numpy()[multi], rtol=0, atol=5.1e-5
     )
     assert np.allclose(ours.i2[multi] * 100, pl.I[multi], rtol=0, atol=5.1e-3)
+
+
+def test_run_meta__genomic_control_per_study_equals_gwama(data):
+    root = data["root"]
+    files = [root / f"study{s}.tsv.gz" for s in range(N_STUDIES)]
+    result = run_meta(files, out=root / "gc" / "meta", options=MetaOptions(gc=True))
+    gw = _run_gwama(root, "-gc")
+    lambdas = pd.read_csv(root / "gwamagc.gc.out", sep="\t", index_col=False)
+    studies = pd.read_csv(result.outputs["studies"], sep="\t")
+    assert (lambdas.iloc[:, 1] > 1.1).all()  # inflated studies, so the correction matters
+    assert np.allclose(studies.lambda_gc, lambdas.iloc[:, 1], rtol=0, atol=5.1e-5)
+    assert studies.lambda_applied.all()
+    ours = pd.read_csv(
+        result.outputs["sumstats"], sep="\t", keep_default_na=False, na_values=["NA"]
+    )
+    ours.index = [
+        canonical_key(c, p, a, b)
+        for c, p, a, b in zip(
+            ours.chromosome.astype(str),
+            ours.base_pair_location,
+            ours.effect_allele,
+            ours.other_allele,
+            strict=True,
+        )
+    ]
+    keys = _comparable(data["variants"])
+    gw = gw[gw.rs_number.isin(keys)]
+    ours = ours.loc[[keys[v] for v in gw.rs_number]]
+    for mine, theirs in [("beta", "beta"), ("standard_error", "se"), ("z", "z")]:
+        assert _close(ours[mine], gw[theirs]).all(), mine
+    uncorrected = data["ours"].loc[ours.index]
+    assert (ours.standard_error.to_numpy() > uncorrected.standard_error.to_numpy()).all()
+
+
+def test_run_meta__genomic_control_on_result(data):
+    """Without per-study GC the inflated studies inflate the result; --gc-result divides z by
+    sqrt(median(z^2) / 0.4549364) computed here from the uncorrected output."""
+    root = data["root"]
+    files = [root / f"study{s}.tsv.gz" for s in range(N_STUDIES)]
+    result = run_meta(
+        files, out=root / "gcr" / "meta", options=MetaOptions(gc_result=True, random=True)
+    )
+    plain = data["ours"]
+    lam = float(np.median(plain.z.to_numpy() ** 2) / chi2.ppf(0.5, 1))
+    assert lam > 1.05
+    assert result.lambda_meta == pytest.approx(lam, rel=1e-5)
+    assert result.lambda_meta_applied
+    out = pd.read_csv(result.outputs["sumstats"], sep="\t", keep_default_na=False, na_values=["NA"])
+    assert np.allclose(out.z, plain.z.to_numpy() / np.sqrt(lam), rtol=2e-6, atol=1e-9)
+    assert np.allclose(
+        out.standard_error, plain.standard_error.to_numpy() * np.sqrt(lam), rtol=2e-6
+    )
+    expected = -norm.logsf(np.abs(out.z)) / np.log(10) - np.log10(2)
+    assert np.allclose(out.neg_log_10_p_value, expected, rtol=2e-6)
+    assert np.allclose(out.beta, plain.beta.to_numpy(), rtol=1e-9, atol=0)
+    meta = yaml.safe_load(result.outputs["sidecar"].read_text())
+    assert meta["fedgen_meta"]["lambda_meta"] == pytest.approx(lam, rel=1e-5)
