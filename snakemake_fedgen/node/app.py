@@ -142,9 +142,8 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
             "documentationUrl": "https://github.com/snakemake-fedgen/snakemake-fedgen/blob/main/docs/site-admin.md",
             "environment": "production",
             "version": __version__,
-            "storage": [r.as_uri() for r in cfg.write_roots]
-            + [r.as_uri() for r in cfg.read_roots]
-            + ["file://", "http://", "https://"],
+            # Write roots only: read roots would tell anonymous callers where site data lives.
+            "storage": [r.as_uri() for r in cfg.write_roots] + ["http://", "https://"],
             "tesResources_backend_parameters": [],
             "fedgen": {
                 "node_id": cfg.node_id,

@@ -270,3 +270,15 @@ def test_bwrap_runtime__command_line_isolates_the_task(tmp_path):
     # The input is bound after (over) the task directory that holds its mount point.
     assert i > argv.index(f"{root}/fedgen")
     assert "/" not in [argv[k + 1] for k, a in enumerate(argv) if a in ("--bind", "--ro-bind")]
+
+
+def test_outputs__above_max_output_bytes_are_refused(site, start_node):
+    node = start_node(site.state, config=site.config(max_output_bytes=100))
+    task = simple_task(
+        "head -c 500 /dev/zero > big.bin",
+        outputs=[{"path": "/fedgen/work/big.bin", "url": (site.work / "big.bin").as_uri()}],
+    )
+    doc = wait_task(node.url, _post(node, task))
+    assert doc["state"] == "SYSTEM_ERROR"
+    assert "max_output_bytes 100" in doc["logs"][0]["system_logs"][0]
+    assert not (site.work / "big.bin").exists()
