@@ -202,3 +202,63 @@ def decrypt_file(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# -- coordinator side (the executor) -----------------------------------------------------------
+
+#: Task tag through which the coordinator asks a node for Crypt4GH egress: the base64 of its
+#: 32-byte X25519 (Crypt4GH) public key. A node's own ``egress_recipient_key`` takes precedence.
+RECIPIENT_TAG = "fedgen_crypt4gh_recipient"
+#: Env var naming the coordinator's private key (default: the registry's public key path with
+#: ``.pub`` replaced by ``.sec``, as written by ``fedgen keys generate``).
+PRIVATE_KEY_ENV = "FEDGEN_CRYPT4GH_KEY"
+
+
+def recipient_tags(site: object) -> dict[str, str]:
+    """Task tags asking the site's node to encrypt egress for the registry's recipient key."""
+    path = getattr(site, "crypt4gh_recipient_key", None)
+    if not path:
+        return {}
+    return {RECIPIENT_TAG: base64.b64encode(load_public_key(path)).decode("ascii")}
+
+
+def coordinator_private_key(site: object) -> Path:
+    """Where the coordinator's private key is: ``$FEDGEN_CRYPT4GH_KEY`` or PUBKEY with .sec."""
+    env = os.environ.get(PRIVATE_KEY_ENV)
+    if env:
+        return Path(env)
+    pub = getattr(site, "crypt4gh_recipient_key", None)
+    if pub and str(pub).endswith(".pub"):
+        return Path(str(pub)[: -len(".pub")] + ".sec")
+    name = getattr(site, "name", "?")
+    raise ConfigError(
+        f"site {name} published a Crypt4GH-encrypted output but no private key is known: set "
+        f"{PRIVATE_KEY_ENV}=PATH (the coordinator's .sec key)."
+    )
+
+
+def unseal_download(
+    path: Path, *, size: int, sha256: str, header_sha256: str | None, site: object
+) -> tuple[int, str, str | None]:
+    """Decrypt a downloaded egress file in place if it is Crypt4GH; return its plaintext
+    (size, sha256, header_sha256).
+
+    The ciphertext is first checked against the node's ``X-Fedgen-Sha256`` header; after
+    decryption the header no longer applies (None is returned for it) and the caller compares
+    the plaintext with the task's own checksum. Plain files are returned unchanged.
+    """
+    import hashlib
+
+    if not is_encrypted(path):
+        return size, sha256, header_sha256
+    if header_sha256 and header_sha256.lower() != sha256:
+        raise StorageError(
+            f"site {getattr(site, 'name', '?')}: encrypted download of {path.name} has sha256 "
+            f"{sha256} but the node announced {header_sha256}; the file was not kept."
+        )
+    decrypt_file(path, path, private_key=coordinator_private_key(site))
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return path.stat().st_size, h.hexdigest(), None

@@ -29,6 +29,7 @@ from snakemake_fedgen.executor import staging, tasks
 from snakemake_fedgen.executor.resume import FAILED_STATES, LIVE_STATES, ResumeIndex
 from snakemake_fedgen.executor.status import AdaptiveInterval, StatusPoller
 from snakemake_fedgen.executor.tes_client import TesClient
+from snakemake_fedgen.governance.duo import executor_gate
 from snakemake_fedgen.sites import load_registry
 
 common_settings = CommonSettings(
@@ -97,6 +98,13 @@ class Executor(RemoteExecutor):
             )
         try:
             self.registry = load_registry(settings.sites)
+            # Data use (DUO, issue 6): refuse a purpose a site's consent does not permit before
+            # any task is sent.
+            executor_gate(
+                self.registry,
+                workflow_config=getattr(self.workflow, "config", None),
+                log=self.logger.info,
+            )
         except FedgenError as exc:
             raise WorkflowError(str(exc)) from None
         self.run_id = settings.run_id or default_run_id(os.getcwd())
@@ -218,6 +226,7 @@ class Executor(RemoteExecutor):
             if answer.error:
                 if answer.silent_for > self.site_deadline:
                     self._forget(task_id)
+                    self.resume.forget(site, info.aux["plan"].job_key, task_id)
                     self.report_job_error(
                         info,
                         msg=f"site {site} has not answered for {answer.silent_for:.0f} s "
@@ -278,6 +287,8 @@ class Executor(RemoteExecutor):
         plan: tasks.TaskPlan = info.aux["plan"]
         task_id = info.external_jobid
         self._forget(task_id)
+        # A retry of this job (Snakemake --retries) must create a new task, not reattach.
+        self.resume.forget(plan.site.name, plan.job_key, task_id)
         try:
             full = self.clients[plan.site.name].get_task(task_id, view="FULL")
         except TesError as exc:

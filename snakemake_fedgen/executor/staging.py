@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlparse
 
+from snakemake_fedgen.egress.crypt import unseal_download
 from snakemake_fedgen.errors import SiteDataError, StorageError
 from snakemake_fedgen.reference import Reference, read_reference, write_reference
 from snakemake_fedgen.sites import Site
@@ -219,6 +220,10 @@ def fetch_egress(
                 headers = client.download(read_url, hashing)
                 header_sha = headers.get("X-Fedgen-Sha256")
         size, sha = hashing.size, hashing.sha.hexdigest()
+        # Crypt4GH egress (issue 6): check the ciphertext, decrypt in place, then compare.
+        size, sha, header_sha = unseal_download(
+            Path(tmp), size=size, sha256=sha, header_sha256=header_sha, site=site
+        )
         problems = []
         if header_sha and header_sha.lower() != sha:
             problems.append(f"the node announced sha256 {header_sha}")

@@ -17,6 +17,7 @@ from typing import Any
 
 from snakemake_interface_common.exceptions import WorkflowError
 
+from snakemake_fedgen.egress.crypt import recipient_tags
 from snakemake_fedgen.executor import resume, staging
 from snakemake_fedgen.executor.tes_client import JOB_KEY_TAG, RULE_TAG, RUN_TAG, SITE_TAG
 from snakemake_fedgen.sites import Registry, Site
@@ -254,6 +255,8 @@ def build_task(job: Any, *, registry: Registry, run_id: str) -> TaskPlan:
         "executors": executors,
         "tags": {RUN_TAG: run_id, JOB_KEY_TAG: key, RULE_TAG: rule_tag[:200], SITE_TAG: site.name},
     }
+    # Crypt4GH egress (issue 6): the node encrypts published files for the coordinator's key.
+    task["tags"].update(recipient_tags(site))
     return TaskPlan(site=site, task=task, job_key=key, outputs=outputs, benchmarks=benchmarks)
 
 

@@ -20,11 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from snakemake_fedgen.egress.crypt import RECIPIENT_TAG
 from snakemake_fedgen.errors import ConfigError, StorageError
-
-#: Task tag through which the coordinator may ask for Crypt4GH egress: the base64 of its
-#: 32-byte X25519 (Crypt4GH) public key. A site-wide ``egress_recipient_key`` takes precedence.
-RECIPIENT_TAG = "fedgen_crypt4gh_recipient"
 
 
 def check_node_config(cfg: Any, source: str) -> None:

@@ -1,0 +1,85 @@
+"""Governance through a real Snakemake run (--executor fedgen) against a real node.
+
+Crypt4GH: the node's outbox holds ciphertext only and the coordinator ends with the plaintext.
+DUO: a purpose the site's consent does not permit stops the run before any task is sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import yaml
+
+from snakemake_fedgen.egress import crypt
+from tests.executor.conftest import one_site, run_snakemake  # noqa: F401
+
+pytestmark = pytest.mark.e2e
+
+COUNTS = "step\tquantity\tcount\nqc\tsamples_in\t120\nqc\tsamples_out\t117\n"
+SNAKEFILE = r"""
+configfile: "config.yaml"
+
+
+rule all:
+    input:
+        "results/sumstats/A/qc_counts.tsv",
+
+
+rule counts:
+    output:
+        "results/sumstats/{site}/qc_counts.tsv",
+    log:
+        "logs/{site}/counts.log",
+    shell:
+        "printf 'step\\tquantity\\tcount\\nqc\\tsamples_in\\t120\\nqc\\tsamples_out\\t117\\n' "
+        "> {output} 2> {log}"
+"""
+
+
+def _workdir(tmp_path, purpose):
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "Snakefile").write_text(SNAKEFILE)
+    (wd / "config.yaml").write_text(yaml.safe_dump({"purpose": purpose}))
+    return wd
+
+
+def test_snakemake_crypt4gh__outbox_ciphertext_coordinator_plaintext(one_site, tmp_path):  # noqa: F811
+    # The executor finds the private key next to the registry's .pub (coordinator.sec).
+    _sec, pub = crypt.generate_keypair(tmp_path / "coordinator")
+    wd = _workdir(tmp_path, {"research_type": "HMB", "ethics_approval": True})
+    registry = one_site.write_registry(
+        tmp_path / "sites.yaml",
+        A={
+            "crypt4gh_recipient_key": str(pub),
+            "datasets": {"genotypes": {"url": "file:///nowhere.vcf.gz", "duo": ["DUO:0000006"]}},
+        },
+    )
+    proc = run_snakemake(wd, registry, env=one_site.env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (wd / "results/sumstats/A/qc_counts.tsv").read_text() == COUNTS
+
+    site = one_site.sites["A"]
+    outbox = [p for p in site.egress.rglob("*") if p.is_file()]
+    assert outbox, "nothing published"
+    for path in outbox:
+        assert path.read_bytes().startswith(crypt.MAGIC), path
+        assert b"samples_in" not in path.read_bytes()
+    sealed = [r for r in site.audit() if r.get("action") == "Encrypt"]
+    assert [r["plaintext_sha256"] for r in sealed] == [hashlib.sha256(COUNTS.encode()).hexdigest()]
+    assert "data use at site A: allowed" in proc.stderr
+
+
+def test_snakemake_duo__refused_purpose_sends_no_task(one_site, tmp_path):  # noqa: F811
+    wd = _workdir(tmp_path, {"research_type": "HMB"})
+    registry = one_site.write_registry(
+        tmp_path / "sites.yaml",
+        A={"datasets": {"genotypes": {"url": "file:///nowhere.vcf.gz", "duo": ["DUO:0000011"]}}},
+    )
+    proc = run_snakemake(wd, registry, env=one_site.env)
+    assert proc.returncode != 0
+    assert "site A" in proc.stderr and "DUO:0000011" in proc.stderr
+    actions = {r.get("action") for r in one_site.sites["A"].audit()}
+    assert "CreateTask" not in actions
+    assert not (wd / "results").exists()
