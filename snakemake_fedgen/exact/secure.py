@@ -55,6 +55,7 @@ __all__ = [
     "generate_key",
     "load_private_key",
     "mask_aggregates",
+    "mask_vector",
     "pair_seed",
     "public_key_text",
     "read_masked",
@@ -352,6 +353,35 @@ def _ledger_check(ledger: Path | None, round_id: str, digest: str) -> None:
             f.write(f"{round_id}\t{digest}\n")
 
 
+def mask_vector(
+    words: np.ndarray,
+    *,
+    private_key,
+    public_keys: Mapping[str, str],
+    site: str,
+    participants: Sequence[str],
+    round_id: str,
+    context: str,
+) -> np.ndarray:
+    """Add this site's pairwise masks to encoded values ``words`` (N, 2).
+
+    ``participants`` must be in the same order at every site (the registry order). Site ``i``
+    adds ``m_ij`` for every later participant ``j`` and subtracts ``m_ji`` for every earlier
+    one, so the masks cancel in the sum over all participants.
+    """
+    me = list(participants).index(site)
+    for j, peer in enumerate(participants):
+        if peer == site:
+            continue
+        seed = pair_seed(
+            private_key, public_keys[peer], round_id=round_id, site=site, peer=peer,
+            context=context,
+        )  # fmt: skip
+        mask = _mask_words(seed, len(words))
+        words = ring_add(words, mask if j > me else ring_neg(mask))
+    return words
+
+
 def mask_aggregates(
     agg: SiteAggregates,
     *,
@@ -427,21 +457,15 @@ def mask_aggregates(
     flat = np.concatenate([once, table.ravel()])
     data_digest = hashlib.sha256(flat.tobytes()).hexdigest()
     _ledger_check(ledger, round_id, f"{context}:{data_digest}")
-    words = encode(flat, frac_bits)
-    me = ordered.index(agg.site)
-    for j, peer in enumerate(ordered):
-        if peer == agg.site:
-            continue
-        seed = pair_seed(
-            private_key,
-            public_keys[peer],
-            round_id=round_id,
-            site=agg.site,
-            peer=peer,
-            context=context,
-        )
-        mask = _mask_words(seed, len(flat))
-        words = ring_add(words, mask if j > me else ring_neg(mask))
+    words = mask_vector(
+        encode(flat, frac_bits),
+        private_key=private_key,
+        public_keys=public_keys,
+        site=agg.site,
+        participants=ordered,
+        round_id=round_id,
+        context=context,
+    )
     k = agg.k
     return MaskedUpload(
         site=agg.site,
