@@ -24,11 +24,12 @@ from typing import Any
 import yaml
 
 from snakemake_fedgen.errors import AuthError, RegistryError
+from snakemake_fedgen.governance.passport import token_cache_seconds
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "sites.schema.json"
 
-# A token from token_command is reused this long: short-lived JWTs live minutes, and running the
-# command for every poll would dominate the coordinator's CPU time.
+# A token from token_command is reused this long (a JWT: until 30 s before its exp): short-lived
+# JWTs live minutes, and running the command for every poll would dominate the coordinator's CPU.
 TOKEN_COMMAND_CACHE_SECONDS = 30.0
 
 
@@ -85,10 +86,12 @@ class Site:
         if self.token_command:
             with self._token_lock:
                 now = time.monotonic()
-                if self._token_cache and now - self._token_cache[0] < TOKEN_COMMAND_CACHE_SECONDS:
+                # The cache holds (reuse-until, token); a JWT is reused until shortly before exp.
+                if self._token_cache and now < self._token_cache[0]:
                     return self._token_cache[1]
                 token = _run_token_command(self.name, self.token_command)
-                self._token_cache = (now, token)
+                keep = token_cache_seconds(token, default=TOKEN_COMMAND_CACHE_SECONDS)
+                self._token_cache = (now + keep, token)
                 return token
         if self.token_env:
             value = os.environ.get(self.token_env, "").strip()

@@ -343,3 +343,21 @@ class JwtAuthenticator:
         if self.fallback is not None:
             return self.fallback.authenticate(authorization_header)
         raise AuthError("this node accepts JWT bearer tokens only.")
+
+
+def token_cache_seconds(token: str, *, default: float, margin: float = 30.0) -> float:
+    """How long a client may reuse ``token``: until ``exp - margin`` for a JWT, else ``default``.
+
+    The signature is not checked (the node does that); only ``exp`` is read.
+    """
+    if not looks_like_jwt(token):
+        return default
+    import jwt
+
+    try:
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    except jwt.PyJWTError:
+        return default
+    if not isinstance(exp, int | float):
+        return default
+    return max(0.0, float(exp) - time.time() - margin)

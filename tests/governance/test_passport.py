@@ -158,3 +158,25 @@ def test_jwt_authenticator__falls_back_to_static_tokens(issuer, verifier):
     assert caller.name == "alice"
     with pytest.raises(AuthError):
         auth.authenticate("Bearer " + issuer.token("alice", aud="x"))
+
+
+def test_site_token__token_command_jwt_cached_until_shortly_before_exp(issuer, tmp_path):
+    from snakemake_fedgen.sites import Site
+
+    calls = tmp_path / "calls"
+    token_file = tmp_path / "token.txt"
+    command = ["sh", "-c", f"echo call >> {calls}; cat {token_file}"]
+    site = Site(name="A", tes_url="http://127.0.0.1:9", work_url="file:///w", token_command=command)
+
+    token_file.write_text(issuer.token("alice", exp_in=3600))
+    assert site.token() == token_file.read_text()
+    site.token()
+    assert calls.read_text().count("call") == 1  # reused: valid for an hour
+
+    short = Site(
+        name="B", tes_url="http://127.0.0.1:9", work_url="file:///w", token_command=command
+    )
+    token_file.write_text(issuer.token("alice", exp_in=20))  # expires within the margin
+    short.token()
+    short.token()
+    assert calls.read_text().count("call") == 3  # fetched again each time
