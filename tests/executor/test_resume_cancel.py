@@ -1,0 +1,149 @@
+"""Coordinator crash and interrupt: rerun reattaches (no duplicate tasks); Ctrl-C cancels all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import Federation, SiteNode, run_snakemake, snakemake_cmd
+
+SNAKEFILE = """
+N = range(6)
+
+
+rule all:
+    input:
+        "total.txt",
+
+
+rule part:
+    output:
+        "parts/{i}.txt",
+    resources:
+        site="A",
+    shell:
+        "sleep {config[sleep]}; echo {wildcards.i} > {output}"
+
+
+rule total:
+    input:
+        expand("parts/{i}.txt", i=N),
+    output:
+        "total.txt",
+    resources:
+        site="A",
+    shell:
+        "cat {input} > {output}"
+"""
+
+
+def tasks_at(site: SiteNode) -> list[dict]:
+    resp = httpx.get(
+        site.node.url + "/tasks",
+        params={"view": "BASIC", "page_size": 1000},
+        headers={"Authorization": f"Bearer {site.token}"},
+    )
+    resp.raise_for_status()
+    return resp.json().get("tasks", [])
+
+
+def start(workdir: Path, registry: Path, fed: Federation, *extra: str) -> subprocess.Popen:
+    log = open(workdir / "coordinator.log", "ab")  # noqa: SIM115 - closed by the child's exit
+    try:
+        return subprocess.Popen(
+            snakemake_cmd(workdir, registry, *extra),
+            cwd=workdir,
+            env={**os.environ, **fed.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        log.close()
+
+
+def wait_for(predicate, *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def setup(tmp_path: Path, fed: Federation) -> tuple[Path, Path]:
+    workdir = tmp_path / "wf"
+    workdir.mkdir()
+    (workdir / "Snakefile").write_text(SNAKEFILE)
+    return workdir, fed.write_registry(tmp_path / "sites.yaml")
+
+
+@pytest.mark.e2e
+def test_fedgen_executor__sigkill_of_coordinator_then_rerun_gives_no_duplicates(tmp_path, one_site):
+    site = one_site.sites["A"]
+    workdir, registry = setup(tmp_path, one_site)
+    proc = start(workdir, registry, one_site, "--config", "sleep=3")
+    try:
+        # Kill once tasks are in flight and at least one has already finished at the site.
+        wait_for(
+            lambda: (
+                len(tasks_at(site)) >= 4 and any(t["state"] == "COMPLETE" for t in tasks_at(site))
+            ),
+            timeout=90,
+            what="tasks in flight",
+        )
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    before = len(tasks_at(site))
+    assert before < 7 or not (workdir / "total.txt").exists()
+
+    unlock = run_snakemake(workdir, registry, "--unlock", env=one_site.env)
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
+    rerun = run_snakemake(
+        workdir, registry, "--config", "sleep=3", "--rerun-incomplete", env=one_site.env
+    )
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert "reattached to task" in rerun.stderr or "reusing finished task" in rerun.stderr
+
+    tasks = tasks_at(site)
+    per_key = Counter(t["tags"]["fedgen_job_key"] for t in tasks)
+    assert len(per_key) == 7  # six parts and the total
+    assert set(per_key.values()) == {1}, per_key
+    assert all(t["state"] == "COMPLETE" for t in tasks)
+
+
+@pytest.mark.e2e
+def test_fedgen_executor__sigint_cancels_every_live_task(tmp_path, one_site):
+    site = one_site.sites["A"]
+    workdir, registry = setup(tmp_path, one_site)
+    proc = start(workdir, registry, one_site, "--config", "sleep=120")
+    try:
+        wait_for(lambda: len(tasks_at(site)) >= 6, timeout=90, what="six submitted tasks")
+        wait_for(
+            lambda: any(t["state"] == "RUNNING" for t in tasks_at(site)),
+            timeout=60,
+            what="a running task",
+        )
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    wait_for(
+        lambda: all(t["state"] == "CANCELED" for t in tasks_at(site)),
+        timeout=30,
+        what="every task CANCELED",
+    )
+    assert len(tasks_at(site)) == 6
+    assert "canceled 6 live task(s)" in (workdir / "coordinator.log").read_text()
