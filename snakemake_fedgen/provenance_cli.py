@@ -44,7 +44,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "records, DUO decisions and the coordinator's outputs.",
     )
     crate.add_argument("--sites", required=True, metavar="SITES", help="site registry")
-    crate.add_argument("--run-id", required=True, help="the executor's run tag (fedgen-...)")
+    crate.add_argument(
+        "--run-id",
+        help="the executor's run tag (default: the tag of a run from the current directory)",
+    )
     crate.add_argument("--purpose", metavar="CONFIG", help="YAML with the purpose (or config)")
     crate.add_argument("--workflow", metavar="SNAKEFILE", help="the workflow's Snakefile")
     crate.add_argument(
@@ -86,10 +89,17 @@ def run(args: argparse.Namespace) -> int:
     from snakemake_fedgen.governance import crate, duo
 
     purpose = duo.load_purpose(args.purpose) if args.purpose else None
+    run_id = args.run_id
+    if not run_id:
+        import os
+
+        from snakemake_fedgen.executor.plugin import default_run_id
+
+        run_id = default_run_id(os.getcwd())
     path = crate.crate_from_registry(
         args.out,
         sites=args.sites,
-        run_id=args.run_id,
+        run_id=run_id,
         purpose=purpose,
         workflow=args.workflow,
         outputs=args.output,

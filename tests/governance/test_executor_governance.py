@@ -7,6 +7,10 @@ DUO: a purpose the site's consent does not permit stops the run before any task 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -69,6 +73,42 @@ def test_snakemake_crypt4gh__outbox_ciphertext_coordinator_plaintext(one_site, t
     sealed = [r for r in site.audit() if r.get("action") == "Encrypt"]
     assert [r["plaintext_sha256"] for r in sealed] == [hashlib.sha256(COUNTS.encode()).hexdigest()]
     assert "data use at site A: allowed" in proc.stderr
+
+    # The run ends with its RO-Crate, built from the workdir (default run tag).
+    crate_proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake_fedgen",
+            "provenance",
+            "crate",
+            "--sites",
+            str(registry),
+            "--purpose",
+            "config.yaml",
+            "--workflow",
+            "Snakefile",
+            "--output",
+            "results/sumstats/A/qc_counts.tsv",
+            "--out",
+            "crate",
+        ],
+        cwd=wd,
+        env={**os.environ, **one_site.env},
+        capture_output=True,
+        text=True,
+    )
+    assert crate_proc.returncode == 0, crate_proc.stderr
+    graph = {
+        e["@id"]: e for e in json.loads((wd / "crate/ro-crate-metadata.json").read_text())["@graph"]
+    }
+    tasks = [e for e in graph.values() if e["@id"].startswith("#task-")]
+    ended = {r["task"] for r in site.audit() if r.get("action") == "TaskEnded"}
+    assert {t["identifier"] for t in tasks} == ended
+    results = [graph[r["@id"]] for t in tasks for r in t.get("result", [])]
+    egress = [f for f in results if f.get("encodingFormat") == "application/crypt4gh"]
+    assert [f["sha256"] for f in egress] == [hashlib.sha256(COUNTS.encode()).hexdigest()]
+    assert graph["#duo-A"]["value"] == "allowed"
 
 
 def test_snakemake_duo__refused_purpose_sends_no_task(one_site, tmp_path):  # noqa: F811
