@@ -509,6 +509,8 @@ def write_masked(upload: MaskedUpload, path: Path) -> None:
         names = _variant_value_names(upload.columns)
         yield "\t".join((*VARIANT_COLUMNS, *names))
         u = upload.universe
+        width = upload.table.shape[1]
+        values = _to_hex(upload.table.reshape(-1, 2))
         for i in range(len(upload.table)):
             fields = (
                 str(u["chrom"][i]),
@@ -517,7 +519,7 @@ def write_masked(upload: MaskedUpload, path: Path) -> None:
                 u["ref"][i],
                 u["alt"][i],
             )
-            yield "\t".join((*fields, *_to_hex(upload.table[i])))
+            yield "\t".join((*fields, *values[i * width : (i + 1) * width]))
 
     atomic_write_text(path, lines())
 
