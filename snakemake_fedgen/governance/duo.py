@@ -717,7 +717,9 @@ def executor_gate(
                 "are NOT checked; declare purpose: {research_type: ..., ...}."
             )
         return None
-    decisions = check_registry(registry, purpose)
+    # A workflow analysing only some sites (config include_sites) is checked against those.
+    included = (workflow_config or {}).get("include_sites") or None
+    decisions = check_registry(registry, purpose, sites=included)
     if log:
         for d in decisions.values():
             log(f"fedgen: data use at site {d.site}: {d.summary()}")

@@ -94,3 +94,10 @@ def test_sites_check__shows_each_sites_data_use_decision(tmp_path):
     assert "ok:" in lines["A"] and "allowed" in lines["A"]
     assert "allowed" in lines["B"] and "actions required" in lines["B"]
     assert "refused" in lines["C"] and "DUO:0000007" in lines["C"]
+
+
+def test_executor_gate__only_included_sites_are_checked(tmp_path):
+    registry = load_registry(_registry(tmp_path, "http://127.0.0.1:9/ga4gh/tes/v1"))
+    config = dict(PURPOSE, include_sites=["A", "B"])  # C (refused) is not analysed
+    decisions = duo.executor_gate(registry, workflow_config=config)
+    assert set(decisions) == {"A", "B"}
