@@ -156,9 +156,18 @@ def audit_entries(audit_path: Path, task_id: str) -> list[dict[str, Any]]:
 
 
 def node_record(
-    doc: Mapping[str, Any], *, node_id: str, owner: str, audit_path: Path
+    doc: Mapping[str, Any],
+    *,
+    node_id: str,
+    owner: str,
+    audit_path: Path,
+    host_tools: bool = True,
 ) -> dict[str, Any]:
-    """Build the provenance record of a finished task from its TES document and the audit log."""
+    """Build the provenance record of a finished task from its TES document and the audit log.
+
+    ``host_tools``: tasks ran the host's tools (bwrap/host runtimes), so their versions are
+    recorded; under docker/podman the image defines the tools and only the image is recorded.
+    """
     entries = audit_entries(audit_path, doc["id"])
     airlock = {e.get("file"): e for e in entries if e.get("action") == "Airlock"}
     sealed = {e.get("file"): e for e in entries if e.get("action") == "Encrypt"}
@@ -233,7 +242,7 @@ def node_record(
         "commands": [list(map(str, e.get("command") or [])) for e in doc.get("executors") or []],
         "images": [str(e.get("image", "")) for e in doc.get("executors") or []],
         "exit_codes": [int(e.get("exit_code", -1)) for e in task_log.get("logs") or []],
-        "tool_versions": tool_versions(),
+        "tool_versions": tool_versions() if host_tools else {},
         "inputs": inputs,
         "outputs": outputs,
         "start_time": task_log.get("start_time") or doc.get("creation_time") or now,
@@ -273,7 +282,13 @@ def task_provenance(
 
     try:
         view = dict(doc, state=state) if state else doc
-        record = node_record(view, node_id=cfg.node_id, owner=owner, audit_path=cfg.audit_path)
+        record = node_record(
+            view,
+            node_id=cfg.node_id,
+            owner=owner,
+            audit_path=cfg.audit_path,
+            host_tools=getattr(cfg, "runtime", "auto") not in ("docker", "podman"),
+        )
     except (OSError, ProvenanceError) as exc:
         logging.getLogger("snakemake_fedgen.node").warning(
             "task %s: no provenance record (%s)", doc.get("id"), exc
