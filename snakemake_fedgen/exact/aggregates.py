@@ -46,6 +46,7 @@ __all__ = [
     "FORMAT_LINE",
     "MISSING_TOKENS",
     "SiteAggregates",
+    "build_design",
     "check_aggregates_lines",
     "compute_aggregates",
     "design_columns",
@@ -70,13 +71,43 @@ _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _CHUNK = 2048
 
 
-def design_columns(covariates: Sequence[str], sites: Sequence[str]) -> tuple[str, ...]:
-    """Names of the columns of ``C``: intercept, covariates, one indicator per site but the first.
+def design_columns(
+    covariates: Sequence[str], sites: Sequence[str], site_covariates: Sequence[str] = ()
+) -> tuple[str, ...]:
+    """Names of the columns of ``C``.
 
-    The first site of the global order is the reference level, so the indicators are not
-    collinear with the intercept.
+    Intercept, shared covariates (one slope for all sites), one indicator per site but the
+    first (the reference level, so indicators are not collinear with the intercept), then
+    site-specific covariates ``<name>.site_<S>`` for every site: covariates whose meaning is
+    local to a site, such as principal components computed at each site, get a slope per site
+    and are zero in other sites' rows.
     """
-    return ("intercept", *covariates, *(f"site_{s}" for s in sites[1:]))
+    return (
+        "intercept",
+        *covariates,
+        *(f"site_{s}" for s in sites[1:]),
+        *(f"{c}.site_{s}" for s in sites for c in site_covariates),
+    )
+
+
+def build_design(
+    cov: np.ndarray,
+    *,
+    covariates: Sequence[str],
+    site_covariates: Sequence[str],
+    site: str,
+    sites: Sequence[str],
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """Return (column names, C) for a site's samples; ``cov`` holds shared then site columns."""
+    columns = design_columns(covariates, sites, site_covariates)
+    c_mat = np.zeros((cov.shape[0], len(columns)))
+    c_mat[:, 0] = 1.0
+    c_mat[:, 1 : 1 + len(covariates)] = cov[:, : len(covariates)]
+    if list(sites).index(site) > 0:
+        c_mat[:, columns.index(f"site_{site}")] = 1.0
+    for j, name in enumerate(site_covariates):
+        c_mat[:, columns.index(f"{name}.site_{site}")] = cov[:, len(covariates) + j]
+    return columns, c_mat
 
 
 @dataclass
@@ -338,6 +369,7 @@ def compute_aggregates(
     sites: Sequence[str],
     covar: Path | None = None,
     covar_names: Sequence[str] = (),
+    site_covar_names: Sequence[str] = (),
     min_n: int = 50,
     min_mac: float = 10.0,
 ) -> SiteAggregates:
@@ -358,7 +390,9 @@ def compute_aggregates(
     covar : Path, optional
         Covariate table (defaults to ``pheno``).
     covar_names : sequence of str
-        Covariate columns.
+        Covariate columns with one slope shared by all sites (age, sex, ...).
+    site_covar_names : sequence of str
+        Covariate columns with a slope per site (e.g. PC1..PC5 from each site's own PCA).
     min_n, min_mac : number
         Guards: refuse if fewer than ``min_n`` samples; drop variants whose minor allele count
         (from the dosage sum) is below ``min_mac``.
@@ -384,7 +418,12 @@ def compute_aggregates(
         )
     if len(set(sites)) != len(sites):
         raise ConfigError(f"the global site order {','.join(sites)} repeats a site")
-    for name in (pheno_name, *covar_names):
+    if set(covar_names) & set(site_covar_names):
+        raise ConfigError(
+            f"covariate(s) {', '.join(sorted(set(covar_names) & set(site_covar_names)))} are "
+            "both shared and site-specific; name each once"
+        )
+    for name in (pheno_name, *covar_names, *site_covar_names):
         if not _NAME.match(name):
             raise ConfigError(f"column name {name!r} must be letters, digits, '_', '.', '-'")
     prefix = str(pfile)
@@ -393,7 +432,11 @@ def compute_aggregates(
         if not p.is_file():
             raise ConfigError(f"PLINK 2 fileset {prefix}: {p.name} not found")
     keep, y, cov = _load_model_data(
-        psam, Path(pheno), pheno_name=pheno_name, covar=covar, covar_names=covar_names
+        psam,
+        Path(pheno),
+        pheno_name=pheno_name,
+        covar=covar,
+        covar_names=[*covar_names, *site_covar_names],
     )
     n = len(keep)
     if n < min_n:
@@ -401,12 +444,9 @@ def compute_aggregates(
             f"site {site}: only {n} samples have {pheno_name} and all covariates, below "
             f"min_n={min_n}; this site cannot take part in exact mode"
         )
-    columns = design_columns(covar_names, sites)
-    c_mat = np.zeros((n, len(columns)))
-    c_mat[:, 0] = 1.0
-    c_mat[:, 1 : 1 + len(covar_names)] = cov
-    if sites.index(site) > 0:
-        c_mat[:, columns.index(f"site_{site}")] = 1.0
+    columns, c_mat = build_design(
+        cov, covariates=covar_names, site_covariates=site_covar_names, site=site, sites=sites
+    )
     variants = read_variant_table(pvar)
     m_all = len(variants["pos"])
     multiallelic = np.array([("," in a) for a in variants["alt"]], dtype=bool)

@@ -33,7 +33,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--pheno", required=True, type=Path, help="plink2-style phenotype table")
     p.add_argument("--pheno-name", required=True, help="quantitative trait column")
     p.add_argument("--covar", type=Path, default=None, help="covariate table (default: --pheno)")
-    p.add_argument("--covar-name", default="", help="comma-separated covariate columns")
+    p.add_argument("--covar-name", default="", help="comma-separated shared covariates")
+    p.add_argument(
+        "--site-covar-name",
+        default="",
+        help="comma-separated covariates with a slope per site (e.g. PC1,...,PC5 from each "
+        "site's own PCA)",
+    )
     p.add_argument("--site", required=True, help="this site's name in the registry")
     order = p.add_mutually_exclusive_group(required=True)
     order.add_argument("--registry", type=Path, help="sites.yaml: its site order is used")
@@ -98,6 +104,7 @@ def _run_aggregate(args: argparse.Namespace) -> int:
         pheno_name=args.pheno_name,
         covar=args.covar,
         covar_names=_names(args.covar_name),
+        site_covar_names=_names(args.site_covar_name),
         site=args.site,
         sites=sites,
         min_n=args.min_n,

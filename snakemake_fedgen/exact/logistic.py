@@ -30,7 +30,7 @@ from snakemake_fedgen.errors import ConfigError, EgressRefused, SecureAggregatio
 from snakemake_fedgen.exact.aggregates import (
     _count_psam_rows,
     _load_model_data,
-    design_columns,
+    build_design,
     read_variant_table,
 )
 
@@ -65,6 +65,7 @@ class LogisticSite:
         sites: Sequence[str],
         covar: Path | None = None,
         covar_names: Sequence[str] = (),
+        site_covar_names: Sequence[str] = (),
         min_n: int = 50,
         min_mac: float = 10.0,
     ) -> LogisticSite:
@@ -77,7 +78,11 @@ class LogisticSite:
         prefix = str(pfile)
         psam = Path(prefix + ".psam")
         keep, y, cov = _load_model_data(
-            psam, Path(pheno), pheno_name=pheno_name, covar=covar, covar_names=covar_names
+            psam,
+            Path(pheno),
+            pheno_name=pheno_name,
+            covar=covar,
+            covar_names=[*covar_names, *site_covar_names],
         )
         bad = ~np.isin(y, (0.0, 1.0, 2.0))
         if bad.any():
@@ -89,12 +94,9 @@ class LogisticSite:
         keep, y, cov = keep[cases], y[cases] - 1.0, cov[cases]
         if len(keep) < min_n:
             raise EgressRefused(f"site {site}: only {len(keep)} samples, below min_n={min_n}")
-        columns = design_columns(covar_names, sites)
-        c = np.zeros((len(keep), len(columns)))
-        c[:, 0] = 1.0
-        c[:, 1 : 1 + len(covar_names)] = cov
-        if sites.index(site) > 0:
-            c[:, columns.index(f"site_{site}")] = 1.0
+        columns, c = build_design(
+            cov, covariates=covar_names, site_covariates=site_covar_names, site=site, sites=sites
+        )
         variants = read_variant_table(Path(prefix + ".pvar"))
         raw_ct = _count_psam_rows(psam)
         data = cls(

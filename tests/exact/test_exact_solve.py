@@ -15,7 +15,7 @@ import pgenlib
 import pytest
 
 from snakemake_fedgen.errors import HarmonisationError
-from snakemake_fedgen.exact.aggregates import SiteAggregates
+from snakemake_fedgen.exact.aggregates import SiteAggregates, compute_aggregates
 from snakemake_fedgen.exact.solve import solve, sum_aggregates
 
 from .conftest import site_aggregates
@@ -166,3 +166,51 @@ def test_sum_aggregates__keeps_variants_at_every_site(aggs3):
     assert total.m == a.m - 1
     assert total.meta["variants_not_at_every_site"] == "1"
     assert isinstance(total, SiteAggregates)
+
+
+def test_solve__site_specific_covariates_match_pooled_plink2(tmp_path):
+    # PCs computed at each site mean different things at different sites: each site's PCs get
+    # their own columns (zero in other sites' rows), in exact mode and in the pooled reference.
+    study = make_study(tmp_path, sizes=(150, 220, 130), m=40, seed=9)
+    rng = np.random.default_rng(1)
+    pooled = study.pheno.read_text().splitlines()
+    pcs = {row.split("\t")[1]: rng.normal(0, 0.05, 2) for row in pooled[1:]}
+    inter = [f"PC{j}.site_{s}" for s in study.sites for j in (1, 2)]
+    lines = [pooled[0] + "\t" + "\t".join(inter)]
+    for row in pooled[1:]:
+        iid = row.split("\t")[1]
+        vals = [
+            repr(float(pcs[iid][j - 1])) if iid.startswith(f"{s}_") else "0"
+            for s in study.sites
+            for j in (1, 2)
+        ]
+        lines.append(row + "\t" + "\t".join(vals))
+    study.pheno.write_text("\n".join(lines) + "\n")
+    for s in study.sites:
+        site_lines = study.site_pheno[s].read_text().splitlines()
+        out = [site_lines[0] + "\tPC1\tPC2"]
+        for row in site_lines[1:]:
+            iid = row.split("\t")[1]
+            out.append(row + "\t" + "\t".join(repr(float(v)) for v in pcs[iid]))
+        study.site_pheno[s].write_text("\n".join(out) + "\n")
+    aggs = [
+        compute_aggregates(
+            study.site_pfiles[s], study.site_pheno[s], pheno_name="qt",
+            covar_names=study.covariates, site_covar_names=("PC1", "PC2"), site=s,
+            sites=study.sites,
+        )
+        for s in study.sites
+    ]  # fmt: skip
+    result = solve(sum_aggregates(aggs))
+    assert result.columns_used[-6:] == tuple(inter)
+    covars = [*study.covariates, *(f"site_{s}" for s in study.sites[1:]), *inter]
+    # Pooled standardisation is affine per column: beta_g and its SE do not change.
+    run_plink2(
+        "--pfile", "pooled", "--pheno", "pheno.tsv", "--pheno-name", "qt", "--covar",
+        "pheno.tsv", "--covar-name", ",".join(covars), "--glm", "hide-covar", "omit-ref",
+        "--covar-variance-standardize", "--out", "pcs", cwd=tmp_path,
+    )  # fmt: skip
+    glm = read_glm(tmp_path / "pcs.qt.glm.linear")
+    for i, vid in enumerate(result.vid):
+        assert float(glm[vid]["BETA"]) == pytest.approx(result.beta[i], rel=PRINT_REL)
+        assert float(glm[vid]["SE"]) == pytest.approx(result.se[i], rel=PRINT_REL)
