@@ -70,7 +70,14 @@ def _ref(args: argparse.Namespace) -> int:
             f"{', '.join(sorted(site.datasets)) or 'none'}."
         )
     dataset = site.datasets[args.dataset]
-    write_reference(args.output, Reference(site=site.name, url=dataset.url, dataset=dataset.name))
+    # A dataset URL ending in "/" is a directory (e.g. a folder of Phenopackets).
+    ref = Reference(
+        site=site.name,
+        url=dataset.url,
+        dataset=dataset.name,
+        is_directory=dataset.url.endswith("/"),
+    )
+    write_reference(args.output, ref)
     return 0
 
 

@@ -123,3 +123,66 @@ def test_snakemake_duo__refused_purpose_sends_no_task(one_site, tmp_path):  # no
     actions = {r.get("action") for r in one_site.sites["A"].audit()}
     assert "CreateTask" not in actions
     assert not (wd / "results").exists()
+
+
+PHENO_SNAKEFILE = r"""
+import sys
+
+FEDGEN = f"{sys.executable} -m snakemake_fedgen"
+
+localrules: all, dataset_ref
+
+
+rule all:
+    input:
+        "work/A/phenotypes.tsv",
+
+
+rule dataset_ref:
+    output:
+        directory("sites/{site}/datasets/phenopackets"),
+    shell:
+        "{FEDGEN} sites ref --sites {config[sites]} --site {wildcards.site} "
+        "--dataset phenopackets --output {output}"
+
+
+rule phenotypes:
+    input:
+        packets="sites/{site}/datasets/phenopackets",
+    output:
+        "work/{site}/phenotypes.tsv",
+    log:
+        "logs/{site}/phenotypes.log",
+    shell:
+        "{FEDGEN} phenopackets to-table {input.packets} --out {output} "
+        "--qt LOINC:2089-1 --bt HP:0000822 2> {log}"
+"""
+
+
+def test_snakemake_phenopackets__table_made_at_the_site_stays_there(one_site, tmp_path):  # noqa: F811
+    from google.protobuf import json_format
+
+    from snakemake_fedgen.reference import read_reference
+
+    from .test_phenopackets import PEOPLE, _packet
+
+    site = one_site.sites["A"]
+    packets = site.root / "data" / "phenopackets"
+    packets.mkdir()
+    for person in PEOPLE:
+        (packets / f"{person[0]}.json").write_text(json_format.MessageToJson(_packet(*person)))
+    registry = one_site.write_registry(
+        tmp_path / "sites.yaml",
+        A={"datasets": {"phenopackets": {"url": packets.as_uri() + "/"}}},
+    )
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "Snakefile").write_text(PHENO_SNAKEFILE)
+    proc = run_snakemake(wd, registry, "--config", f"sites={registry}", env=one_site.env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ref = read_reference(wd / "work/A/phenotypes.tsv")
+    assert ref is not None and ref.site == "A"  # the coordinator holds only a reference
+    table = (site.work / "work/A/phenotypes.tsv").read_text().splitlines()
+    assert table[0] == "#FID\tIID\tsex\tage\tqt\tbt"
+    assert table[1] == "S1\tS1\t1\t45.5\t130.5\t2"
+    assert len(table) == 1 + len(PEOPLE)
