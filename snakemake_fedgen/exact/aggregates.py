@@ -678,6 +678,17 @@ def read_aggregates(path: Path) -> SiteAggregates:
 # --------------------------------------------------------------------------------------------
 
 
+_INT = re.compile(r"^[0-9]{1,15}$")
+_NUMBER = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+_META_SHAPES = {
+    "min_n": _INT,
+    "min_mac": _NUMBER,
+    "missing_dosage": re.compile(r"^mean-imputed$"),
+    "variants_suppressed": _INT,
+    "variants_multiallelic_skipped": _INT,
+}
+
+
 def check_aggregates_lines(lines: Iterable[str], *, min_n: int, min_mac: float) -> tuple[bool, str]:
     """Disclosure check of a plain aggregates table, streaming its lines.
 
@@ -716,6 +727,10 @@ def check_aggregates_lines(lines: Iterable[str], *, min_n: int, min_mac: float) 
     unknown = sorted(set(meta) - allowed_meta)
     if unknown:
         return False, f"unknown header key(s) {', '.join(unknown)}"
+    # Header values are pinned to their shapes so no free text rides along in them.
+    for key, shape in _META_SHAPES.items():
+        if key in meta and not shape.match(meta[key]):
+            return False, f"header key {key}: value {meta[key][:40]!r} has the wrong shape"
     try:
         columns = meta["columns"].split(",")
         k = len(columns)

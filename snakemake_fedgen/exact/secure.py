@@ -676,6 +676,26 @@ def check_masked_lines(lines, *, min_n: int, min_mac: float) -> tuple[bool, str]
     unknown = sorted(set(meta) - allowed)
     if unknown:
         return False, f"unknown header key(s) {', '.join(unknown)}"
+    name = r"[A-Za-z0-9_.\-]{1,64}"
+    shapes = {
+        "site": f"^{name}$",
+        "trait": f"^{name}$",
+        "sites": f"^{name}(,{name})*$",
+        "participants": f"^{name}(,{name})*$",
+        "columns": f"^{name}(,{name})*$",
+        "round": _ROUND.pattern,
+        "ring": r"^Z_2\^128$",
+        "frac_bits": r"^[0-9]{1,2}$",
+        "context": r"^[0-9a-f]{64}$",
+        "variants_sha256": r"^[0-9a-f]{64}$",
+        "missing_dosage": r"^mean-imputed$",
+        "variants_absent_here": r"^[0-9]{1,15}$",
+        "variants_outside_universe": r"^[0-9]{1,15}$",
+        "guard": r"^min_n:[0-9]{1,15},min_mac:[0-9.eE+\-]{1,20}$",
+    }
+    for key, pattern in shapes.items():
+        if key not in meta or not re.match(pattern, meta[key]):
+            return False, f"header key {key}: missing or value has the wrong shape"
     guard = dict(part.split(":", 1) for part in meta.get("guard", "").split(",") if ":" in part)
     try:
         g_n, g_mac = int(guard["min_n"]), float(guard["min_mac"])

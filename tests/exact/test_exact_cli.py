@@ -136,3 +136,25 @@ def test_cli__aggregate_names_bad_column(federation):
     assert proc.returncode == 1
     assert "covariate 'agee' is not a column of" in proc.stderr
     assert not (root / "never.tsv").exists()
+
+
+def test_airlock__refuses_free_text_in_headers(federation):
+    root, _ = federation
+    plain = (root / "site" / "A" / "qt.aggregates.tsv").read_text()
+    smuggled = root / "smuggled.aggregates.tsv"
+    smuggled.write_text(plain.replace("##missing_dosage=mean-imputed", "##missing_dosage=A_1,A_2"))
+    decision = inspect(smuggled, AirlockPolicy())
+    assert not decision.accepted and "header key missing_dosage" in decision.reason
+    fedgen(
+        "mask", "--aggregates", root / "site" / "A" / "qt.aggregates.tsv",
+        "--key", root / "site" / "A" / "x25519.key", "--registry", root / "sites.yaml",
+        "--round", "smuggle-1", "--participants", "A,B,C", "--out", root / "m.tsv",
+    )  # fmt: skip
+    masked = (root / "m.tsv").read_text()
+    assert inspect(root / "m.tsv", AirlockPolicy(secure_aggregation=True)).accepted
+    bad = root / "m2.aggregates.masked.tsv"
+    bad.write_text(
+        masked.replace("##variants_outside_universe=0", "##variants_outside_universe=A_1")
+    )
+    decision = inspect(bad, AirlockPolicy(secure_aggregation=True))
+    assert not decision.accepted and "header key variants_outside_universe" in decision.reason
