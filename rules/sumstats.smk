@@ -8,6 +8,8 @@ rule sumstats_export:
         plink_log=get_glm_log,
         pheno=get_phenotypes,
         psam="sites/{site}/impute/imputed.psam",
+        # Its ##contig lines give the refget digest the meta-analysis compares across sites.
+        vcf=get_genotypes,
     output:
         sumstats="results/sumstats/{site}/{trait}.tsv.gz",
         meta="results/sumstats/{site}/{trait}.tsv.gz-meta.yaml",
@@ -32,4 +34,5 @@ rule sumstats_export:
         "fedgen sumstats export --glm {input.glm} --out {output.sumstats}"
         " --site {wildcards.site} --assembly {params.assembly}"
         " --trait-type {params.trait_type} --trait-description {params.description:q}"
-        " --min-n {params.min_n} --min-mac {params.min_mac} {params.cases} > {log} 2>&1"
+        " --min-n {params.min_n} --min-mac {params.min_mac} {params.cases}"
+        " --refget-vcf {input.vcf} > {log} 2>&1"
