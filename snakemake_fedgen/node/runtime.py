@@ -9,10 +9,14 @@ relative paths). ``docker``/``podman`` get the equivalent ``run`` command line.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +72,9 @@ class Runtime:
         """A command that stops the task's executor beyond its process group, if needed."""
         return None
 
+    def release(self, task_id: str) -> None:
+        """Free what the runtime holds for a finished executor (called after it ended)."""
+
 
 class HostRuntime(Runtime):
     """Runs the command directly on the host, in the task directory. No isolation."""
@@ -88,14 +95,26 @@ class BwrapRuntime(Runtime):
     name = "bwrap"
     binds_inputs = True
 
-    def __init__(self, *, tool_paths: Sequence[str] = (), bwrap: str = "bwrap") -> None:
+    def __init__(
+        self,
+        *,
+        tool_paths: Sequence[str] = (),
+        bwrap: str = "bwrap",
+        pids_root: Path | None = None,
+    ) -> None:
         self.bwrap = bwrap
         self.tool_paths = [p for p in tool_paths if Path(p).exists()]
+        # A fork bomb run as root ignores RLIMIT_NPROC; a pids cgroup bounds it (see below).
+        self.pids_root = pids_root
 
     def launch(self, executor: Mapping, layout: TaskLayout, *, task_id: str) -> Launch:
         argv = [
             self.bwrap,
             "--die-with-parent",
+            # A node running as root would otherwise hand the task every capability, enough to
+            # remount the read-only binds writable (or mknod a disk) and write to the host.
+            "--cap-drop",
+            "ALL",
             "--unshare-net",
             "--unshare-pid",
             "--unshare-ipc",
@@ -130,8 +149,33 @@ class BwrapRuntime(Runtime):
         for key, value in env.items():
             argv += ["--setenv", key, value]
         argv += ["--", *executor["command"]]
+        if self.pids_root is not None:
+            # The shim joins the task's pids cgroup before bwrap forks anything.
+            cgroup = self.pids_root / f"fedgen-{task_id}"
+            cgroup.mkdir(exist_ok=True)
+            (cgroup / "pids.max").write_text(f"{TASK_MAX_PIDS}\n")
+            argv = ["/bin/sh", "-c", _JOIN_CGROUP, "fedgen-task", str(cgroup), *argv]
         # bwrap itself needs no environment; keep the node's out of reach.
         return Launch(argv, None, {"PATH": BASE_PATH})
+
+    def release(self, task_id: str) -> None:
+        """Kill whatever is left in the task's pids cgroup (even setsid escapees), remove it."""
+        if self.pids_root is None:
+            return
+        cgroup = self.pids_root / f"fedgen-{task_id}"
+        for _ in range(50):
+            try:
+                pids = (cgroup / "cgroup.procs").read_text().split()
+            except OSError:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            try:
+                cgroup.rmdir()
+                return
+            except OSError:
+                time.sleep(0.02)
 
 
 class EngineRuntime(Runtime):
@@ -163,6 +207,27 @@ class EngineRuntime(Runtime):
     def kill_argv(self, task_id: str) -> list[str]:
         # The container belongs to the engine's daemon, not to the killed client process.
         return [self.engine, "kill", f"fedgen-{task_id}"]
+
+
+TASK_MAX_PIDS = 1024
+_JOIN_CGROUP = 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
+
+
+def pids_cgroup_root() -> Path | None:
+    """A cgroup directory where the node may create per-task pids cgroups, or None.
+
+    cgroup v1 (``/sys/fs/cgroup/pids``) or the v2 root with the pids controller delegated to
+    children. None where cgroups are read-only (then only max_task_seconds bounds a task).
+    """
+    v1 = Path("/sys/fs/cgroup/pids")
+    if (v1 / "cgroup.procs").is_file() and os.access(v1, os.W_OK):
+        return v1
+    v2 = Path("/sys/fs/cgroup")
+    try:
+        delegated = "pids" in (v2 / "cgroup.subtree_control").read_text().split()
+    except OSError:
+        return None
+    return v2 if delegated and os.access(v2, os.W_OK) else None
 
 
 def bwrap_works(bwrap: str = "bwrap") -> bool:
@@ -205,7 +270,13 @@ def make_runtime(name: str, *, tool_paths: Sequence[str]) -> Runtime:
                 "runtime bwrap: bubblewrap is missing or cannot create namespaces here; "
                 "install the 'bubblewrap' package or set runtime: host."
             )
-        return BwrapRuntime(tool_paths=tool_paths)
+        pids_root = pids_cgroup_root()
+        if pids_root is None:
+            logging.getLogger("snakemake_fedgen.node").warning(
+                "no writable pids cgroup: tasks are bounded by max_task_seconds only, "
+                "not by a process count"
+            )
+        return BwrapRuntime(tool_paths=tool_paths, pids_root=pids_root)
     if name == "host":
         return HostRuntime()
     if name in ("docker", "podman"):

@@ -1,0 +1,112 @@
+"""The documented reliability scenarios: what the user sees and what the tests verify.
+
+``docs/reliability.md`` is rendered from :data:`SCENARIOS` (``python -m tests.reliability.report``)
+and a test checks it matches. Every test that exercises a scenario calls :func:`observed` with the
+real message it got, which asserts that the quoted fragment really is in that message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One row of the table: ``sees`` is a literal fragment of the message the user gets."""
+
+    key: str
+    area: str
+    scenario: str
+    sees: str
+    verified: str
+
+
+_ROWS = [
+    # -- hostile tasks at a node (bwrap runtime) ---------------------------------------------
+    Scenario(
+        "genotypes_to_egress",
+        "hostile task",
+        "task copies the genotype VCF to an egress path",
+        "airlock refused 1 egress file(s)",
+        "SYSTEM_ERROR; file in quarantine, byte-identical; egress dir empty; Airlock+TaskEnded "
+        "audit records; node then serves and completes a normal task",
+    ),
+    Scenario(
+        "sample_ids_to_egress",
+        "hostile task",
+        "task writes a table with sample IDs to egress",
+        "airlock refused 1 egress file(s)",
+        "as above; the quarantined table still holds the IDs, none were published",
+    ),
+    Scenario(
+        "network",
+        "hostile task",
+        "task opens a TCP connection to a loopback listener on the site host",
+        "BLOCKED",
+        "connect fails inside the sandbox; the listener accepted nothing",
+    ),
+    Scenario(
+        "write_outside_root",
+        "hostile task",
+        "task writes to /etc, the site data dir, another task's dir, remounts a read-only "
+        "bind writable",
+        "Read-only file system",
+        "every host file unchanged (content compared); remount refused because the sandbox "
+        "drops all capabilities",
+    ),
+    Scenario(
+        "symlink_output",
+        "hostile task",
+        "task output is a symlink to a host file (/etc/passwd)",
+        "symlink leading outside the task",
+        "SYSTEM_ERROR; nothing at the output or egress path",
+    ),
+    Scenario(
+        "huge_output",
+        "hostile task",
+        "task writes a 12 GB output (sparse file)",
+        "above the node's max_output_bytes",
+        "SYSTEM_ERROR; nothing published; task dir removed",
+    ),
+    Scenario(
+        "fork_bomb",
+        "hostile task",
+        "task forks up to 1,500 processes (capped by a counter for safety)",
+        "exceeded max_task_seconds",
+        "fork fails past the per-task pids cgroup limit (1,024); no process of the task survives "
+        "the time limit, even one that called setsid",
+    ),
+    Scenario(
+        "endless",
+        "hostile task",
+        "endless task (sleep) with a setsid child",
+        "exceeded max_task_seconds",
+        "SYSTEM_ERROR with the reason, also in the audit TaskEnded record; no leftover process",
+    ),
+]
+
+SCENARIOS: dict[str, Scenario] = {row.key: row for row in _ROWS}
+
+
+def observed(key: str, message: str) -> None:
+    """Assert that the documented fragment of scenario ``key`` is in the real ``message``."""
+    fragment = SCENARIOS[key].sees
+    assert fragment in message, f"{key}: expected {fragment!r} in the message, got {message!r}"
+
+
+def render() -> str:
+    """The text of docs/reliability.md."""
+    lines = [
+        "# Reliability and security: what was tested",
+        "",
+        "Generated from `tests/reliability/scenarios.py` by `python -m tests.reliability.report`;",
+        "`tests/reliability/test_report.py` fails when this file and the scenarios differ, and",
+        "each test asserts that the quoted message fragment is in the message it really got.",
+        "Run the suite with `.venv/bin/pytest -q tests/reliability` (the slow ones included).",
+        "",
+        "| Area | Scenario | What the user sees | What was verified |",
+        "| --- | --- | --- | --- |",
+    ]
+    for row in _ROWS:
+        lines.append(f"| {row.area} | {row.scenario} | `{row.sees}` | {row.verified} |")
+    return "\n".join(lines) + "\n"
