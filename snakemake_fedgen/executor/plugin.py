@@ -127,6 +127,7 @@ class Executor(RemoteExecutor):
         self._states: dict[str, str] = {}
         self._track = threading.Lock()
         self._wake = threading.Event()
+        self._submit_lock = threading.Lock()
         self._cycles = 0
         self.logger.info(f"fedgen: run tag {self.run_id}, sites {', '.join(self.registry.sites)}")
 
@@ -163,6 +164,12 @@ class Executor(RemoteExecutor):
 
     def _submit(self, info: SubmittedJobInfo) -> None:
         """Reattach, reuse or create the job's task; on a site error remember it for the poll."""
+        # Submissions come from the main thread and (for held-back jobs) the status thread; one
+        # at a time keeps max_parallel_tasks exact.
+        with self._submit_lock:
+            self._submit_locked(info)
+
+    def _submit_locked(self, info: SubmittedJobInfo) -> None:
         plan: tasks.TaskPlan = info.aux["plan"]
         site = plan.site.name
         client = self.clients[site]
@@ -183,6 +190,7 @@ class Executor(RemoteExecutor):
                 info.external_jobid = client.create_task_once(plan.task, job_key=plan.job_key)
                 self.resume.add(site, plan.job_key, info.external_jobid)
         except FedgenError as exc:
+            info.aux.pop("pending", None)
             info.aux["error"] = f"submitting to site {site} failed: {exc}"
             return
         info.aux.pop("pending", None)

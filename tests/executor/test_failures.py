@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import Federation, run_snakemake
+from .conftest import Federation, run_snakemake, snakemake_cmd
 
 
 def workflow(tmp_path: Path, fed: Federation, snakefile: str, **registry) -> tuple[Path, Path]:
@@ -83,10 +85,6 @@ def test_fedgen_executor__large_coordinator_input_is_refused(tmp_path, one_site)
 
 @pytest.mark.e2e
 def test_fedgen_executor__silent_site_fails_its_jobs_after_deadline(tmp_path, one_site):
-    import subprocess
-
-    from .conftest import snakemake_cmd
-
     site = one_site.sites["A"]
     workdir, registry = workflow(
         tmp_path,
@@ -95,7 +93,7 @@ def test_fedgen_executor__silent_site_fails_its_jobs_after_deadline(tmp_path, on
         '    shell: "sleep 60; touch {output}"\n',
     )
     cmd = snakemake_cmd(workdir, registry, "--fedgen-site-deadline", "3")
-    env = {**__import__("os").environ, **one_site.env}
+    env = {**os.environ, **one_site.env}
     log = workdir / "coordinator.log"
     with log.open("wb") as fh:
         proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=fh, stderr=subprocess.STDOUT)

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from snakemake_fedgen.reference import read_reference
 
@@ -32,6 +33,7 @@ rule all:
     input:
         expand("results/sumstats/{site}/counts.tsv", site=SITES),
         expand("work/{site}/summary.txt", site=SITES),
+        expand("results/sumstats/{site}/chunks.tsv", site=SITES),
 
 
 rule dataset_ref:
@@ -78,6 +80,25 @@ rule counts:
     shell:
         "printf 'step\\\\tquantity\\\\tcount\\\\n' > {output}; "
         "printf 'qc\\\\tsamples\\\\t%s\\\\n' $(head -n1 {input}) >> {output}"
+
+
+rule split:
+    input:
+        "sites/{site}/datasets/samples.txt",
+    output:
+        directory("work/{site}/chunks"),
+    shell:
+        "mkdir -p {output}; split -l 10 {input} {output}/c_"
+
+
+rule chunks:
+    input:
+        "work/{site}/chunks",
+    output:
+        "results/sumstats/{site}/chunks.tsv",
+    shell:
+        "printf 'step\\\\tquantity\\\\tcount\\\\n' > {output}; "
+        "printf 'split\\\\tchunks\\\\t%s\\\\n' $(ls {input} | wc -l) >> {output}"
 """
 
 CROSS = """
@@ -108,6 +129,10 @@ def prepare(tmp_path: Path, fed: Federation) -> tuple[Path, Path]:
             for name, s in fed.sites.items()
         },
     )
+    # Site C takes one task at a time: the executor must hold the others back.
+    data = yaml.safe_load(registry.read_text())
+    data["sites"]["C"]["max_parallel_tasks"] = 1
+    registry.write_text(yaml.safe_dump(data, sort_keys=False))
     workdir = tmp_path / "wf"
     (workdir / "config").mkdir(parents=True)
     (workdir / "config" / "params.txt").write_text("min_n: 5\n")
@@ -141,6 +166,13 @@ def test_fedgen_executor__three_sites_keep_data_home_and_return_only_counts(tmp_
         published = site.egress / f"results/sumstats/{name}/counts.tsv"
         assert sha256(counts) == sha256(published)
         assert counts.read_text().splitlines()[1] == f"qc\tsamples\t{SAMPLES[name]}"
+        # A directory() output: a directory holding the reference; the data stays at the site.
+        chunks = read_reference(workdir / f"work/{name}/chunks")
+        assert chunks is not None and chunks.is_directory and chunks.site == name
+        n_chunks = -(-SAMPLES[name] // 10)
+        assert len(list(Path(chunks.url.removeprefix("file://")).iterdir())) == n_chunks
+        chunk_table = (workdir / f"results/sumstats/{name}/chunks.tsv").read_text()
+        assert chunk_table.splitlines()[1] == f"split\tchunks\t{n_chunks}"
         # Benchmark written from the task's own timing (the command sleeps 1 s).
         bench = (workdir / f"bench/{name}.tsv").read_text().splitlines()
         assert bench[0].startswith("s\th:m:s") and float(bench[1].split("\t")[0]) >= 1.0
@@ -159,7 +191,7 @@ def test_fedgen_executor__three_sites_keep_data_home_and_return_only_counts(tmp_
         lists = sum(1 for r in site.audit() if r["action"] == "ListTasks")
         assert lists == polled + 1, (name, lists, polled)
         jobs = sum(1 for r in site.audit() if r["action"] == "CreateTask")
-        assert jobs == 3  # count, summary, counts: one task per job
+        assert jobs == 5  # count, summary, counts, split, chunks: one task per job
 
     # Task shape: direct command, resources mapped, tags set.
     count_task = next(
@@ -173,6 +205,15 @@ def test_fedgen_executor__three_sites_keep_data_home_and_return_only_counts(tmp_
     assert main[:2] == ["bash", "-c"] and main[2].startswith("set -euo pipefail; grep -c IND")
     assert count_task["executors"][-2]["workdir"] == "/fedgen/work"
     assert set(count_task["tags"]) == {"fedgen_run", "fedgen_job_key", "fedgen_rule", "fedgen_site"}
+
+    # max_parallel_tasks=1 at C: every task was created after the previous one ended.
+    live = 0
+    for record in federation.sites["C"].audit():
+        if record["action"] == "CreateTask":
+            assert live == 0, "site C had two live tasks"
+            live += 1
+        elif record["action"] == "TaskEnded":
+            live -= 1
 
     # Data of site A may not go to site B.
     cross = run_snakemake(workdir, registry, "-s", "cross.smk", env=federation.env)

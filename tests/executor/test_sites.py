@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -159,3 +160,26 @@ def test_sites_cli_ref__writes_dataset_reference(tmp_path):
         "ref", "--sites", str(path), "--site", "A", "--dataset", "genotype", "--output", str(out)
     )
     assert missing.returncode == 1 and "did you mean 'genotypes'" in missing.stderr
+
+
+@pytest.mark.e2e
+def test_sites_cli_check__table_shows_reachable_and_unreachable_sites(tmp_path, one_site):
+    data = yaml.safe_load(yaml.safe_dump(GOOD))
+    site = one_site.sites["A"]
+    data["sites"]["A"]["tes_url"] = site.node.url
+    data["sites"]["A"]["token_env"] = site.token_env
+    # Nothing listens on port 9 (discard) on loopback in the test environment.
+    data["sites"]["cloud"]["tes_url"] = "http://127.0.0.1:9/ga4gh/tes/v1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake_fedgen", "sites", "check", str(write(tmp_path, data))],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **one_site.env},
+    )
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:3] == ["site", "tes_url", "service-info"]
+    row_a = next(line for line in lines if line.startswith("A "))
+    row_cloud = next(line for line in lines if line.startswith("cloud "))
+    assert "ok:" in row_a and "unreachable:" in row_cloud
+    assert proc.returncode == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import httpx
 import pytest
 import snakemake.common.tests
 from snakemake_interface_executor_plugins.settings import ExecutorSettingsBase
@@ -53,3 +54,14 @@ class TestWorkflows(snakemake.common.tests.TestWorkflowsLocalStorageBase):
         held = Path(ref.url.removeprefix("file://"))
         assert held.is_file() and held.stat().st_size == ref.size
         assert held.is_relative_to(self.site.work)
+        resp = httpx.get(
+            self.site.node.url + "/tasks",
+            params={"view": "BASIC"},
+            headers={"Authorization": f"Bearer {self.site.token}"},
+        )
+        rules = sorted(t["tags"]["fedgen_rule"] for t in resp.json()["tasks"])
+        if test_name == "groups":
+            # Each group job (a -> b for one sample) is one task with both commands in order.
+            assert rules == ["a,b", "a,b", "a,b", "c"]
+        else:
+            assert rules == ["a", "b", "c", "d", "d"]
