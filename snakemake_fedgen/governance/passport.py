@@ -113,12 +113,11 @@ class Jwks:
         self._lock = threading.Lock()
 
     def _fetch(self) -> dict[str, Any]:
+        import httpx
         import jwt
 
         try:
             if self.location.startswith(("http://", "https://")):
-                import httpx
-
                 resp = httpx.get(self.location, timeout=10.0)
                 resp.raise_for_status()
                 data = resp.json()
@@ -126,7 +125,8 @@ class Jwks:
                 path = self.location.removeprefix("file://")
                 data = json.loads(Path(path).read_text())
             keyset = jwt.PyJWKSet.from_dict(data)
-        except Exception as exc:  # network, JSON and key-format errors all mean "no keys"
+        except (httpx.HTTPError, OSError, ValueError, KeyError, jwt.PyJWTError) as exc:
+            # Network, JSON and key-format errors all mean "no keys": every token is refused.
             raise AuthError(f"cannot load the JWKS from {self.location}: {exc}") from exc
         keys: dict[str, Any] = {}
         for index, jwk in enumerate(keyset.keys):

@@ -180,3 +180,17 @@ def test_site_token__token_command_jwt_cached_until_shortly_before_exp(issuer, t
     short.token()
     short.token()
     assert calls.read_text().count("call") == 3  # fetched again each time
+
+
+def test_verify__unreadable_jwks_refuses_every_token(issuer, tmp_path):
+    settings = passport.JwtSettings.from_mapping(
+        {"jwks": str(tmp_path / "missing.json"), "issuer": ISSUER, "audience": AUDIENCE}
+    )
+    with pytest.raises(AuthError, match="cannot load the JWKS"):
+        passport.PassportVerifier(settings).verify(issuer.token("alice"))
+    (tmp_path / "bad.json").write_text('{"keys": [{"kty": "nope"}]}')
+    settings = passport.JwtSettings.from_mapping(
+        {"jwks": str(tmp_path / "bad.json"), "issuer": ISSUER, "audience": AUDIENCE}
+    )
+    with pytest.raises(AuthError, match="cannot load the JWKS"):
+        passport.PassportVerifier(settings).verify(issuer.token("alice"))
