@@ -206,6 +206,12 @@ def _check(cfg: NodeConfig, source: str) -> NodeConfig:
                 f"node config {source}: egress_root {cfg.egress_root} must be inside one of the "
                 "write_roots; add its parent to write_roots."
             )
+    from snakemake_fedgen.egress.airlock import AirlockPolicy
+
+    try:
+        AirlockPolicy.from_mapping(cfg.airlock)
+    except ConfigError as exc:
+        raise ConfigError(f"node config {source}: airlock: {exc}") from exc
     if cfg.quarantine_dir is None:
         cfg.quarantine_dir = cfg.state_dir / "quarantine"
     if cfg.token_file is not None and not cfg.token_file.is_file():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import logging
 import os
 import shutil
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from snakemake_fedgen.egress.airlock import AirlockPolicy, inspect
 from snakemake_fedgen.errors import EgressRefused, FedgenError, StorageError
 from snakemake_fedgen.governance.node import seal_egress
 from snakemake_fedgen.governance.provenance import task_provenance
@@ -71,6 +71,7 @@ class Scheduler:
         self._queue: deque[tuple[str, int]] = deque()
         self._active: dict[str, _Active] = {}
         self._stopping = False
+        self.policy = AirlockPolicy.from_mapping(cfg.airlock)
 
     # -- life cycle of the node -------------------------------------------------------------
 
@@ -361,7 +362,8 @@ class Scheduler:
             real = check_input_url(
                 url, kind=item.get("type", "FILE"), read_roots=readable, what=f"inputs[{i}]"
             )
-            assert real is not None
+            if real is None:  # check_input_url returns None only for http(s)
+                raise StorageError(f"inputs[{i}]: {url!r} is not a local file.")
             if self.runtime.binds_inputs:
                 # Bound read-only at its container path; the placeholder is the mount point.
                 if real.is_dir():
@@ -413,7 +415,9 @@ class Scheduler:
                 record=functools.partial(self.audit.record, caller=active.owner, task=doc["id"]),
             )
         for f in files:
-            publish(f.source, f.dest)
+            # Egress bytes must be exactly the bytes the airlock (and sealing) saw.
+            expected = decisions[f.dest].sha256 if f.dest in decisions else None
+            publish(f.source, f.dest, expect_sha256=expected)
         for f in egress:
             d = decisions[f.dest]
             self.store.add_published(
@@ -431,45 +435,25 @@ class Scheduler:
     def _airlock(self, active: _Active, egress: list) -> dict:
         """Inspect every egress file; quarantine and raise if any is refused."""
         doc = active.doc
-        try:
-            from snakemake_fedgen.egress.airlock import AirlockPolicy, inspect
-        except ImportError as exc:
-            decisions = {f.dest: None for f in egress}
-            reason = f"airlock unavailable ({exc}); egress refused"
-            refused = [(f, reason) for f in egress]
-            for f in egress:
-                self.audit.record(
-                    caller=active.owner,
-                    action="Airlock",
-                    task=doc["id"],
-                    outcome="refused",
-                    file=f.container_path,
-                    kind="unknown",
-                    accepted=False,
-                    reason=reason,
-                    sha256=_sha256(f.source),
-                )
-        else:
-            policy = AirlockPolicy.from_mapping(self.cfg.airlock)
-            decisions = {}
-            refused = []
-            for f in egress:
-                decision = inspect(f.source, policy, name=f.dest.name)
-                decisions[f.dest] = decision
-                self.audit.record(
-                    caller=active.owner,
-                    action="Airlock",
-                    task=doc["id"],
-                    outcome="accepted" if decision.accepted else "refused",
-                    file=f.container_path,
-                    kind=decision.kind,
-                    accepted=decision.accepted,
-                    reason=decision.reason,
-                    sha256=decision.sha256,
-                    size=decision.size,
-                )
-                if not decision.accepted:
-                    refused.append((f, decision.reason))
+        decisions = {}
+        refused = []
+        for f in egress:
+            decision = inspect(f.source, self.policy, name=f.dest.name)
+            decisions[f.dest] = decision
+            self.audit.record(
+                caller=active.owner,
+                action="Airlock",
+                task=doc["id"],
+                outcome="accepted" if decision.accepted else "refused",
+                file=f.container_path,
+                kind=decision.kind,
+                accepted=decision.accepted,
+                reason=decision.reason,
+                sha256=decision.sha256,
+                size=decision.size,
+            )
+            if not decision.accepted:
+                refused.append((f, decision.reason))
         if refused:
             qdir = self.cfg.quarantine_dir / doc["id"]
             for f, _reason in refused:
@@ -496,14 +480,6 @@ def _tail(path: Path, limit: int) -> str:
             return fh.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _process_start(pid: int) -> int | None:

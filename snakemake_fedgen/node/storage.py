@@ -8,8 +8,8 @@ to a temporary file in the destination directory and renamed into place.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -219,17 +219,30 @@ def _files_of(path: Path, task_root: Path, *, what: str) -> Iterator[tuple[Path,
             yield target, sub
 
 
-def publish(src: Path, dest: Path) -> None:
-    """Copy ``src`` to ``dest`` atomically (temporary file in the same directory, rename)."""
+def publish(src: Path, dest: Path, *, expect_sha256: str | None = None) -> str:
+    """Copy ``src`` to ``dest`` atomically (temporary file in the same directory, rename).
+
+    Returns the SHA-256 of the bytes written. With ``expect_sha256`` a different content
+    (the file changed after it was checked) is refused and nothing is written.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_beside(dest)
+    digest = hashlib.sha256()
     try:
-        shutil.copyfile(src, tmp)
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            for chunk in iter(lambda: fin.read(1 << 20), b""):
+                digest.update(chunk)
+                fout.write(chunk)
+        if expect_sha256 is not None and digest.hexdigest() != expect_sha256:
+            raise StorageError(
+                f"{src.name} changed after the airlock checked it; it was not published."
+            )
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
     finally:
         if tmp.exists():
             tmp.unlink()
+    return digest.hexdigest()
 
 
 def _tmp_beside(dest: Path) -> Path:

@@ -30,6 +30,7 @@ def test_load_config__reads_keys_and_flags_win(tmp_path):
         ("cpu_cores: 0\n", "cpu_cores must be >= 1"),
         ("host: 0.0.0.0\n", "without a token_file"),
         ("- a list\n", "expected a mapping"),
+        ("airlock:\n  min_nn: 3\n", "unknown key(s) min_nn"),
     ],
 )
 def test_load_config__mistakes_give_one_clear_message(tmp_path, text, fragment):
