@@ -186,3 +186,106 @@ def test_snakemake_phenopackets__table_made_at_the_site_stays_there(one_site, tm
     assert table[0] == "#FID\tIID\tsex\tage\tqt\tbt"
     assert table[1] == "S1\tS1\t1\t45.5\t130.5\t2"
     assert len(table) == 1 + len(PEOPLE)
+
+
+VISA_SNAKEFILE = r"""
+import sys
+
+FEDGEN = f"{sys.executable} -m snakemake_fedgen"
+
+localrules: all, dataset_ref
+
+
+rule all:
+    input:
+        "results/sumstats/A/qc_counts.tsv",
+
+
+rule dataset_ref:
+    output:
+        "sites/{site}/datasets/samples.txt",
+    shell:
+        "{FEDGEN} sites ref --sites {config[sites]} --site {wildcards.site} "
+        "--dataset samples --output {output}"
+
+
+rule count:
+    input:
+        "sites/{site}/datasets/samples.txt",
+    output:
+        "results/sumstats/{site}/qc_counts.tsv",
+    log:
+        "logs/{site}/count.log",
+    shell:
+        "printf 'step\\tquantity\\tcount\\nqc\\tsamples\\t%s\\n' $(wc -l < {input}) "
+        "> {output} 2> {log}"
+"""
+
+
+def test_snakemake_passport__token_command_jwt_needs_a_visa(tmp_path):
+    from snakemake_fedgen.node.process import NodeProcess
+
+    from .issuer import AUDIENCE, ISSUER, Issuer
+
+    dataset = "https://ega.test.invalid/datasets/EGAD0009"
+    issuer = Issuer()
+    root = tmp_path / "siteA"
+    data, work, egress = root / "data", root / "work", root / "egress"
+    for d in (data, work, egress):
+        d.mkdir(parents=True)
+    (data / "samples.txt").write_text("".join(f"IND{i}\n" for i in range(12)))
+    node = NodeProcess(
+        root / "state",
+        config={
+            "read_roots": [str(data), str(work), str(egress)],
+            "write_roots": [str(work), str(egress)],
+            "egress_root": str(egress),
+            "runtime": "host",
+            "airlock": {"min_cell": 5},
+            "jwt": {
+                "jwks": str(issuer.write_jwks(tmp_path / "jwks.json")),
+                "issuer": ISSUER,
+                "audience": AUDIENCE,
+            },
+            "datasets_requiring_visa": {data.as_uri() + "/": dataset},
+        },
+    )
+    try:
+        token_file = tmp_path / "token.jwt"
+        registry = tmp_path / "sites.yaml"
+        registry.write_text(
+            yaml.safe_dump(
+                {
+                    "version": 1,
+                    "sites": {
+                        "A": {
+                            "tes_url": node.url,
+                            "token_command": ["cat", str(token_file)],
+                            "work_url": work.as_uri(),
+                            "egress_url": egress.as_uri(),
+                            "egress_read_url": node.egress_read_url,
+                            "default_image": "fedgen/tools:0.1",
+                            "datasets": {"samples": {"url": (data / "samples.txt").as_uri()}},
+                        }
+                    },
+                }
+            )
+        )
+        wd = tmp_path / "wd"
+        wd.mkdir()
+        (wd / "Snakefile").write_text(VISA_SNAKEFILE)
+        args = ("--config", f"sites={registry}")
+
+        token_file.write_text(issuer.token("alice", visas=[]))
+        refused = run_snakemake(wd, registry, *args, env={})
+        assert refused.returncode != 0
+        assert "EGAD0009" in refused.stderr
+        audit = [json.loads(x) for x in (root / "state/audit.jsonl").read_text().splitlines()]
+        assert ("alice", "403") in {(r.get("caller"), r.get("outcome")) for r in audit}
+
+        token_file.write_text(issuer.token("alice", visas=[issuer.visa("alice", dataset)]))
+        ok = run_snakemake(wd, registry, *args, env={})
+        assert ok.returncode == 0, ok.stderr[-3000:]
+        assert (wd / "results/sumstats/A/qc_counts.tsv").read_text().endswith("qc\tsamples\t12\n")
+    finally:
+        node.stop()
