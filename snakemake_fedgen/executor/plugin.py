@@ -24,6 +24,7 @@ from snakemake_interface_executor_plugins.settings import (
     ExecutorSettingsBase,
 )
 
+from snakemake_fedgen.egress.crypt import PRIVATE_KEY_ENV
 from snakemake_fedgen.errors import FedgenError, TesError
 from snakemake_fedgen.executor import staging, tasks
 from snakemake_fedgen.executor.resume import FAILED_STATES, LIVE_STATES, ResumeIndex
@@ -79,6 +80,14 @@ class ExecutorSettings(ExecutorSettingsBase):
         default=5,
         metadata={"help": "Attempts per request on HTTP 5xx, connection resets and timeouts."},
     )
+    crypt4gh_key: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "The coordinator's Crypt4GH private key (path) for egress the sites encrypt "
+            "(default: the registry's crypt4gh_recipient_key with .pub replaced by .sec).",
+            "env_var": True,
+        },
+    )
 
 
 def default_run_id(workdir: str) -> str:
@@ -108,6 +117,9 @@ class Executor(RemoteExecutor):
         except FedgenError as exc:
             raise WorkflowError(str(exc)) from None
         self.run_id = settings.run_id or default_run_id(os.getcwd())
+        if settings.crypt4gh_key:
+            # Read by snakemake_fedgen.egress.crypt when an encrypted download arrives.
+            os.environ[PRIVATE_KEY_ENV] = os.path.abspath(settings.crypt4gh_key)
         self.site_deadline = settings.site_deadline
         self.clients = {
             name: TesClient(

@@ -50,8 +50,9 @@ def _workdir(tmp_path, purpose):
 
 
 def test_snakemake_crypt4gh__outbox_ciphertext_coordinator_plaintext(one_site, tmp_path):  # noqa: F811
-    # The executor finds the private key next to the registry's .pub (coordinator.sec).
-    _sec, pub = crypt.generate_keypair(tmp_path / "coordinator")
+    sec, pub = crypt.generate_keypair(tmp_path / "coordinator")
+    # Not next to the .pub, so the executor needs --fedgen-crypt4gh-key to find it.
+    private = sec.rename(tmp_path / "private.c4gh")
     wd = _workdir(tmp_path, {"research_type": "HMB", "ethics_approval": True})
     registry = one_site.write_registry(
         tmp_path / "sites.yaml",
@@ -60,7 +61,7 @@ def test_snakemake_crypt4gh__outbox_ciphertext_coordinator_plaintext(one_site, t
             "datasets": {"genotypes": {"url": "file:///nowhere.vcf.gz", "duo": ["DUO:0000006"]}},
         },
     )
-    proc = run_snakemake(wd, registry, env=one_site.env)
+    proc = run_snakemake(wd, registry, "--fedgen-crypt4gh-key", str(private), env=one_site.env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (wd / "results/sumstats/A/qc_counts.tsv").read_text() == COUNTS
 
