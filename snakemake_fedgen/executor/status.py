@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from snakemake_fedgen.errors import FedgenError
+from snakemake_fedgen.errors import FedgenError, TesError
 from snakemake_fedgen.executor.tes_client import RUN_TAG
 
 
@@ -80,7 +80,7 @@ class StatusPoller:
         self._last_answer.setdefault(site, now)
         try:
             if self.per_task_fallback.get(site):
-                states = {i: client.get_task(i, view="MINIMAL")["state"] for i in ids}
+                states = {i: _state_of(client, i) for i in ids}
             else:
                 states = {
                     str(t["id"]): str(t.get("state", "UNKNOWN"))
@@ -88,8 +88,18 @@ class StatusPoller:
                 }
                 # Tasks reattached from a run with another run id are not in the listing.
                 for missing in ids - states.keys():
-                    states[missing] = client.get_task(missing, view="MINIMAL")["state"]
+                    states[missing] = _state_of(client, missing)
         except FedgenError as exc:
             return SiteAnswer(error=str(exc), silent_for=time.monotonic() - self._last_answer[site])
         self._last_answer[site] = time.monotonic()
         return SiteAnswer(states={i: states[i] for i in ids if i in states})
+
+
+def _state_of(client: Any, task_id: str) -> str:
+    """Return a task's state; a task the site no longer knows counts as a SYSTEM_ERROR."""
+    try:
+        return str(client.get_task(task_id, view="MINIMAL")["state"])
+    except TesError as exc:
+        if exc.status == 404:
+            return "SYSTEM_ERROR"
+        raise

@@ -113,7 +113,9 @@ def federation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fede
     fed = Federation()
     try:
         for name in "ABC":
-            site = start_site(tmp_path / "sites", name)
+            # Site A sandboxes its tasks with bubblewrap; B and C run them as host processes.
+            runtime = "bwrap" if name == "A" else "host"
+            site = start_site(tmp_path / "sites", name, runtime=runtime)
             fed.sites[name] = site
             fed.env[site.token_env] = site.token
             monkeypatch.setenv(site.token_env, site.token)

@@ -29,7 +29,7 @@ class TestWorkflows(snakemake.common.tests.TestWorkflowsLocalStorageBase):
     def _default_site(self, tmp_path_factory, monkeypatch):
         base = tmp_path_factory.mktemp("fed")
         fed = Federation()
-        site = start_site(base, "A")
+        site = start_site(base, "A", runtime="bwrap")
         fed.sites["A"] = site
         monkeypatch.setenv(site.token_env, site.token)
         self.site = site

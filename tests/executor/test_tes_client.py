@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from snakemake_fedgen.errors import TesError
+from snakemake_fedgen.executor.resume import ResumeIndex
+from snakemake_fedgen.executor.status import StatusPoller
 from snakemake_fedgen.executor.tes_client import JOB_KEY_TAG, TesClient
 from snakemake_fedgen.sites import Site
 
@@ -31,6 +33,7 @@ class FaultProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.faults: list[tuple[str, str, int | str]] = []
+        self.ignore_tag_filters = False
         self.seen: list[str] = []
         proxy = self
 
@@ -49,8 +52,16 @@ class FaultProxy:
                     self.end_headers()
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                path = self.path
+                if proxy.ignore_tag_filters and "?" in path:
+                    # Behave like a TES server that does not implement tag filtering.
+                    base, query = path.split("?", 1)
+                    kept = [
+                        p for p in query.split("&") if not p.startswith(("tag_key", "tag_value"))
+                    ]
+                    path = base + "?" + "&".join(kept)
                 resp = httpx.request(
-                    self.command, proxy.upstream + self.path, content=body, headers=headers
+                    self.command, proxy.upstream + path, content=body, headers=headers
                 )
                 if fault == "drop-after-forward":
                     self.close_connection = True
@@ -105,13 +116,13 @@ def proxied(tmp_path: Path, monkeypatch):
         site_node.node.stop()
 
 
-def _task(key: str) -> dict:
+def _task(key: str, run: str = "test-run") -> dict:
     return {
         "name": "probe",
         "executors": [
             {"image": "fedgen/tools:0.1", "command": ["true"], "workdir": "/fedgen/work"}
         ],
-        "tags": {JOB_KEY_TAG: key, "fedgen_run": "test-run"},
+        "tags": {JOB_KEY_TAG: key, "fedgen_run": run},
     }
 
 
@@ -159,3 +170,29 @@ def test_list_tasks__follows_every_page(proxied, monkeypatch):
     listed = client.list_tasks(tags={"fedgen_run": "test-run"})
     assert {t["id"] for t in listed} == ids
     assert client.counts["GET /tasks"] >= 3
+
+
+@pytest.mark.parametrize("server_filters_tags", [True, False])
+def test_status_poll__one_list_per_site_or_per_task_gets_when_tags_are_ignored(
+    proxied, server_filters_tags
+):
+    proxy, client, _ = proxied
+    client.create_task(_task("foreign", run="another-run"))
+    ours = [client.create_task(_task(f"ours-{i}", run="our-run")) for i in range(4)]
+    proxy.ignore_tag_filters = not server_filters_tags
+    index = ResumeIndex("our-run")
+    index.load("A", client)
+    assert index.ignores_tag_filter["A"] is (not server_filters_tags)
+    assert index.find("A", "ours-2").id == ours[2]
+    poller = StatusPoller("our-run", {"A": client})
+    poller.per_task_fallback["A"] = index.ignores_tag_filter["A"]
+    proxy.seen.clear()
+    answer = poller.poll({"A": ours})["A"]
+    poller.close()
+    assert answer.error is None and set(answer.states) == set(ours)
+    if server_filters_tags:
+        assert len(proxy.seen) == 1 and proxy.seen[0].startswith("GET /ga4gh/tes/v1/tasks?")
+    else:
+        assert sorted(proxy.seen) == sorted(
+            f"GET /ga4gh/tes/v1/tasks/{i}?view=MINIMAL" for i in ours
+        )
