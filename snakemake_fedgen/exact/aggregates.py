@@ -30,6 +30,8 @@ The aggregates file is a tab-separated text table a site steward can read::
 
 from __future__ import annotations
 
+import gzip
+import io
 import math
 import os
 import re
@@ -50,6 +52,7 @@ __all__ = [
     "check_aggregates_lines",
     "compute_aggregates",
     "design_columns",
+    "open_text",
     "read_aggregates",
     "read_variant_table",
     "write_aggregates",
@@ -256,7 +259,7 @@ def read_variant_table(path: Path) -> dict[str, np.ndarray]:
     chrom, pos, vid, ref, alt = [], [], [], [], []
     header: list[str] | None = None
     try:
-        handle = path.open(encoding="utf-8")
+        handle = open_text(path)
     except OSError as exc:
         raise ConfigError(f"variant table {path}: cannot be read ({exc.strerror})") from exc
     with handle:
@@ -535,16 +538,38 @@ def _from_triu(values: np.ndarray, k: int) -> np.ndarray:
     return mat + np.triu(mat, 1).T
 
 
+def open_text(path: Path):
+    """Open a text table for reading, gzip-compressed or not (by its magic bytes)."""
+    path = Path(path)
+    with path.open("rb") as f:
+        magic = f.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rt", encoding="utf-8", newline="\n")
+    return path.open(encoding="utf-8", newline="\n")
+
+
+def _write_lines(binary, lines: Iterable[str]) -> None:
+    text = io.TextIOWrapper(binary, encoding="utf-8", newline="\n")
+    for line in lines:
+        text.write(line)
+        text.write("\n")
+    text.flush()
+    text.detach()  # leave closing the binary stream to its owner
+
+
 def atomic_write_text(path: Path, lines: Iterable[str]) -> None:
     """Write ``lines`` (each without newline) to ``path`` via a temp file and ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for line in lines:
-                f.write(line)
-                f.write("\n")
+        with os.fdopen(fd, "wb") as raw:
+            # A ".gz" name gets gzip content (the airlock checks that name and content agree).
+            if path.name.endswith(".gz"):
+                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
+                    _write_lines(gz, lines)
+            else:
+                _write_lines(raw, lines)
         # mkstemp creates 0600; give the result the mode a plain open() would have.
         umask = os.umask(0)
         os.umask(umask)
@@ -623,7 +648,7 @@ def read_aggregates(path: Path) -> SiteAggregates:
         The file is not an aggregates table or is malformed (names line and column).
     """
     path = Path(path)
-    with path.open(encoding="utf-8") as f:
+    with open_text(path) as f:
         numbered = ((i, line.rstrip("\n")) for i, line in enumerate(f, start=1))
         meta = _parse_header(numbered, str(path), FORMAT_LINE)
         rows = [line.split("\t") for _, line in numbered if line]

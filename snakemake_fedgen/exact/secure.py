@@ -43,6 +43,7 @@ from snakemake_fedgen.exact.aggregates import (
     _parse_header,
     _triu,
     atomic_write_text,
+    open_text,
 )
 
 __all__ = [
@@ -527,7 +528,7 @@ def write_masked(upload: MaskedUpload, path: Path) -> None:
 def read_masked(path: Path) -> MaskedUpload:
     """Read a masked upload written by :func:`write_masked`."""
     path = Path(path)
-    with path.open(encoding="utf-8") as f:
+    with open_text(path) as f:
         numbered = ((i, line.rstrip("\n")) for i, line in enumerate(f, start=1))
         meta = _parse_header(numbered, str(path), MASKED_FORMAT_LINE)
         rows = [line.split("\t") for _, line in numbered if line]

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from snakemake_fedgen.egress.airlock import AirlockPolicy, inspect
+from snakemake_fedgen.exact.aggregates import read_aggregates
 
 from .exact_study import make_study
 
@@ -158,3 +159,18 @@ def test_airlock__refuses_free_text_in_headers(federation):
     )
     decision = inspect(bad, AirlockPolicy(secure_aggregation=True))
     assert not decision.accepted and "header key variants_outside_universe" in decision.reason
+
+
+def test_cli__gzip_aggregates_round_trip_and_pass_airlock(federation):
+    root, study = federation
+    gz = root / "site" / "A" / "qt.aggregates.tsv.gz"
+    fedgen(
+        "aggregate", "--pfile", study.site_pfiles["A"], "--pheno", study.site_pheno["A"],
+        "--pheno-name", "qt", "--covar-name", "age,sex", "--site", "A",
+        "--registry", root / "sites.yaml", "--out", gz,
+    )  # fmt: skip
+    assert gz.read_bytes()[:2] == b"\x1f\x8b"
+    assert inspect(gz, AirlockPolicy()).accepted
+    plain = root / "site" / "A" / "qt.aggregates.tsv"
+    assert read_aggregates(gz).variant_keys() == read_aggregates(plain).variant_keys()
+    np.testing.assert_array_equal(read_aggregates(gz).ctg, read_aggregates(plain).ctg)
