@@ -114,6 +114,12 @@ def main() -> int:
          "--registry", "sites.yaml", "--out", "A.aggregates.tsv"],
         root,
     )  # fmt: skip
+    t_agg_gz = timed(
+        [*fedgen, "exact", "aggregate", "--pfile", "site", "--pheno", "pheno.tsv",
+         "--pheno-name", "qt", "--covar-name", "age,sex", "--site", "A",
+         "--registry", "sites.yaml", "--out", "A.aggregates.tsv.gz"],
+        root,
+    )  # fmt: skip
     (root / "A.key.rounds").unlink(missing_ok=True)
     t_mask = timed(
         [*fedgen, "exact", "mask", "--aggregates", "A.aggregates.tsv", "--key", "A.key",
@@ -134,11 +140,13 @@ def main() -> int:
     )  # fmt: skip
     scale = 100_000 / args.variants
     agg = root / "A.aggregates.tsv"
+    agg_gz = root / "A.aggregates.tsv.gz"
     masked = root / "A.aggregates.masked.tsv"
     ss = root / "A.sumstats.tsv.gz"
     ss_meta = root / "A.sumstats.tsv.gz-meta.yaml"
     rows = [
         ("exact: aggregate", t_agg, agg.stat().st_size, gz_size(agg)),
+        ("exact: aggregate .tsv.gz", t_agg_gz, agg_gz.stat().st_size, agg_gz.stat().st_size),
         ("exact: aggregate + mask", t_agg + t_mask, masked.stat().st_size, gz_size(masked)),
         (
             "sumstats: glm + export",
