@@ -169,10 +169,23 @@ class TaskStore:
         the ``seq`` to continue from, or ``None`` on the last page. A tag filter value of ``""``
         matches any value of that key (TES 1.1 ``tag_key``/``tag_value`` semantics).
         """
+        tags = dict(tags or {})
+        # With a tag value to match (the executor's run tag), walk the tags index in seq order:
+        # the cost then follows the matching tasks, not every task the node ever ran.
+        driver = next(((k, v) for k, v in tags.items() if v != ""), None)
         where = ["t.owner = ?"]
         args: list[Any] = [owner]
+        if driver is not None:
+            del tags[driver[0]]
+            source = "tags d CROSS JOIN tasks t ON t.seq = d.seq"
+            where = ["d.key = ?", "d.value = ?", *where]
+            args = [*driver, *args]
+            order = "d.seq"
+        else:
+            source = "tasks t"
+            order = "t.seq"
         if page_token is not None:
-            where.append("t.seq < ?")
+            where.append(f"{order} < ?")
             args.append(page_token)
         if state:
             where.append("t.state = ?")
@@ -180,7 +193,7 @@ class TaskStore:
         if name_prefix:
             where.append("substr(t.name, 1, ?) = ?")
             args.extend([len(name_prefix), name_prefix])
-        for key, value in (tags or {}).items():
+        for key, value in tags.items():
             if value == "":
                 where.append("EXISTS (SELECT 1 FROM tags g WHERE g.seq = t.seq AND g.key = ?)")
                 args.append(key)
@@ -191,7 +204,8 @@ class TaskStore:
                 args.extend([key, value])
         columns = "t.seq, t.id, t.state" if minimal else "t.seq, t.doc"
         sql = (
-            f"SELECT {columns} FROM tasks t WHERE {' AND '.join(where)} ORDER BY t.seq DESC LIMIT ?"
+            f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)} "
+            f"ORDER BY {order} DESC LIMIT ?"
         )
         args.append(page_size + 1)
         with self._lock:
