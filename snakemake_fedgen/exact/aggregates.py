@@ -452,7 +452,15 @@ def compute_aggregates(
     )
     variants = read_variant_table(pvar)
     m_all = len(variants["pos"])
-    multiallelic = np.array([("," in a) for a in variants["alt"]], dtype=bool)
+    # Multi-allelic and symbolic/lower-case alleles are skipped: the airlock admits only
+    # A/C/G/T/N alleles, so one such variant would block the whole table.
+    skipped = np.array(
+        [
+            not (_ALLELE.match(r) and _ALLELE.match(a))
+            for r, a in zip(variants["ref"], variants["alt"], strict=True)
+        ],
+        dtype=bool,
+    )
 
     raw_ct = _count_psam_rows(psam)
     reader = pgenlib.PgenReader(bytes(pgen), raw_sample_ct=raw_ct, sample_subset=keep)
@@ -483,7 +491,7 @@ def compute_aggregates(
         reader.close()
     ac = ctg[:, 0]
     mac = np.minimum(ac, 2.0 * n - ac)
-    passes = (mac >= min_mac) & ~multiallelic
+    passes = (mac >= min_mac) & ~skipped
     index = np.flatnonzero(passes)
     agg = SiteAggregates(
         site=site,
@@ -507,7 +515,7 @@ def compute_aggregates(
             "min_mac": f"{min_mac:g}",
             "missing_dosage": "mean-imputed",
             "variants_suppressed": str(int(m_all - len(index))),
-            "variants_multiallelic_skipped": str(int(multiallelic.sum())),
+            "variants_skipped_alleles": str(int(skipped.sum())),
         },
     )
     return agg
@@ -710,7 +718,7 @@ _META_SHAPES = {
     "min_mac": _NUMBER,
     "missing_dosage": re.compile(r"^mean-imputed$"),
     "variants_suppressed": _INT,
-    "variants_multiallelic_skipped": _INT,
+    "variants_skipped_alleles": _INT,
 }
 
 
@@ -745,7 +753,7 @@ def check_aggregates_lines(lines: Iterable[str], *, min_n: int, min_mac: float) 
         "min_mac",
         "missing_dosage",
         "variants_suppressed",
-        "variants_multiallelic_skipped",
+        "variants_skipped_alleles",
         "__header__",
         "__header_line__",
     }
