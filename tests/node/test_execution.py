@@ -200,8 +200,16 @@ def test_scheduler__never_more_cores_busy_than_configured(site, start_node):
     node = start_node(site.state, config=site.config(runtime="host", cpu_cores=2))
     two_core = [_post(node, simple_task("sleep 0.4", resources={"cpu_cores": 2})) for _ in range(3)]
     assert _max_overlap(_intervals(node, two_core)) == 1
-    one_core = [_post(node, simple_task("sleep 0.6")) for _ in range(4)]
-    # The same check sees parallelism when the budget allows it.
+    # Two one-core tasks run at the same time: each waits (up to 60 s) for the other's marker,
+    # so both complete only if they overlapped, however loaded the machine is.
+    barrier = (
+        "touch {me}; for i in $(seq 600); do [ -e {other} ] && exit 0; sleep 0.1; done; exit 1"
+    )
+    a, b = site.work / "a", site.work / "b"
+    one_core = [
+        _post(node, simple_task(barrier.format(me=a, other=b))),
+        _post(node, simple_task(barrier.format(me=b, other=a))),
+    ]
     assert _max_overlap(_intervals(node, one_core)) == 2
     # A request above the node's cores is capped to them instead of waiting forever.
     huge = _post(node, simple_task("true", resources={"cpu_cores": 64}))

@@ -5,12 +5,8 @@ from __future__ import annotations
 import socket
 
 import httpx
-import pytest
 
-from snakemake_fedgen.node.runtime import bwrap_works
 from tests.node.conftest import simple_task, wait_task
-
-pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap cannot run here")
 
 
 def _post(node, task) -> httpx.Response:
