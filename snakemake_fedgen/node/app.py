@@ -208,7 +208,8 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
         size = DEFAULT_PAGE_SIZE if page_size is None else page_size
         if size < 1:
             raise ApiError(400, f"page_size must be >= 1, got {page_size}.")
-        size = min(size, MAX_PAGE_SIZE)
+        # FULL documents carry up to 2 x log_tail_bytes per executor: keep such pages bounded.
+        size = min(size, MAX_PAGE_SIZE if view != "FULL" else DEFAULT_PAGE_SIZE)
         token = None
         if page_token:
             try:

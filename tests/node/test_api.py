@@ -211,6 +211,11 @@ def test_list_tasks__600_tasks_in_pages_of_256_each_exactly_once(site, start_nod
             token = body.get("next_page_token")
             if not token:
                 break
+        minimal = client.get(f"{node.url}/tasks", params={"page_size": 2048}).json()
+        assert len(minimal["tasks"]) == 601 and "next_page_token" not in minimal
+        # FULL pages are bounded at 256 documents; the token continues the listing.
+        full = client.get(f"{node.url}/tasks", params={"page_size": 2048, "view": "FULL"}).json()
+        assert len(full["tasks"]) == 256 and full["next_page_token"]
         for task_id in [*created, blocker]:
             client.post(f"{node.url}/tasks/{task_id}:cancel")
     assert pages == 3
