@@ -83,3 +83,7 @@ class SecureAggregationError(FedgenError):
 
 class ProvenanceError(FedgenError):
     """A provenance record is missing or does not match its versioned JSON schema."""
+
+
+class InvalidTask(FedgenError):
+    """A TES task document is not valid for this node (the node answers HTTP 400)."""

@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from snakemake_fedgen import __version__
-from snakemake_fedgen.errors import AuthError, StorageError
+from snakemake_fedgen.errors import AuthError, InvalidTask, StorageError
 from snakemake_fedgen.governance.node import check_task_visas
 from snakemake_fedgen.node.audit import AuditLog
 from snakemake_fedgen.node.auth import Authenticator, Caller
@@ -26,7 +26,6 @@ from snakemake_fedgen.node.store import TaskStore
 from snakemake_fedgen.node.task import (
     STATES,
     VIEWS,
-    InvalidTask,
     check_task,
     new_task_id,
     now_rfc3339,

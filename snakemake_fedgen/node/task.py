@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from snakemake_fedgen.errors import FedgenError
+from snakemake_fedgen.errors import InvalidTask
 
 STATES = (
     "UNKNOWN",
@@ -35,10 +35,6 @@ SYSTEM_DIRS = frozenset(
 )
 _READ_ONLY_FIELDS = ("id", "state", "logs", "creation_time")
 _WILDCARD = frozenset("*?[")
-
-
-class InvalidTask(FedgenError):
-    """A CreateTask body is not a valid task for this node (HTTP 400)."""
 
 
 def now_rfc3339() -> str:
