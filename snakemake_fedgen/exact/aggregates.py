@@ -611,19 +611,15 @@ def write_aggregates(agg: SiteAggregates, path: Path) -> None:
         yield f"##Cty={_fmt(agg.cty)}"
         yield f"##CtC={_fmt(_triu(agg.ctc))}"
         yield "\t".join((*VARIANT_COLUMNS, "gtg", "gty", *(f"Ctg.{c}" for c in agg.columns)))
-        for i in range(agg.m):
-            yield "\t".join(
-                (
-                    str(agg.chrom[i]),
-                    str(agg.pos[i]),
-                    str(agg.vid[i]),
-                    str(agg.ref[i]),
-                    str(agg.alt[i]),
-                    repr(float(agg.gtg[i])),
-                    repr(float(agg.gty[i])),
-                    _fmt(agg.ctg[i]).replace(",", "\t"),
-                )
-            )
+        # One %-format per row over Python floats (%r is repr: shortest exact round trip).
+        template = "\t".join(["%s"] * len(VARIANT_COLUMNS) + ["%r"] * (2 + agg.k))
+        numbers = np.column_stack([agg.gtg, agg.gty, agg.ctg]).astype(np.float64).tolist()
+        fields = zip(
+            agg.chrom.tolist(), agg.pos.tolist(), agg.vid.tolist(), agg.ref.tolist(),
+            agg.alt.tolist(), numbers, strict=True,
+        )  # fmt: skip
+        for chrom, pos, vid, ref, alt, row in fields:
+            yield template % (chrom, pos, vid, ref, alt, *row)
 
     atomic_write_text(path, lines())
 
