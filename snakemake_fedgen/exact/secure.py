@@ -29,6 +29,7 @@ import base64
 import hashlib
 import os
 import re
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,10 +96,17 @@ def generate_key(path: Path) -> str:
     key = X25519PrivateKey.generate()
     raw = key.private_bytes_raw()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("# fedgen X25519 private key for secure aggregation: keep at the site\n")
-        f.write(base64.b64encode(raw).decode() + "\n")
+    # mkstemp gives mode 0600; os.link publishes the complete file and fails if one exists.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write("# fedgen X25519 private key for secure aggregation: keep at the site\n")
+            f.write(base64.b64encode(raw).decode() + "\n")
+        os.link(tmp, path)
+    except FileExistsError as exc:
+        raise ConfigError(f"{path} already exists; refusing to overwrite a private key") from exc
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return public_key_text(key)
 
 
