@@ -141,6 +141,12 @@ class Executor(RemoteExecutor):
         self._wake = threading.Event()
         self._submit_lock = threading.Lock()
         self._cycles = 0
+        try:
+            staging.refuse_local_reads(
+                self.dag, site_of=lambda job: tasks.site_of(job, self.registry)
+            )
+        except FedgenError as exc:
+            raise WorkflowError(str(exc)) from None
         self.logger.info(f"fedgen: run tag {self.run_id}, sites {', '.join(self.registry.sites)}")
 
     # -- submission ---------------------------------------------------------------------------

@@ -256,6 +256,13 @@ class _HashingWriter:
         self.size += len(block)
         return self.sink.write(block)
 
+    def restart(self) -> None:
+        """Empty the file and the digest, so a cut download can be fetched again."""
+        self.sink.seek(0)
+        self.sink.truncate()
+        self.sha = hashlib.sha256()
+        self.size = 0
+
 
 def write_benchmark(path: str, *, seconds: float | None) -> None:
     """Write a Snakemake benchmark TSV from the task's timing (other columns NA)."""
@@ -348,7 +355,7 @@ def failure_message(task: dict[str, Any], *, site: str, rule: str, tail_lines: i
     exit_code = failing.get("exit_code")
     lines = [
         f"site {site}: task {task.get('id')} (rule {rule}) ended in state {state}"
-        + (f" with exit code {exit_code}" if exit_code is not None else "")
+        + (f" with exit code {exit_code}" if exit_code not in (None, 0) else "")
         + "."
     ]
     stderr = (failing.get("stderr") or "").rstrip()
@@ -361,3 +368,36 @@ def failure_message(task: dict[str, Any], *, site: str, rule: str, tail_lines: i
     if system:
         lines.append("site system log: " + " | ".join(system[-3:]))
     return "\n".join(lines)
+
+
+def refuse_local_reads(dag: Any, *, site_of: Any) -> None:
+    """Refuse, before anything runs, localrules that would read data held at a site.
+
+    A local job (not a plain target rule like ``all``) may read coordinator files and egress
+    outputs only. Its input is site data if it exists here as a reference, or if a site job
+    produces it and the path is not on that site's egress allow-list.
+
+    Raises
+    ------
+    SiteDataError
+        Naming the rule, the file and the site that holds it.
+    """
+    for job in dag.local_needrun_jobs:
+        if job.rule.norun:
+            continue
+        producers = dag.dependencies.get(job, {})
+        for f in job.input:
+            site_name = None
+            producer = next((dep for dep, files in producers.items() if f in files), None)
+            if producer is not None and not producer.is_local:
+                site = site_of(producer)
+                if not site.is_egress(task_relpath(str(f))):
+                    site_name = site.name
+            elif producer is None and (ref := read_reference(str(f))) is not None:
+                site_name = ref.site
+            if site_name is not None:
+                raise SiteDataError(
+                    f"localrule {job.rule.name} reads {f}, which is held at site {site_name}; "
+                    "only egress outputs (the site's egress_allow) reach the coordinator. Run "
+                    f"that step at site {site_name}, or read a summary that may leave the site."
+                )

@@ -138,24 +138,39 @@ class TesClient:
         )
 
     def download(self, url: str, sink: Any, *, chunk: int = 1 << 20) -> httpx.Headers:
-        """Stream ``url`` (an http(s) egress URL of this site) into the binary file ``sink``."""
-        headers = self._auth_headers()
-        try:
-            with self._http.stream("GET", url, headers=headers) as resp:
-                if resp.status_code != 200:
+        """Stream ``url`` (an http(s) egress URL of this site) into the binary file ``sink``.
+
+        A cut or lost connection or an HTTP 5xx is retried from the start when ``sink`` has a
+        ``restart()`` method (that empties it); otherwise the first failure is final.
+        """
+        problem, status = "", None
+        for attempt in range(self.max_attempts):
+            try:
+                with self._http.stream("GET", url, headers=self._auth_headers()) as resp:
+                    if resp.status_code == 200:
+                        for block in resp.iter_bytes(chunk):
+                            sink.write(block)
+                        return resp.headers
                     resp.read()
-                    raise TesError(
-                        f"site {self.site.name}: GET {_strip(url)} answered {resp.status_code}: "
-                        f"{_short(resp.text)}",
-                        status=resp.status_code,
-                    )
-                for block in resp.iter_bytes(chunk):
-                    sink.write(block)
-                return resp.headers
-        except httpx.HTTPError as exc:
-            raise TesError(
-                f"site {self.site.name}: GET {_strip(url)} failed ({exc.__class__.__name__})."
-            ) from None
+                    if resp.status_code < 500:
+                        raise TesError(
+                            f"site {self.site.name}: GET {_strip(url)} answered "
+                            f"{resp.status_code}: {_short(resp.text)}",
+                            status=resp.status_code,
+                        )
+                    problem, status = f"HTTP {resp.status_code}", resp.status_code
+            except httpx.HTTPError as exc:
+                problem, status = exc.__class__.__name__, None
+            restart = getattr(sink, "restart", None)
+            if restart is None or attempt + 1 == self.max_attempts:
+                break
+            restart()
+            self._sleep(attempt)
+        raise TesError(
+            f"site {self.site.name}: GET {_strip(url)} failed after {attempt + 1} attempt(s) "
+            f"({problem}).",
+            status=status,
+        )
 
     # -- internals ----------------------------------------------------------------------------
 

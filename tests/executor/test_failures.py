@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from snakemake_fedgen.reference import Reference, write_reference
+
 from .conftest import Federation, run_snakemake, snakemake_cmd
 
 
@@ -112,3 +114,82 @@ def test_fedgen_executor__silent_site_fails_its_jobs_after_deadline(tmp_path, on
     text = log.read_text()
     assert "site A has not answered for" in text and "--fedgen-site-deadline" in text
     assert elapsed >= 3
+
+
+@pytest.mark.e2e
+def test_fedgen_executor__localrule_reading_site_data_is_refused_before_any_task(
+    tmp_path, one_site
+):
+    snakefile = """
+localrules: show, peek
+
+
+rule all:
+    input:
+        "shown.txt",
+        "peeked.txt",
+        "ok.txt",
+
+
+rule make:
+    output:
+        "work/held.txt",
+        "results/sumstats/A/table.tsv",
+    resources:
+        site="A",
+    shell:
+        "echo x > {output[0]}; printf 'step\\tquantity\\tcount\\nqc\\tn\\t9\\n' > {output[1]}"
+
+
+rule ok:
+    input:
+        "results/sumstats/A/table.tsv",
+    output:
+        "ok.txt",
+    localrule: True
+    shell:
+        "cp {input} {output}"
+
+
+rule show:
+    input:
+        "work/held.txt",
+    output:
+        "shown.txt",
+    shell:
+        "cp {input} {output}"
+
+
+rule peek:
+    input:
+        "old/ref.txt",
+    output:
+        "peeked.txt",
+    shell:
+        "cp {input} {output}"
+"""
+    workdir, registry = workflow(tmp_path, one_site, snakefile)
+    (workdir / "old").mkdir()
+    write_reference(workdir / "old" / "ref.txt", Reference(site="A", url="file:///x/ref.txt"))
+    proc = run_snakemake(workdir, registry, env=one_site.env)
+    assert proc.returncode != 0
+    assert "localrule show reads work/held.txt, which is held at site A" in proc.stderr
+    assert not any(r["action"] == "CreateTask" for r in one_site.sites["A"].audit())
+
+    # Without `show`, the existing reference read by `peek` is refused the same way, while
+    # `ok` (an egress output) is allowed.
+    (workdir / "Snakefile").write_text(
+        snakefile.replace('        "shown.txt",\n', "").replace(
+            "localrules: show, peek", "localrules: peek"
+        )
+    )
+    proc = run_snakemake(workdir, registry, env=one_site.env)
+    assert proc.returncode != 0
+    assert "localrule peek reads old/ref.txt, which is held at site A" in proc.stderr
+
+    (workdir / "Snakefile").write_text(
+        snakefile.replace('        "shown.txt",\n', "").replace('        "peeked.txt",\n', "")
+    )
+    proc = run_snakemake(workdir, registry, env=one_site.env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (workdir / "ok.txt").read_text() == "step\tquantity\tcount\nqc\tn\t9\n"
