@@ -23,7 +23,14 @@ import numpy as np
 from snakemake_fedgen.errors import HarmonisationError
 from snakemake_fedgen.exact.aggregates import SiteAggregates, atomic_write_text
 
-__all__ = ["PooledResult", "model_columns", "solve", "sum_aggregates", "write_results"]
+__all__ = [
+    "PooledResult",
+    "model_columns",
+    "solve",
+    "sum_aggregates",
+    "t_logsf",
+    "write_results",
+]
 
 #: A variant whose variance left after adjusting for C is below this fraction of g'g is
 #: collinear with the covariates (e.g. monomorphic): its statistics are NA.
@@ -120,6 +127,32 @@ def model_columns(agg: SiteAggregates) -> np.ndarray:
     return np.array(keep, dtype=np.int64)
 
 
+def t_logsf(t: np.ndarray, df: float) -> np.ndarray:
+    """``log P(T_df > t)`` that stays finite far in the tail (scipy's underflows to -inf).
+
+    Uses ``P(T > t) = I_x(df/2, 1/2) / 2`` with ``x = df / (df + t^2)`` and the series
+    ``I_x(a, b) = x^a (1-x)^b / (a B(a, b)) 2F1(a + b, 1; a + 1; x)``, in logs, wherever
+    scipy's value is below ~1e-290.
+    """
+    from scipy import special, stats
+
+    t = np.asarray(t, dtype=np.float64)
+    out = stats.t.logsf(t, df)
+    tail = np.isfinite(t) & (t > 0) & ~(out > -667.0)
+    if tail.any():
+        a, b = df / 2.0, 0.5
+        x = df / (df + t[tail] ** 2)
+        out[tail] = (
+            math.log(0.5)
+            + a * np.log(x)
+            + b * np.log1p(-x)
+            - math.log(a)
+            - special.betaln(a, b)
+            + np.log(special.hyp2f1(a + b, 1.0, a + 1.0, x))
+        )
+    return out
+
+
 def solve(agg: SiteAggregates) -> PooledResult:
     """Solve the pooled linear model ``y ~ C + g`` for every variant of ``agg``.
 
@@ -135,7 +168,7 @@ def solve(agg: SiteAggregates) -> PooledResult:
         with ``n - k - 1`` degrees of freedom; ``neg_log10_p`` is computed in log space so it
         stays finite when ``p`` underflows.
     """
-    from scipy import linalg, stats
+    from scipy import linalg
 
     cols = model_columns(agg)
     a = agg.ctc[np.ix_(cols, cols)]
@@ -172,7 +205,7 @@ def solve(agg: SiteAggregates) -> PooledResult:
         rss = rss0 - beta * gy_adj
         se = np.sqrt(rss / df / s)
         t = beta / se
-    logp = stats.t.logsf(np.abs(t), df) + math.log(2.0)
+    logp = t_logsf(np.abs(t), df) + math.log(2.0)
     p = np.exp(logp)
     return PooledResult(
         chrom=agg.chrom,

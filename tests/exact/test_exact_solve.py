@@ -214,3 +214,26 @@ def test_solve__site_specific_covariates_match_pooled_plink2(tmp_path):
     for i, vid in enumerate(result.vid):
         assert float(glm[vid]["BETA"]) == pytest.approx(result.beta[i], rel=PRINT_REL)
         assert float(glm[vid]["SE"]) == pytest.approx(result.se[i], rel=PRINT_REL)
+
+
+def test_t_logsf__matches_scipy_and_stays_finite_in_the_far_tail():
+    from scipy import stats
+
+    from snakemake_fedgen.exact.solve import t_logsf
+
+    for df in (5, 300, 5000):
+        t = np.array([0.5, 2.0, 8.0, 30.0])
+        np.testing.assert_allclose(t_logsf(t, df), stats.t.logsf(t, df), rtol=1e-12)
+    # Beyond scipy's range (logsf = -inf there) the tail continues smoothly and decreasingly.
+    far = t_logsf(np.array([36.0, 37.0, 100.0, 1e4]), 1000)
+    assert np.all(np.isfinite(far)) and np.all(np.diff(far) < 0)
+    assert np.isneginf(stats.t.logsf(100.0, 1000))
+    # Continuity at the switch point: the series and scipy agree where both are finite.
+    from scipy import special
+
+    a, x = 150.0, 300 / (300 + 30.0**2)
+    series = (
+        np.log(0.5) + a * np.log(x) + 0.5 * np.log1p(-x) - np.log(a) - special.betaln(a, 0.5)
+        + np.log(special.hyp2f1(a + 0.5, 1.0, a + 1.0, x))
+    )  # fmt: skip
+    assert series == pytest.approx(stats.t.logsf(30.0, 300), rel=1e-12)
