@@ -35,6 +35,7 @@ class FaultProxy:
         self.faults: list[tuple[str, str, int | str]] = []
         self.ignore_tag_filters = False
         self.seen: list[str] = []
+        self.bodies: list[bytes] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,6 +46,7 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 proxy.seen.append(f"{self.command} {self.path}")
+                proxy.bodies.append(body or b"")
                 fault = proxy._take(self.command, self.path)
                 if isinstance(fault, int):
                     self.send_response(fault)
