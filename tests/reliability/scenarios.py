@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Scenario:
-    """One row of the table: ``sees`` is a literal fragment of the message the user gets."""
+    """One row of the table: ``sees`` is a literal fragment of the message the user gets
+    (alternatives separated by `` | ``, when timing decides which one appears)."""
 
     key: str
     area: str
@@ -83,6 +84,32 @@ _ROWS = [
         "exceeded max_task_seconds",
         "SYSTEM_ERROR with the reason, also in the audit TaskEnded record; no leftover process",
     ),
+    # -- faults between coordinator and sites (three-site workflow, 12 site tasks) -----------
+    Scenario(
+        "network_faults",
+        "faults",
+        "fault proxy before every node: 25% of requests dropped before/after the node answered, "
+        "503 before/after, delayed 1 s or cut mid-body; every task creation's answer lost once, "
+        "every egress download cut once; site B refuses connections for 6 s",
+        "17 of 17 steps (100%) done",
+        "every fault kind injected; results byte-identical to a clean run (egress files, "
+        "checksums of site-held files); each node holds exactly one COMPLETE task per job key",
+    ),
+    Scenario(
+        "node_sigkill",
+        "crash",
+        "site A's node is SIGKILLed while a task runs and restarted 3 s later (`--retries 1`)",
+        "17 of 17 steps (100%) done",
+        "interrupted task ends SYSTEM_ERROR 'node restarted while task was running' and is "
+        "resubmitted; identical results; exactly one COMPLETE task per job key",
+    ),
+    Scenario(
+        "coordinator_sigkill",
+        "crash",
+        "snakemake is SIGKILLed mid-run, then `--unlock` and a rerun with `--rerun-incomplete`",
+        "reusing finished task | reattached to task",
+        "identical results; exactly one task per job key at every node (none resubmitted)",
+    ),
 ]
 
 SCENARIOS: dict[str, Scenario] = {row.key: row for row in _ROWS}
@@ -90,8 +117,10 @@ SCENARIOS: dict[str, Scenario] = {row.key: row for row in _ROWS}
 
 def observed(key: str, message: str) -> None:
     """Assert that the documented fragment of scenario ``key`` is in the real ``message``."""
-    fragment = SCENARIOS[key].sees
-    assert fragment in message, f"{key}: expected {fragment!r} in the message, got {message!r}"
+    fragments = SCENARIOS[key].sees.split(" | ")
+    assert any(f in message for f in fragments), (
+        f"{key}: expected one of {fragments!r} in the message, got {message!r}"
+    )
 
 
 def render() -> str:
@@ -108,5 +137,6 @@ def render() -> str:
         "| --- | --- | --- | --- |",
     ]
     for row in _ROWS:
-        lines.append(f"| {row.area} | {row.scenario} | `{row.sees}` | {row.verified} |")
+        sees = " or ".join(f"`{f}`" for f in row.sees.split(" | "))
+        lines.append(f"| {row.area} | {row.scenario} | {sees} | {row.verified} |")
     return "\n".join(lines) + "\n"
