@@ -39,12 +39,26 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process plus its reaped children (user + system), in seconds."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
 def throughput(runtime: str, n: int, workdir: Path) -> None:
     with NodeProcess(
         workdir / f"state-{runtime}", config={"runtime": runtime, "cpu_cores": 2}
     ) as node:
         run = f"bench-{runtime}"
         latencies = []
+        cpu0 = cpu_seconds(node.proc.pid)
         with httpx.Client(base_url=node.url, timeout=30) as client:
             t0 = time.perf_counter()
             for i in range(n):
@@ -74,11 +88,14 @@ def throughput(runtime: str, n: int, workdir: Path) -> None:
                     break
                 time.sleep(0.05)
             elapsed = time.perf_counter() - t0
+        cpu = cpu_seconds(node.proc.pid) - cpu0
         print(
             f"runtime={runtime:5s} tasks={n} all finished in {elapsed:.2f} s -> "
             f"{n / elapsed:.1f} tasks/s; creates took {created:.2f} s; create latency "
             f"p50={1000 * statistics.median(latencies):.1f} ms "
-            f"p95={1000 * pct(latencies, 0.95):.1f} ms; final states {states}"
+            f"p95={1000 * pct(latencies, 0.95):.1f} ms; node CPU (incl. tasks) "
+            f"{1000 * cpu / n:.1f} ms/task -> at most {n / cpu:.0f} tasks/s per free core; "
+            f"load average {load_average()}; final states {states}"
         )
 
 
