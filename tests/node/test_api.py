@@ -235,6 +235,7 @@ def test_create_task__invalid_tasks_answer_400_with_message(site, start_node):
         (simple_task("true", inputs=[{"path": "relative", "content": "x"}]), "absolute"),
         (simple_task("true", inputs=[{"path": "/usr/bin/x", "content": "x"}]), "system directory"),
         (simple_task("true", outputs=[{"path": "/fedgen/work/o", "url": "s3://b/o"}]), "file://"),
+        (simple_task("true", inputs=[{"path": "/fedgen/work/i", "url": "s3://b/i"}]), "'s3'"),
         (
             simple_task(
                 "true", outputs=[{"path": "/fedgen/work/*.txt", "url": (site.work).as_uri()}]

@@ -290,3 +290,12 @@ def test_outputs__above_max_output_bytes_are_refused(site, start_node):
     assert doc["state"] == "SYSTEM_ERROR"
     assert "max_output_bytes 100" in doc["logs"][0]["system_logs"][0]
     assert not (site.work / "big.bin").exists()
+
+
+def test_volumes__shared_between_executors(site, start_node):
+    node = start_node(site.state, config=site.config())
+    task = simple_task("echo shared > /vol/a/x.txt", volumes=["/vol/a"])
+    task["executors"].append({"image": "fedgen/tools:0.1", "command": ["cat", "/vol/a/x.txt"]})
+    doc = wait_task(node.url, _post(node, task))
+    assert doc["state"] == "COMPLETE", doc["logs"]
+    assert doc["logs"][0]["logs"][1]["stdout"] == "shared\n"
