@@ -39,3 +39,61 @@ def test_load_config__mistakes_give_one_clear_message(tmp_path, text, fragment):
     with pytest.raises(ConfigError, match=r"node config .*node\.yaml") as err:
         load_config(tmp_path / "state", config_file=cfg_file)
     assert fragment in str(err.value)
+
+
+def test_cli_flags__configure_the_node_without_a_file(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from snakemake_fedgen.node.process import free_port
+
+    work = tmp_path / "work"
+    (work / "egress").mkdir(parents=True)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "snakemake_fedgen",
+            "node",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--write-roots",
+            str(work),
+            "--egress-root",
+            str(work / "egress"),
+            "--allowed-images",
+            "fedgen/*",
+            "x/y",
+            "--runtime",
+            "host",
+            "--node-id",
+            "flagged",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        info = None
+        deadline = time.monotonic() + 60
+        while info is None and time.monotonic() < deadline:
+            try:
+                info = httpx.get(f"http://127.0.0.1:{port}/ga4gh/tes/v1/service-info").json()
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert info is not None
+        assert info["fedgen"]["node_id"] == "flagged"
+        assert info["fedgen"]["runtime"] == "host"
+        assert info["fedgen"]["allowed_images"] == ["fedgen/*", "x/y"]
+        assert info["fedgen"]["egress_root"] == (work / "egress").resolve().as_uri()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
