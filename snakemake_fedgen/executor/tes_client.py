@@ -30,6 +30,9 @@ SITE_TAG = "fedgen_site"
 LIST_PAGE_SIZE = 2048
 
 
+_ENDED_BADLY = frozenset({"CANCELED", "CANCELING", "EXECUTOR_ERROR", "SYSTEM_ERROR", "PREEMPTED"})
+
+
 class _Uncertain(Exception):
     """A POST may or may not have reached the server."""
 
@@ -128,7 +131,8 @@ class TesClient:
                     t
                     for t in self.list_tasks(tags={JOB_KEY_TAG: job_key}, view="BASIC")
                     if (t.get("tags") or {}).get(JOB_KEY_TAG) == job_key
-                    and t.get("state") not in ("CANCELED", "CANCELING")
+                    # An earlier failed attempt of the same job (Snakemake --retries) is not it.
+                    and t.get("state") not in _ENDED_BADLY
                 ]
                 if existing:
                     return str(existing[0]["id"])
