@@ -84,3 +84,32 @@ def test_auth__no_token_file_refuses_non_loopback_host(site, tmp_path):
     )
     assert proc.returncode == 1
     assert "without a token_file" in proc.stderr
+
+
+def test_audit__every_request_kind_is_recorded_append_only(site, start_node):
+    node = start_node(site.state, config=site.config(runtime="host"))
+    task_id = httpx.post(f"{node.url}/tasks", json=simple_task("true")).json()["id"]
+    wait_task(node.url, task_id)
+    httpx.get(f"{node.url}/tasks")
+    httpx.post(f"{node.url}/tasks/{task_id}:cancel")
+    httpx.post(f"{node.url}/tasks", json={"executors": []})
+    httpx.get(f"{node.egress_read_url}/nothing.tsv")
+    first = (site.state / "audit.jsonl").read_text()
+    node.restart()
+    text = (site.state / "audit.jsonl").read_text()
+    assert text.startswith(first)  # a restart appends, never rewrites
+    records = [yaml.safe_load(line) for line in text.splitlines()]
+    assert all({"time", "caller", "action", "task", "outcome"} <= r.keys() for r in records)
+    seen = {(r["action"], r["outcome"]) for r in records}
+    for expected in [
+        ("CreateTask", "QUEUED"),
+        ("CreateTask", "400"),
+        ("GetTask", "COMPLETE"),
+        ("ListTasks", "1 tasks"),
+        ("CancelTask", "COMPLETE"),
+        ("TaskEnded", "COMPLETE"),
+        ("GetEgress", "404"),
+        ("Stop", "ok"),
+    ]:
+        assert expected in seen, expected
+    assert [r["action"] for r in records].count("Start") == 2
