@@ -1,7 +1,7 @@
 """Genotyping arrays: marker design, calling errors and variant-level QC failures.
 
-The array is a backbone of common variants (about one in four with MAF >= 5% and a few
-lower-frequency ones, roughly a GSA-like density of one marker per few kb); each site's array
+The array is a backbone of common variants (a share of those with MAF >= 5% set by the scale,
+and a few lower-frequency ones); each site's array
 version lacks a random few percent of the backbone (failed or retired probes). Calls carry
 ~1% missingness and ~0.1% genotype errors. Injected variant failures: markers with high
 missingness, markers failing Hardy-Weinberg (a cluster-calling artefact that calls most
@@ -29,20 +29,28 @@ CONTAMINATION_HET = 0.8
 SITE_PROBE_FAILURE = 0.04
 
 
-def design_backbone(maf: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
+def design_backbone(
+    maf: np.ndarray,
+    *,
+    rate: np.ndarray | float,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Choose array markers from pooled minor-allele frequencies.
 
     Parameters
     ----------
     maf
         ``(n_variants,)`` pooled minor-allele frequency over panel and cohorts.
+    rate
+        Chance that a variant with MAF >= 5% is on the array (a fifth of it for 1-5%); a
+        scalar or one value per variant.
 
     Returns
     -------
     numpy.ndarray
         Increasing variant indices of the backbone.
     """
-    p = np.where(maf >= 0.05, 0.5, np.where(maf >= 0.01, 0.1, 0.0))
+    p = np.where(maf >= 0.05, rate, np.where(maf >= 0.01, rate / 5, 0.0))
     return np.flatnonzero(rng.random(maf.shape[0]) < p)
 
 

@@ -4,7 +4,8 @@ A cohort starts as unrelated individuals drawn from the coalescent simulation. R
 then made by transmitting haplotypes through simulated meioses (parent-offspring pairs and
 full sibling pairs whose parents are not in the cohort), duplicates re-genotype an existing
 person under a new ID, contaminated samples get extra heterozygous calls at the genotype stage,
-autozygous samples carry two copies of one haplotype (one long run of homozygosity), and
+autozygous samples (offspring of a consanguineous union) carry two copies of one haplotype
+on about a third of the genome's units (whole loci, background SNPs), and
 low-call-rate samples lose many calls at the genotype stage.
 """
 
@@ -16,6 +17,9 @@ import numpy as np
 
 from snakemake_fedgen.errors import SimulationError
 from snakemake_fedgen.simulate.scales import Scale
+
+#: Share of the genome autozygous in an "autozygous" sample (inbreeding coefficient ~1/3).
+AUTOZYGOUS_SHARE = 0.35
 
 
 @dataclass
@@ -122,6 +126,7 @@ def build_cohort(
     *,
     genome_haps: np.ndarray,
     cm: np.ndarray,
+    locus: np.ndarray,
     population: np.ndarray,
     individuals: np.ndarray,
     rows: np.ndarray,
@@ -139,6 +144,8 @@ def build_cohort(
         ``(n_variants, 2 * n_individuals)`` haplotypes of the whole simulation.
     cm
         ``(n_variants,)`` genetic positions.
+    locus
+        ``(n_variants,)`` coalescent locus of each variant, -1 for background SNPs.
     population
         ``(n_individuals,)`` population names.
     individuals
@@ -212,9 +219,15 @@ def build_cohort(
         h0, h1 = spare_haps(other)
         contaminant[victim] = (h0 + h1).astype(np.int8)
         samples[victim].qc = "contaminated"
+    row_locus = locus[rows]
+    n_loci = int(locus.max()) + 1
     for _ in range(scale.autozygous):
         idx = pick()
-        columns[2 * idx + 1] = columns[2 * idx].copy()
+        ibd_locus = rng.random(n_loci) < AUTOZYGOUS_SHARE
+        ibd = np.where(
+            row_locus >= 0, ibd_locus[row_locus], rng.random(rows.size) < AUTOZYGOUS_SHARE
+        )
+        columns[2 * idx + 1] = np.where(ibd, columns[2 * idx], columns[2 * idx + 1])
         samples[idx].qc = "autozygous"
     for _ in range(scale.low_call_rate):
         samples[pick()].qc = "low_call_rate"

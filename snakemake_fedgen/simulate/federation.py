@@ -98,9 +98,9 @@ def _choose_causal(
     ).min(axis=0)
     pooled = g.haps[:, all_cols].mean(axis=1)
     pooled_maf = np.minimum(pooled, 1 - pooled)
-    # Away from chunk edges, so imputation has flanking markers on both sides.
-    offset = g.pos - g.chunk_start[g.chunk]
-    edge = (offset > 0.15 * scale.chunk_bp) & (offset < 0.85 * scale.chunk_bp)
+    # In a long locus and away from its edges, so imputation has flanking markers.
+    offset = g.pos - g.locus_start[np.maximum(g.locus, 0)]
+    edge = (g.locus >= 0) & (offset > 0.2 * scale.locus_bp) & (offset < 0.8 * scale.locus_bp)
     dos = None  # pooled founder dosages, computed lazily for candidates only
 
     def dosage(rows: np.ndarray) -> np.ndarray:
@@ -171,8 +171,13 @@ def build_federation(*, seed: int, scale: str = "tiny") -> Federation:
             counts[pop] = counts.get(pop, 0) + n
     for pop in ("AFR", "EUR", "ASIA", "ADMIX"):
         counts[pop] = counts.get(pop, 0) + sc.spares_per_population
-    layout = gen.Layout(n_chunks=sc.n_chunks, chunk_bp=sc.chunk_bp)
-    g = gen.simulate_genomes(counts, layout=layout, rng=streams["genomes"])
+    g = gen.simulate_genomes(
+        counts,
+        n_loci=sc.n_loci,
+        locus_bp=sc.locus_bp,
+        n_background=sc.n_background,
+        rng=streams["genomes"],
+    )
 
     rng = streams["design"]
     panel, founders, spares = _allocate(g.population, sc, rng)
@@ -182,7 +187,9 @@ def build_federation(*, seed: int, scale: str = "tiny") -> Federation:
     panel_poly = (panel_ac > 0) & (panel_ac < panel_cols.size)
     design_cols = np.concatenate([panel_cols, *site_cols.values()])
     freq = g.haps[:, design_cols].mean(axis=1)
-    backbone = design_backbone(np.minimum(freq, 1 - freq), rng=rng)
+    # Every background SNP is array content; loci get a realistic share of common variants.
+    rate = np.where(g.locus >= 0, sc.array_rate, 1.0)
+    backbone = design_backbone(np.minimum(freq, 1 - freq), rate=rate, rng=rng)
     causal, tag_r2 = _choose_causal(
         g,
         panel_poly=panel_poly,
@@ -211,6 +218,7 @@ def build_federation(*, seed: int, scale: str = "tiny") -> Federation:
             s,
             genome_haps=g.haps,
             cm=g.cm,
+            locus=g.locus,
             population=g.population,
             individuals=founders[s],
             rows=rows,
@@ -372,10 +380,12 @@ def _truth(
         "region": {
             "chrom": gen.CHROM,
             "assembly": "GRCh38",
-            "n_chunks": sc.n_chunks,
-            "chunk_bp": sc.chunk_bp,
-            "chunk_starts": [int(x) for x in g.chunk_start.tolist()],
-            "simulated_bp": sc.region_bp,
+            "loci": [
+                {"start": int(st), "end": int(st + sc.locus_bp - 1)}
+                for st in g.locus_start.tolist()
+            ],
+            "n_locus_variants": int((g.locus >= 0).sum()),
+            "n_background_snps": int((g.locus < 0).sum()),
         },
         "reference_panel": {
             "n_samples": int(fed.panel.size),

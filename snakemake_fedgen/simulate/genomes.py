@@ -1,16 +1,27 @@
-"""Coalescent genomes for a simulated federation (msprime + the stdpopsim human demography).
+"""Genomes of a simulated federation: coalescent loci plus genome-wide background markers.
 
-Samples come from the four-population American admixture model (Browning et al. 2018:
-AFR, EUR, ASIA and the admixed ADMIX). The genome is a set of short chunks spread evenly along
-chromosome 20 with a hotspot-style recombination map inside each chunk; the gap between two
-chunks is simulated as a single base carrying the whole gap's recombination rate, so linkage
-between chunks is exactly that of the real distance while only the chunks are sequenced. Only sites with exactly one mutation are kept, so every
-variant is a biallelic SNP; REF is the allele of a simulated "reference genome" haplotype,
-so (as in GRCh38) REF is sometimes the minor or derived allele.
+Two kinds of variants, all biallelic SNPs on chromosome 20 (positions 1-based, sorted):
+
+* **Loci**: a few long stretches simulated with msprime under the stdpopsim human
+  four-population American admixture model (Browning et al. 2018: AFR, EUR, ASIA and the
+  admixed ADMIX), with a hotspot-style recombination map. They carry realistic haplotype
+  structure (LD, rare variants) for phasing and imputation, and hold the causal variants. The
+  loci are unlinked to each other (a one-base gap with recombination probability 1/2).
+  Sites with more than one mutation are dropped, so every variant is a clean biallelic SNP.
+* **Background**: thousands of independent common SNPs between the loci, standing in for the
+  rest of a genome. Their population allele frequencies are drawn from the coalescent loci's
+  common variants (so the joint frequency spectrum across populations is realistic); ADMIX
+  individuals draw each allele from a source population chosen with their own admixture
+  proportions. Being unlinked, they let relatedness (KING), LD pruning, heterozygosity and PCA
+  behave as on a genome-wide array, which one short stretch of one chromosome cannot.
+
+REF is the allele of a simulated "reference genome" haplotype (an extra ADMIX individual, as
+GRCh38 is largely one admixed donor), so REF is sometimes the minor or derived allele.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,15 +29,22 @@ import numpy as np
 #: stdpopsim species / model used for the demography.
 SPECIES = "HomSap"
 MODEL = "AmericanAdmixture_4B18"
-#: Chromosome name written to every output; chunks lie between these 1-based positions.
+SOURCE_POPULATIONS = ("AFR", "EUR", "ASIA")
+#: Mean ADMIX ancestry in the model (1/6 AFR, 1/3 EUR, 1/2 ASIA; Browning et al. 2018).
+ADMIX_PROPORTIONS = (1 / 6, 1 / 3, 1 / 2)
+#: Dirichlet concentration of individual ADMIX ancestry around the mean.
+ADMIX_CONCENTRATION = 15.0
 CHROM = "20"
 CHROM_LENGTH = 64_444_167
 SPAN_START = 1_000_000
 SPAN_END = 63_000_000
 MUTATION_RATE = 1.29e-8
-#: Mean recombination rate (per bp per generation; chr20 is about 1.2 cM/Mb).
+#: Mean recombination rate inside loci (per bp per generation; chr20 is about 1.2 cM/Mb).
 MEAN_RECOMBINATION_RATE = 1.2e-8
+#: Genetic distance used when transmitting haplotypes across unlinked units (P(odd) ~ 1/2).
+UNLINKED_MEIOSIS_CM = 300.0
 _COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
+_BASES = np.array(["A", "C", "G", "T"])
 
 
 @dataclass
@@ -42,26 +60,32 @@ class Genomes:
     haps
         ``(n_variants, 2 * n_individuals)`` uint8; 1 = ALT. Individual ``i`` owns columns
         ``2i`` and ``2i + 1``.
+    locus
+        ``(n_variants,)`` index of the coalescent locus holding the variant, -1 for background.
     cm
-        ``(n_variants,)`` float64 genetic position in centimorgans.
-    chunk
-        ``(n_variants,)`` index of the chunk holding each variant.
-    chunk_start
-        ``(n_chunks,)`` 1-based position of each chunk's first base.
+        ``(n_variants,)`` increasing genetic positions for transmitting haplotypes (cM):
+        the real map inside loci, :data:`UNLINKED_MEIOSIS_CM` between units.
+    locus_start
+        ``(n_loci,)`` 1-based first base of each locus.
     population
         ``(n_individuals,)`` population name of each individual.
+    admixture
+        ``(n_individuals, 3)`` AFR/EUR/ASIA ancestry used for background alleles (one-hot for
+        unadmixed individuals).
     map_bp, map_cm
-        Breakpoints of the recombination map (1-based bp) and their cumulative cM.
+        The genetic map written for Beagle (1-based bp, cM): the simulated map inside loci,
+        :data:`MEAN_RECOMBINATION_RATE` between them.
     """
 
     pos: np.ndarray
     ref: np.ndarray
     alt: np.ndarray
     haps: np.ndarray
+    locus: np.ndarray
     cm: np.ndarray
-    chunk: np.ndarray
-    chunk_start: np.ndarray
+    locus_start: np.ndarray
     population: np.ndarray
+    admixture: np.ndarray
     map_bp: np.ndarray
     map_cm: np.ndarray
 
@@ -81,103 +105,142 @@ def is_palindromic(ref: np.ndarray, alt: np.ndarray) -> np.ndarray:
     return complement(ref) == alt
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where simulated chunks lie on chromosome 20.
-
-    Simulation coordinate ``x`` falls in chunk ``x // (chunk_bp + 1)`` at offset
-    ``x % (chunk_bp + 1)``; offset ``chunk_bp`` is the one-base gap to the next chunk.
-    """
-
-    n_chunks: int
-    chunk_bp: int
-
-    @property
-    def spacing(self) -> int:
-        """Distance in bp between the starts of two neighbouring chunks."""
-        return (SPAN_END - SPAN_START) // self.n_chunks
-
-    @property
-    def sequence_length(self) -> int:
-        """Length of the simulated sequence (chunks plus one base per gap)."""
-        return self.n_chunks * (self.chunk_bp + 1) - 1
-
-    def chunk_starts(self) -> np.ndarray:
-        """1-based chromosome position of every chunk's first base."""
-        return SPAN_START + self.spacing * np.arange(self.n_chunks, dtype=np.int64) + 1
-
-    def to_chromosome(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Map simulation coordinates to ``(chunk, 1-based position, in_gap)``."""
-        x = np.asarray(x, dtype=np.int64)
-        chunk, offset = np.divmod(x, self.chunk_bp + 1)
-        return chunk, self.chunk_starts()[chunk] + offset, offset == self.chunk_bp
+def locus_starts(n_loci: int, locus_bp: int) -> np.ndarray:
+    """1-based first base of each locus: loci centred in equal slices of the span."""
+    slice_bp = (SPAN_END - SPAN_START) / n_loci
+    centres = SPAN_START + slice_bp * (np.arange(n_loci) + 0.5)
+    return (centres - locus_bp // 2).astype(np.int64) + 1
 
 
-def recombination_map(layout: Layout, rng: np.random.Generator):
-    """Return the :class:`msprime.RateMap` of the simulated sequence.
+def recombination_map(n_loci: int, locus_bp: int, rng: np.random.Generator):
+    """Return the :class:`msprime.RateMap` of the concatenated loci.
 
-    Inside a chunk about 70% of crossovers fall into 1-3 kb hotspots (on average one per
-    50 kb, human-like); each one-base gap carries the recombination of the real distance
-    between the chunks at :data:`MEAN_RECOMBINATION_RATE`.
+    Inside a locus about 70% of crossovers fall into 1-3 kb hotspots (one per ~50 kb,
+    human-like) around a mean of :data:`MEAN_RECOMBINATION_RATE`; the one-base gap between
+    loci has rate ``ln 2`` (recombination probability 1/2: unlinked, as msprime documents for
+    multiple chromosomes).
     """
     import msprime
 
-    c = layout.chunk_bp
-    gap_rate = MEAN_RECOMBINATION_RATE * (layout.spacing - c)
+    c = locus_bp
     edges: list[float] = [0.0]
     rates: list[float] = []
-    for k in range(layout.n_chunks):
+    for k in range(n_loci):
         base = k * (c + 1)
-        n_hot = int(rng.poisson(c / 50_000))
-        background = MEAN_RECOMBINATION_RATE * (0.3 if n_hot else 1.0)
-        if n_hot:
-            centres = np.sort(rng.uniform(2_000, c - 2_000, size=n_hot))
-            widths = rng.uniform(1_000, 3_000, size=n_hot)
-            weights = rng.gamma(shape=1.5, size=n_hot)
-            mass = 0.7 * MEAN_RECOMBINATION_RATE * c * weights / weights.sum()
-            for centre, w, m in zip(centres, widths, mass, strict=True):
-                left = base + float(np.floor(centre - w / 2))
-                right = base + float(np.floor(centre + w / 2))
-                if left <= edges[-1]:
-                    continue  # overlapping hotspot: skipped, the map stays valid
-                rates.extend([background, background + m / (right - left)])
-                edges.extend([left, right])
+        n_hot = max(1, int(rng.poisson(c / 50_000)))
+        background = 0.3 * MEAN_RECOMBINATION_RATE
+        centres = np.sort(rng.uniform(2_000, c - 2_000, size=n_hot))
+        widths = rng.uniform(1_000, 3_000, size=n_hot)
+        weights = rng.gamma(shape=1.5, size=n_hot)
+        mass = 0.7 * MEAN_RECOMBINATION_RATE * c * weights / weights.sum()
+        for centre, w, m in zip(centres, widths, mass, strict=True):
+            left = base + float(np.floor(centre - w / 2))
+            right = base + float(np.floor(centre + w / 2))
+            if left <= edges[-1]:
+                continue  # overlapping hotspot: skipped, the map stays valid
+            rates.extend([background, background + m / (right - left)])
+            edges.extend([left, right])
         rates.append(background)
         edges.append(float(base + c))
-        if k < layout.n_chunks - 1:
-            rates.append(gap_rate)
+        if k < n_loci - 1:
+            rates.append(math.log(2))
             edges.append(float(base + c + 1))
     return msprime.RateMap(position=edges, rate=rates)
 
 
-def mutation_map(layout: Layout):
-    """Mutation :class:`msprime.RateMap`: :data:`MUTATION_RATE` in chunks, zero in gaps."""
+def _simulate_loci(samples: dict[str, int], *, n_loci: int, locus_bp: int, rng):
+    """Run msprime; return biallelic sites as (x, alleles, genotypes, node populations, map)."""
     import msprime
+    import stdpopsim
 
-    c = layout.chunk_bp
-    edges: list[float] = [0.0]
-    rates: list[float] = []
-    for k in range(layout.n_chunks):
-        base = k * (c + 1)
-        rates.append(MUTATION_RATE)
-        edges.append(float(base + c))
-        if k < layout.n_chunks - 1:
-            rates.append(0.0)
-            edges.append(float(base + c + 1))
-    return msprime.RateMap(position=edges, rate=rates)
+    demography = stdpopsim.get_species(SPECIES).get_demographic_model(MODEL).model
+    ratemap = recombination_map(n_loci, locus_bp, rng)
+    seeds = rng.integers(1, 2**31 - 1, size=2)
+    ts = msprime.sim_ancestry(
+        samples=[msprime.SampleSet(n, population=pop) for pop, n in samples.items()],
+        demography=demography,
+        sequence_length=n_loci * (locus_bp + 1) - 1,
+        recombination_rate=ratemap,
+        random_seed=int(seeds[0]),
+    )
+    ts = msprime.sim_mutations(ts, rate=MUTATION_RATE, random_seed=int(seeds[1]))
+    pop_names = [p.metadata["name"] for p in ts.populations()]
+    node_pops = np.array([pop_names[p] for p in ts.tables.nodes.population[ts.samples()]])
+    xs, alleles, rows = [], [], []
+    for var in ts.variants(copy=False):
+        if len(var.site.mutations) != 1 or len(var.alleles) != 2:
+            continue  # recurrent or back mutation: not a clean biallelic SNP
+        if int(var.site.position) % (locus_bp + 1) == locus_bp:
+            continue  # the one-base gap between loci is not part of the genome
+        xs.append(int(var.site.position))
+        alleles.append(var.alleles)
+        rows.append(var.genotypes.astype(np.uint8))
+    return np.array(xs, dtype=np.int64), alleles, np.array(rows), node_pops, ratemap
+
+
+def _background(
+    n_snps: int,
+    *,
+    source_freq: np.ndarray,
+    admixture: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Independent background SNP haplotypes, ``(n_snps, 2 * n_individuals)`` uint8.
+
+    Each SNP takes the AFR/EUR/ASIA allele frequencies of a random common coalescent variant,
+    perturbed slightly (Beta with concentration 200) so no two SNPs are copies; each allele of
+    each person comes from a source population drawn from that person's ``admixture``.
+    """
+    pick = rng.integers(0, source_freq.shape[0], size=n_snps)
+    p = np.clip(source_freq[pick], 0.002, 0.998)
+    p = rng.beta(200 * p, 200 * (1 - p))  # (n_snps, 3)
+    hap_admix = np.repeat(admixture, 2, axis=0)  # (2 * n_ind, 3)
+    mixed = np.flatnonzero(hap_admix.max(axis=1) < 1.0)
+    fixed = np.setdiff1d(np.arange(hap_admix.shape[0]), mixed)
+    out = np.empty((n_snps, hap_admix.shape[0]), dtype=np.uint8)
+    # Unadmixed haplotypes: one frequency per population.
+    fixed_source = hap_admix[fixed].argmax(axis=1)
+    out[:, fixed] = rng.random((n_snps, fixed.size)) < p[:, fixed_source]
+    if mixed.size:
+        cum = np.cumsum(hap_admix[mixed], axis=1)[:, :2]  # (n_mixed, 2)
+        u = rng.random((n_snps, mixed.size))
+        source = (u[:, :, None] > cum[None, :, :]).sum(axis=2)
+        freq = np.take_along_axis(p, source, axis=1)
+        out[:, mixed] = rng.random((n_snps, mixed.size)) < freq
+    return out
+
+
+def _background_positions(
+    n: int, *, starts: np.ndarray, locus_bp: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``n`` distinct sorted positions in the span, at least 20 kb away from every locus."""
+    chosen = np.empty(0, dtype=np.int64)
+    while chosen.size < n:
+        draw = rng.integers(SPAN_START + 1, SPAN_END, size=2 * n)
+        rel = draw[:, None] - starts[None, :]
+        near = ((rel > -20_000) & (rel < locus_bp + 20_000)).any(axis=1)
+        chosen = np.unique(np.concatenate([chosen, draw[~near]]))
+    return np.sort(rng.choice(chosen, size=n, replace=False))
 
 
 def simulate_genomes(
-    counts: dict[str, int], *, layout: Layout, rng: np.random.Generator
+    counts: dict[str, int],
+    *,
+    n_loci: int,
+    locus_bp: int,
+    n_background: int,
+    rng: np.random.Generator,
 ) -> Genomes:
-    """Simulate ``counts[pop]`` diploid individuals per population plus a reference haplotype.
+    """Simulate ``counts[pop]`` diploid individuals per population.
 
     Parameters
     ----------
     counts
         Individuals to sample per population (``AFR``, ``EUR``, ``ASIA``, ``ADMIX``).
-    layout
-        Number and length of the chunks.
+    n_loci, locus_bp
+        Number and length (bp) of the coalescent loci.
+    n_background
+        Number of independent background SNPs.
     rng
         Source of every random choice (msprime seeds are drawn from it).
 
@@ -186,82 +249,100 @@ def simulate_genomes(
     Genomes
         Individuals in the order of ``counts`` (population by population).
     """
-    import msprime
-    import stdpopsim
-
-    species = stdpopsim.get_species(SPECIES)
-    demography = species.get_demographic_model(MODEL).model
-    ratemap = recombination_map(layout, rng)
     samples = {pop: n for pop, n in counts.items() if n > 0}
-    # One extra ADMIX individual: its first haplotype plays the reference genome (GRCh38 is
-    # itself largely one admixed donor), so REF is not always the ancestral or major allele.
+    # One extra ADMIX individual whose first haplotype is the reference genome.
     samples["ADMIX"] = samples.get("ADMIX", 0) + 1
-    seeds = rng.integers(1, 2**31 - 1, size=2)
-    ts = msprime.sim_ancestry(
-        samples=[msprime.SampleSet(n, population=pop) for pop, n in samples.items()],
-        demography=demography,
-        sequence_length=layout.sequence_length,
-        recombination_rate=ratemap,
-        random_seed=int(seeds[0]),
+    x, alleles, geno, node_pops, ratemap = _simulate_loci(
+        samples, n_loci=n_loci, locus_bp=locus_bp, rng=rng
     )
-    ts = msprime.sim_mutations(ts, rate=mutation_map(layout), random_seed=int(seeds[1]))
+    ind_pop = node_pops[::2]
+    n_ind = ind_pop.shape[0]
+    ref_ind = int(np.flatnonzero(ind_pop == "ADMIX")[-1])
 
-    pop_names = [p.metadata["name"] for p in ts.populations()]
-    node_pop = ts.tables.nodes.population
-    sample_nodes = ts.samples()
-    # Sample nodes come in sample-set order; locate the reference haplotype (last ADMIX node).
-    node_pops = np.array([pop_names[node_pop[n]] for n in sample_nodes])
-    ref_col = int(np.flatnonzero(node_pops == "ADMIX")[-1]) - 1  # first hap of last ADMIX ind
-    keep_cols = np.ones(sample_nodes.shape[0], dtype=bool)
-    keep_cols[ref_col : ref_col + 2] = False
+    # Background: frequencies from common coalescent variants of the unadmixed populations.
+    pop_freq = np.stack(
+        [geno[:, np.repeat(ind_pop == p, 2)].mean(axis=1) for p in SOURCE_POPULATIONS], axis=1
+    )
+    overall = pop_freq.mean(axis=1)
+    common = pop_freq[np.minimum(overall, 1 - overall) >= 0.05]
+    admixture = np.zeros((n_ind, 3))
+    for k, p in enumerate(SOURCE_POPULATIONS):
+        admixture[ind_pop == p, k] = 1.0
+    is_admix = ind_pop == "ADMIX"
+    admixture[is_admix] = rng.dirichlet(
+        ADMIX_CONCENTRATION * np.array(ADMIX_PROPORTIONS), size=int(is_admix.sum())
+    )
+    bg = _background(n_background, source_freq=common, admixture=admixture, rng=rng)
 
-    n_sites = ts.num_sites
-    x = np.empty(n_sites, dtype=np.int64)
-    ref = np.empty(n_sites, dtype="<U1")
-    alt = np.empty(n_sites, dtype="<U1")
-    haps = np.empty((n_sites, int(keep_cols.sum())), dtype=np.uint8)
-    k = 0
-    for var in ts.variants(copy=False):
-        if len(var.site.mutations) != 1 or len(var.alleles) != 2:
-            continue  # recurrent or back mutations: not a clean biallelic SNP
-        g = var.genotypes
-        row = g[keep_cols].astype(np.uint8)
-        if g[ref_col] == 1:  # the reference genome carries the derived allele
-            ref[k], alt[k] = var.alleles[1], var.alleles[0]
-            row = 1 - row
-        else:
-            ref[k], alt[k] = var.alleles[0], var.alleles[1]
-        x[k] = int(var.site.position)
-        haps[k] = row
-        k += 1
-    ac = haps[:k].sum(axis=1)
-    keep = (ac > 0) & (ac < haps.shape[1])  # the reference haplotype alone may differ
-    x, ref, alt, haps = x[:k][keep], ref[:k][keep], alt[:k][keep], haps[:k][keep]
-    chunk, pos, _ = layout.to_chromosome(x)
+    # Positions: loci where they lie; background SNPs uniformly between them (not inside).
+    starts = locus_starts(n_loci, locus_bp)
+    locus_idx, offset = np.divmod(x, locus_bp + 1)
+    loci_pos = starts[locus_idx] + offset
+    bg_pos = _background_positions(n_background, starts=starts, locus_bp=locus_bp, rng=rng)
+    bg_bases = np.array([rng.choice(_BASES, size=2, replace=False) for _ in range(n_background)])
 
-    cm_offset = SPAN_START * MEAN_RECOMBINATION_RATE * 100
-    cm = cm_offset + 100 * ratemap.get_cumulative_mass(x)
-    population = node_pops[keep_cols][::2]
-    # Map lines at every rate change inside chunks; a gap's start is written at its chunk's
-    # last base, so Beagle interpolates the gap's genetic distance linearly across it.
-    bx = np.asarray(ratemap.position[:-1], dtype=np.int64)
-    _, bp, in_gap = layout.to_chromosome(bx)
-    bp = np.where(in_gap, bp - 1, bp)
-    bcm = cm_offset + 100 * ratemap.get_cumulative_mass(bx)
-    last_x = layout.sequence_length - 1
-    bp = np.append(bp, layout.to_chromosome(np.array([last_x]))[1])
-    bcm = np.append(bcm, cm_offset + 100 * ratemap.get_cumulative_mass(last_x))
-    map_bp, first = np.unique(bp, return_index=True)
-    map_cm = bcm[first]
+    pos = np.concatenate([loci_pos, bg_pos]).astype(np.int64)
+    anc = np.concatenate([np.array([a[0] for a in alleles], dtype="<U1"), bg_bases[:, 0]])
+    der = np.concatenate([np.array([a[1] for a in alleles], dtype="<U1"), bg_bases[:, 1]])
+    haps = np.concatenate([geno, bg], axis=0)
+    locus = np.concatenate([locus_idx, np.full(n_background, -1)]).astype(np.int64)
+    within = ratemap.get_cumulative_mass(x) - ratemap.get_cumulative_mass(
+        locus_idx * (locus_bp + 1)
+    )
+    local_cm = np.concatenate([100 * within, np.zeros(n_background)])
+    order = np.argsort(pos, kind="stable")
+    pos, anc, der, haps, locus, local_cm = (
+        pos[order],
+        anc[order],
+        der[order],
+        haps[order],
+        locus[order],
+        local_cm[order],
+    )
+
+    # REF is the reference haplotype's allele; drop it and its partner from the samples.
+    ref_hap = haps[:, 2 * ref_ind]
+    keep_cols = np.ones(haps.shape[1], dtype=bool)
+    keep_cols[2 * ref_ind : 2 * ref_ind + 2] = False
+    haps = haps[:, keep_cols]
+    swap = ref_hap == 1
+    ref = np.where(swap, der, anc)
+    alt = np.where(swap, anc, der)
+    haps[swap] = 1 - haps[swap]
+    ac = haps.sum(axis=1)
+    poly = (ac > 0) & (ac < haps.shape[1])
+    pos, ref, alt, haps, locus, local_cm = (
+        pos[poly],
+        ref[poly],
+        alt[poly],
+        haps[poly],
+        locus[poly],
+        local_cm[poly],
+    )
+
+    # Transmission map: real cM inside a locus, a large step between unlinked units.
+    new_unit = np.ones(pos.shape[0], dtype=bool)
+    new_unit[1:] = (locus[1:] < 0) | (locus[1:] != locus[:-1])
+    step = np.where(new_unit, UNLINKED_MEIOSIS_CM, np.diff(local_cm, prepend=0.0))
+    cm = np.cumsum(step)
+    # Beagle map: one line per variant; the simulated map inside loci and the chromosome's
+    # mean rate between units (as a real chr20 map would say; a large nominal step there
+    # would split Beagle's 40 cM windows into hundreds of slow tiny ones).
+    bp_step = np.diff(pos, prepend=SPAN_START) * MEAN_RECOMBINATION_RATE * 100
+    map_step = np.where(new_unit, bp_step, np.diff(local_cm, prepend=0.0))
+    map_cm = SPAN_START * MEAN_RECOMBINATION_RATE * 100 + np.cumsum(map_step)
+    ind_keep = np.ones(n_ind, dtype=bool)
+    ind_keep[ref_ind] = False
     return Genomes(
         pos=pos,
-        ref=ref,
-        alt=alt,
+        ref=ref.astype("<U1"),
+        alt=alt.astype("<U1"),
         haps=np.ascontiguousarray(haps),
+        locus=locus,
         cm=cm,
-        chunk=chunk,
-        chunk_start=layout.chunk_starts(),
-        population=population,
-        map_bp=map_bp,
+        locus_start=starts,
+        population=ind_pop[ind_keep],
+        admixture=admixture[ind_keep],
+        map_bp=pos.copy(),
         map_cm=map_cm,
     )

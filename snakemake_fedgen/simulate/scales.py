@@ -18,10 +18,13 @@ class Scale:
     ----------
     name
         ``tiny`` (tests), ``small`` or ``demo``.
-    n_chunks, chunk_bp
-        The genome is ``n_chunks`` stretches of ``chunk_bp`` spread evenly along chromosome 20
-        (about 1 cM apart, so practically unlinked): LD-based steps (KING relatedness, LD
-        pruning, PCA) see many independent loci, as in a genome-wide study, at a small cost.
+    n_loci, locus_bp
+        Long chunks of chromosome 20 holding the causal variants (realistic LD for imputation).
+    n_background
+        Independent common background SNPs between the loci (all on the array), so KING
+        relatedness, LD pruning, heterozygosity and PCA behave as on a genome-wide array.
+    array_rate
+        Share of common (MAF >= 5%) locus variants on the array backbone.
     panel
         Reference-panel individuals per population (each contributes two haplotypes).
     sites
@@ -36,8 +39,10 @@ class Scale:
     """
 
     name: str
-    n_chunks: int
-    chunk_bp: int
+    n_loci: int
+    locus_bp: int
+    n_background: int
+    array_rate: float
     panel: dict[str, int]
     sites: dict[str, dict[str, int]]
     h2_strong: float
@@ -54,15 +59,17 @@ class Scale:
 
     @property
     def region_bp(self) -> int:
-        """Total simulated sequence length in bp."""
-        return self.n_chunks * self.chunk_bp
+        """Total length of the coalescent loci in bp."""
+        return self.n_loci * self.locus_bp
 
 
 SCALES: dict[str, Scale] = {
     "tiny": Scale(
         name="tiny",
-        n_chunks=200,
-        chunk_bp=15_000,
+        n_loci=3,
+        locus_bp=100_000,
+        n_background=3_000,
+        array_rate=0.3,
         panel={"AFR": 100, "EUR": 120, "ASIA": 80},
         sites={
             "A": {"EUR": 200},
@@ -80,8 +87,10 @@ SCALES: dict[str, Scale] = {
     ),
     "small": Scale(
         name="small",
-        n_chunks=80,
-        chunk_bp=40_000,
+        n_loci=5,
+        locus_bp=200_000,
+        n_background=8_000,
+        array_rate=0.3,
         panel={"AFR": 300, "EUR": 350, "ASIA": 250},
         sites={
             "A": {"EUR": 500},
@@ -99,8 +108,10 @@ SCALES: dict[str, Scale] = {
     ),
     "demo": Scale(
         name="demo",
-        n_chunks=100,
-        chunk_bp=40_000,
+        n_loci=6,
+        locus_bp=250_000,
+        n_background=12_000,
+        array_rate=0.3,
         panel={"AFR": 500, "EUR": 600, "ASIA": 400},
         sites={
             "A": {"EUR": 1200},
