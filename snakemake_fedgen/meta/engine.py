@@ -156,19 +156,66 @@ def _unique_names(infos: list[StudyInfo]) -> list[StudyInfo]:
     return out
 
 
+def _prefetch(table: StudyTable, *, depth: int = 1) -> Iterator[ChromBlock]:
+    """Read a study's chromosomes in a background thread, one chromosome ahead.
+
+    Parsing and decompression (pyarrow, zlib) release the GIL, so reading the next chromosome
+    overlaps with harmonising the current one. Errors are raised in the caller's thread.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for block in table.chromosomes():
+                while not stop.is_set():
+                    try:
+                        q.put(block, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            q.put(exc)
+
+    thread = threading.Thread(target=work, daemon=True, name=f"read-{table.info.name}")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def _merge_chromosomes(
     tables: list[StudyTable],
 ) -> Iterator[list[ChromBlock | None]]:
     """Walk all studies' chromosomes in step: one list of blocks (None if absent) per chromosome."""
-    iters = [t.chromosomes() for t in tables]
-    heads: list[ChromBlock | None] = [next(it, None) for it in iters]
-    while any(h is not None for h in heads):
-        chrom = min(h.chrom for h in heads if h is not None)
-        blocks = [h if h is not None and h.chrom == chrom else None for h in heads]
-        yield blocks
-        for i, block in enumerate(blocks):
-            if block is not None:
-                heads[i] = next(iters[i], None)
+    iters = [_prefetch(t) for t in tables]
+    try:
+        heads: list[ChromBlock | None] = [next(it, None) for it in iters]
+        while any(h is not None for h in heads):
+            chrom = min(h.chrom for h in heads if h is not None)
+            blocks = [h if h is not None and h.chrom == chrom else None for h in heads]
+            yield blocks
+            for i, block in enumerate(blocks):
+                if block is not None:
+                    heads[i] = next(iters[i], None)
+    finally:
+        for it in iters:
+            it.close()
 
 
 def _exclusion_table(items: list[Exclusion]) -> Any:

@@ -113,7 +113,7 @@ def harmonise(
     n_studies = len(studies)
     parts = [(s, b) for s, b in enumerate(blocks) if b is not None and len(b)]
     chrom = next(b.chrom for _, b in parts)
-    study = np.concatenate([np.full(len(b), s, dtype=np.int64) for s, b in parts])
+    study = np.concatenate([np.full(len(b), s, dtype=np.int32) for s, b in parts])
 
     def cat(name: str) -> np.ndarray:
         return np.concatenate([getattr(b, name) for _, b in parts])
@@ -123,6 +123,7 @@ def harmonise(
     beta, se, eaf, n = cat("beta"), cat("se"), cat("eaf"), cat("n")
     key, snp = _allele_keys(ea_code, oa_code, ea, oa)
     comb = (pos << _KEY_BITS) | key
+    del key
     keep = np.ones(len(pos), dtype=bool)
     drops: dict[str, list[np.ndarray]] = {}
 
@@ -168,11 +169,13 @@ def harmonise(
     sc = comb[order]
     starts = np.concatenate([[0], np.flatnonzero(np.diff(sc)) + 1]) if len(sc) else sc[:0]
     variant = np.cumsum(np.concatenate([[0], (np.diff(sc) != 0).astype(np.int64)]))
+    del idx, sc
     ref = order[starts][variant]  # reference row of each sorted row
     row = order
 
-    e, o = ea_code[row].astype(np.int64), oa_code[row].astype(np.int64)
-    re_, ro = ea_code[ref].astype(np.int64), oa_code[ref].astype(np.int64)
+    # int8 codes (A=0 C=1 G=2 T=3): 3 - code is the complement and stays int8.
+    e, o = ea_code[row], oa_code[row]
+    re_, ro = ea_code[ref], oa_code[ref]
     is_snp = snp[row]
     pal = is_snp & (e == 3 - o)
     is_ref = row == ref
@@ -186,6 +189,7 @@ def harmonise(
     plain = is_snp & ~pal
     sign[plain & (swap | comp_swap)] = -1
     strand[plain & (comp | comp_swap)] = True
+    del swap, comp, comp_swap, plain
 
     # Palindromic SNPs: identity looks like complement+swap, swap like complement; ask the EAFs.
     drop_pal = np.zeros(len(row), dtype=bool)

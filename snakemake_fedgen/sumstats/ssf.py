@@ -15,6 +15,7 @@ import math
 import os
 import re
 import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,50 @@ _ALLELE_RE = re.compile(r"^[ACGT]+$")
 _SNP_LUT = np.full(256, -1, dtype=np.int8)
 for _code, _base in enumerate(b"ACGT"):
     _SNP_LUT[_base] = _code
+    _SNP_LUT[_base + 32] = _code  # lower case
+_SNP_STR = np.array(["A", "C", "G", "T"], dtype=object)
+
+
+def _allele_column(col: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode one allele column straight from its Arrow buffers.
+
+    Single nucleotides (almost every row) are coded from their byte without creating Python
+    strings; only longer alleles are converted, upper-cased and checked.
+
+    Returns
+    -------
+    values : object array of str
+        Upper-case alleles.
+    code : int8 array
+        0-3 for A, C, G, T; -1 for anything longer.
+    ok : bool array
+        False where the allele is not A/C/G/T or an indel made of them.
+    """
+    import pyarrow as pa
+
+    n = len(col)
+    width = np.int64 if pa.types.is_large_string(col.type) else np.int32
+    buffers = col.buffers()
+    offsets = np.frombuffer(
+        buffers[1], dtype=width, count=n + 1, offset=col.offset * width().itemsize
+    )
+    data = (
+        np.frombuffer(buffers[2], dtype=np.uint8)
+        if buffers[2] is not None
+        else np.zeros(1, np.uint8)
+    )
+    lengths = np.diff(offsets)
+    first = data[np.minimum(offsets[:-1], max(len(data) - 1, 0))]
+    code = np.where(lengths == 1, _SNP_LUT[first], -1).astype(np.int8)
+    ok = code >= 0
+    values = _SNP_STR[np.maximum(code, 0)]
+    rest = np.flatnonzero(~ok)
+    if len(rest):
+        longer = [str(x).upper() for x in col.take(pa.array(rest)).to_pylist()]
+        values[rest] = longer
+        ok[rest] = [len(x) > 1 and _ALLELE_RE.match(x) is not None for x in longer]
+    return values, code, ok
+
 
 #: Reasons a row can be turned into a counted exclusion instead of an error.
 INVALID_REASONS: tuple[str, ...] = (
@@ -56,7 +101,9 @@ INVALID_REASONS: tuple[str, ...] = (
     "duplicate_variant",
 )
 
-_BLOCK_SIZE = 8 << 20
+# Small blocks without reader threads: studies are read in parallel instead, and memory stays
+# bounded at a few MB per study.
+_BLOCK_SIZE = 2 << 20
 
 _ASSEMBLY_ALIASES = {"hg19": "GRCh37", "grch37": "GRCh37", "hg38": "GRCh38", "grch38": "GRCh38"}
 
@@ -64,6 +111,13 @@ _ASSEMBLY_ALIASES = {"hg19": "GRCh37", "grch37": "GRCh37", "hg38": "GRCh38", "gr
 def chromosome_code(label: str) -> int:
     """Return the numeric code (1-25) of a chromosome label, or 0 if it is not one."""
     return _CHROM_CODES.get(label.strip(), 0)
+
+
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    """Open a plain or gzip-compressed file for binary reading."""
+    if str(path).endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb")
 
 
 def open_text(path: Path) -> io.TextIOBase:
@@ -259,8 +313,8 @@ class ChromBlock:
     def __len__(self) -> int:
         return len(self.pos)
 
-    def take(self, idx: np.ndarray) -> ChromBlock:
-        """Return the rows at ``idx``."""
+    def take(self, idx: np.ndarray | slice) -> ChromBlock:
+        """Return the rows at ``idx`` (an index array or a slice)."""
         return ChromBlock(
             self.chrom,
             *(getattr(self, f)[idx] for f in _BLOCK_FIELDS[1:]),  # type: ignore[arg-type]
@@ -429,23 +483,47 @@ class StudyTable:
             "other_allele": pa.string(),
             **{c: numeric_type for c in (*self.numeric, *self.optional)},
         }
-        try:
-            reader = pacsv.open_csv(
-                str(self.path),
-                read_options=pacsv.ReadOptions(block_size=_BLOCK_SIZE),
-                parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
-                convert_options=pacsv.ConvertOptions(
-                    include_columns=include,
-                    column_types=types,
-                    null_values=_NULLS,
-                    strings_can_be_null=False,
-                ),
-            )
-            for batch in reader:
-                if batch.num_rows:
-                    yield batch
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise self._diagnose() from exc
+        read_options = pacsv.ReadOptions(
+            column_names=self.columns, use_threads=False, block_size=2 * _BLOCK_SIZE
+        )
+        parse_options = pacsv.ParseOptions(
+            delimiter="\t", quote_char=False, ignore_empty_lines=False
+        )
+        convert_options = pacsv.ConvertOptions(
+            include_columns=include,
+            column_types=types,
+            null_values=_NULLS,
+            strings_can_be_null=False,
+        )
+        # Arrow's streaming reader reads tens of MB ahead per open file; cutting the text into
+        # blocks ourselves keeps each open study to about one block in memory.
+        with _open_binary(self.path) as source:
+            try:
+                source.readline()  # the header, already checked
+                carry = b""
+                while True:
+                    data = source.read(_BLOCK_SIZE)
+                    buf = carry + data
+                    cut = buf.rfind(b"\n") if data else len(buf) - 1
+                    if cut < 0 and data:
+                        carry = buf
+                        continue
+                    chunk, carry = buf[: cut + 1], buf[cut + 1 :]
+                    if chunk.strip():
+                        table = pacsv.read_csv(
+                            pa.py_buffer(chunk),
+                            read_options=read_options,
+                            parse_options=parse_options,
+                            convert_options=convert_options,
+                        )
+                        if table.num_rows:
+                            yield table.combine_chunks().to_batches()[0]
+                    if not data:
+                        break
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise self._diagnose() from exc
+            except (OSError, EOFError, zlib.error) as exc:
+                raise SumstatsError(f"{self.path}: cannot be read ({exc})") from exc
 
     def _numbers(self, batch: Any, name: str, lines: np.ndarray, bad: np.ndarray) -> np.ndarray:
         """Column ``name`` as float64; in drop-invalid mode non-numbers become NaN and flagged."""
@@ -497,26 +575,31 @@ class StudyTable:
             raise self._fail(
                 int(lines[i]), "base_pair_location", "missing position", "every row needs one"
             )
-        alleles = []
+        alleles, codes = [], []
         for name in ("effect_allele", "other_allele"):
-            col = pc.utf8_upper(batch.column(name))
-            ok = pc.match_substring_regex(col, r"^[ACGT]+$").to_numpy(zero_copy_only=False)
-            values = col.to_numpy(zero_copy_only=False)
+            values, code, ok = _allele_column(batch.column(name))
             alleles.append(values)
+            codes.append(code)
             badv = ~ok
             if badv.any():
                 i = int(np.flatnonzero(badv)[0])
                 if not self.drop_invalid:
+                    raw = batch.column(name)[i].as_py()
                     raise self._fail(
                         int(lines[i]),
                         name,
-                        f"allele {values[i]!r} is not A/C/G/T or an indel of them",
+                        f"allele {raw!r} is not A/C/G/T or an indel of them",
                         "write alleles as upper-case nucleotides (e.g. A, or AT for an indel)",
                     )
                 self._bad_reason[badv & ~bad] = "invalid_allele"
                 bad |= badv
         ea, oa = alleles
-        same = ea == oa
+        ea_code, oa_code = codes
+        snp = (ea_code >= 0) & (oa_code >= 0)
+        same = snp & (ea_code == oa_code)
+        longer = np.flatnonzero(~snp & ~bad)
+        if len(longer):
+            same[longer] = ea[longer] == oa[longer]
         if same.any():
             i = int(np.flatnonzero(same)[0])
             if not self.drop_invalid:
@@ -595,14 +678,6 @@ class StudyTable:
         if self.info.sample_size:
             n = np.where(np.isnan(n), self.info.sample_size, n)
 
-        ea_code = np.full(nrows, -1, dtype=np.int8)
-        oa_code = np.full(nrows, -1, dtype=np.int8)
-        snp = (pc.utf8_length(batch.column("effect_allele")).to_numpy() == 1) & (
-            pc.utf8_length(batch.column("other_allele")).to_numpy() == 1
-        )
-        if snp.any():
-            ea_code[snp] = _SNP_LUT[ea[snp].astype("S1").view(np.uint8)]
-            oa_code[snp] = _SNP_LUT[oa[snp].astype("S1").view(np.uint8)]
         block = ChromBlock(0, pos, ea, oa, ea_code, oa_code, beta, se, eaf, n, lines)
         if bad.any():
             reasons = self._bad_reason[bad]
@@ -652,7 +727,7 @@ class StudyTable:
             ends = np.concatenate([cuts, [len(chrom)]])
             for s, e in zip(starts, ends, strict=True):
                 code = int(chrom[s])
-                part = block.take(np.arange(s, e))
+                part = block.take(slice(s, e)) if len(starts) > 1 else block
                 if code != current:
                     if code < current or code in done:
                         raise self._unsorted(int(part.line[0]), "chromosome")
