@@ -5,7 +5,7 @@ then made by transmitting haplotypes through simulated meioses (parent-offspring
 full sibling pairs whose parents are not in the cohort), duplicates re-genotype an existing
 person under a new ID, contaminated samples get extra heterozygous calls at the genotype stage,
 autozygous samples (offspring of a consanguineous union) carry two copies of one haplotype
-on about a third of the genome's units (whole loci, background SNPs), and
+on about 45% of the genome's units (whole loci, background SNPs), and
 low-call-rate samples lose many calls at the genotype stage.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 from snakemake_fedgen.errors import SimulationError
 from snakemake_fedgen.simulate.scales import Scale
 
-#: Share of the genome autozygous in an "autozygous" sample (inbreeding coefficient ~1/3).
-AUTOZYGOUS_SHARE = 0.35
+#: Share of the genome autozygous in an "autozygous" sample (inbreeding coefficient ~0.45).
+AUTOZYGOUS_SHARE = 0.45
 
 
 @dataclass
