@@ -200,3 +200,41 @@ def test_run_meta__sidecar_names_studies_and_output_sidecar(tmp_path):
     import hashlib
 
     assert meta["file_md5sum"] == hashlib.md5(result.outputs["sumstats"].read_bytes()).hexdigest()
+
+
+def test_study_table__small_blocks_and_missing_final_newline_read_alike(tmp_path, monkeypatch):
+    """Rows are parsed in text blocks cut at newlines; block edges must not change anything."""
+    import numpy as np
+
+    from snakemake_fedgen.sumstats import ssf
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(400):
+        chrom = "1" if i < 250 else "2"
+        a, b = rng.choice(list("ACGT"), 2, replace=False)
+        rows.append(
+            [chrom, str(1000 + i * 7), a, b, f"{rng.normal():.5f}", "0.1", "0.3", "0.5", "900"]
+        )
+    text = "\n".join("\t".join(r) for r in [HEADER, *rows])  # no newline at the end
+    path = tmp_path / "s.tsv.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write(text)
+    whole = [b for b in ssf.StudyTable(ssf.read_study_info(path)).chromosomes()]
+    monkeypatch.setattr(ssf, "_BLOCK_SIZE", 333)
+    table = ssf.StudyTable(ssf.read_study_info(path))
+    pieces = list(table.chromosomes())
+    assert table.rows_read == 400
+    assert [b.chrom for b in pieces] == [1, 2] == [b.chrom for b in whole]
+    for x, y in zip(whole, pieces, strict=True):
+        assert (x.pos == y.pos).all() and (x.beta == y.beta).all() and (x.line == y.line).all()
+        assert list(x.ea) == list(y.ea)
+    assert pieces[1].line[-1] == 401
+
+
+def test_run_meta__header_only_study_contributes_nothing(tmp_path):
+    empty = _write(tmp_path / "empty.tsv.gz", [])
+    result = _meta(tmp_path, empty)
+    studies = pd.read_csv(result.outputs["studies"], sep="\t").set_index("study")
+    assert studies.loc["empty"].read == 0
+    assert result.variants == 4
