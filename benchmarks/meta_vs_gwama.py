@@ -133,8 +133,8 @@ def write_study(
             )
 
 
-def timed(cmd: list[str], *, cwd: Path) -> tuple[float, float]:
-    """Run ``cmd`` under /usr/bin/time -v; return (wall seconds, peak RSS in MB)."""
+def timed(cmd: list[str], *, cwd: Path) -> tuple[float, float, float]:
+    """Run ``cmd`` under /usr/bin/time -v; return (wall s, CPU s (user+sys), peak RSS MB)."""
     log = cwd / ".time.log"
     start = time.perf_counter()
     proc = subprocess.run(
@@ -149,7 +149,11 @@ def timed(cmd: list[str], *, cwd: Path) -> tuple[float, float]:
         sys.exit(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     text = log.read_text()
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
-    return wall, rss_kb / 1024
+    cpu = sum(
+        float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", text).group(1))
+        for kind in ("User", "System")
+    )
+    return wall, cpu, rss_kb / 1024
 
 
 def fedgen_cmd(files: list[Path], out: Path) -> list[str]:
@@ -180,36 +184,63 @@ def main() -> int:
     parser.add_argument("--large-studies", type=int, default=10, help="0 skips part 2")
     parser.add_argument("--large-variants", type=int, default=5_000_000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--skip-small", action="store_true", help="only part 2 (fedgen meta on the large set)"
+    )
     args = parser.parse_args()
 
+    if not args.skip_small:
+        compare(args)
+    if args.large_studies:
+        large_run(args)
+    return 0
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Part 1: GWAMA and fedgen meta on the same studies."""
     small = args.workdir / f"{args.studies}x{args.variants}"
     t0 = time.perf_counter()
     files = generate(small, args.studies, args.variants, seed=args.seed, gwama=True)
-    print(f"generated {args.studies} x {args.variants:,} in {time.perf_counter() - t0:.0f} s")
-    gw_wall, gw_rss = timed([GWAMA, "-qt", "-i", "gwama.in", "-o", "gwama"], cwd=small)
-    fg_wall, fg_rss = timed(fedgen_cmd(files, small / "fedgen"), cwd=small)
+    print(
+        f"generated {args.studies} x {args.variants:,} in {time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
+    load = os.getloadavg()[0]
+    gw_wall, gw_cpu, gw_rss = timed([GWAMA, "-qt", "-i", "gwama.in", "-o", "gwama"], cwd=small)
+    fg_wall, fg_cpu, fg_rss = timed(fedgen_cmd(files, small / "fedgen"), cwd=small)
     with open(small / "gwama.out") as fh:
         rows = sum(1 for _ in fh) - 1
     print(f"\n== {args.studies} studies x {args.variants:,} variants (same machine, same run)")
-    print(f"GWAMA 2.2.2 -qt : {gw_wall:8.1f} s  peak RSS {gw_rss:8.0f} MB  ({rows:,} SNPs out)")
-    print(f"fedgen meta     : {fg_wall:8.1f} s  peak RSS {fg_rss:8.0f} MB")
-    print(f"speed-up {gw_wall / fg_wall:.1f}x, memory ratio (GWAMA/fedgen) {gw_rss / fg_rss:.2f}")
+    print(f"load average before the runs: {load:.1f} on {os.cpu_count()} cores")
+    print(
+        f"GWAMA 2.2.2 -qt : wall {gw_wall:7.1f} s  cpu {gw_cpu:7.1f} s  "
+        f"peak RSS {gw_rss:6.0f} MB  ({rows:,} SNPs out)"
+    )
+    print(
+        f"fedgen meta     : wall {fg_wall:7.1f} s  cpu {fg_cpu:7.1f} s  peak RSS {fg_rss:6.0f} MB"
+    )
+    print(
+        f"speed-up: wall {gw_wall / fg_wall:.1f}x, cpu {gw_cpu / fg_cpu:.1f}x; "
+        f"peak memory GWAMA/fedgen {gw_rss / fg_rss:.2f}"
+    )
 
-    if args.large_studies:
-        large = args.workdir / f"{args.large_studies}x{args.large_variants}"
-        t0 = time.perf_counter()
-        files = generate(
-            large, args.large_studies, args.large_variants, seed=args.seed + 1, gwama=False
-        )
-        print(
-            f"\ngenerated {args.large_studies} x {args.large_variants:,} in "
-            f"{time.perf_counter() - t0:.0f} s"
-        )
-        wall, rss = timed(fedgen_cmd(files, large / "fedgen"), cwd=large)
-        print(f"== {args.large_studies} studies x {args.large_variants:,} variants, fedgen meta")
-        print(f"fedgen meta     : {wall:8.1f} s  peak RSS {rss:8.0f} MB")
-    print(f"\n(cpu count {os.cpu_count()}; machine shared with other jobs)")
-    return 0
+
+def large_run(args: argparse.Namespace) -> None:
+    """Part 2: fedgen meta alone on the large set."""
+    large = args.workdir / f"{args.large_studies}x{args.large_variants}"
+    t0 = time.perf_counter()
+    files = generate(
+        large, args.large_studies, args.large_variants, seed=args.seed + 1, gwama=False
+    )
+    print(
+        f"\ngenerated {args.large_studies} x {args.large_variants:,} in "
+        f"{time.perf_counter() - t0:.0f} s"
+    )
+    load = os.getloadavg()[0]
+    wall, cpu, rss = timed(fedgen_cmd(files, large / "fedgen"), cwd=large)
+    print(f"== {args.large_studies} studies x {args.large_variants:,} variants, fedgen meta")
+    print(f"load average before the run: {load:.1f} on {os.cpu_count()} cores")
+    print(f"fedgen meta     : wall {wall:7.1f} s  cpu {cpu:7.1f} s  peak RSS {rss:6.0f} MB")
 
 
 if __name__ == "__main__":
