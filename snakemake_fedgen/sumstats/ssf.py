@@ -804,7 +804,7 @@ def format_p_values(log10_p: np.ndarray, digits: int = 7) -> np.ndarray:
     """Format p-values given as log10(p) so that p never prints as 0.
 
     P-values below the smallest double (p < 1e-300) are written in scientific notation from the
-    log, e.g. ``7.308922e-350``.
+    log, e.g. ``7.311787e-350``.
 
     Returns
     -------
