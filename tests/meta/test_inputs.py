@@ -238,3 +238,22 @@ def test_run_meta__header_only_study_contributes_nothing(tmp_path):
     studies = pd.read_csv(result.outputs["studies"], sep="\t").set_index("study")
     assert studies.loc["empty"].read == 0
     assert result.variants == 4
+
+
+def test_run_meta__odds_ratio_column_is_taken_as_log(tmp_path):
+    import math
+
+    header = [("odds_ratio" if h == "beta" else h) for h in HEADER]
+    rows = [list(r) for r in GOOD]
+    for r in rows:
+        r[4] = repr(math.exp(float(r[4])))
+    with_or = _write(tmp_path / "or.tsv.gz", rows, header)
+    with_beta = _write(tmp_path / "beta.tsv.gz", GOOD)
+    a = run_meta([with_or], out=tmp_path / "a")
+    b = run_meta([with_beta], out=tmp_path / "b")
+    ta = pd.read_csv(a.outputs["sumstats"], sep="\t")
+    tb = pd.read_csv(b.outputs["sumstats"], sep="\t")
+    assert ta.beta.to_numpy() == pytest.approx(tb.beta.to_numpy(), rel=1e-6)
+    bad = _write(tmp_path / "bad_or.tsv.gz", [[*GOOD[0][:4], "-1", *GOOD[0][5:]]], header)
+    with pytest.raises(SumstatsError, match=r"line 2, column 5 \(odds_ratio\): ratio -1.0"):
+        run_meta([bad], out=tmp_path / "c")
