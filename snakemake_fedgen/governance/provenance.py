@@ -162,13 +162,15 @@ def node_record(
     owner: str,
     audit_path: Path,
     host_tools: bool = True,
+    entries: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Build the provenance record of a finished task from its TES document and the audit log.
 
     ``host_tools``: tasks ran the host's tools (bwrap/host runtimes), so their versions are
     recorded; under docker/podman the image defines the tools and only the image is recorded.
     """
-    entries = audit_entries(audit_path, doc["id"])
+    if entries is None:
+        entries = audit_entries(audit_path, doc["id"])
     airlock = {e.get("file"): e for e in entries if e.get("action") == "Airlock"}
     sealed = {e.get("file"): e for e in entries if e.get("action") == "Encrypt"}
     task_log = (doc.get("logs") or [{}])[-1]
@@ -271,7 +273,13 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def task_provenance(
-    cfg: Any, doc: dict[str, Any], *, owner: str, store: Any, state: str | None = None
+    cfg: Any,
+    doc: dict[str, Any],
+    *,
+    owner: str,
+    store: Any,
+    state: str | None = None,
+    entries: list[dict[str, Any]] | None = None,
 ) -> None:
     """The node hook: record provenance of an ending task at the site and in its TES log.
 
@@ -288,6 +296,7 @@ def task_provenance(
             owner=owner,
             audit_path=cfg.audit_path,
             host_tools=getattr(cfg, "runtime", "auto") not in ("docker", "podman"),
+            entries=entries,
         )
     except (OSError, ProvenanceError) as exc:
         logging.getLogger("snakemake_fedgen.node").warning(

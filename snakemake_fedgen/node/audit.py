@@ -22,6 +22,9 @@ class AuditLog:
         self.path = path
         self._lock = threading.Lock()
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        # Airlock/encryption records of running tasks, kept so the provenance record of a task
+        # does not rescan a log that grows for the node's whole lifetime.
+        self._per_task: dict[str, list[dict[str, Any]]] = {}
 
     def record(
         self, *, caller: str, action: str, task: str | None = None, outcome: str, **extra: Any
@@ -38,6 +41,21 @@ class AuditLog:
         line = (json.dumps(entry, separators=(",", ":"), default=str) + "\n").encode()
         with self._lock:
             os.write(self._fd, line)
+            if task is not None and action in self.TASK_FILE_ACTIONS:
+                self._per_task.setdefault(task, []).append(entry)
+
+    #: Actions whose records the provenance of a task needs.
+    TASK_FILE_ACTIONS = frozenset({"Airlock", "Encrypt"})
+
+    def task_entries(self, task: str) -> list[dict[str, Any]]:
+        """A copy of the airlock/encryption records of ``task`` written since the node started."""
+        with self._lock:
+            return list(self._per_task.get(task, []))
+
+    def pop_task_entries(self, task: str) -> list[dict[str, Any]]:
+        """The airlock/encryption records of ``task`` written since the node started."""
+        with self._lock:
+            return self._per_task.pop(task, [])
 
     def close(self) -> None:
         with self._lock:

@@ -175,9 +175,15 @@ class Scheduler:
                 outcome=doc["state"],
                 reason=reasons[-1],
             )
+            entries = self.audit.pop_task_entries(doc["id"])
             if doc["state"] != "COMPLETE":
                 await asyncio.to_thread(
-                    task_provenance, self.cfg, doc, owner=active.owner, store=self.store
+                    task_provenance,
+                    self.cfg,
+                    doc,
+                    owner=active.owner,
+                    store=self.store,
+                    entries=entries,
                 )
             await asyncio.to_thread(self._remove_task_dir, doc["id"])
             self._pump()
@@ -225,7 +231,13 @@ class Scheduler:
             return
         # Provenance (issue 6) is in the task log before COMPLETE is visible to the caller.
         await asyncio.to_thread(
-            task_provenance, self.cfg, doc, owner=active.owner, store=self.store, state="COMPLETE"
+            task_provenance,
+            self.cfg,
+            doc,
+            owner=active.owner,
+            store=self.store,
+            state="COMPLETE",
+            entries=self.audit.task_entries(doc["id"]),
         )
         self._end(doc, "COMPLETE")
 
