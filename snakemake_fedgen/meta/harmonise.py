@@ -72,11 +72,11 @@ def _allele_keys(ea_code, oa_code, ea, oa) -> tuple[np.ndarray, np.ndarray]:
     key[snp] = np.minimum(pair, comp)
     indel = ~snp
     if indel.any():
-        a = ea[indel].astype(str)
-        b = oa[indel].astype(str)
-        lo = np.where(a < b, a, b).astype(object)
-        hi = np.where(a < b, b, a).astype(object)
-        codes, uniques = pd.factorize(lo + ">" + hi)
+        # Number each distinct allele string, then each unordered pair of numbers (C hashing).
+        m = int(indel.sum())
+        ids, alleles = pd.factorize(np.concatenate([ea[indel], oa[indel]]))
+        a, b = ids[:m].astype(np.int64), ids[m:].astype(np.int64)
+        codes, uniques = pd.factorize(np.minimum(a, b) * len(alleles) + np.maximum(a, b))
         if len(uniques) >= (1 << _KEY_BITS) - 16:
             raise SumstatsError("more than 16 million distinct indel allele pairs on a chromosome")
         key[indel] = 16 + codes
@@ -127,8 +127,15 @@ def harmonise(
     keep = np.ones(len(pos), dtype=bool)
     drops: dict[str, list[np.ndarray]] = {}
 
+    # One sort by (position, allele pair, study) serves every step below. Each study's rows
+    # arrive sorted by position, so a stable sort merges a few long runs.
+    study_bits = max(1, int(n_studies - 1).bit_length())
+    if int(pos.max(initial=0)) < (1 << (62 - _KEY_BITS - study_bits)):
+        order = np.argsort((comb << study_bits) | study, kind="stable")
+    else:
+        order = np.lexsort((study, comb))
+
     # Duplicates within a study: same position and allele pair (in any orientation).
-    order = np.lexsort((comb, study))
     same = (np.diff(comb[order]) == 0) & (np.diff(study[order]) == 0)
     if same.any():
         second = order[1:][same]
@@ -145,15 +152,15 @@ def harmonise(
         drops["duplicate_variant"] = [second]
 
     # Allele mismatches: several SNP allele pairs at a position where no study is multi-allelic.
-    idx = np.flatnonzero(keep & snp)
-    order = idx[np.lexsort((comb[idx], pos[idx]))]
-    sp, sc = pos[order], comb[order]
+    snp_order = order[(keep & snp)[order]]
+    sp, sc = pos[snp_order], comb[snp_order]
     clash = (np.diff(sp) == 0) & (np.diff(sc) != 0)
+    del sc
     if clash.any():
         import pandas as pd
 
         clash_pos = np.unique(sp[1:][clash])
-        rows = order[np.isin(sp, clash_pos)]
+        rows = snp_order[np.isin(sp, clash_pos)]
         df = pd.DataFrame({"pos": pos[rows], "study": study[rows], "comb": comb[rows], "row": rows})
         per_study = df.groupby(["pos", "study"]).size().groupby(level=0).max()
         biallelic = per_study.index[per_study.to_numpy() == 1]
@@ -164,12 +171,12 @@ def harmonise(
         drops["allele_mismatch"] = [bad]
 
     # Group the kept rows into variants; the first study carrying a variant is its reference.
-    idx = np.flatnonzero(keep)
-    order = idx[np.lexsort((study[idx], comb[idx]))]
+    del sp, snp_order
+    order = order[keep[order]]
     sc = comb[order]
     starts = np.concatenate([[0], np.flatnonzero(np.diff(sc)) + 1]) if len(sc) else sc[:0]
     variant = np.cumsum(np.concatenate([[0], (np.diff(sc) != 0).astype(np.int64)]))
-    del idx, sc
+    del sc
     ref = order[starts][variant]  # reference row of each sorted row
     row = order
 
@@ -208,9 +215,9 @@ def harmonise(
         sign[p & ~same_label & ~agree] = -1  # swap
         strand[p & ~same_label & agree] = True  # complement
     # Indels: exact alleles, possibly swapped.
-    indel = ~is_snp
-    if indel.any():
-        sign[indel & (ea[row] != ea[ref])] = -1
+    indel = np.flatnonzero(~is_snp)
+    if len(indel):
+        sign[indel[ea[row[indel]] != ea[ref[indel]]]] = -1
 
     if drop_pal.any():
         drops["palindromic_ambiguous"] = [row[drop_pal]]
