@@ -1,0 +1,303 @@
+"""End to end: the federated GWAS workflow on three loopback ``fedgen node`` sites.
+
+One simulated federation (``fedgen simulate --scale tiny``) runs once through
+``snakemake --executor fedgen --profile profiles/demo`` (module fixture); the tests then check
+what came back against the simulation's truth file, look at the site-held files the way the
+site's own staff could (the test owns the site storage), and compare the federated
+meta-analysis with a pooled ``plink2 --glm`` over all sites' samples at once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pytest
+
+from snakemake_fedgen import demo
+from snakemake_fedgen.reference import is_reference, read_reference
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SEED = 7
+SITES = ("A", "B", "C")
+GENOME_WIDE = 5e-8
+COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
+
+
+@dataclass
+class Run:
+    """A finished federated run: its directories, truth and the per-site registry."""
+
+    out: Path
+    data: Path
+    work: Path
+    truth: dict[str, Any]
+
+    def site_file(self, path: str) -> Path:
+        """The site-side file behind a reference on the coordinator (the site admin's view)."""
+        ref = read_reference(self.work / path)
+        assert ref is not None, f"{path} should be a reference on the coordinator"
+        return Path(unquote(urlparse(ref.url).path))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    out = tmp_path_factory.mktemp("federated-gwas")
+    data, work = out / "data", out / "coordinator"
+    truth = demo.simulate(data, seed=SEED, scale="tiny")
+    with demo.federation(data, out / "nodes", work / "sites.yaml") as sites:
+        env = demo.tool_env()
+        env.update({s.token_env: s.token for s in sites.values()})
+        demo.run_snakemake(
+            demo.snakemake_command(work), env=env, log_path=out / "snakemake.log", show=False
+        )
+        demo.run_snakemake(
+            [*demo.snakemake_command(work), f"--report={work / 'report.html'}"],
+            env=env,
+            log_path=out / "report.log",
+            show=False,
+        )
+    yield Run(out, data, work, truth)
+
+
+def _table(path: Path) -> list[dict[str, str]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        lines = [ln.rstrip("\n") for ln in f if not ln.startswith("##")]
+    header = lines[0].lstrip("#").split("\t")
+    return [dict(zip(header, ln.split("\t"), strict=True)) for ln in lines[1:]]
+
+
+def _counts(path: Path) -> dict[tuple[str, str], str]:
+    return {(r["step"], r["quantity"]): r["count"] for r in _table(path)}
+
+
+def _ids(path: Path) -> set[str]:
+    return {r["IID"] for r in _table(path)}
+
+
+def _strong_causal(truth: dict[str, Any]) -> dict[str, Any]:
+    return max(truth["causal_variants"], key=lambda c: c["variance_explained"])
+
+
+def test_meta_analysis__causal_variant_is_top_hit(run: Run) -> None:
+    causal = _strong_causal(run.truth)
+    rows = _table(run.work / "results" / "meta" / "qt.tsv.gz")
+    by_pos = {int(r["base_pair_location"]): r for r in rows}
+    top = max(rows, key=lambda r: float(r["neg_log_10_p_value"]))
+    print(demo.summary(run.work, run.truth))
+    hit = by_pos[causal["pos"]]
+    assert float(hit["p_value"]) < GENOME_WIDE
+    assert hit["direction"].count("?") == 0, "every site should contribute the causal variant"
+    # The top hit is the causal variant's locus: imputed variants in strong LD with it (within
+    # the simulation's 100 kb tagging window) can edge it out by chance at this sample size.
+    assert abs(int(top["base_pair_location"]) - causal["pos"]) <= 100_000
+    loci = [c["pos"] for c in run.truth["causal_variants"]]
+    false_hits = [
+        r["base_pair_location"]
+        for r in rows
+        if float(r["p_value"]) < GENOME_WIDE
+        and all(abs(int(r["base_pair_location"]) - pos) > 1_000_000 for pos in loci)
+    ]
+    assert not false_hits, f"genome-wide significant away from every causal locus: {false_hits}"
+
+
+def test_qc__injected_sample_failures_are_removed(run: Run) -> None:
+    for site in SITES:
+        injected = run.truth["sites"][site]["injected"]
+        full = _counts(run.site_file(f"sites/{site}/qc/qc_counts.full.tsv"))
+        qc_ids = _ids(run.site_file(f"sites/{site}/qc/qc.psam"))
+        raw_ids = _ids(run.site_file(f"sites/{site}/qc/raw.psam"))
+        assert int(full[("duplicates", "samples_removed")]) == len(injected["duplicates"])
+        for pair in injected["duplicates"]:
+            assert {pair["original"], pair["duplicate"]} - qc_ids, f"{site}: {pair} both kept"
+        # Cryptic relatives of the simulated population may add one or two more removals.
+        related = int(full[("relatedness", "samples_removed")])
+        assert len(injected["related_pairs"]) <= related <= len(injected["related_pairs"]) + 2
+        for pair in injected["related_pairs"]:
+            assert {pair["iid1"], pair["iid2"]} - qc_ids, f"{site}: {pair} both kept"
+        outliers = _ids(run.site_file(f"sites/{site}/qc/heterozygosity.outliers"))
+        assert set(injected["heterozygosity_outliers"]) <= outliers
+        assert not set(injected["heterozygosity_outliers"]) & qc_ids
+        assert not set(injected["low_call_rate"]) & qc_ids
+        assert len(raw_ids) == run.truth["sites"][site]["n_samples"]
+
+
+def test_qc__egress_counts_are_suppressed_and_match_the_site(run: Run) -> None:
+    for site in SITES:
+        egress = _counts(run.work / "results" / "sumstats" / site / "qc_counts.tsv")
+        full = _counts(run.site_file(f"sites/{site}/qc/qc_counts.full.tsv"))
+        for key, value in egress.items():
+            if value == "<5":
+                assert 0 < int(full[key]) < 5
+            else:
+                assert int(value) == int(full[key]) and (int(value) == 0 or int(value) >= 5)
+        # The injected duplicates (2 per site at tiny scale) are below the cell size: the
+        # input total is withheld so the suppressed count cannot be recovered by differencing.
+        assert egress[("duplicates", "samples_removed")] == "<5"
+        assert ("input", "samples") not in egress
+        assert egress[("final", "samples")] == full[("final", "samples")]
+
+
+def test_qc__flipped_and_swapped_batches_are_fixed(run: Run) -> None:
+    for site, fault in (("B", "strand_flipped"), ("C", "ref_alt_swapped")):
+        batch = run.truth["sites"][site]["injected"][fault]
+        assert batch, f"site {site} should have a {fault} batch"
+        aligned = {
+            int(r["ID"].split(":")[1]): (r["REF"], r["ALT"])
+            for r in _table(run.site_file(f"sites/{site}/qc/aligned.pvar"))
+        }
+        # The truth lists the alleles as written in the site's faulty VCF; the fix restores the
+        # panel's: complements for the strand-flipped batch, REF and ALT exchanged for the swap.
+        if fault == "strand_flipped":
+            expected = {v["pos"]: (COMPLEMENT[v["ref"]], COMPLEMENT[v["alt"]]) for v in batch}
+        else:
+            expected = {v["pos"]: (v["alt"], v["ref"]) for v in batch}
+        fixed = [pos for pos, alleles in expected.items() if aligned.get(pos) == alleles]
+        print(f"site {site}: {len(fixed)} of {len(batch)} {fault} variants fixed")
+        # Palindromic SNPs near 50 % cannot be resolved and are dropped by design.
+        assert len(fixed) >= 0.8 * len(batch)
+        counts = _counts(run.site_file(f"sites/{site}/qc/qc_counts.full.tsv"))
+        kind = "variants_flip" if fault == "strand_flipped" else "variants_swap"
+        assert int(counts[("align", kind)]) >= len(fixed)
+
+
+def _magic(path: Path) -> bytes:
+    head = path.read_bytes()[:4096]
+    if head[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as f:
+                head = f.read(4096)
+        except (OSError, EOFError):
+            pass
+    return head
+
+
+def test_coordinator__holds_no_individual_level_data(run: Run) -> None:
+    sample_ids = set()
+    for site in SITES:
+        sample_ids |= _ids(run.data / "sites" / site / "phenotypes.tsv")
+    assert len(sample_ids) > 300
+    files = [p for p in run.work.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert len(files) > 50
+    for path in files:
+        head = _magic(path)
+        assert not head.startswith(b"##fileformat=VCF"), path
+        assert not head.startswith(b"BCF\x02"), path
+        assert not head.startswith(b"l\x1b"), f"{path}: PLINK .bed/.pgen magic"
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        text = data.decode("utf-8", errors="replace")
+        leaked = [s for s in sample_ids if s in text]
+        assert not leaked, f"{path} holds sample IDs {leaked[:3]}"
+    site_outputs = [p for p in (run.work / "sites").rglob("*") if p.is_file()]
+    assert site_outputs
+    for path in site_outputs:
+        assert is_reference(path), f"{path} is site data on the coordinator"
+
+
+def test_report__shows_plots_and_qc_tables(run: Run) -> None:
+    html = (run.work / "report.html").read_text(errors="replace")
+    for name in ("qt.manhattan.png", "qt.qq.png", "bt.manhattan.png", "qc_counts.tsv"):
+        assert name in html, name
+
+
+def _pooled_glm(run: Run, tmp: Path) -> dict[int, dict[str, str]]:
+    """All sites' QC-passing samples in one plink2 --glm on the sites' imputed dosages."""
+    vcfs = []
+    for site in SITES:
+        # The unfiltered Beagle output: every site imputed the same panel variants.
+        src = run.site_file(f"sites/{site}/impute/beagle.vcf.gz")
+        dst = tmp / f"{site}.vcf.gz"
+        dst.write_bytes(src.read_bytes())
+        subprocess.run(["bcftools", "index", "-f", str(dst)], check=True)
+        vcfs.append(str(dst))
+    merged = tmp / "pooled.vcf.gz"
+    subprocess.run(["bcftools", "merge", "-Oz", "-o", str(merged), *vcfs], check=True)
+    covar = ["#FID\tIID\tqt\tage\tsex\tsite_b\tsite_c"]
+    for site in SITES:
+        kept = _ids(run.site_file(f"sites/{site}/qc/qc.psam"))
+        for r in _table(run.data / "sites" / site / "phenotypes.tsv"):
+            if r["IID"] in kept:
+                covar.append(
+                    f"{r['FID']}\t{r['IID']}\t{r['qt']}\t{r['age']}\t{r['sex']}\t"
+                    f"{int(site == 'B')}\t{int(site == 'C')}"
+                )
+    (tmp / "pooled.pheno").write_text("\n".join(covar) + "\n")
+    keep = tmp / "pooled.keep"
+    keep.write_text("\n".join("\t".join(ln.split("\t")[:2]) for ln in covar) + "\n")
+    plink = ["plink2", "--threads", "2", "--memory", "2000"]
+    subprocess.run(
+        [*plink, "--vcf", str(merged), "dosage=DS", "--double-id", "--keep", str(keep),
+         "--set-all-var-ids", "@:#:$r:$a", "--make-pgen", "--out", str(tmp / "pooled")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(
+        [*plink, "--pfile", str(tmp / "pooled"), "--maf", "0.05",
+         "--indep-pairwise", "200", "50", "0.2", "--out", str(tmp / "prune")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(
+        [*plink, "--pfile", str(tmp / "pooled"), "--extract", str(tmp / "prune.prune.in"),
+         "--pca", "5", "--out", str(tmp / "pca")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    pcs = {r["IID"]: r for r in _table(tmp / "pca.eigenvec")}
+    lines = (tmp / "pooled.pheno").read_text().splitlines()
+    with_pcs = [lines[0] + "\t" + "\t".join(f"PC{i}" for i in range(1, 6))]
+    for ln in lines[1:]:
+        iid = ln.split("\t")[1]
+        with_pcs.append(ln + "\t" + "\t".join(pcs[iid][f"PC{i}"] for i in range(1, 6)))
+    (tmp / "pooled.covar").write_text("\n".join(with_pcs) + "\n")
+    subprocess.run(
+        [*plink, "--pfile", str(tmp / "pooled"), "--pheno", str(tmp / "pooled.pheno"),
+         "--pheno-name", "qt", "--covar", str(tmp / "pooled.covar"),
+         "--covar-name", "age", "sex", "site_b", "site_c", "PC1-PC5",
+         "--covar-variance-standardize", "--maf", "0.01",
+         "--glm", "hide-covar", "--out", str(tmp / "pooled")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    rows = _table(tmp / "pooled.qt.glm.linear")
+    return {int(r["POS"]): r for r in rows if r["P"] != "NA"}
+
+
+def test_pooled_vs_federated__same_causal_signal(
+    run: Run, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    pooled = _pooled_glm(run, tmp_path_factory.mktemp("pooled"))
+    meta = {int(r["base_pair_location"]): r for r in _table(run.work / "results/meta/qt.tsv.gz")}
+    shared = sorted(set(pooled) & set(meta))
+    assert len(shared) > 1000
+    z_pooled, z_meta = [], []
+    for pos in shared:
+        p, m = pooled[pos], meta[pos]
+        sign = 1.0 if p["A1"] == m["effect_allele"] else -1.0
+        if {p["A1"], p["REF"], p["ALT"]} != {m["effect_allele"], m["other_allele"]} | {p["A1"]}:
+            continue
+        z_pooled.append(float(p["T_STAT"]))
+        z_meta.append(sign * float(m["z"]))
+    r = float(np.corrcoef(z_pooled, z_meta)[0, 1])
+    causal = _strong_causal(run.truth)
+    p, m = pooled[causal["pos"]], meta[causal["pos"]]
+    beta_pooled = float(p["BETA"]) * (1 if p["A1"] == causal["alt"] else -1)
+    beta_meta = float(m["beta"]) * (1 if m["effect_allele"] == causal["alt"] else -1)
+    print(f"\nz-score correlation, pooled vs federated meta over {len(z_meta)} variants: {r:.3f}")
+    print(f"causal {causal['id']} 20:{causal['pos']} (true beta {causal['beta']:+.3f} per ALT)")
+    print(f"  pooled plink2 --glm : beta {beta_pooled:+.3f}  se {float(p['SE']):.3f}  p {p['P']}")
+    print(
+        f"  federated meta      : beta {beta_meta:+.3f}  se {float(m['standard_error']):.3f}  "
+        f"p {m['p_value']}"
+    )
+    assert r > 0.8
+    assert float(p["P"]) < GENOME_WIDE
+    assert float(m["p_value"]) < GENOME_WIDE
+    assert abs(beta_pooled - beta_meta) < 2 * float(m["standard_error"])
