@@ -382,7 +382,8 @@ def refuse_local_reads(dag: Any, *, site_of: Any) -> None:
     SiteDataError
         Naming the rule, the file and the site that holds it.
     """
-    for job in dag.local_needrun_jobs:
+    # Sorted, so the same workflow always reports the same first offender.
+    for job in sorted(dag.local_needrun_jobs, key=lambda j: (j.rule.name, j.jobid)):
         if job.rule.norun:
             continue
         producers = dag.dependencies.get(job, {})
