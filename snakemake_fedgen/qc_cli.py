@@ -366,6 +366,13 @@ def covariates(
         out.append(
             "\t".join([*(r[i] for i in e_ids), *(p[i] for i in p_cols), *(r[i] for i in e_cols)])
         )
+    if len(out) == 1:
+        # An empty --covar file would make plink2 drop every sample further down the line.
+        raise ConfigError(
+            f"{pheno}: none of its {len(prows)} IIDs is among the {len(erows)} samples of "
+            f"{eigenvec}; the phenotype file does not belong to these genotypes (check the "
+            "site's phenotypes dataset and its ID columns)"
+        )
     _write_atomic(output, _lines(out))
     return len(out) - 1
 

@@ -192,12 +192,14 @@ def build_task(job: Any, *, registry: Registry, run_id: str) -> TaskPlan:
     fingerprints: list[str] = []
     seen: set[str] = set()
     commands: list[tuple[str, str, str]] = []
+    job_logs: list[list[str]] = []
     outputs: list[staging.OutputPlan] = []
     benchmarks: list[str] = []
     for j in jobs:
         cmd = check_direct_command(j)
         image = image_of(j, site)
         commands.append((j.rule.name, image, cmd))
+        job_logs.append([str(f) for f in j.log])
         for f in j.input:
             norm = os.path.normpath(str(f))
             if norm in produced or norm in seen:
@@ -232,8 +234,9 @@ def build_task(job: Any, *, registry: Registry, run_id: str) -> TaskPlan:
         # Output parent directories exist in a Snakemake run because Snakemake creates them;
         # at the site nobody else does.
         executors.append(_executor(commands[0][1], ["mkdir", "-p", "--", *dirs]))
-    for _, image, cmd in commands:
-        executors.append(_executor(image, ["bash", "-c", f"set -euo pipefail; {cmd}"]))
+    for (_, image, cmd), logs in zip(commands, job_logs, strict=True):
+        script = f"set -euo pipefail; {_log_tail_on_failure(logs)}{cmd}"
+        executors.append(_executor(image, ["bash", "-c", script]))
     files = [o.path for o in outputs if not o.is_directory]
     if files:
         executors.append(
@@ -258,6 +261,22 @@ def build_task(job: Any, *, registry: Registry, run_id: str) -> TaskPlan:
     # Crypt4GH egress (issue 6): the node encrypts published files for the coordinator's key.
     task["tags"].update(recipient_tags(site))
     return TaskPlan(site=site, task=task, job_key=key, outputs=outputs, benchmarks=benchmarks)
+
+
+def _log_tail_on_failure(logs: list[str]) -> str:
+    """Shell prefix printing the tail of the rule's log files to stderr if the command fails.
+
+    Rules send tool output to ``log:`` files, which stay at the site; without this a failed
+    task would show the coordinator only an exit code.
+    """
+    if not logs:
+        return ""
+    files = " ".join(shlex.quote(f) for f in logs)
+    return (
+        f"fedgen_logs=({files}); trap 'rc=$?; if [ $rc -ne 0 ]; then "
+        'for f in "${fedgen_logs[@]}"; do if [ -s "$f" ]; then '
+        'echo "--- last lines of $f:"; tail -n 15 "$f"; fi; done >&2; fi\' EXIT; '
+    )
 
 
 def _executor(image: str, command: list[str]) -> dict[str, Any]:

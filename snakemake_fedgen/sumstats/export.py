@@ -119,8 +119,11 @@ def glm_trait_type(path: str | os.PathLike[str]) -> str:
 
 
 def _open_text(path: Path) -> io.TextIOBase:
-    with open(path, "rb") as probe:
-        magic = probe.read(4)
+    try:
+        with open(path, "rb") as probe:
+            magic = probe.read(4)
+    except OSError as exc:
+        raise SumstatsError(f"{path}: cannot read the report ({exc.strerror}).") from None
     if magic[:2] == b"\x1f\x8b":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="\n")
     if magic == b"\x28\xb5\x2f\xfd":
@@ -177,6 +180,32 @@ class _Columns:
             self.p, self.p_is_log10 = idx["LOG10_P"], True
         else:
             raise SumstatsError(f"{path} line 1: no P or LOG10_P column; rerun with cols=+p")
+
+
+def _check_row(
+    row: list[str], cols: _Columns, *, glm: Path, lineno: int, seen: dict[tuple[str, ...], int]
+) -> None:
+    """Refuse a corrupt report: a negative or zero SE, or a variant repeated at one position.
+
+    ``seen`` holds the variants of the current position only (plink2 writes a position's
+    variants together), so memory does not grow with the report.
+    """
+    se = _finite(row[cols.se])
+    if se is not None and se <= 0:
+        raise SumstatsError(
+            f"{glm} line {lineno}: standard error {row[cols.se]} is not positive; the report "
+            "is corrupt, rerun plink2 --glm"
+        )
+    alleles = tuple(row[i] for i in (cols.ref, cols.alt, cols.a1) if i is not None)
+    position = (row[cols.chrom], row[cols.pos])
+    if seen and next(iter(seen))[:2] != position:
+        seen.clear()
+    first = seen.setdefault((*position, *alleles), lineno)
+    if first != lineno:
+        raise SumstatsError(
+            f"{glm} line {lineno}: duplicate variant {position[0]}:{position[1]} "
+            f"{'/'.join(alleles)} (already on line {first}); remove one of the rows"
+        )
 
 
 def _finite(text: str) -> float | None:
@@ -489,6 +518,7 @@ def export_glm(
     max_n = 0
     with tempfile.TemporaryDirectory(prefix=".fedgen-export-", dir=out.parent) as spool_dir:
         spool = _Spool(Path(spool_dir))
+        seen: dict[tuple[str, ...], int] = {}
         try:
             with _open_text(glm) as f:
                 header_line = f.readline()
@@ -504,6 +534,7 @@ def export_glm(
                         )
                     if cols.test is not None and row[cols.test] != "ADD":
                         continue
+                    _check_row(row, cols, glm=glm, lineno=lineno, seen=seen)
                     read += 1
                     result = _convert(row, cols, policy)
                     if isinstance(result, str):

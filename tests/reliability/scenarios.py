@@ -84,6 +84,64 @@ _ROWS = [
         "exceeded max_task_seconds",
         "SYSTEM_ERROR with the reason, also in the audit TaskEnded record; no leftover process",
     ),
+    # -- bad input ----------------------------------------------------------------------------
+    Scenario(
+        "bad_vcf",
+        "bad input",
+        "cut (bad BGZF), short-line and sample-less VCF as a site's genotypes, imported by the "
+        "workflow's plink2 step at the site (tool output goes to the rule's log)",
+        "--- last lines of logs/A/",
+        "job error names the site, task, state and exit code, then the tail of the rule's log "
+        '("Line N of --vcf file has fewer tokens" with the right N); no output at the '
+        "coordinator",
+    ),
+    Scenario(
+        "sumstats_export_corrupt",
+        "bad input",
+        "`fedgen sumstats export` of a plink2 --glm report with negative SE, a repeated "
+        "variant, cut mid-file, header only, or missing",
+        "fedgen sumstats: error:",
+        "one line naming the report and the line; no table, sidecar or temp file left",
+    ),
+    Scenario(
+        "sumstats_export_nan",
+        "bad input",
+        "`fedgen sumstats export` of a report with a NaN estimate",
+        "withheld missing_estimate: 1",
+        "row withheld and counted; no NaN in the exported table",
+    ),
+    Scenario(
+        "meta_bad_study",
+        "bad input",
+        "`fedgen meta` over a study with NaN SE, negative SE, a duplicate variant, an empty "
+        "file, or on another assembly",
+        "fedgen meta: error:",
+        "one line naming the file, line and column (or both sites' assemblies); no output",
+    ),
+    Scenario(
+        "phenotype_ids",
+        "bad input",
+        "phenotype file whose IDs are not the genotypes' (`fedgen qc covariates`); partly "
+        "missing or unknown IDs",
+        "the phenotype file does not belong to these genotypes",
+        "no match: one message naming both files, no covariate file; partial: those samples "
+        "left out, the rest kept",
+    ),
+    Scenario(
+        "registry_typo",
+        "bad input",
+        "sites.yaml with an unknown key (`tes_ulr`) or a bad URL (`htp:/...`), through "
+        "`fedgen sites validate` and `snakemake --executor fedgen`",
+        "did you mean 'tes_url'?",
+        "file, line, site and key named; the run stops before any job",
+    ),
+    Scenario(
+        "missing_token",
+        "bad input",
+        "token variable of a site not set",
+        "environment variable FEDGEN_TOKEN_A (token_env) is not set",
+        "the job fails naming site and variable; the token value is never printed",
+    ),
     # -- faults between coordinator and sites (three-site workflow, 12 site tasks) -----------
     Scenario(
         "network_faults",
