@@ -34,7 +34,7 @@ from snakemake_fedgen.sumstats.ssf import (
     StudyInfo,
     StudyTable,
     check_compatible,
-    format_p_values,
+    p_value_array,
     read_study_info,
     round_significant,
     write_sidecar,
@@ -303,7 +303,7 @@ def _combine(
         "beta": _float(beta, d),
         "standard_error": _float(se, d),
         "effect_allele_frequency": _float(eaf, d),
-        "p_value": pa.array(format_p_values(log10p, d), type=pa.string()),
+        "p_value": p_value_array(log10p, d),
         "neg_log_10_p_value": _float(-log10p, d),
         "z": _float(z, d),
     }
@@ -313,17 +313,17 @@ def _combine(
         cols["beta_random"] = _float(rnd.beta, d)
         cols["standard_error_random"] = _float(rnd.se, d)
         cols["z_random"] = _float(rnd.z, d)
-        cols["p_value_random"] = pa.array(format_p_values(rp, d), type=pa.string())
+        cols["p_value_random"] = p_value_array(rp, d)
         cols["neg_log_10_p_value_random"] = _float(-rp, d)
         cols["tau2"] = _float(rnd.tau2, d)
     if options.scheme == "both":
         sp = stats.log10_p_from_z(ss_z)
         cols["z_samplesize"] = _float(ss_z, d)
-        cols["p_value_samplesize"] = pa.array(format_p_values(sp, d), type=pa.string())
+        cols["p_value_samplesize"] = p_value_array(sp, d)
         cols["neg_log_10_p_value_samplesize"] = _float(-sp, d)
     qp = stats.log10_chi2_sf(fixed.q, fixed.df)
     cols["q"] = _float(fixed.q, d)
-    cols["q_p_value"] = pa.array(format_p_values(qp, d), type=pa.string())
+    cols["q_p_value"] = p_value_array(qp, d)
     cols["i2"] = _float(fixed.i2, d)
     cols["direction"] = _direction(h, n_studies)
     cols["n_studies"] = pa.array(k)
@@ -582,7 +582,7 @@ def _apply_result_gc(stage: Path, final: Path, lam: float, options: MetaOptions)
                 t = t.set_column(
                     t.column_names.index("p_value" + suffix),
                     "p_value" + suffix,
-                    pa.array(format_p_values(lp, options.digits), type=pa.string()),
+                    p_value_array(lp, options.digits),
                 )
                 t = t.set_column(
                     t.column_names.index("neg_log_10_p_value" + suffix),

@@ -60,8 +60,6 @@ class Harmonised:
 
 def _allele_keys(ea_code, oa_code, ea, oa) -> tuple[np.ndarray, np.ndarray]:
     """Orientation- and strand-independent key of each row's allele pair (and SNP mask)."""
-    import pandas as pd
-
     snp = (ea_code >= 0) & (oa_code >= 0)
     key = np.empty(len(ea_code), dtype=np.int64)
     e = ea_code[snp].astype(np.int64)
@@ -74,9 +72,11 @@ def _allele_keys(ea_code, oa_code, ea, oa) -> tuple[np.ndarray, np.ndarray]:
     if indel.any():
         # Number each distinct allele string, then each unordered pair of numbers (C hashing).
         m = int(indel.sum())
-        ids, alleles = pd.factorize(np.concatenate([ea[indel], oa[indel]]))
+        alleles, ids = np.unique(np.concatenate([ea[indel], oa[indel]]), return_inverse=True)
         a, b = ids[:m].astype(np.int64), ids[m:].astype(np.int64)
-        codes, uniques = pd.factorize(np.minimum(a, b) * len(alleles) + np.maximum(a, b))
+        uniques, codes = np.unique(
+            np.minimum(a, b) * len(alleles) + np.maximum(a, b), return_inverse=True
+        )
         if len(uniques) >= (1 << _KEY_BITS) - 16:
             raise SumstatsError("more than 16 million distinct indel allele pairs on a chromosome")
         key[indel] = 16 + codes

@@ -527,11 +527,11 @@ class StudyTable:
 
     def _numbers(self, batch: Any, name: str, lines: np.ndarray, bad: np.ndarray) -> np.ndarray:
         """Column ``name`` as float64; in drop-invalid mode non-numbers become NaN and flagged."""
-        import pandas as pd
-
         col = batch.column(name)
         if not self.drop_invalid:
             return col.to_numpy(zero_copy_only=False)
+        import pandas as pd
+
         raw = pd.Series(col.to_numpy(zero_copy_only=False), dtype=object)
         values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
         # Columns are read as text here, so NA and friends arrive as strings: they are missing.
@@ -827,6 +827,20 @@ def format_p_values(log10_p: np.ndarray, digits: int = 7) -> np.ndarray:
             mantissa, exponent = mantissa / 10.0, exponent + 1
         strings[i] = f"{mantissa:.{digits - 1}f}e{exponent}"
     return strings
+
+
+def p_value_array(log10_p: np.ndarray, digits: int = 7) -> Any:
+    """P-values as a pyarrow array for writing: doubles, or strings if any p < 1e-300.
+
+    Nulls (written ``NA``) where ``log10_p`` is NaN. A table is written one piece at a time,
+    so a piece with an extreme p-value may carry strings where the others carry numbers.
+    """
+    import pyarrow as pa
+
+    log10_p = np.asarray(log10_p, dtype=np.float64)
+    if (log10_p < -300).any():
+        return pa.array(format_p_values(log10_p, digits), type=pa.string())
+    return pa.array(round_significant(np.power(10.0, log10_p), digits), from_pandas=True)
 
 
 class AtomicTsvGzWriter:
