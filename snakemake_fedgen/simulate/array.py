@@ -89,6 +89,7 @@ def call_genotypes(
     *,
     ref: np.ndarray,
     alt: np.ndarray,
+    in_panel: np.ndarray,
     n_missing_variants: int,
     n_hwe_variants: int,
     batch: str | None,
@@ -105,6 +106,8 @@ def call_genotypes(
         Variant indices on the site's array, increasing.
     ref, alt
         ``(n_variants,)`` true alleles of the whole simulation.
+    in_panel
+        ``(n_variants,)`` True where the reference panel has the variant.
     n_missing_variants, n_hwe_variants
         Numbers of high-missingness and HWE-failing markers to inject.
     batch
@@ -156,8 +159,9 @@ def call_genotypes(
 
     site_ref, site_alt = ref[markers].copy(), alt[markers].copy()
     if batch is not None:
-        # Only non-palindromic markers: a flipped A/T SNP is indistinguishable from a swap.
-        eligible = ~is_palindromic(site_ref, site_alt) & (maf >= 0.01)
+        # Only non-palindromic markers the panel has: a flipped A/T SNP is indistinguishable
+        # from a swap, and a marker missing from the panel cannot be realigned at all.
+        eligible = ~is_palindromic(site_ref, site_alt) & (maf >= 0.01) & in_panel[markers]
         chosen = choose(eligible, round(batch_fraction * float(eligible.sum())))
         if batch == "strand_flipped":
             site_ref[chosen] = complement(site_ref[chosen])

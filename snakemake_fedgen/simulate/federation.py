@@ -10,7 +10,13 @@ import numpy as np
 
 from snakemake_fedgen.errors import SimulationError
 from snakemake_fedgen.simulate import genomes as gen
-from snakemake_fedgen.simulate.array import SiteCalls, call_genotypes, design_backbone, site_markers
+from snakemake_fedgen.simulate.array import (
+    SITE_PROBE_FAILURE,
+    SiteCalls,
+    call_genotypes,
+    design_backbone,
+    site_markers,
+)
 from snakemake_fedgen.simulate.cohort import Cohort, SparePool, build_cohort
 from snakemake_fedgen.simulate.phenotypes import (
     CausalVariant,
@@ -30,6 +36,7 @@ SITE_BATCH = {"A": None, "B": "strand_flipped", "C": "ref_alt_swapped"}
 #: Variance shares of the two weaker causal variants (the strong one's comes from the scale).
 WEAK_SHARES = (0.015, 0.008)
 TAG_WINDOW_BP = 100_000
+PANEL_MISSING_MARKERS = 0.01
 MIN_CAUSAL_SPACING_BP = 150_000
 _STREAMS = ("genomes", "design", "causal", "ids", "sites")
 
@@ -42,6 +49,7 @@ class Federation:
     genomes: gen.Genomes
     ids: list[str]
     panel: np.ndarray  # individual indices
+    in_panel: np.ndarray  # (n_variants,) bool: the variant is in the panel VCF
     backbone: np.ndarray
     causal: list[CausalVariant]
     cohorts: dict[str, Cohort]
@@ -199,6 +207,10 @@ def build_federation(*, seed: int, scale: str = "tiny") -> Federation:
         rng=streams["causal"],
     )
     ids = _rsids(g.n_variants, streams["ids"])
+    # The panel lacks a few array markers (failed the panel's own QC), as real panels do:
+    # the sites' alignment step must drop them.
+    in_panel = panel_poly.copy()
+    in_panel[backbone[rng.random(backbone.size) < PANEL_MISSING_MARKERS]] = False
 
     site_rngs = {
         s: np.random.default_rng(x)
@@ -231,6 +243,7 @@ def build_federation(*, seed: int, scale: str = "tiny") -> Federation:
             markers,
             ref=g.ref,
             alt=g.alt,
+            in_panel=in_panel,
             n_missing_variants=sc.bad_missingness,
             n_hwe_variants=sc.bad_hwe,
             batch=SITE_BATCH[s],
@@ -244,6 +257,7 @@ def build_federation(*, seed: int, scale: str = "tiny") -> Federation:
         genomes=g,
         ids=ids,
         panel=panel,
+        in_panel=in_panel,
         backbone=backbone,
         causal=causal,
         cohorts=cohorts,
@@ -251,7 +265,7 @@ def build_federation(*, seed: int, scale: str = "tiny") -> Federation:
         phenotypes=phenos,
         truth={},
     )
-    fed.truth = _truth(fed, seed=seed, panel_poly=panel_poly, tag_r2=tag_r2, threshold=threshold)
+    fed.truth = _truth(fed, seed=seed, tag_r2=tag_r2, threshold=threshold)
     return fed
 
 
@@ -269,7 +283,6 @@ def _truth(
     fed: Federation,
     *,
     seed: int,
-    panel_poly: np.ndarray,
     tag_r2: dict[int, float],
     threshold: float,
 ) -> dict[str, Any]:
@@ -347,7 +360,7 @@ def _truth(
         }
         for kind in ("high_missingness", "hwe_failure", "strand_flipped", "ref_alt_swapped"):
             injected[kind] = [_variant(fed, r, site=s) for r in calls.injected.get(kind, [])]
-        in_panel = panel_poly[calls.rows]
+        in_panel = fed.in_panel[calls.rows]
         sites[s] = {
             "n_samples": cohort.n,
             "n_variants": int(calls.rows.size),
@@ -373,7 +386,13 @@ def _truth(
             "populations": ["AFR", "EUR", "ASIA", "ADMIX"],
             "mutation_rate": gen.MUTATION_RATE,
             "mean_recombination_rate": gen.MEAN_RECOMBINATION_RATE,
-            "recombination_map": "simulated hotspot map, see reference/genetic_map.map",
+            "loci": "coalescent stretches (msprime) with a simulated hotspot recombination map, "
+            "unlinked to each other; the causal variants lie in them",
+            "background": "independent common SNPs between the loci with allele frequencies "
+            "drawn from the loci's common variants per population; ADMIX individuals draw each "
+            "allele from AFR/EUR/ASIA with their own Dirichlet admixture proportions",
+            "genetic_map": "reference/genetic_map.map: the simulated map inside loci, "
+            "1.2 cM/Mb between them (background SNPs are simulated unlinked)",
             "variants": "biallelic SNPs only (sites with one mutation); REF from a simulated "
             "reference-genome haplotype",
         },
@@ -390,13 +409,15 @@ def _truth(
         "reference_panel": {
             "n_samples": int(fed.panel.size),
             "n_haplotypes": int(2 * fed.panel.size),
-            "n_variants": int(panel_poly.sum()),
+            "n_variants": int(fed.in_panel.sum()),
             "populations": dict(sorted(panel_pops.items())),
         },
         "array": {
             "backbone_markers": int(fed.backbone.size),
-            "design": "25% of variants with pooled MAF >= 0.05 and 5% with 0.01 <= MAF < 0.05; "
-            f"each site lacks ~{int(100 * 0.04)}% of them",
+            "design": f"in the loci {sc.array_rate:.0%} of variants with pooled MAF >= 0.05 and "
+            f"{sc.array_rate / 5:.0%} with 0.01 <= MAF < 0.05; every common background SNP; "
+            f"each site's array lacks a random {SITE_PROBE_FAILURE:.0%}; the panel lacks a "
+            f"random {PANEL_MISSING_MARKERS:.0%} of the markers",
             "missingness": 0.01,
             "error_rate": 0.001,
         },
@@ -457,7 +478,7 @@ def simulate(out: Path, *, seed: int, scale: str = "tiny", base_port: int = 8101
     g = fed.genomes
     ref_dir = out / "reference"
     ref_dir.mkdir(parents=True, exist_ok=True)
-    panel_rows = np.flatnonzero(np.isin(np.arange(g.n_variants), np.flatnonzero(_panel_poly(fed))))
+    panel_rows = np.flatnonzero(fed.in_panel)
     panel_ids = [f"REF{i + 1:05d}" for i in range(fed.panel.size)]
     h = g.haps[panel_rows][:, np.stack([2 * fed.panel, 2 * fed.panel + 1], axis=1).reshape(-1)]
     write_vcf(
@@ -499,9 +520,3 @@ def simulate(out: Path, *, seed: int, scale: str = "tiny", base_port: int = 8101
     write_registry(out, base_port=base_port)
     write_truth(out / "truth.json", fed.truth)
     return fed
-
-
-def _panel_poly(fed: Federation) -> np.ndarray:
-    cols = np.stack([2 * fed.panel, 2 * fed.panel + 1], axis=1).reshape(-1)
-    ac = fed.genomes.haps[:, cols].sum(axis=1)
-    return (ac > 0) & (ac < cols.size)

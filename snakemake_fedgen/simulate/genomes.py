@@ -45,6 +45,7 @@ MEAN_RECOMBINATION_RATE = 1.2e-8
 UNLINKED_MEIOSIS_CM = 300.0
 _COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
 _BASES = np.array(["A", "C", "G", "T"])
+_BLOCK = 1000
 
 
 @dataclass
@@ -197,16 +198,20 @@ def _background(
     hap_admix = np.repeat(admixture, 2, axis=0)  # (2 * n_ind, 3)
     mixed = np.flatnonzero(hap_admix.max(axis=1) < 1.0)
     fixed = np.setdiff1d(np.arange(hap_admix.shape[0]), mixed)
-    out = np.empty((n_snps, hap_admix.shape[0]), dtype=np.uint8)
-    # Unadmixed haplotypes: one frequency per population.
     fixed_source = hap_admix[fixed].argmax(axis=1)
-    out[:, fixed] = rng.random((n_snps, fixed.size)) < p[:, fixed_source]
-    if mixed.size:
-        cum = np.cumsum(hap_admix[mixed], axis=1)[:, :2]  # (n_mixed, 2)
-        u = rng.random((n_snps, mixed.size))
-        source = (u[:, :, None] > cum[None, :, :]).sum(axis=2)
-        freq = np.take_along_axis(p, source, axis=1)
-        out[:, mixed] = rng.random((n_snps, mixed.size)) < freq
+    cum = np.cumsum(hap_admix[mixed], axis=1)[:, :2]  # (n_mixed, 2)
+    out = np.empty((n_snps, hap_admix.shape[0]), dtype=np.uint8)
+    # In blocks of SNPs: the random draws are float64, so a whole demo matrix would be ~1 GB.
+    for lo in range(0, n_snps, _BLOCK):
+        hi = min(lo + _BLOCK, n_snps)
+        pb = p[lo:hi]
+        # Unadmixed haplotypes: one frequency per population.
+        out[lo:hi, fixed] = rng.random((hi - lo, fixed.size)) < pb[:, fixed_source]
+        if mixed.size:
+            u = rng.random((hi - lo, mixed.size))
+            source = (u[:, :, None] > cum[None, :, :]).sum(axis=2)
+            freq = np.take_along_axis(pb, source, axis=1)
+            out[lo:hi, mixed] = rng.random((hi - lo, mixed.size)) < freq
     return out
 
 

@@ -75,7 +75,10 @@ def write_vcf(
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as out:
-        proc = subprocess.Popen([_tool("bgzip"), "-c"], stdin=subprocess.PIPE, stdout=out)
+        # BGZF blocks are compressed independently: threads do not change the bytes.
+        proc = subprocess.Popen(
+            [_tool("bgzip"), "-c", "-@", "2"], stdin=subprocess.PIPE, stdout=out
+        )
         assert proc.stdin is not None
         try:
             proc.stdin.write(_header(samples, source=source, phased=phased))
