@@ -7,6 +7,8 @@ real message it got, which asserts that the quoted fragment really is in that me
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 
 
@@ -168,6 +170,15 @@ _ROWS = [
         "reusing finished task | reattached to task",
         "identical results; exactly one task per job key at every node (none resubmitted)",
     ),
+    # -- load -------------------------------------------------------------------------------------
+    Scenario(
+        "load",
+        "load",
+        "2,000 small tasks (each writes an output file) across 3 nodes, 500 then 1,500",
+        "2000 of 2000 tasks COMPLETE",
+        "every task listed exactly once (paged ListTasks) and COMPLETE, every output has its "
+        "content; node RSS after 2,000 tasks <= 1.25 x RSS after 500 + 16 MiB",
+    ),
 ]
 
 SCENARIOS: dict[str, Scenario] = {row.key: row for row in _ROWS}
@@ -179,6 +190,13 @@ def observed(key: str, message: str) -> None:
     assert any(f in message for f in fragments), (
         f"{key}: expected one of {fragments!r} in the message, got {message!r}"
     )
+    # Optional record of what was really seen (e.g. for a report): FEDGEN_RELIABILITY_LOG.
+    log = os.environ.get("FEDGEN_RELIABILITY_LOG")
+    if log:
+        hit = next(f for f in fragments if f in message)
+        start = max(0, message.index(hit) - 200)
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"scenario": key, "excerpt": message[start : start + 600]}) + "\n")
 
 
 def render() -> str:
