@@ -149,11 +149,13 @@ _ROWS = [
         "network_faults",
         "faults",
         "fault proxy before every node: 25% of requests dropped before/after the node answered, "
-        "503 before/after, delayed 1 s or cut mid-body; every task creation's answer lost once, "
-        "every egress download cut once; site B refuses connections for 6 s",
+        "503 before/after, delayed 1 s or cut mid-body; at each site the answers to the first "
+        "two task creations are lost after the node acted and the egress download is cut; "
+        "site B refuses connections for 6 s",
         "17 of 17 steps (100%) done",
         "every fault kind injected; results byte-identical to a clean run (egress files, "
-        "checksums of site-held files); each node holds exactly one COMPLETE task per job key",
+        "checksums of site-held files); each node holds exactly one COMPLETE task per job key; "
+        "no token in the coordinator's files or the nodes' logs",
     ),
     Scenario(
         "node_sigkill",

@@ -137,6 +137,10 @@ def test_fedgen_executor__flaky_network_and_site_outage_give_clean_results(
     assert hits[("drop_after", "POST /tasks")] >= 3 and hits[("truncate", "GET egress")] >= 3
     assert results(workdir) == clean_run
     _one_task_per_key(fed)
+    for site in fed.sites.values():
+        token = site.token.encode()
+        for path in [*workdir.rglob("*"), site.node.log_path, site.node.state_dir / "audit.jsonl"]:
+            assert not (path.is_file() and token in path.read_bytes()), path
     observed("network_faults", log)
 
 
