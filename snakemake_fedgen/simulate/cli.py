@@ -18,7 +18,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--scale",
         default="tiny",
         choices=["tiny", "small", "demo"],
-        help="size: tiny (tests, ~500 samples, 1.5 Mb), small, demo (2,500 samples, 4 Mb)",
+        help="size: tiny (tests; 485 site samples, panel 300), small (1,121; panel 900) or "
+        "demo (2,533; panel 1,500); default tiny",
     )
     parser.add_argument(
         "--base-port",

@@ -97,6 +97,13 @@ def _choose_causal(
     scale: Scale,
     rng: np.random.Generator,
 ) -> tuple[list[CausalVariant], dict[int, float]]:
+    """Pick one strong and two weaker causal variants and give them effects.
+
+    Candidates are panel variants off the array, not palindromic, in a locus away from its
+    edges; the strong one is common at every site, and each is preferably tagged by an array
+    marker (r2 >= 0.8 / 0.6) so imputation can recover it. Returns the variants and their
+    best tag r2.
+    """
     all_cols = np.sort(np.concatenate(list(site_cols.values())))
     on_array = np.zeros(g.n_variants, dtype=bool)
     on_array[backbone] = True
@@ -109,19 +116,14 @@ def _choose_causal(
     # In a long locus and away from its edges, so imputation has flanking markers.
     offset = g.pos - g.locus_start[np.maximum(g.locus, 0)]
     edge = (g.locus >= 0) & (offset > 0.2 * scale.locus_bp) & (offset < 0.8 * scale.locus_bp)
-    dos = None  # pooled founder dosages, computed lazily for candidates only
+    cache: dict[int, np.ndarray] = {}  # pooled founder dosages, only for rows looked at
 
     def dosage(rows: np.ndarray) -> np.ndarray:
-        nonlocal dos
-        if dos is None:
-            dos = {}
-        out = []
         for r in rows.tolist():
-            if r not in dos:
+            if r not in cache:
                 h = g.haps[r, all_cols]
-                dos[r] = (h[0::2] + h[1::2]).astype(float)
-            out.append(dos[r])
-        return np.array(out)
+                cache[r] = (h[0::2] + h[1::2]).astype(float)
+        return np.array([cache[r] for r in rows.tolist()])
 
     chosen: list[int] = []
     r2: dict[int, float] = {}
@@ -133,7 +135,10 @@ def _choose_causal(
         candidates = rng.permutation(np.flatnonzero(ok))[:400]
         best, best_r2 = None, -1.0
         for c in candidates.tolist():
-            near = backbone[np.abs(g.pos[backbone] - g.pos[c]) <= TAG_WINDOW_BP]
+            near = backbone[
+                (g.locus[backbone] == g.locus[c])
+                & (np.abs(g.pos[backbone] - g.pos[c]) <= TAG_WINDOW_BP)
+            ]
             d = dosage(np.concatenate([[c], near]).astype(np.int64))
             value = _max_r2(d[0], d[1:])
             if value > best_r2:
