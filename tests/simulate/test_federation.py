@@ -171,3 +171,13 @@ def test_simulate__refuses_a_foreign_non_empty_directory(tmp_path: Path, simulat
     assert "is not empty" in proc.stderr and str(out) in proc.stderr
     assert proc.stderr.count("\n") == 1  # one clear message, no traceback
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_simulate__bad_arguments_give_one_clear_message(tmp_path: Path, simulate_cli):
+    proc = simulate_cli(tmp_path / "a", "--base-port", "70000")
+    assert proc.returncode == 1
+    assert "--base-port must be in 1..65533; got 70000" in proc.stderr
+    proc = simulate_cli(tmp_path / "b", seed=-3)
+    assert proc.returncode == 1
+    assert "seed must be a non-negative integer; got seed=-3" in proc.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b" / "truth.json").exists()
