@@ -34,6 +34,7 @@ from snakemake_fedgen.sumstats.ssf import (
     StudyInfo,
     StudyTable,
     check_compatible,
+    float_array,
     p_value_array,
     read_study_info,
     round_significant,
@@ -255,9 +256,8 @@ def _direction(h: Harmonised, n_studies: int) -> Any:
 
 
 def _float(values: np.ndarray, digits: int) -> Any:
-    import pyarrow as pa
 
-    return pa.array(round_significant(values, digits), from_pandas=True)
+    return float_array(round_significant(values, digits))
 
 
 def _combine(

@@ -529,7 +529,7 @@ class StudyTable:
         """Column ``name`` as float64; in drop-invalid mode non-numbers become NaN and flagged."""
         col = batch.column(name)
         if not self.drop_invalid:
-            return col.to_numpy(zero_copy_only=False)
+            return _float_numpy(col)
         import pandas as pd
 
         raw = pd.Series(col.to_numpy(zero_copy_only=False), dtype=object)
@@ -553,7 +553,7 @@ class StudyTable:
         chrom_col = pc.dictionary_encode(batch.column("chromosome"))
         labels = chrom_col.dictionary.to_pylist()
         lut = np.array([chromosome_code(x) for x in labels], dtype=np.int8)
-        chrom = lut[chrom_col.indices.to_numpy(zero_copy_only=False)]
+        chrom = lut[chrom_col.indices.to_numpy()]
         badc = chrom == 0
         if badc.any():
             i = int(np.flatnonzero(badc)[0])
@@ -568,13 +568,14 @@ class StudyTable:
             self._bad_reason[badc & ~bad] = "invalid_chromosome"
             bad |= badc
 
-        pos = batch.column("base_pair_location").to_numpy(zero_copy_only=False)
-        if np.issubdtype(pos.dtype, np.floating):  # nulls make arrow hand back floats
-            missing = np.isnan(pos)
+        pos_col = batch.column("base_pair_location")
+        if pos_col.null_count:
+            missing = np.asarray(pos_col.is_null())
             i = int(np.flatnonzero(missing)[0])
             raise self._fail(
                 int(lines[i]), "base_pair_location", "missing position", "every row needs one"
             )
+        pos = pos_col.to_numpy()
         alleles, codes = [], []
         for name in ("effect_allele", "other_allele"):
             values, code, ok = _allele_column(batch.column(name))
@@ -800,6 +801,24 @@ def round_significant(values: np.ndarray, digits: int = 7) -> np.ndarray:
     return out
 
 
+def float_array(values: np.ndarray) -> Any:
+    """A pyarrow float64 array with NaN as null (written ``NA``), without importing pandas."""
+    import pyarrow as pa
+
+    values = np.asarray(values, dtype=np.float64)
+    nan = np.isnan(values)
+    return pa.array(values, mask=nan) if nan.any() else pa.array(values)
+
+
+def _float_numpy(col: Any) -> np.ndarray:
+    """An Arrow float column as numpy, nulls as NaN (zero-copy when there are none)."""
+    import pyarrow.compute as pc
+
+    if col.null_count:
+        col = pc.fill_null(col, float("nan"))
+    return col.to_numpy(zero_copy_only=True)
+
+
 def format_p_values(log10_p: np.ndarray, digits: int = 7) -> np.ndarray:
     """Format p-values given as log10(p) so that p never prints as 0.
 
@@ -818,7 +837,7 @@ def format_p_values(log10_p: np.ndarray, digits: int = 7) -> np.ndarray:
     tiny = log10_p < -300
     with np.errstate(under="ignore"):
         p = round_significant(np.power(10.0, np.where(tiny, 0.0, log10_p)), digits)
-    strings = pc.cast(pa.array(p, from_pandas=True), pa.string()).to_numpy(zero_copy_only=False)
+    strings = pc.cast(float_array(p), pa.string()).to_numpy(zero_copy_only=False)
     strings = np.where(np.isnan(log10_p), "NA", strings).astype(object)
     for i in np.flatnonzero(tiny):
         exponent = math.floor(log10_p[i])
@@ -840,7 +859,7 @@ def p_value_array(log10_p: np.ndarray, digits: int = 7) -> Any:
     log10_p = np.asarray(log10_p, dtype=np.float64)
     if (log10_p < -300).any():
         return pa.array(format_p_values(log10_p, digits), type=pa.string())
-    return pa.array(round_significant(np.power(10.0, log10_p), digits), from_pandas=True)
+    return float_array(round_significant(np.power(10.0, log10_p), digits))
 
 
 class AtomicTsvGzWriter:
