@@ -11,33 +11,27 @@ import numpy as np
 from snakemake_fedgen.errors import SimulationError
 from snakemake_fedgen.simulate import genomes as gen
 from snakemake_fedgen.simulate.array import (
-    SITE_PROBE_FAILURE,
     SiteCalls,
     call_genotypes,
     design_backbone,
     site_markers,
 )
+from snakemake_fedgen.simulate.causal import choose_causal
 from snakemake_fedgen.simulate.cohort import Cohort, SparePool, build_cohort
 from snakemake_fedgen.simulate.phenotypes import (
     CausalVariant,
     SitePhenotypes,
     assign_cases,
-    effect_sizes,
     phenotype_table,
     simulate_phenotypes,
 )
-from snakemake_fedgen.simulate.registry import SITE_DUO, site_dir, write_registry
-from snakemake_fedgen.simulate.scales import SITE_NAMES, Scale, get_scale
-from snakemake_fedgen.simulate.truth import KINSHIP, write_truth
+from snakemake_fedgen.simulate.registry import site_dir, write_registry
+from snakemake_fedgen.simulate.scales import SITE_BATCH, SITE_NAMES, Scale, get_scale
+from snakemake_fedgen.simulate.truth import build_truth, write_truth
 from snakemake_fedgen.simulate.vcf import write_plink_map, write_text, write_vcf
 
-#: Allele-coding fault injected per site (one site flips strands, another swaps REF/ALT).
-SITE_BATCH = {"A": None, "B": "strand_flipped", "C": "ref_alt_swapped"}
-#: Variance shares of the two weaker causal variants (the strong one's comes from the scale).
-WEAK_SHARES = (0.015, 0.008)
-TAG_WINDOW_BP = 100_000
+#: Share of array markers the reference panel lacks (failed the panel's own QC).
 PANEL_MISSING_MARKERS = 0.01
-MIN_CAUSAL_SPACING_BP = 150_000
 _STREAMS = ("genomes", "design", "causal", "ids", "sites")
 
 
@@ -75,90 +69,6 @@ def _allocate(
         for s, comp in scale.sites.items()
     }
     return panel, sites, SparePool({p: sorted(v) for p, v in pools.items()})
-
-
-def _max_r2(x: np.ndarray, ys: np.ndarray) -> float:
-    """Largest squared correlation between dosage vector ``x`` and the rows of ``ys``."""
-    if ys.shape[0] == 0:
-        return 0.0
-    x = x - x.mean()
-    y = ys - ys.mean(axis=1, keepdims=True)
-    denom = np.sqrt((x * x).sum() * (y * y).sum(axis=1))
-    r = np.divide(y @ x, denom, out=np.zeros_like(denom), where=denom > 0)
-    return float(np.max(r * r))
-
-
-def _choose_causal(
-    g: gen.Genomes,
-    *,
-    panel_poly: np.ndarray,
-    backbone: np.ndarray,
-    site_cols: dict[str, np.ndarray],
-    scale: Scale,
-    rng: np.random.Generator,
-) -> tuple[list[CausalVariant], dict[int, float]]:
-    """Pick one strong and two weaker causal variants and give them effects.
-
-    Candidates are panel variants off the array, not palindromic, in a locus away from its
-    edges; the strong one is common at every site, and each is preferably tagged by an array
-    marker (r2 >= 0.8 / 0.6) so imputation can recover it. Returns the variants and their
-    best tag r2.
-    """
-    all_cols = np.sort(np.concatenate(list(site_cols.values())))
-    on_array = np.zeros(g.n_variants, dtype=bool)
-    on_array[backbone] = True
-    base = panel_poly & ~on_array & ~gen.is_palindromic(g.ref, g.alt)
-    site_maf = np.stack(
-        [np.minimum(f, 1 - f) for f in (g.haps[:, c].mean(axis=1) for c in site_cols.values())]
-    ).min(axis=0)
-    pooled = g.haps[:, all_cols].mean(axis=1)
-    pooled_maf = np.minimum(pooled, 1 - pooled)
-    # In a long locus and away from its edges, so imputation has flanking markers.
-    offset = g.pos - g.locus_start[np.maximum(g.locus, 0)]
-    edge = (g.locus >= 0) & (offset > 0.2 * scale.locus_bp) & (offset < 0.8 * scale.locus_bp)
-    cache: dict[int, np.ndarray] = {}  # pooled founder dosages, only for rows looked at
-
-    def dosage(rows: np.ndarray) -> np.ndarray:
-        for r in rows.tolist():
-            if r not in cache:
-                h = g.haps[r, all_cols]
-                cache[r] = (h[0::2] + h[1::2]).astype(float)
-        return np.array([cache[r] for r in rows.tolist()])
-
-    chosen: list[int] = []
-    r2: dict[int, float] = {}
-    specs = [(0.15, 0.8, scale.h2_strong), (0.05, 0.6, WEAK_SHARES[0]), (0.05, 0.6, WEAK_SHARES[1])]
-    for k, (min_maf, min_r2, _) in enumerate(specs):
-        ok = base & edge & ((site_maf if k == 0 else pooled_maf) >= min_maf)
-        for c in chosen:
-            ok &= np.abs(g.pos - g.pos[c]) >= MIN_CAUSAL_SPACING_BP
-        candidates = rng.permutation(np.flatnonzero(ok))[:400]
-        best, best_r2 = None, -1.0
-        for c in candidates.tolist():
-            near = backbone[
-                (g.locus[backbone] == g.locus[c])
-                & (np.abs(g.pos[backbone] - g.pos[c]) <= TAG_WINDOW_BP)
-            ]
-            d = dosage(np.concatenate([[c], near]).astype(np.int64))
-            value = _max_r2(d[0], d[1:])
-            if value > best_r2:
-                best, best_r2 = c, value
-            if value >= min_r2:
-                break
-        if best is None:
-            raise SimulationError(
-                f"no candidate causal variant with MAF >= {min_maf}; the region is too small"
-            )
-        chosen.append(best)
-        r2[best] = best_r2
-    freqs = [float(pooled[c]) for c in chosen]
-    shares = [s[2] for s in specs]
-    betas = effect_sizes(freqs, shares, rng=rng)
-    causal = [
-        CausalVariant(row=c, beta=b, variance_explained=h)
-        for c, b, h in zip(chosen, betas, shares, strict=True)
-    ]
-    return sorted(causal, key=lambda c: c.row), r2
 
 
 def _rsids(n: int, rng: np.random.Generator) -> list[str]:
@@ -203,7 +113,7 @@ def build_federation(*, seed: int, scale: str = "tiny") -> Federation:
     # Every background SNP is array content; loci get a realistic share of common variants.
     rate = np.where(g.locus >= 0, sc.array_rate, 1.0)
     backbone = design_backbone(np.minimum(freq, 1 - freq), rate=rate, rng=rng)
-    causal, tag_r2 = _choose_causal(
+    causal, tag_r2 = choose_causal(
         g,
         panel_poly=panel_poly,
         backbone=backbone,
@@ -270,180 +180,10 @@ def build_federation(*, seed: int, scale: str = "tiny") -> Federation:
         phenotypes=phenos,
         truth={},
     )
-    fed.truth = _truth(fed, seed=seed, tag_r2=tag_r2, threshold=threshold)
+    fed.truth = build_truth(
+        fed, seed=seed, tag_r2=tag_r2, threshold=threshold, panel_missing=PANEL_MISSING_MARKERS
+    )
     return fed
-
-
-def _variant(fed: Federation, row: int, *, site: str | None = None) -> dict[str, Any]:
-    g = fed.genomes
-    ref, alt = str(g.ref[row]), str(g.alt[row])
-    if site is not None:  # alleles as written in the site's VCF (after flips/swaps)
-        calls = fed.calls[site]
-        k = int(np.searchsorted(calls.rows, row))
-        ref, alt = str(calls.ref[k]), str(calls.alt[k])
-    return {"id": fed.ids[row], "chrom": gen.CHROM, "pos": int(g.pos[row]), "ref": ref, "alt": alt}
-
-
-def _truth(
-    fed: Federation,
-    *,
-    seed: int,
-    tag_r2: dict[int, float],
-    threshold: float,
-) -> dict[str, Any]:
-    import msprime
-    import stdpopsim
-
-    from snakemake_fedgen.simulate import phenotypes as ph
-
-    g, sc = fed.genomes, fed.scale
-    panel_cols = np.stack([2 * fed.panel, 2 * fed.panel + 1], axis=1).reshape(-1)
-    causal = []
-    for c in fed.causal:
-        freq = {}
-        for s, cohort in fed.cohorts.items():
-            k = int(np.searchsorted(cohort.rows, c.row))
-            freq[s] = round(float(cohort.haps[k].mean()), 4)
-        freq["reference_panel"] = round(float(g.haps[c.row, panel_cols].mean()), 4)
-        causal.append(
-            {
-                **_variant(fed, c.row),
-                "beta": round(c.beta, 6),
-                "liability_beta": round(c.liability_beta, 6),
-                "variance_explained": c.variance_explained,
-                "alt_freq": freq,
-                "on_array": False,
-                "max_r2_with_array_marker": round(tag_r2[c.row], 4),
-            }
-        )
-    sites: dict[str, Any] = {}
-    for s, cohort in fed.cohorts.items():
-        smp = cohort.samples
-        pheno = fed.phenotypes[s]
-        calls = fed.calls[s]
-        pops: dict[str, int] = {}
-        for x in smp:
-            pops[x.population] = pops.get(x.population, 0) + 1
-        related = []
-        for i, x in enumerate(smp):
-            if x.kind in ("parent", "sibling") and x.partner is not None and i < x.partner:
-                rel = "parent-offspring" if x.kind == "parent" else "siblings"
-                related.append(
-                    {
-                        "iid1": x.iid,
-                        "iid2": smp[x.partner].iid,
-                        "relationship": rel,
-                        "expected_kinship": KINSHIP[rel],
-                    }
-                )
-            elif x.kind == "offspring" and x.partner is not None and i < x.partner:
-                related.append(
-                    {
-                        "iid1": x.iid,
-                        "iid2": smp[x.partner].iid,
-                        "relationship": "parent-offspring",
-                        "expected_kinship": KINSHIP["parent-offspring"],
-                    }
-                )
-        injected = {
-            "duplicates": [
-                {
-                    "original": smp[x.partner].iid,
-                    "duplicate": x.iid,
-                    "expected_kinship": KINSHIP["duplicate"],
-                }
-                for x in smp
-                if x.kind == "duplicate"
-            ],
-            "related_pairs": sorted(related, key=lambda r: r["iid1"]),
-            "contaminated": [x.iid for x in smp if x.qc == "contaminated"],
-            "autozygous": [x.iid for x in smp if x.qc == "autozygous"],
-            "heterozygosity_outliers": [
-                x.iid for x in smp if x.qc in ("contaminated", "autozygous")
-            ],
-            "low_call_rate": [x.iid for x in smp if x.qc == "low_call_rate"],
-        }
-        for kind in ("high_missingness", "hwe_failure", "strand_flipped", "ref_alt_swapped"):
-            injected[kind] = [_variant(fed, r, site=s) for r in calls.injected.get(kind, [])]
-        in_panel = fed.in_panel[calls.rows]
-        sites[s] = {
-            "n_samples": cohort.n,
-            "n_variants": int(calls.rows.size),
-            "n_array_markers_not_in_panel": int((~in_panel).sum()),
-            "populations": dict(sorted(pops.items())),
-            "allele_coding_fault": SITE_BATCH[s],
-            "duo": SITE_DUO[s],
-            "n_cases": int((pheno.bt == 2).sum()),
-            "n_controls": int((pheno.bt == 1).sum()),
-            "n_qt_missing": int(np.isnan(pheno.qt).sum()),
-            "injected": injected,
-        }
-    panel_pops: dict[str, int] = {}
-    for p in g.population[fed.panel].tolist():
-        panel_pops[p] = panel_pops.get(p, 0) + 1
-    return {
-        "fedgen_truth": 1,
-        "seed": seed,
-        "scale": sc.name,
-        "model": {
-            "simulator": f"msprime {msprime.__version__}",
-            "demography": f"stdpopsim {stdpopsim.__version__} {gen.SPECIES}/{gen.MODEL}",
-            "populations": ["AFR", "EUR", "ASIA", "ADMIX"],
-            "mutation_rate": gen.MUTATION_RATE,
-            "mean_recombination_rate": gen.MEAN_RECOMBINATION_RATE,
-            "loci": "coalescent stretches (msprime) with a simulated hotspot recombination map, "
-            "unlinked to each other; the causal variants lie in them",
-            "background": "independent common SNPs between the loci with allele frequencies "
-            "drawn from the loci's common variants per population; ADMIX individuals draw each "
-            "allele from AFR/EUR/ASIA with their own Dirichlet admixture proportions",
-            "genetic_map": "reference/genetic_map.map: the simulated map inside loci, "
-            "1.2 cM/Mb between them (background SNPs are simulated unlinked)",
-            "variants": "biallelic SNPs only (sites with one mutation); REF from a simulated "
-            "reference-genome haplotype",
-        },
-        "region": {
-            "chrom": gen.CHROM,
-            "assembly": "GRCh38",
-            "loci": [
-                {"start": int(st), "end": int(st + sc.locus_bp - 1)}
-                for st in g.locus_start.tolist()
-            ],
-            "n_locus_variants": int((g.locus >= 0).sum()),
-            "n_background_snps": int((g.locus < 0).sum()),
-        },
-        "reference_panel": {
-            "n_samples": int(fed.panel.size),
-            "n_haplotypes": int(2 * fed.panel.size),
-            "n_variants": int(fed.in_panel.sum()),
-            "populations": dict(sorted(panel_pops.items())),
-        },
-        "array": {
-            "backbone_markers": int(fed.backbone.size),
-            "design": f"in the loci {sc.array_rate:.0%} of variants with pooled MAF >= 0.05 and "
-            f"{sc.array_rate / 5:.0%} with 0.01 <= MAF < 0.05; every common background SNP; "
-            f"each site's array lacks a random {SITE_PROBE_FAILURE:.0%}; the panel lacks a "
-            f"random {PANEL_MISSING_MARKERS:.0%} of the markers",
-            "missingness": 0.01,
-            "error_rate": 0.001,
-        },
-        "causal_variants": causal,
-        "phenotype_model": {
-            "qt": "intercept + site_offset + ancestry_offset + age_effect*(age-50) "
-            "+ female_effect*[sex==2] + sum(beta*alt_count) + N(0,1)",
-            "intercept": ph.INTERCEPT,
-            "age_effect": ph.AGE_EFFECT,
-            "female_effect": ph.FEMALE_EFFECT,
-            "site_offsets": ph.SITE_OFFSET,
-            "ancestry_offsets": ph.ANCESTRY_OFFSET,
-            "noise_sd": 1.0,
-            "bt": "liability = 0.5*(site_offset+ancestry_offset) + covariates "
-            "+ sum(liability_beta*alt_count) + N(0,1); case (2) if above the pooled threshold",
-            "bt_prevalence": ph.PREVALENCE,
-            "bt_threshold": round(threshold, 6),
-            "qt_missing_rate": ph.QT_MISSING,
-        },
-        "sites": sites,
-    }
 
 
 def _check_out_dir(out: Path) -> None:

@@ -8,6 +8,8 @@ from snakemake_fedgen.errors import SimulationError
 
 #: Site names, in registry order (ports base_port + 0, 1, 2).
 SITE_NAMES: tuple[str, ...] = ("A", "B", "C")
+#: Allele-coding fault injected per site (one site flips strands, another swaps REF/ALT).
+SITE_BATCH: dict[str, str | None] = {"A": None, "B": "strand_flipped", "C": "ref_alt_swapped"}
 
 
 @dataclass(frozen=True)
