@@ -25,6 +25,15 @@ import numpy as np
 
 from snakemake_fedgen.errors import HarmonisationError, SumstatsError
 
+try:  # ISA-L's gzip: the same format, 2-4 times faster to read and write
+    from isal import igzip as _gzip
+    from isal.isal_zlib import error as _isal_error
+
+    _DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (zlib.error, _isal_error)
+except ImportError:  # pragma: no cover - isal is a declared dependency
+    _gzip = gzip  # type: ignore[assignment]
+    _DECOMPRESS_ERRORS = (zlib.error,)
+
 #: Chromosome labels by code (1-22, X=23, Y=24, MT=25), as written in output files.
 CHROM_LABELS: tuple[str, ...] = ("", *(str(i) for i in range(1, 23)), "X", "Y", "MT")
 
@@ -116,7 +125,7 @@ def chromosome_code(label: str) -> int:
 def _open_binary(path: Path) -> io.BufferedIOBase:
     """Open a plain or gzip-compressed file for binary reading."""
     if str(path).endswith(".gz"):
-        return gzip.open(path, "rb")
+        return _gzip.open(path, "rb")
     return open(path, "rb")
 
 
@@ -522,7 +531,7 @@ class StudyTable:
                         break
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                 raise self._diagnose() from exc
-            except (OSError, EOFError, zlib.error) as exc:
+            except (OSError, EOFError, *_DECOMPRESS_ERRORS) as exc:
                 raise SumstatsError(f"{self.path}: cannot be read ({exc})") from exc
 
     def _numbers(self, batch: Any, name: str, lines: np.ndarray, bad: np.ndarray) -> np.ndarray:
@@ -877,7 +886,7 @@ class AtomicTsvGzWriter:
         gzip level; the default favours speed (the files are read once by a machine).
     """
 
-    def __init__(self, path: Path, *, compresslevel: int = 2) -> None:
+    def __init__(self, path: Path, *, compresslevel: int = 1) -> None:
         import queue
         import threading
 
@@ -886,7 +895,7 @@ class AtomicTsvGzWriter:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         self._tmp = Path(tmp)
         self._raw = os.fdopen(fd, "wb")
-        self._gz = gzip.GzipFile(
+        self._gz = _gzip.GzipFile(
             filename="", mode="wb", fileobj=self._raw, compresslevel=compresslevel, mtime=0
         )
         self._header_done = False

@@ -257,3 +257,13 @@ def test_run_meta__odds_ratio_column_is_taken_as_log(tmp_path):
     bad = _write(tmp_path / "bad_or.tsv.gz", [[*GOOD[0][:4], "-1", *GOOD[0][5:]]], header)
     with pytest.raises(SumstatsError, match=r"line 2, column 5 \(odds_ratio\): ratio -1.0"):
         run_meta([bad], out=tmp_path / "c")
+
+
+def test_run_meta__truncated_gzip_is_a_clear_error(tmp_path):
+    good = _write(tmp_path / "full.tsv.gz", GOOD)
+    data = good.read_bytes()
+    broken = tmp_path / "broken.tsv.gz"
+    broken.write_bytes(data[: len(data) - 12])  # cut the gzip trailer and some data
+    with pytest.raises(SumstatsError, match=r"broken\.tsv\.gz: cannot be read"):
+        run_meta([broken], out=tmp_path / "m")
+    assert not (tmp_path / "m.tsv.gz").exists()
