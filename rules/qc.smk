@@ -125,6 +125,7 @@ rule qc_samples:
         mind=config["qc"]["mind"],
         prune=config["qc"]["prune"],
         het_sd=config["qc"]["het_sd"],
+        het_pcs=config["qc"]["het_pcs"],
         king_duplicate=config["qc"]["king_duplicate"],
         king_related=config["qc"]["king_related"],
     log:
@@ -141,6 +142,8 @@ rule qc_samples:
     container:
         FEDGEN_IMAGE
     shell:
+        # Heterozygosity F is judged against what each sample's ancestry predicts (PCs): a
+        # site mixing populations has population-specific heterozygosity.
         "(P='plink2 --threads {threads} --memory {resources.mem_mb}'; D={params.dir}"
         " && $P --pfile $D/aligned --geno {params.geno} --make-pgen --out $D/variant_call_rate"
         " && $P --pfile $D/variant_call_rate --mind {params.mind} --make-pgen"
@@ -148,9 +151,10 @@ rule qc_samples:
         " && $P --pfile $D/sample_call_rate --maf {params.prune[maf]}"
         " --indep-pairwise {params.prune[window]} {params.prune[step]} {params.prune[r2]}"
         " --out $D/samples"
-        " && $P --pfile $D/sample_call_rate --extract {output.prune} --het --out $D/heterozygosity"
+        " && $P --pfile $D/sample_call_rate --extract {output.prune} --het"
+        " --pca {params.het_pcs} --out $D/heterozygosity"
         " && fedgen qc het-outliers --het $D/heterozygosity.het --sd {params.het_sd}"
-        " --output {output.het_outliers}"
+        " --eigenvec $D/heterozygosity.eigenvec --output {output.het_outliers}"
         " && $P --pfile $D/sample_call_rate --remove {output.het_outliers} --make-pgen"
         " --out $D/heterozygosity"
         " && $P --pfile $D/heterozygosity --extract {output.prune}"

@@ -256,8 +256,10 @@ def run_snakemake(
                     print(f"  {line.rstrip()}", flush=True)
             code = proc.wait()
         except BaseException:
-            # Snakemake got the same SIGINT (same process group) and is cancelling its tasks
-            # at the sites; give it the time to do so.
+            # Ask Snakemake to stop the way Ctrl-C does: it cancels its live tasks at every
+            # site. Give it the time to do so before the nodes go down.
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(60)
             if proc.poll() is None:

@@ -284,7 +284,7 @@ def _lines(items: Iterable[str]) -> str:
 # ------------------------------------------------------------------------------------------
 
 
-def het_outliers(het: Path, *, output: Path, sd: float = 3.0) -> int:
+def het_outliers(het: Path, *, output: Path, sd: float = 3.0, eigenvec: Path | None = None) -> int:
     """Write the samples whose ``plink2 --het`` F lies more than ``sd`` SDs from the mean.
 
     Parameters
@@ -295,26 +295,44 @@ def het_outliers(het: Path, *, output: Path, sd: float = 3.0) -> int:
         Sample list for ``plink2 --remove`` (same ID columns as the input).
     sd : float
         Threshold in standard deviations of F.
+    eigenvec : Path, optional
+        ``plink2 --pca`` eigenvectors of the same samples. F is then taken relative to what the
+        samples' ancestry predicts (residuals of a least-squares fit on the PCs): at a site
+        mixing ancestries, heterozygosity differs between populations and a single mean +- SD
+        would flag whole populations or miss real outliers.
 
     Returns
     -------
     int
         Number of outliers.
     """
+    import numpy as np
+
     header, rows = _table(het)
     i_f = _column(header, "F", het)
+    i_iid = _column(header, "IID", het)
     id_cols = [i for i, name in enumerate(header) if name in ("FID", "IID")]
-    if not id_cols:
-        raise ConfigError(f"{het}: no FID/IID column; expected `plink2 --het` output")
-    values = [float(r[i_f]) for r in rows if r[i_f] not in ("NA", "nan")]
+    rows = [r for r in rows if r[i_f] not in ("NA", "nan")]
+    values = np.array([float(r[i_f]) for r in rows])
+    if eigenvec is not None and len(rows) > 10:
+        eh, erows = _table(eigenvec)
+        e_iid = _column(eh, "IID", eigenvec)
+        pcs = [i for i, name in enumerate(eh) if name.startswith("PC")]
+        by_iid = {r[e_iid]: [float(r[i]) for i in pcs] for r in erows}
+        missing = [r[i_iid] for r in rows if r[i_iid] not in by_iid]
+        if missing:
+            raise ConfigError(
+                f"{eigenvec}: {len(missing)} samples of {het} have no principal components; "
+                "compute both on the same samples"
+            )
+        design = np.column_stack([np.ones(len(rows)), [by_iid[r[i_iid]] for r in rows]])
+        coef, *_ = np.linalg.lstsq(design, values, rcond=None)
+        values = values - design @ coef
     out = ["\t".join("#" * (k == 0) + header[i] for k, i in enumerate(id_cols))]
     if len(values) >= 3:
-        mean = sum(values) / len(values)
-        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-        for r in rows:
-            if r[i_f] in ("NA", "nan"):
-                continue
-            if std > 0 and abs(float(r[i_f]) - mean) > sd * std:
+        mean, std = float(values.mean()), float(values.std(ddof=1))
+        for r, v in zip(rows, values, strict=True):
+            if std > 0 and abs(v - mean) > sd * std:
                 out.append("\t".join(r[i] for i in id_cols))
     _write_atomic(output, _lines(out))
     return len(out) - 1
@@ -496,6 +514,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--het", type=Path, required=True, help="plink2 --het output (.het).")
     p.add_argument("--output", type=Path, required=True, help="Sample list for plink2 --remove.")
     p.add_argument("--sd", type=float, default=3.0, help="Threshold in standard deviations.")
+    p.add_argument(
+        "--eigenvec",
+        type=Path,
+        default=None,
+        help="plink2 --pca eigenvectors: judge F relative to the samples' ancestry.",
+    )
 
     p = sub.add_parser("covariates", help="Join phenotype covariates with principal components.")
     p.add_argument("--pheno", type=Path, required=True, help="Phenotype/covariate table.")
@@ -547,7 +571,7 @@ def run(args: argparse.Namespace) -> int:
             )
         return 0
     if args.qc_command == "het-outliers":
-        het_outliers(args.het, output=args.output, sd=args.sd)
+        het_outliers(args.het, output=args.output, sd=args.sd, eigenvec=args.eigenvec)
         return 0
     if args.qc_command == "covariates":
         columns = [c for c in args.columns.split(",") if c]

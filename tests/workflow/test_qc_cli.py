@@ -143,3 +143,29 @@ def test_counts__table_passes_the_airlock(tmp_path: Path) -> None:
     assert "qc\tsamples_removed\t<5\n" in text and "qc\tvariants_removed\t9\n" in text
     assert "input\tsamples" not in text and "final\tsamples\t117\n" in text
     assert "input\tsamples\t120\n" in full.read_text()
+
+
+def test_het_outliers__adjusts_for_ancestry_with_principal_components(tmp_path: Path) -> None:
+    # Two populations with different heterozygosity; one sample of the first population is an
+    # outlier only relative to its own population.
+    f_values = [0.01 * ((i % 5) - 2) for i in range(40)] + [
+        0.3 + 0.01 * ((i % 5) - 2) for i in range(40)
+    ]
+    f_values[7] = 0.12
+    pc1 = [-1.0 + 0.001 * i for i in range(40)] + [1.0 + 0.001 * i for i in range(40)]
+    het = ["#FID\tIID\tO(HOM)\tE(HOM)\tOBS_CT\tF"]
+    het += [f"S{i}\tS{i}\t1\t1\t100\t{f}" for i, f in enumerate(f_values)]
+    vec = ["#FID\tIID\tPC1"] + [f"S{i}\tS{i}\t{p}" for i, p in enumerate(pc1)]
+    (tmp_path / "x.het").write_text("\n".join(het) + "\n")
+    (tmp_path / "x.eigenvec").write_text("\n".join(vec) + "\n")
+    args = ["qc", "het-outliers", "--het", str(tmp_path / "x.het")]
+    assert main([*args, "--output", str(tmp_path / "plain")]) == 0
+    assert main([*args, "--eigenvec", str(tmp_path / "x.eigenvec"), "--output",
+                 str(tmp_path / "adjusted")]) == 0  # fmt: skip
+    assert (tmp_path / "plain").read_text().splitlines()[1:] == []
+    # Independent check: residuals of an ordinary least-squares line (statistics module).
+    slope, intercept = statistics.linear_regression(pc1, f_values)
+    resid = [f - (intercept + slope * p) for f, p in zip(f_values, pc1, strict=True)]
+    mean, sd = statistics.mean(resid), statistics.stdev(resid)
+    expected = [f"S{i}\tS{i}" for i, r in enumerate(resid) if abs(r - mean) > 3 * sd]
+    assert (tmp_path / "adjusted").read_text().splitlines()[1:] == expected == ["S7\tS7"]
