@@ -158,6 +158,16 @@ _ROWS = [
         "no token in the coordinator's files or the nodes' logs",
     ),
     Scenario(
+        "gwas_faults",
+        "faults",
+        "the federated GWAS workflow (tiny simulation, 3 bwrap nodes) behind fault proxies: 10% "
+        "random faults; at each site the first three task creations and two egress downloads "
+        "fail",
+        "steps (100%) done",
+        "completes; exactly one COMPLETE task per job key at each node; every downloaded "
+        "summary file byte-identical to the site's published one; causal locus is the top hit",
+    ),
+    Scenario(
         "node_sigkill",
         "crash",
         "site A's node is SIGKILLed while a task runs and restarted 3 s later (`--retries 1`)",
