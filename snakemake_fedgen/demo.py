@@ -212,6 +212,11 @@ def snakemake_command(
     return [*cmd, *targets]
 
 
+def _interruptible() -> None:
+    """In the child: let SIGINT through even if this process was started with it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_snakemake(
     cmd: Sequence[str], *, env: dict[str, str], log_path: Path, show: bool = True
 ) -> float:
@@ -232,7 +237,12 @@ def run_snakemake(
     rule = None
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            list(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            list(cmd),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=_interruptible,
         )
         assert proc.stdout is not None
         try:
@@ -347,6 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--runtime", default="auto", help="node runtime: auto (bubblewrap), bwrap, host"
     )
     args = parser.parse_args(argv)
+    # Background jobs start with SIGINT ignored; the demo must stop its nodes on Ctrl-C anyway.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     out = args.out.absolute()
     work = out / "coordinator"
