@@ -121,6 +121,15 @@ _ROWS = [
         "one line naming the file, line and column (or both sites' assemblies); no output",
     ),
     Scenario(
+        "empty_site",
+        "bad input",
+        "a site's summary table holds a header only (`fedgen meta`); `fedgen sumstats export` "
+        "of a report with no variant refuses to write one",
+        "C_empty: read 0, kept 0",
+        "meta runs on the other studies and lists the empty one with 0 rows read and kept in "
+        "its summary and studies.tsv (a design choice of the meta engine, see its tests)",
+    ),
+    Scenario(
         "phenotype_ids",
         "bad input",
         "phenotype file whose IDs are not the genotypes' (`fedgen qc covariates`); partly "

@@ -376,3 +376,22 @@ def test_fedgen_executor__bad_vcf_at_site_names_site_file_and_line(corpus, tmp_p
         observed("bad_vcf", err)
     finally:
         site.node.stop()
+
+
+def test_meta__empty_site_is_reported_with_zero_rows(corpus):
+    # A site whose table holds a header only (e.g. written by hand: the exporter refuses to
+    # write one) takes part with nothing; the user sees it in the summary and studies table.
+    good = corpus / "A_GRCh38.tsv.gz"
+    with gzip.open(good, "rt") as f:
+        header = f.readline()
+    with gzip.open(corpus / "C_empty.tsv.gz", "wt") as f:
+        f.write(header)
+    proc = _run(
+        *FEDGEN, "meta", "--out", "metaout_emptysite", "--no-plots", good.name, "C_empty.tsv.gz",
+        cwd=corpus,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    studies = (corpus / "metaout_emptysite.studies.tsv").read_text().splitlines()
+    empty_row = next(r.split("\t") for r in studies if r.startswith("C_empty\t"))
+    assert empty_row[2:4] == ["0", "0"]  # read, kept
+    observed("empty_site", proc.stdout + proc.stderr)
