@@ -157,28 +157,27 @@ def _unique_names(infos: list[StudyInfo]) -> list[StudyInfo]:
     return out
 
 
-def _prefetch(table: StudyTable, *, depth: int = 1) -> Iterator[ChromBlock]:
-    """Read a study's chromosomes in a background thread, one chromosome ahead.
+def _prefetch(table: StudyTable) -> Iterator[ChromBlock]:
+    """Read a study's chromosomes in a background thread, exactly one chromosome ahead.
 
-    Parsing and decompression (pyarrow, zlib) release the GIL, so reading the next chromosome
-    overlaps with harmonising the current one. Errors are raised in the caller's thread.
+    Parsing and decompression (pyarrow, ISA-L) release the GIL, so reading the next chromosome
+    overlaps with harmonising the current one. The thread starts on a chromosome only when the
+    previous one has been taken, so at most two chromosomes per study are in memory. Errors are
+    raised in the caller's thread.
     """
     import queue
     import threading
 
-    q: queue.Queue = queue.Queue(maxsize=depth)
+    q: queue.Queue = queue.Queue(maxsize=1)
+    taken = threading.Semaphore(0)
     stop = threading.Event()
     done = object()
 
     def work() -> None:
         try:
             for block in table.chromosomes():
-                while not stop.is_set():
-                    try:
-                        q.put(block, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
+                q.put(block)
+                taken.acquire()
                 if stop.is_set():
                     return
             q.put(done)
@@ -194,26 +193,35 @@ def _prefetch(table: StudyTable, *, depth: int = 1) -> Iterator[ChromBlock]:
                 return
             if isinstance(item, BaseException):
                 raise item
+            taken.release()
             yield item
+            del item
     finally:
         stop.set()
+        taken.release()
         thread.join(timeout=5)
 
 
 def _merge_chromosomes(
     tables: list[StudyTable],
 ) -> Iterator[list[ChromBlock | None]]:
-    """Walk all studies' chromosomes in step: one list of blocks (None if absent) per chromosome."""
+    """Walk all studies' chromosomes in step: one list of blocks (None if absent) per chromosome.
+
+    The consumer may empty the list once it is done with the blocks, to free them early.
+    """
     iters = [_prefetch(t) for t in tables]
     try:
         heads: list[ChromBlock | None] = [next(it, None) for it in iters]
         while any(h is not None for h in heads):
             chrom = min(h.chrom for h in heads if h is not None)
             blocks = [h if h is not None and h.chrom == chrom else None for h in heads]
+            used = [i for i, b in enumerate(blocks) if b is not None]
+            for i in used:
+                heads[i] = None
             yield blocks
-            for i, block in enumerate(blocks):
-                if block is not None:
-                    heads[i] = next(iters[i], None)
+            del blocks
+            for i in used:
+                heads[i] = next(iters[i], None)
     finally:
         for it in iters:
             it.close()
@@ -424,6 +432,7 @@ def run_meta(
                         z2_store[s].append(((block.beta / block.se) ** 2).astype(np.float32))
                     elif options.gc and lambdas[s] > 1:
                         block.se = block.se * np.sqrt(lambdas[s])
+                block = None
                 h = harmonise(
                     blocks,
                     studies=names,
@@ -431,6 +440,7 @@ def run_meta(
                     maf_palindromic=options.maf_palindromic,
                     drop_duplicates=options.drop_invalid,
                 )
+                blocks.clear()  # the aligned rows live on in h; free the raw ones now
                 if options.scheme != "ivw":
                     _check_n(h, weight_n, names)
                 out_table, log10p, out_z = _combine(
