@@ -88,6 +88,8 @@ class Scheduler:
             self.audit.record(
                 caller="node", action="Recover", task=doc["id"], outcome="SYSTEM_ERROR"
             )
+            # Whatever survived the crash in the task's pids cgroup dies with it here.
+            self.runtime.release(doc["id"])
             self._remove_task_dir(doc["id"])
         for stored in self.store.in_states(["CANCELING"]):
             self._end(stored.doc, "CANCELED")

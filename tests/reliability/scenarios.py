@@ -86,6 +86,14 @@ _ROWS = [
         "exceeded max_task_seconds",
         "SYSTEM_ERROR with the reason, also in the audit TaskEnded record; no leftover process",
     ),
+    Scenario(
+        "node_crash_cleanup",
+        "hostile task",
+        "the node is SIGKILLed while a task (with a setsid child) runs, then restarted",
+        "node restarted while task was running",
+        "task ends SYSTEM_ERROR (audit Recover record); none of its processes survive; its pids "
+        "cgroup is removed at restart; the node serves again",
+    ),
     # -- bad input ----------------------------------------------------------------------------
     Scenario(
         "bad_vcf",

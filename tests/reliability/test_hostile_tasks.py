@@ -257,3 +257,24 @@ def test_scheduler__endless_task_with_setsid_child_is_killed(hostile_site):
     ended = [r for r in site.audit(doc["id"]) if r["action"] == "TaskEnded"]
     assert "max_task_seconds=8" in ended[0]["reason"]
     site.still_serves()
+
+
+@pytest.mark.skipif(pids_cgroup_root() is None, reason="no writable pids cgroup on this host")
+def test_node__sigkill_mid_task_leaves_no_process_or_cgroup_after_restart(hostile_site):
+    site = hostile_site
+    marker = f"300.{secrets.randbelow(10**6):06d}"
+    task_id = site.post(shell_task(f"setsid sleep {marker} & sleep {marker}"))
+    deadline = time.monotonic() + 30
+    while len(_processes_with(f"sleep {marker}")) < 2:
+        assert time.monotonic() < deadline, "the task did not start"
+        time.sleep(0.1)
+    site.node.kill()
+    site.node.start()
+    doc = site.wait(task_id)
+    assert doc["state"] == "SYSTEM_ERROR"
+    observed("node_crash_cleanup", system_log(doc))
+    assert _processes_with(f"sleep {marker}") == []
+    assert not (pids_cgroup_root() / f"fedgen-{task_id}").exists()
+    recovered = [r for r in site.audit(task_id) if r["action"] == "Recover"]
+    assert [r["outcome"] for r in recovered] == ["SYSTEM_ERROR"]
+    site.still_serves()
