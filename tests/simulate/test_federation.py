@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from snakemake_fedgen.node.config import load_config
 from snakemake_fedgen.sites import load_registry
 
 SITES = ("A", "B", "C")
@@ -66,8 +67,11 @@ def test_simulate__base_port_moves_every_site(tmp_path: Path, simulate_cli):
     assert ports == ["9200", "9201", "9202"]
 
 
-def test_simulate__node_configs_confine_each_site(tiny: Path):
+def test_simulate__node_configs_confine_each_site(tiny: Path, tmp_path: Path):
     for s in SITES:
+        node = load_config(tmp_path / f"state-{s}", config_file=tiny / "sites" / s / "node.yaml")
+        assert node.node_id == f"site-{s}"
+        assert node.egress_root == tiny / "sites" / s / "egress"
         cfg = yaml.safe_load((tiny / "sites" / s / "node.yaml").read_text())
         site_dir = tiny / "sites" / s
         assert cfg["read_roots"] == [str(site_dir), str(tiny / "reference")]
