@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snakemake_fedgen.sumstats.ssf import CHROM_LABELS, write_text_atomic
+from snakemake_fedgen.sumstats.ssf import CHROM_LABELS
 
 # Points below this -log10(p) are thinned: they are millions and all look the same.
 _THIN_BELOW = 2.0
@@ -122,4 +122,4 @@ def qq(path: Path, *, neg_log10_p: np.ndarray, lambda_gc: float | None = None) -
     _save(fig, path)
 
 
-__all__ = ["manhattan", "qq", "write_text_atomic"]
+__all__ = ["manhattan", "qq"]

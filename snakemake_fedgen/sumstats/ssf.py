@@ -1015,15 +1015,3 @@ def md5sum(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def read_table(path: Path) -> Any:
-    """Read a whole (small) GWAS-SSF-like table into a pandas DataFrame, ``NA`` as missing."""
-    import pandas as pd
-
-    return pd.read_csv(path, sep="\t", na_values=["NA"], keep_default_na=False)
-
-
-def validate_alleles(allele: str) -> bool:
-    """Return True if ``allele`` is A/C/G/T or an indel made of them."""
-    return bool(_ALLELE_RE.match(allele))
