@@ -157,74 +157,94 @@ def _unique_names(infos: list[StudyInfo]) -> list[StudyInfo]:
     return out
 
 
-def _prefetch(table: StudyTable) -> Iterator[ChromBlock]:
-    """Read a study's chromosomes in a background thread, exactly one chromosome ahead.
+class _Prefetcher:
+    """Read a study's chromosomes in a background thread, one chromosome ahead when allowed.
 
     Parsing and decompression (pyarrow, ISA-L) release the GIL, so reading the next chromosome
-    overlaps with harmonising the current one. The thread starts on a chromosome only when the
-    previous one has been taken, so at most two chromosomes per study are in memory. Errors are
-    raised in the caller's thread.
+    overlaps with combining and writing the current one. The thread reads the next chromosome
+    only after :meth:`release`, which the engine calls once the current chromosome has been
+    harmonised: reading never adds to the harmonisation's peak memory. Errors are raised in the
+    caller's thread.
     """
-    import queue
-    import threading
 
-    q: queue.Queue = queue.Queue(maxsize=1)
-    taken = threading.Semaphore(0)
-    stop = threading.Event()
-    done = object()
+    _DONE = object()
 
-    def work() -> None:
+    def __init__(self, table: StudyTable) -> None:
+        import queue
+        import threading
+
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._go = threading.Semaphore(0)
+        self._stop = threading.Event()
+        self._table = table
+        self._thread = threading.Thread(
+            target=self._work, daemon=True, name=f"read-{table.info.name}"
+        )
+        self._thread.start()
+
+    def _work(self) -> None:
         try:
-            for block in table.chromosomes():
-                q.put(block)
-                taken.acquire()
-                if stop.is_set():
+            for block in self._table.chromosomes():
+                self._queue.put(block)
+                del block
+                self._go.acquire()
+                if self._stop.is_set():
                     return
-            q.put(done)
+            self._queue.put(self._DONE)
         except BaseException as exc:  # handed to the consumer, which re-raises it
-            q.put(exc)
+            self._queue.put(exc)
 
-    thread = threading.Thread(target=work, daemon=True, name=f"read-{table.info.name}")
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            taken.release()
-            yield item
-            del item
-    finally:
-        stop.set()
-        taken.release()
-        thread.join(timeout=5)
+    def next(self) -> ChromBlock | None:
+        """The next chromosome's block, or None at the end of the file."""
+        item = self._queue.get()
+        if item is self._DONE:
+            self._queue.put(item)  # stay at the end
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def release(self) -> None:
+        """Let the thread read the next chromosome."""
+        self._go.release()
+
+    def close(self) -> None:
+        """Stop the thread."""
+        self._stop.set()
+        self._go.release()
+        self._thread.join(timeout=5)
 
 
 def _merge_chromosomes(
     tables: list[StudyTable],
-) -> Iterator[list[ChromBlock | None]]:
-    """Walk all studies' chromosomes in step: one list of blocks (None if absent) per chromosome.
+) -> Iterator[tuple[list[ChromBlock | None], Any]]:
+    """Walk all studies' chromosomes in step.
 
-    The consumer may empty the list once it is done with the blocks, to free them early.
+    Yields one list of blocks (None where a study lacks the chromosome) and a ``release``
+    callable; call it (and empty the list) once the blocks have been harmonised, so that the
+    next chromosome is read while this one is combined and written.
     """
-    iters = [_prefetch(t) for t in tables]
+    readers = [_Prefetcher(t) for t in tables]
     try:
-        heads: list[ChromBlock | None] = [next(it, None) for it in iters]
+        heads: list[ChromBlock | None] = [r.next() for r in readers]
         while any(h is not None for h in heads):
             chrom = min(h.chrom for h in heads if h is not None)
             blocks = [h if h is not None and h.chrom == chrom else None for h in heads]
             used = [i for i, b in enumerate(blocks) if b is not None]
             for i in used:
                 heads[i] = None
-            yield blocks
+
+            def release(used: list[int] = used) -> None:
+                for i in used:
+                    readers[i].release()
+
+            yield blocks, release
             del blocks
             for i in used:
-                heads[i] = next(iters[i], None)
+                heads[i] = readers[i].next()
     finally:
-        for it in iters:
-            it.close()
+        for r in readers:
+            r.close()
 
 
 def _exclusion_table(items: list[Exclusion]) -> Any:
@@ -424,7 +444,7 @@ def run_meta(
             AtomicTsvGzWriter(outputs["exclusions"]) as excl_writer,
         ):
             excl_writer.write_header(_EXCLUSION_COLUMNS)
-            for blocks in _merge_chromosomes(tables):
+            for blocks, release in _merge_chromosomes(tables):
                 for s, block in enumerate(blocks):
                     if block is None:
                         continue
@@ -441,6 +461,7 @@ def run_meta(
                     drop_duplicates=options.drop_invalid,
                 )
                 blocks.clear()  # the aligned rows live on in h; free the raw ones now
+                release()  # read the next chromosome while this one is combined and written
                 if options.scheme != "ivw":
                     _check_n(h, weight_n, names)
                 out_table, log10p, out_z = _combine(

@@ -97,6 +97,7 @@ def harmonise(
     ----------
     blocks : list of ChromBlock or None
         One entry per study, in input order (None: the study has no row on this chromosome).
+        The blocks are consumed: their arrays are released as they are copied.
     studies, paths : list
         Study names and files, for exclusion records and error messages.
     maf_palindromic : float
@@ -116,7 +117,11 @@ def harmonise(
     study = np.concatenate([np.full(len(b), s, dtype=np.int32) for s, b in parts])
 
     def cat(name: str) -> np.ndarray:
-        return np.concatenate([getattr(b, name) for _, b in parts])
+        # Each study's array is dropped once copied, so the rows are never held twice.
+        out = np.concatenate([getattr(b, name) for _, b in parts])
+        for _, b in parts:
+            setattr(b, name, None)
+        return out
 
     pos, ea_code, oa_code = cat("pos"), cat("ea_code"), cat("oa_code")
     ea, oa, line = cat("ea"), cat("oa"), cat("line")
