@@ -181,8 +181,9 @@ _ROWS = [
         "random faults; at each site the first three task creations and two egress downloads "
         "fail",
         "steps (100%) done",
-        "completes; exactly one COMPLETE task per job key at each node; every downloaded "
-        "summary file byte-identical to the site's published one; causal locus is the top hit",
+        "every result file (sumstats, QC counts, meta-analysis, plots) byte-identical to a "
+        "clean run of the same code; exactly one COMPLETE task per job key at each node; "
+        "downloads equal the sites' published files; causal locus is the top hit",
     ),
     Scenario(
         "node_sigkill",
