@@ -83,9 +83,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="skip the Manhattan and QQ PNGs")
 
 
+def _return_freed_memory() -> None:
+    """Make glibc hand large freed blocks back to the system at once.
+
+    Each chromosome's arrays are freed before the next one is read; with glibc's adaptive
+    thresholds those megabyte-sized blocks stay in the heap and peak RSS grows by about a third
+    (measured on 10 studies x 5M variants). Best effort: other C libraries are left alone.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 256 * 1024)
+        libc.mallopt(m_trim_threshold, 256 * 1024)
+    except (OSError, AttributeError):
+        return
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the meta-analysis and print a short summary."""
     from snakemake_fedgen.meta.engine import MetaOptions, run_meta
+
+    _return_freed_memory()
 
     options = MetaOptions(
         random=args.random,

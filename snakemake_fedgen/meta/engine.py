@@ -483,6 +483,8 @@ def run_meta(
                     pending.extend(t.exclusions)
                     t.exclusions.clear()
                 _record_exclusions(pending, summaries, names, excl_writer)
+                # Free this chromosome before the next one is harmonised.
+                del h, out_table, log10p, out_z, pending
             pending = [e for t in tables for e in t.exclusions]
             _record_exclusions(pending, summaries, names, excl_writer)
             if variants == 0:

@@ -742,7 +742,11 @@ class StudyTable:
                     if code < current or code in done:
                         raise self._unsorted(int(part.line[0]), "chromosome")
                     if pieces:
-                        yield _concat(pieces)
+                        # Drop the pieces before yielding: the consumer holds the chromosome
+                        # for a while and the rows must not be kept twice.
+                        whole, pieces = _concat(pieces), []
+                        yield whole
+                        del whole
                         done.add(current)
                     pieces, current, last_pos = [], code, 0
                     part.chrom = code
@@ -754,7 +758,8 @@ class StudyTable:
                 part.chrom = code
                 pieces.append(part)
         if pieces:
-            yield _concat(pieces)
+            whole, pieces = _concat(pieces), []
+            yield whole
 
     def _unsorted(self, line: int, column: str) -> SumstatsError:
         return self._fail(
@@ -871,6 +876,9 @@ def p_value_array(log10_p: np.ndarray, digits: int = 7) -> Any:
     return float_array(round_significant(np.power(10.0, log10_p), digits))
 
 
+_WRITE_ROWS = 100_000
+
+
 class AtomicTsvGzWriter:
     """Write a tab-separated ``.tsv.gz`` table in pieces; it appears at ``path`` only on close.
 
@@ -900,7 +908,7 @@ class AtomicTsvGzWriter:
         )
         self._header_done = False
         self.rows = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
@@ -928,19 +936,18 @@ class AtomicTsvGzWriter:
 
         # pyarrow quotes header names whatever the quoting style, so the header is ours.
         self.write_header(table.column_names)
-        sink = pa.BufferOutputStream()
-        pacsv.write_csv(
-            table,
-            sink,
-            write_options=pacsv.WriteOptions(
-                include_header=False,
-                delimiter="\t",
-                quoting_style="none",
-                null_string="NA",
-                batch_size=1 << 16,
-            ),
+        options = pacsv.WriteOptions(
+            include_header=False,
+            delimiter="\t",
+            quoting_style="none",
+            null_string="NA",
+            batch_size=1 << 16,
         )
-        self._put(memoryview(sink.getvalue()))
+        # Format in slices so that at most a few MB of text wait for the compressor.
+        for start in range(0, table.num_rows, _WRITE_ROWS):
+            sink = pa.BufferOutputStream()
+            pacsv.write_csv(table.slice(start, _WRITE_ROWS), sink, write_options=options)
+            self._put(memoryview(sink.getvalue()))
         self.rows += table.num_rows
 
     def write_header(self, names: list[str]) -> None:
