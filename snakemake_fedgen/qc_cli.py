@@ -147,8 +147,9 @@ def classify_variant(
     max_af_diff : float
         Largest accepted difference between site and panel allele frequency after alignment.
     ambiguous_maf : float
-        A/T and C/G SNPs whose panel minor allele frequency exceeds this are dropped because
-        their strand cannot be told from frequency.
+        A/T and C/G SNPs whose panel or site minor allele frequency exceeds this are dropped
+        because their strand cannot be told from frequency; so are those whose frequency fits
+        both strands within ``max_af_diff``.
 
     Returns
     -------
@@ -162,16 +163,21 @@ def classify_variant(
     if _COMPLEMENT.get(ref) == alt:  # palindromic: strand only knowable from frequency
         if {ref, alt} != {panel.ref, panel.alt}:
             return "allele_mismatch"
-        if min(pa, 1.0 - pa) > ambiguous_maf:
+        if max(min(pa, 1.0 - pa), min(alt_freq, 1.0 - alt_freq)) > ambiguous_maf:
             return "ambiguous"
         same = alt_freq if ref == panel.ref else 1.0 - alt_freq
-        d_same, d_flip = abs(same - pa), abs((1.0 - same) - pa)
-        if min(d_same, d_flip) > max_af_diff:
-            return "af_mismatch"
-        if d_same <= d_flip:
+        same_ok = abs(same - pa) <= max_af_diff
+        flip_ok = abs((1.0 - same) - pa) <= max_af_diff
+        if same_ok and flip_ok:
+            # Both readings fit the panel: ancestry differences could make either one look
+            # right, and a wrong "fix" would invert the genotypes. Drop it.
+            return "ambiguous"
+        if same_ok:
             return "match" if ref == panel.ref else "swap"
-        # The labels read as the panel's other allele: a strand flip of a palindromic SNP.
-        return "flip" if ref == panel.ref else "flip_swap"
+        if flip_ok:
+            # The labels read as the panel's other allele: a strand flip of a palindromic SNP.
+            return "flip" if ref == panel.ref else "flip_swap"
+        return "af_mismatch"
     candidates = {
         (ref, alt): ("match", alt_freq),
         (alt, ref): ("swap", 1.0 - alt_freq),

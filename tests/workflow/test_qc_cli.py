@@ -31,11 +31,22 @@ KW = {"max_af_diff": 0.2, "ambiguous_maf": 0.4}
         (("A", "T", 0.10), ("A", "T", 0.12), "match"),
         (("A", "T", 0.88), ("A", "T", 0.12), "flip"),  # palindromic: told apart by frequency
         (("A", "T", 0.45), ("A", "T", 0.48), "ambiguous"),
+        # An ancestry difference must not read as a strand flip: site MAF near 0.5.
+        (("T", "A", 0.55), ("T", "A", 0.22), "ambiguous"),
+        (("C", "G", 0.30), ("C", "G", 0.20), "match"),
+        (("C", "G", 0.22), ("C", "G", 0.10), "match"),
     ],
 )
 def test_classify_variant__decides_from_alleles_and_frequency(site, panel, expected) -> None:
     ref, alt, freq = site
     assert classify_variant(ref, alt, freq, PanelVariant(*panel), **KW) == expected
+
+
+def test_classify_variant__palindromic_fitting_both_strands_is_dropped() -> None:
+    panel = PanelVariant("C", "G", 0.30)
+    assert classify_variant("C", "G", 0.40, panel, max_af_diff=0.3, ambiguous_maf=0.4) == (
+        "ambiguous"
+    )
 
 
 def test_classify_variant__absent_from_panel() -> None:
