@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snakemake_fedgen.sumstats.ssf import CHROM_LABELS
+from snakemake_fedgen.sumstats.ssf import CHROM_LABELS, publish
 
 # Points below this -log10(p) are thinned: they are millions and all look the same.
 _THIN_BELOW = 2.0
@@ -34,7 +34,7 @@ def _save(fig, path: Path) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, path)
+        publish(Path(tmp), path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

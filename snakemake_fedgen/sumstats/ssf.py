@@ -969,7 +969,7 @@ class AtomicTsvGzWriter:
             raise self._error
         self._gz.close()
         self._raw.close()
-        os.replace(self._tmp, self.path)
+        publish(self._tmp, self.path)
 
     def abort(self) -> None:
         """Remove the temporary file."""
@@ -991,6 +991,17 @@ class AtomicTsvGzWriter:
             self.abort()
 
 
+def publish(tmp: Path, path: Path) -> None:
+    """Give a finished temporary file the usual permissions and rename it to ``path``.
+
+    ``mkstemp`` creates files readable by their owner only; outputs follow the umask instead.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
     path = Path(path)
@@ -999,7 +1010,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.replace(tmp, path)
+        publish(Path(tmp), path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -152,3 +152,16 @@ def test_fedgen_meta__cli_help_and_run(tmp_path):
     assert "bad.tsv, line 2, column 5 (beta): non-numeric value 'x'" in proc.stderr
     # No partial output, not even a temporary file.
     assert not list(tmp_path.glob("x.*")) and not list(tmp_path.glob(".x.*"))
+
+
+def test_run_meta__outputs_follow_the_umask(tmp_path):
+    import os
+
+    path = _write(tmp_path / "a.tsv.gz", GOOD)
+    old = os.umask(0o022)
+    try:
+        result = run_meta([path], out=tmp_path / "o")
+    finally:
+        os.umask(old)
+    for out in result.outputs.values():
+        assert (out.stat().st_mode & 0o777) == 0o644, out
