@@ -25,7 +25,9 @@ def rule_seconds(workdir: Path) -> dict[str, float]:
     """Seconds per rule, summed over sites, from ``benchmarks/**/*.tsv``."""
     out: dict[str, float] = defaultdict(float)
     for path in (workdir / "benchmarks").rglob("*.tsv"):
-        rule = path.name.split(".")[0]
+        # benchmarks/{site}/{rule}[.{trait}...].tsv; the central meta-analysis is
+        # benchmarks/meta/{trait}.tsv.
+        rule = "meta_analysis" if path.parent.name == "meta" else path.name.split(".")[0]
         with path.open() as f:
             row = next(csv.DictReader(f, delimiter="\t"))
         if row["s"] not in ("NA", ""):
