@@ -96,7 +96,7 @@ def test_federated_gwas__through_faults_identical_to_clean_run(tmp_path):
         faulty_f = pool.submit(_run_federation, tmp_path / "faulty", faulty=True)
         clean, faulty = clean_f.result(), faulty_f.result()
     hits = faulty["hits"]
-    assert hits[("drop_after", "POST /tasks")] == 3 and hits[("truncate", "GET egress")] == 3
+    assert hits[("drop_after", "POST /tasks")] >= 3 and hits[("truncate", "GET egress")] >= 3
     work = tmp_path / "faulty" / "coordinator"
     results = {
         str(p.relative_to(work)): _sha(p)
