@@ -1,6 +1,6 @@
 """``make demo``: a federated GWAS over three simulated sites, each behind its own ``fedgen node``.
 
-Run as ``python -m snakemake_fedgen.demo [--out demo-run] [--scale demo] [--seed 42]``. It checks
+Run as ``python -m snakemake_fedgen.demo [--out demo-run] [--scale small] [--seed 42]``. It checks
 the tools, simulates the federation, starts one node per site (own storage roots, own token),
 runs ``workflows/federated-gwas`` through ``snakemake --executor fedgen --profile profiles/demo``
 with a progress display, writes the HTML report, prints the top hits next to the simulated truth
@@ -351,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="python -m snakemake_fedgen.demo", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("demo-run"), help="demo directory")
-    parser.add_argument("--scale", default="demo", choices=("tiny", "small", "demo"))
+    parser.add_argument("--scale", default="small", choices=("tiny", "small", "demo"))
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--runtime", default="auto", help="node runtime: auto (bubblewrap), bwrap, host"
