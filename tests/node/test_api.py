@@ -15,7 +15,8 @@ from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAP
 
 from tests.node.conftest import simple_task, wait_task
 
-SPEC_DIR = Path("/work/shared/spec")
+# Copies of the official GA4GH OpenAPI files (see spec/SOURCE.txt), so tests need no shared/.
+SPEC_DIR = Path(__file__).parent / "spec"
 SERVICE_INFO_URL = (
     "https://raw.githubusercontent.com/ga4gh-discovery/ga4gh-service-info/v1.0.0/service-info.yaml"
 )
