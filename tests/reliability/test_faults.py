@@ -104,9 +104,12 @@ def test_fedgen_executor__flaky_network_and_site_outage_give_clean_results(
             slow_seconds=1.0,
             # The requests that matter most get a fault for certain: a lost answer to a task
             # creation (the task exists, the executor does not know) and a cut download.
+            # Status reads get the remaining kinds for certain, so every kind is exercised
+            # whatever the random draws give.
             forced={
                 "POST /ga4gh/tes/v1/tasks": ["drop_after", "503_after"],
                 "GET /fedgen/v1/egress": ["truncate"],
+                "GET /ga4gh/tes/v1/tasks": ["503_before", "drop_before", "slow"],
             },
         )
         for i, (name, site) in enumerate(fed.sites.items())
