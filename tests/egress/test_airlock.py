@@ -15,18 +15,10 @@ import pytest
 
 from snakemake_fedgen.egress.airlock import KINDS, AirlockDecision, AirlockPolicy, inspect
 from snakemake_fedgen.errors import ConfigError
+from snakemake_fedgen.sumstats.columns import MANDATORY
 
-SSF_HEADER = [
-    "chromosome",
-    "base_pair_location",
-    "effect_allele",
-    "other_allele",
-    "beta",
-    "standard_error",
-    "effect_allele_frequency",
-    "p_value",
-    "n",
-]
+# The mandatory GWAS-SSF columns plus `n`, which egress and meta-analysis need.
+SSF_HEADER = [*MANDATORY, "n"]
 
 
 def _ssf_row(pos: int, *, eaf: str = "0.25", n: str = "1000", beta: str = "0.01") -> list[str]:

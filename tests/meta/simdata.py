@@ -149,18 +149,9 @@ def write_ssf(variants: list[Variant], study: int, path: Path) -> None:
     """Write one study as a sorted GWAS-SSF tsv.gz."""
     from scipy.stats import norm
 
-    header = [
-        "chromosome",
-        "base_pair_location",
-        "effect_allele",
-        "other_allele",
-        "beta",
-        "standard_error",
-        "effect_allele_frequency",
-        "p_value",
-        "n",
-        "rsid",
-    ]
+    from snakemake_fedgen.sumstats.columns import MANDATORY
+
+    header = [*MANDATORY, "n", "rsid"]
     lines = ["\t".join(header)]
     for v in variants:
         r = v.rows.get(study)

@@ -11,18 +11,10 @@ import yaml
 
 from snakemake_fedgen.errors import HarmonisationError, SumstatsError
 from snakemake_fedgen.meta.engine import MetaOptions, run_meta
+from snakemake_fedgen.sumstats.columns import MANDATORY
 
-HEADER = [
-    "chromosome",
-    "base_pair_location",
-    "effect_allele",
-    "other_allele",
-    "beta",
-    "standard_error",
-    "effect_allele_frequency",
-    "p_value",
-    "n",
-]
+# The mandatory GWAS-SSF columns plus `n`, which egress and meta-analysis need.
+HEADER = [*MANDATORY, "n"]
 GOOD = [
     ["1", "100", "A", "C", "0.1", "0.05", "0.3", "0.04", "1000"],
     ["1", "200", "G", "T", "-0.2", "0.04", "0.2", "1e-6", "1000"],
