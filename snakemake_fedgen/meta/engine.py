@@ -272,13 +272,20 @@ def _exclusion_table(items: list[Exclusion]) -> Any:
     )
 
 
-def _direction(h: Harmonised, n_studies: int) -> Any:
-    """GWAMA-style direction strings: one of + - 0 ? per study, in input order."""
+def _direction_grid(h: Harmonised, n_studies: int) -> np.ndarray:
+    """One byte per variant and study: ``+ - 0`` from the aligned beta, ``?`` where missing."""
+    grid = np.full((h.n_variants, n_studies), ord("?"), dtype=np.uint8)
+    grid[h.variant, h.study] = np.where(
+        h.beta > 0, ord("+"), np.where(h.beta < 0, ord("-"), ord("0"))
+    )
+    return grid
+
+
+def _direction(grid: np.ndarray) -> Any:
+    """GWAMA-style direction strings (one character per study, in input order)."""
     import pyarrow as pa
 
-    grid = np.full((h.n_variants, n_studies), ord("?"), dtype=np.uint8)
-    sym = np.where(h.beta > 0, ord("+"), np.where(h.beta < 0, ord("-"), ord("0")))
-    grid[h.variant, h.study] = sym
+    n_studies = grid.shape[1]
     flat = np.ascontiguousarray(grid).view(f"S{n_studies}").ravel()
     return pa.array(flat, type=pa.binary(n_studies)).cast(pa.string())
 
@@ -294,11 +301,12 @@ def _combine(
     options: MetaOptions,
     n_studies: int,
     weight_n: list[float | None],
-) -> tuple[Any, np.ndarray, np.ndarray]:
-    """Meta-analyse one harmonised chromosome; returns the table, primary log10 p and z."""
-    import pyarrow as pa
+) -> tuple[Any, list[str], np.ndarray, np.ndarray]:
+    """Meta-analyse one harmonised chromosome.
 
-    d = options.digits
+    Returns a function that builds the output table (rounding and Arrow conversion, run by
+    the writer's thread), its column names, and the primary log10 p and z.
+    """
     nv = h.n_variants
     fixed = stats.fixed_effects(h.variant, h.beta, h.se, nv)
     k = np.bincount(h.variant, minlength=nv)
@@ -323,40 +331,62 @@ def _combine(
         if options.scheme == "samplesize":
             z = ss_z
     log10p = stats.log10_p_from_z(z)
-    cols: dict[str, Any] = {
-        "chromosome": pa.array(np.full(nv, CHROM_LABELS[h.chrom], dtype=object)),
-        "base_pair_location": pa.array(h.pos),
-        "effect_allele": pa.array(h.effect_allele, type=pa.string()),
-        "other_allele": pa.array(h.other_allele, type=pa.string()),
-        "beta": _float(beta, d),
-        "standard_error": _float(se, d),
-        "effect_allele_frequency": _float(eaf, d),
-        "p_value": p_value_array(log10p, d),
-        "neg_log_10_p_value": _float(-log10p, d),
-        "z": _float(z, d),
+    # (kind, values): "f" rounded float, "p" p-value from log10 p, "raw" as is.
+    spec: dict[str, tuple[str, Any]] = {
+        "chromosome": ("chrom", CHROM_LABELS[h.chrom]),
+        "base_pair_location": ("raw", h.pos),
+        "effect_allele": ("str", h.effect_allele),
+        "other_allele": ("str", h.other_allele),
+        "beta": ("f", beta),
+        "standard_error": ("f", se),
+        "effect_allele_frequency": ("f", eaf),
+        "p_value": ("p", log10p),
+        "neg_log_10_p_value": ("f", -log10p),
+        "z": ("f", z),
     }
     if options.random:
         rnd = stats.random_effects(h.variant, h.beta, h.se, fixed)
         rp = stats.log10_p_from_z(rnd.z)
-        cols["beta_random"] = _float(rnd.beta, d)
-        cols["standard_error_random"] = _float(rnd.se, d)
-        cols["z_random"] = _float(rnd.z, d)
-        cols["p_value_random"] = p_value_array(rp, d)
-        cols["neg_log_10_p_value_random"] = _float(-rp, d)
-        cols["tau2"] = _float(rnd.tau2, d)
+        spec["beta_random"] = ("f", rnd.beta)
+        spec["standard_error_random"] = ("f", rnd.se)
+        spec["z_random"] = ("f", rnd.z)
+        spec["p_value_random"] = ("p", rp)
+        spec["neg_log_10_p_value_random"] = ("f", -rp)
+        spec["tau2"] = ("f", rnd.tau2)
     if options.scheme == "both":
         sp = stats.log10_p_from_z(ss_z)
-        cols["z_samplesize"] = _float(ss_z, d)
-        cols["p_value_samplesize"] = p_value_array(sp, d)
-        cols["neg_log_10_p_value_samplesize"] = _float(-sp, d)
+        spec["z_samplesize"] = ("f", ss_z)
+        spec["p_value_samplesize"] = ("p", sp)
+        spec["neg_log_10_p_value_samplesize"] = ("f", -sp)
     qp = stats.log10_chi2_sf(fixed.q, fixed.df)
-    cols["q"] = _float(fixed.q, d)
-    cols["q_p_value"] = p_value_array(qp, d)
-    cols["i2"] = _float(fixed.i2, d)
-    cols["direction"] = _direction(h, n_studies)
-    cols["n_studies"] = pa.array(k)
-    cols["n"] = _float(total_n, d)
-    return pa.table(cols), log10p, z
+    spec["q"] = ("f", fixed.q)
+    spec["q_p_value"] = ("p", qp)
+    spec["i2"] = ("f", fixed.i2)
+    spec["direction"] = ("direction", _direction_grid(h, n_studies))
+    spec["n_studies"] = ("raw", k)
+    spec["n"] = ("f", total_n)
+    digits = options.digits
+
+    def build() -> Any:
+        import pyarrow as pa
+
+        cols: dict[str, Any] = {}
+        for name, (kind, values) in spec.items():
+            if kind == "f":
+                cols[name] = _float(values, digits)
+            elif kind == "p":
+                cols[name] = p_value_array(values, digits)
+            elif kind == "chrom":
+                cols[name] = pa.repeat(pa.scalar(values, pa.string()), nv)
+            elif kind == "str":
+                cols[name] = pa.array(values, type=pa.string())
+            elif kind == "direction":
+                cols[name] = _direction(values)
+            else:
+                cols[name] = pa.array(values)
+        return pa.table(cols)
+
+    return build, list(spec), log10p, z
 
 
 def _study_lambda(table: StudyTable) -> float:
@@ -464,10 +494,10 @@ def run_meta(
                 release()  # read the next chromosome while this one is combined and written
                 if options.scheme != "ivw":
                     _check_n(h, weight_n, names)
-                out_table, log10p, out_z = _combine(
+                build, columns, log10p, out_z = _combine(
                     h, options=options, n_studies=n_studies, weight_n=weight_n
                 )
-                writer.write_table(out_table)
+                writer.write_table(build, columns=columns, rows=h.n_variants)
                 variants += h.n_variants
                 plot_chrom.append(np.full(h.n_variants, h.chrom, dtype=np.int8))
                 plot_pos.append(h.pos.astype(np.int64))
@@ -484,7 +514,7 @@ def run_meta(
                     t.exclusions.clear()
                 _record_exclusions(pending, summaries, names, excl_writer)
                 # Free this chromosome before the next one is harmonised.
-                del h, out_table, log10p, out_z, pending
+                del h, build, log10p, out_z, pending
             pending = [e for t in tables for e in t.exclusions]
             _record_exclusions(pending, summaries, names, excl_writer)
             if variants == 0:

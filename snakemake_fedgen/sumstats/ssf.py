@@ -16,7 +16,7 @@ import os
 import re
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -798,21 +798,30 @@ class StudyTable:
 # ----------------------------------------------------------------------------- writing
 
 
+_POW10 = 10.0 ** np.arange(0, 23)  # exact doubles
+
+
 def round_significant(values: np.ndarray, digits: int = 7) -> np.ndarray:
     """Round to ``digits`` significant digits so the shortest decimal form is short.
 
     Values outside 1e-15..1e15 are left as they are (their decimal form stays exact).
     """
-    out = np.array(values, dtype=np.float64, copy=True)
-    mag = np.abs(out)
-    ok = np.isfinite(out) & (mag >= 1e-15) & (mag < 1e15)
-    if ok.any():
-        k = (digits - 1 - np.floor(np.log10(mag[ok]))).astype(np.int64)
-        scale = np.power(10.0, np.abs(k))
-        x = out[ok]
-        # Dividing an integer by an exact power of ten gives the nearest double to the decimal.
-        out[ok] = np.where(k >= 0, np.rint(x * scale) / scale, np.rint(x / scale) * scale)
-    return out
+    x = np.asarray(values, dtype=np.float64)
+    mag = np.abs(x)
+    ok = np.isfinite(x) & (mag >= 1e-15) & (mag < 1e15)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = ((digits - 1) - np.floor(np.log10(np.where(ok, mag, 1.0)))).astype(np.int64)
+    # Multiplying or dividing by an exact power of ten (table lookup, |k| <= 22) gives the
+    # nearest double to the decimal.
+    scale = _POW10[np.clip(np.abs(k), 0, 22)]
+    up = k >= 0
+    r = np.empty_like(x)
+    np.multiply(x, scale, out=r, where=up)
+    np.divide(x, scale, out=r, where=~up)
+    np.rint(r, out=r)
+    np.divide(r, scale, out=r, where=up)
+    np.multiply(r, scale, out=r, where=~up)
+    return np.where(ok, r, x)
 
 
 def float_array(values: np.ndarray) -> Any:
@@ -882,8 +891,10 @@ _WRITE_ROWS = 100_000
 class AtomicTsvGzWriter:
     """Write a tab-separated ``.tsv.gz`` table in pieces; it appears at ``path`` only on close.
 
-    Compression runs in a background thread (zlib releases the GIL), so formatting the next
-    piece overlaps with compressing the last one.
+    Formatting (Arrow's CSV writer) and compression (ISA-L) run in a background thread; both
+    release the GIL, so the caller computes the next piece meanwhile. A piece may be given as
+    a function that builds the table, so that building it (rounding, string columns) runs in
+    that thread too.
 
     Parameters
     ----------
@@ -908,7 +919,8 @@ class AtomicTsvGzWriter:
         )
         self._header_done = False
         self.rows = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        # One piece waits while one is formatted: memory for two pieces at most.
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
@@ -920,22 +932,17 @@ class AtomicTsvGzWriter:
                 return
             if self._error is None:
                 try:
-                    self._gz.write(item)
+                    if isinstance(item, bytes):
+                        self._gz.write(item)
+                    else:
+                        self._format(item() if callable(item) else item)
                 except BaseException as exc:  # re-raised in the caller's thread
                     self._error = exc
 
-    def _put(self, data: Any) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(data)
-
-    def write_table(self, table: Any) -> None:
-        """Append a pyarrow Table; the header is written with the first table."""
+    def _format(self, table: Any) -> None:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
-        # pyarrow quotes header names whatever the quoting style, so the header is ours.
-        self.write_header(table.column_names)
         options = pacsv.WriteOptions(
             include_header=False,
             delimiter="\t",
@@ -943,12 +950,37 @@ class AtomicTsvGzWriter:
             null_string="NA",
             batch_size=1 << 16,
         )
-        # Format in slices so that at most a few MB of text wait for the compressor.
+        # Format in slices so that at most a few MB of text exist before compression.
         for start in range(0, table.num_rows, _WRITE_ROWS):
             sink = pa.BufferOutputStream()
             pacsv.write_csv(table.slice(start, _WRITE_ROWS), sink, write_options=options)
-            self._put(memoryview(sink.getvalue()))
-        self.rows += table.num_rows
+            self._gz.write(memoryview(sink.getvalue()))
+
+    def _put(self, data: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(data)
+
+    def write_table(
+        self, table: Any, *, columns: Sequence[str] | None = None, rows: int | None = None
+    ) -> None:
+        """Append a pyarrow Table, or a function returning one, formatted in the background.
+
+        Parameters
+        ----------
+        table : pyarrow.Table or callable
+            The rows, or a zero-argument function that builds them (then ``columns`` and
+            ``rows`` are required: the header is written with the first piece).
+        """
+        if callable(table):
+            if columns is None or rows is None:
+                raise TypeError("a table factory needs columns= and rows=")
+        else:
+            columns, rows = table.column_names, table.num_rows
+        # pyarrow quotes header names whatever the quoting style, so the header is ours.
+        self.write_header(list(columns))
+        self._put(table)
+        self.rows += rows
 
     def write_header(self, names: list[str]) -> None:
         """Write only a header line (for a table that may get no rows)."""
