@@ -40,6 +40,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-task-seconds", type=float, default=None, help="kill tasks running longer"
     )
+    parser.add_argument(
+        "--redact-ids-from", nargs="+", action="extend", default=None, metavar="FILE",
+        help="files with the site's sample IDs (VCF, .psam/.fam, phenotype table); these IDs "
+        "are replaced by [sample-id] in the task logs callers get",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             "cpu_cores",
             "node_id",
             "max_task_seconds",
+            "redact_ids_from",
         )
     }
     state_dir = Path(args.state_dir).absolute()
@@ -93,6 +99,18 @@ def run(args: argparse.Namespace) -> int:
         log.warning("runtime host: tasks are not sandboxed (no network or filesystem isolation).")
     if cfg.egress_root is None:
         log.warning("no egress_root: no output can leave this site through the airlock.")
+    if cfg.redact_ids_from:
+        from snakemake_fedgen.node.redact import count_ids
+
+        log.info(
+            "task logs: %d sample ID(s) from %d file(s) are redacted",
+            count_ids(cfg.redact_ids_from),
+            len(cfg.redact_ids_from),
+        )
+    else:
+        log.warning(
+            "no redact_ids_from: task logs returned to callers are not checked for sample IDs."
+        )
     log.info(
         "serving TES 1.1 at http://%s:%d/ga4gh/tes/v1 (runtime %s, %d core(s))",
         cfg.host,

@@ -59,6 +59,9 @@ class NodeConfig:
     max_output_bytes: int = 10 * 1024**3
     max_content_bytes: int = 1024 * 1024
     log_tail_bytes: int = 64 * 1024
+    # Files holding the site's sample IDs (VCF, .psam/.fam, phenotype tables): every ID is
+    # replaced in the stdout/stderr a task log returns (snakemake_fedgen.node.redact).
+    redact_ids_from: list[Path] = field(default_factory=list)
     tool_paths: list[str] = field(default_factory=default_tool_paths)
     # Governance (issue 6, snakemake_fedgen.governance): JWT/Passport auth, visa-gated datasets,
     # Crypt4GH encryption of published egress files for the coordinator's public key.
@@ -146,6 +149,15 @@ def _convert(data: dict[str, Any], source: str) -> NodeConfig:
             if not isinstance(value, list):
                 raise ConfigError(f"node config {source}: {key} must be a list of directories.")
             out[key] = [Path(v).expanduser().absolute() for v in value]
+        elif key == "redact_ids_from":
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(
+                    f"node config {source}: redact_ids_from must be a list of files holding "
+                    "sample IDs (genotype VCF, .psam/.fam, phenotype table)."
+                )
+            out[key] = [Path(v).expanduser().absolute() for v in value]
         elif key in ("allowed_images", "tool_paths"):
             if isinstance(value, str):
                 value = [value]
@@ -212,6 +224,12 @@ def _check(cfg: NodeConfig, source: str) -> NodeConfig:
         AirlockPolicy.from_mapping(cfg.airlock)
     except ConfigError as exc:
         raise ConfigError(f"node config {source}: airlock: {exc}") from exc
+    for path in cfg.redact_ids_from:
+        if not path.is_file():
+            raise ConfigError(
+                f"node config {source}: redact_ids_from: {path} is not a file; list the site's "
+                "genotype VCF, .psam/.fam or phenotype table (or remove the entry)."
+            )
     if cfg.quarantine_dir is None:
         cfg.quarantine_dir = cfg.state_dir / "quarantine"
     if cfg.token_file is not None and not cfg.token_file.is_file():

@@ -26,6 +26,7 @@ from snakemake_fedgen.governance.node import seal_egress
 from snakemake_fedgen.governance.provenance import task_provenance
 from snakemake_fedgen.node.audit import AuditLog
 from snakemake_fedgen.node.config import NodeConfig
+from snakemake_fedgen.node.redact import IdRedactor
 from snakemake_fedgen.node.runtime import Runtime, TaskLayout
 from snakemake_fedgen.node.storage import (
     check_input_url,
@@ -72,6 +73,7 @@ class Scheduler:
         self._active: dict[str, _Active] = {}
         self._stopping = False
         self.policy = AirlockPolicy.from_mapping(cfg.airlock)
+        self.redactor = IdRedactor(cfg.redact_ids_from)
 
     # -- life cycle of the node -------------------------------------------------------------
 
@@ -333,8 +335,9 @@ class Scheduler:
             self.store.set_process(doc["id"], pgid=None, pstart=None)
         exec_log["end_time"] = now_rfc3339()
         exec_log["exit_code"] = rc if rc >= 0 else 128 - rc
-        exec_log["stdout"] = _tail(out_path, self.cfg.log_tail_bytes)
-        exec_log["stderr"] = _tail(err_path, self.cfg.log_tail_bytes)
+        # Task logs go back to the caller: no sample ID of this site may be in them.
+        exec_log["stdout"] = self.redactor.redact(_tail(out_path, self.cfg.log_tail_bytes))
+        exec_log["stderr"] = self.redactor.redact(_tail(err_path, self.cfg.log_tail_bytes))
         self.store.save(doc)
         return exec_log["exit_code"]
 
