@@ -189,12 +189,78 @@ def get_qc_counts():
     return expand("results/sumstats/{site}/qc_counts.tsv", site=SITES)
 
 
+def get_exact_traits():
+    """Traits fitted by exact pooled regression (method: exact-linear): the quantitative ones.
+
+    Binary traits are meta-analysed as usual: a logistic fit needs Newton-Raphson rounds with
+    the centre's coefficients at every site, which a fixed DAG of TES tasks cannot run.
+    """
+    return QUANTITATIVE_TRAITS if config["method"] == "exact-linear" else []
+
+
+def get_exact_aggregates(wildcards):
+    """Every site's exact-mode upload of a trait: masked with exact.secure, plain otherwise."""
+    name = "aggregates.masked.tsv" if config["exact"]["secure"] else "aggregates.tsv.gz"
+    return [f"results/sumstats/{site}/{wildcards.trait}.{name}" for site in SITES]
+
+
+def get_pc_columns(wildcards):
+    """PC1,...,PC<pcs>: the site's own principal components (a slope per site in exact mode)."""
+    return ",".join(f"PC{i}" for i in range(1, config["pcs"] + 1))
+
+
 def get_final_output():
-    """Final targets: meta-analysis, plots and the QC summary of every trait."""
+    """Final targets: meta-analysis (or exact fit), plots and the QC summary of every trait."""
+    exact = get_exact_traits()
+    meta = [t for t in TRAITS if t not in exact]
     return [
-        *expand("results/meta/{trait}.tsv.gz", trait=TRAITS),
-        *expand("results/meta/{trait}.manhattan.png", trait=TRAITS),
-        *expand("results/meta/{trait}.qq.png", trait=TRAITS),
-        *expand("results/meta/{trait}.top_hits.tsv", trait=TRAITS),
+        *expand("results/meta/{trait}.tsv.gz", trait=meta),
+        *expand("results/meta/{trait}.manhattan.png", trait=meta),
+        *expand("results/meta/{trait}.qq.png", trait=meta),
+        *expand("results/meta/{trait}.top_hits.tsv", trait=meta),
+        *expand("results/exact/{trait}.{ext}", trait=exact, ext=EXACT_OUTPUTS),
         "results/qc/qc_counts.tsv",
     ]
+
+
+QUANTITATIVE_TRAITS = [
+    t for t in TRAITS if config["traits"][t]["type"] == "quantitative"
+]
+# The exact-mode rules match only these (a regex that never matches if there are none).
+EXACT_TRAIT_PATTERN = "|".join(re.escape(t) for t in QUANTITATIVE_TRAITS) or "(?!)"
+# What the exact-mode solve writes per trait (results/exact/{trait}.*).
+EXACT_OUTPUTS = ("tsv.gz", "manhattan.png", "qq.png", "top_hits.tsv")
+# A site's plain aggregates: its egress output, or site-held when only masked uploads may leave.
+EXACT_PLAIN = (
+    "sites/{site}/exact/{trait}.aggregates.tsv.gz"
+    if config["exact"]["secure"]
+    else "results/sumstats/{site}/{trait}.aggregates.tsv.gz"
+)
+
+
+def get_registry_order(wildcards):
+    """All registry sites in registry order: the site-indicator columns of exact mode."""
+    return ",".join(REGISTRY.sites)
+
+
+def get_exact_round(wildcards):
+    """Secure-aggregation round id of a trait: exact.round plus the trait."""
+    if not config["exact"]["round"]:
+        raise WorkflowError(
+            "config exact.secure is true but exact.round is not set; set exact.round to a fresh "
+            "id for this analysis (e.g. exact: {secure: true, round: gwas-2026-11-25.1} in the "
+            "config file), never one used before with other data"
+        )
+    return f"{config['exact']['round']}.{wildcards.trait}"
+
+
+def get_exact_key_dataset(wildcards):
+    """Registry dataset of the site's X25519 private key (secure aggregation)."""
+    name = config["exact"]["key_dataset"]
+    if name not in REGISTRY.site(wildcards.site).datasets:
+        raise WorkflowError(
+            f"{config['sites']}: site {wildcards.site} has no dataset {name!r} (config "
+            "exact.key_dataset), needed with exact.secure; the site creates it with "
+            "`fedgen exact keygen --out KEY` and registers KEY as that dataset"
+        )
+    return name

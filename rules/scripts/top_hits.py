@@ -1,5 +1,7 @@
 """The strongest associations of a meta-analysis, for the report and the demo's summary."""
 
+import gzip
+import itertools
 import sys
 
 import numpy as np
@@ -8,7 +10,10 @@ import pandas as pd
 
 def top_hits(path: str, *, n: int) -> pd.DataFrame:
     """The ``n`` variants with the smallest p-values (ties by position)."""
-    table = pd.read_csv(path, sep="\t")
+    # The exact-mode results start with `## ...` notes (fit details); meta results have none.
+    with gzip.open(path, "rt") if path.endswith(".gz") else open(path) as f:
+        notes = sum(1 for _ in itertools.takewhile(lambda line: line.startswith("##"), f))
+    table = pd.read_csv(path, sep="\t", skiprows=notes)
     if "neg_log_10_p_value" in table:
         mlog10p = table["neg_log_10_p_value"].astype(float)
     else:

@@ -77,6 +77,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--aggregates", nargs="+", type=Path, help="plain site aggregates")
     src.add_argument("--masked", nargs="+", type=Path, help="masked uploads of one round")
     p.add_argument("--out", required=True, type=Path, help="results table (TSV)")
+    p.add_argument("--manhattan", type=Path, default=None, help="also draw a Manhattan plot (PNG)")
+    p.add_argument("--qq", type=Path, default=None, help="also draw a QQ plot (PNG)")
     p.set_defaults(_exact=_run_solve)
 
 
@@ -179,9 +181,31 @@ def _run_solve(args: argparse.Namespace) -> int:
     dropped = total.meta["variants_not_at_every_site"]
     result = solve(total)
     write_results(result, args.out, note=f"{note}; {dropped} variants not at every site dropped")
+    if args.manhattan or args.qq:
+        _plots(result, manhattan=args.manhattan, qq=args.qq)
     print(
         f"pooled n={result.n}: {len(result.beta)} variants solved ({note}); {dropped} variants "
         f"not at every site dropped -> {args.out}",
         file=sys.stderr,
     )
     return 0
+
+
+def _plots(result, *, manhattan: Path | None, qq: Path | None) -> None:
+    """Manhattan/QQ plots of the pooled fit with the meta-analysis' plotting code."""
+    import numpy as np
+
+    from snakemake_fedgen.meta import plots
+    from snakemake_fedgen.sumstats.ssf import chromosome_code
+
+    mlog10p = np.asarray(result.neg_log10_p, dtype=np.float64)
+    if manhattan is not None:
+        chrom = np.array([chromosome_code(str(c)) for c in result.chrom], dtype=np.int64)
+        pos = np.asarray(result.pos, dtype=np.int64)
+        plots.manhattan(manhattan, chrom=chrom, pos=pos, neg_log10_p=mlog10p)
+    if qq is not None:
+        # Genomic inflation from the t statistics (t^2 ~ chi^2_1 for large df).
+        t2 = np.square(np.asarray(result.t, dtype=np.float64))
+        t2 = t2[np.isfinite(t2)]
+        lam = float(np.median(t2) / 0.454936423119572) if len(t2) else float("nan")
+        plots.qq(qq, neg_log10_p=mlog10p, lambda_gc=lam)

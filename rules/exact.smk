@@ -1,0 +1,175 @@
+# Exact pooled linear regression (method: exact-linear; docs/exact-and-secure-aggregation.md).
+# At each site `fedgen exact aggregate` turns the imputed dosages, the trait and the covariates
+# into sufficient statistics; the centre adds them and fits y ~ covariates + site + dosage on
+# all samples pooled, exactly. Quantitative traits only (binary ones are meta-analysed).
+
+
+rule exact_aggregate:
+    input:
+        # The same imputed dosages and covariates the per-site GWAS uses.
+        pgen="sites/{site}/impute/imputed.pgen",
+        pvar="sites/{site}/impute/imputed.pvar",
+        psam="sites/{site}/impute/imputed.psam",
+        pheno=get_phenotypes,
+        covar="sites/{site}/gwas/covariates.tsv",
+    output:
+        aggregates=EXACT_PLAIN,
+    params:
+        prefix=subpath(input.pgen, strip_suffix=".pgen"),
+        sites=get_registry_order,
+        covariates=get_covariate_columns,
+        pcs=get_pc_columns,
+        min_n=config["egress"]["min_n"],
+        min_mac=config["egress"]["min_mac"],
+    wildcard_constraints:
+        trait=EXACT_TRAIT_PATTERN,
+    log:
+        "logs/{site}/exact_aggregate.{trait}.log",
+    resources:
+        site=get_site,
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/fedgen.yaml"
+    container:
+        FEDGEN_IMAGE
+    shell:
+        # Raw covariates, not --covar-variance-standardize'd per site as in gwas_glm: each site
+        # would rescale differently and the pooled model would change. Shared covariates get
+        # one slope; the site's own PCs a slope per site; the site indicator is built from the
+        # registry order.
+        "fedgen exact aggregate --pfile {params.prefix} --pheno {input.pheno}"
+        " --pheno-name {wildcards.trait} --covar {input.covar} --covar-name {params.covariates}"
+        " --site-covar-name {params.pcs} --site {wildcards.site} --sites {params.sites}"
+        " --min-n {params.min_n} --min-mac {params.min_mac} --out {output.aggregates}"
+        " 2> {log}"
+
+
+if config["exact"]["secure"]:
+
+    rule exact_key_reference:
+        output:
+            ref="sites/{site}/exact/x25519.key",
+        params:
+            sites=config["sites"],
+            name=get_exact_key_dataset,
+        log:
+            "logs/{site}/exact_key_reference.log",
+        localrule: True
+        conda:
+            "../envs/fedgen.yaml"
+        shell:
+            "fedgen sites ref --sites {params.sites} --site {wildcards.site}"
+            " --dataset {params.name} --output {output.ref} 2> {log}"
+
+    rule exact_panel_variants:
+        input:
+            panel=get_reference_panel,
+        output:
+            variants="sites/{site}/exact/panel_variants.tsv",
+        log:
+            "logs/{site}/exact_panel_variants.log",
+        resources:
+            site=get_site,
+            mem_mb=1000,
+            runtime=20,
+        conda:
+            "../envs/bcftools.yaml"
+        container:
+            BCFTOOLS_IMAGE
+        shell:
+            # The public variant list every site lays its masked vector out on: the shared
+            # reference panel, so all sites produce vectors of the same length and order.
+            "(printf '#CHROM\\tPOS\\tID\\tREF\\tALT\\n' > {output.variants}"
+            " && bcftools query -f '%CHROM\\t%POS\\t%ID\\t%REF\\t%ALT\\n' {input.panel}"
+            " >> {output.variants}) 2> {log}"
+
+    rule exact_mask:
+        input:
+            aggregates=EXACT_PLAIN,
+            key="sites/{site}/exact/x25519.key",
+            variants="sites/{site}/exact/panel_variants.tsv",
+            registry=config["sites"],
+        output:
+            masked="results/sumstats/{site}/{trait}.aggregates.masked.tsv",
+            ledger="sites/{site}/exact/{trait}.rounds",
+        params:
+            round=get_exact_round,
+            participants=",".join(SITES),
+        wildcard_constraints:
+            trait=EXACT_TRAIT_PATTERN,
+        log:
+            "logs/{site}/exact_mask.{trait}.log",
+        resources:
+            site=get_site,
+            mem_mb=2000,
+            runtime=30,
+        conda:
+            "../envs/fedgen.yaml"
+        container:
+            FEDGEN_IMAGE
+        shell:
+            "fedgen exact mask --aggregates {input.aggregates} --key {input.key}"
+            " --registry {input.registry} --round {params.round}"
+            " --participants {params.participants} --variants {input.variants}"
+            " --ledger {output.ledger} --out {output.masked} 2> {log}"
+
+
+rule exact_solve:
+    input:
+        uploads=get_exact_aggregates,
+    output:
+        result="results/exact/{trait}.tsv.gz",
+        manhattan=report(
+            "results/exact/{trait}.manhattan.png",
+            caption="../workflows/federated-gwas/report/manhattan.rst",
+            category="Association",
+            subcategory="{trait}",
+            labels={"trait": "{trait}", "figure": "Manhattan (exact)"},
+        ),
+        qq=report(
+            "results/exact/{trait}.qq.png",
+            caption="../workflows/federated-gwas/report/qq.rst",
+            category="Association",
+            subcategory="{trait}",
+            labels={"trait": "{trait}", "figure": "QQ (exact)"},
+        ),
+    params:
+        source="--masked" if config["exact"]["secure"] else "--aggregates",
+    wildcard_constraints:
+        trait=EXACT_TRAIT_PATTERN,
+    log:
+        "logs/exact/{trait}.log",
+    localrule: True
+    conda:
+        "../envs/fedgen.yaml"
+    container:
+        FEDGEN_IMAGE
+    shell:
+        "fedgen exact solve {params.source} {input.uploads} --out {output.result}"
+        " --manhattan {output.manhattan} --qq {output.qq} 2> {log}"
+
+
+rule exact_top_hits:
+    input:
+        meta="results/exact/{trait}.tsv.gz",
+    output:
+        top=report(
+            "results/exact/{trait}.top_hits.tsv",
+            caption="../workflows/federated-gwas/report/top_hits.rst",
+            category="Association",
+            subcategory="{trait}",
+            labels={"trait": "{trait}", "figure": "top hits (exact)"},
+        ),
+    params:
+        n=config["report"]["top_hits"],
+        threshold=config["report"]["significance"],
+    wildcard_constraints:
+        trait=EXACT_TRAIT_PATTERN,
+    log:
+        "logs/exact/{trait}.top_hits.log",
+    localrule: True
+    conda:
+        "../envs/plots.yaml"
+    script:
+        "scripts/top_hits.py"

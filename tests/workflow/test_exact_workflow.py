@@ -1,0 +1,305 @@
+"""End to end: the federated-gwas workflow with ``method: exact-linear`` on three loopback nodes.
+
+One tiny simulated federation runs through ``snakemake --executor fedgen --profile
+profiles/demo`` with only the exact-mode targets (module fixture): QC, imputation and PCA at
+each site, ``fedgen exact aggregate`` at each site, ``fedgen exact solve`` at the centre. The
+result is compared with ``plink2 --glm`` on all sites' samples pooled, built by the test from
+the very files the sites analysed (read as the site admin would, through the coordinator's
+references): the same imputed dosages, the same covariates table, the same phenotypes, and the
+same design (shared age and sex, one slope per site for each site's own PCs, site indicators).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pgenlib
+import pytest
+
+from snakemake_fedgen import demo
+from snakemake_fedgen.reference import is_reference, read_reference
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SEED = 7
+SITES = ("A", "B", "C")
+PCS = 5
+TARGETS = ("results/exact/qt.tsv.gz", "results/exact/qt.top_hits.tsv")
+# plink2 2.00a3.5 prints BETA and SE with 6 significant digits: half a unit in the 6th digit.
+PRINT_REL = 5.0001e-6
+
+
+@dataclass
+class Run:
+    """A finished exact-mode run: its directories and the simulation's truth."""
+
+    out: Path
+    data: Path
+    work: Path
+    truth: dict
+
+    def site_file(self, path: str) -> Path:
+        """The site-side file behind a reference on the coordinator (the site admin's view)."""
+        ref = read_reference(self.work / path)
+        assert ref is not None, f"{path} should be a reference on the coordinator"
+        return Path(unquote(urlparse(ref.url).path))
+
+
+def _command(work: Path, *config: str) -> list[str]:
+    cmd = demo.snakemake_command(work, extra_config=["method=exact-linear", *config])
+    # Targets go before --config, which takes every following word as a key=value pair.
+    at = cmd.index("--config")
+    return [*cmd[:at], *TARGETS, *cmd[at:]]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    out = tmp_path_factory.mktemp("exact-workflow")
+    data, work = out / "data", out / "coordinator"
+    truth = demo.simulate(data, seed=SEED, scale="tiny")
+    with demo.federation(data, out / "nodes", work / "sites.yaml") as sites:
+        env = demo.tool_env()
+        env.update({s.token_env: s.token for s in sites.values()})
+        demo.run_snakemake(_command(work), env=env, log_path=out / "snakemake.log", show=False)
+    yield Run(out, data, work, truth)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as f:
+        lines = [ln.rstrip("\n") for ln in f if not ln.startswith("##")]
+    header = lines[0].lstrip("#").split("\t")
+    return [dict(zip(header, ln.split("\t"), strict=True)) for ln in lines[1:]]
+
+
+def _pvar_ids(path: Path) -> list[str]:
+    return [r["ID"] for r in _rows(path)]
+
+
+def _site_dosages(run: Run, site: str) -> tuple[list[str], list[str], np.ndarray]:
+    """(IIDs, variant IDs, dosages (variants, samples)) of a site's imputed fileset."""
+    prefix = f"sites/{site}/impute/imputed"
+    pgen = run.site_file(f"{prefix}.pgen")
+    iids = [r["IID"] for r in _rows(run.site_file(f"{prefix}.psam"))]
+    ids = _pvar_ids(run.site_file(f"{prefix}.pvar"))
+    reader = pgenlib.PgenReader(bytes(pgen))
+    dos = np.empty((reader.get_variant_ct(), reader.get_raw_sample_ct()))
+    reader.read_dosages_range(0, dos.shape[0], dos)
+    reader.close()
+    assert (dos >= 0).all(), f"site {site}: imputed dosages should have no missing values"
+    return iids, ids, dos
+
+
+@dataclass
+class Pooled:
+    """All sites' samples together: the reference data set, as numbers and as plink2 files."""
+
+    root: Path
+    vids: list[str]
+    y: np.ndarray
+    design: np.ndarray  # intercept + covariates, samples x columns
+    covar_names: list[str]
+    dosages: np.ndarray  # variants x samples
+
+
+def _pooled(run: Run, root: Path) -> Pooled:
+    """Write the pooled fileset and covariate table the exact fit should reproduce."""
+    per_site = {s: _site_dosages(run, s) for s in SITES}
+    shared = set.intersection(*(set(ids) for _, ids, _ in per_site.values()))
+    vids = [v for v in per_site["A"][1] if v in shared]
+    pc_cols = [f"PC{j}.site_{s}" for s in SITES for j in range(1, PCS + 1)]
+    covar_names = ["age", "sex", *(f"site_{s}" for s in SITES[1:]), *pc_cols]
+    iids, blocks, y, design, lines = [], [], [], [], []
+    for site in SITES:
+        site_iids, ids, dos = per_site[site]
+        index = {v: i for i, v in enumerate(ids)}
+        blocks.append(dos[[index[v] for v in vids]])
+        pheno = {r["IID"]: r for r in _rows(run.data / "sites" / site / "phenotypes.tsv")}
+        # The covariates table the site's workflow wrote (raw age, sex and the site's PCs).
+        covar = {r["IID"]: r for r in _rows(run.site_file(f"sites/{site}/gwas/covariates.tsv"))}
+        for iid in site_iids:
+            c = covar[iid]
+            pcs = [c[f"PC{j}"] if s == site else "0" for s in SITES for j in range(1, PCS + 1)]
+            fields = [c["age"], c["sex"], *(str(int(site == s)) for s in SITES[1:]), *pcs]
+            lines.append("\t".join([iid, iid, pheno[iid]["qt"], *fields]))
+            # Missing phenotypes (NA) are dropped by plink2 and by the sites alike.
+            y.append(float("nan") if pheno[iid]["qt"] == "NA" else float(pheno[iid]["qt"]))
+            design.append([1.0, *(float(x) for x in fields)])
+            iids.append(iid)
+    dosages = np.concatenate(blocks, axis=1)
+    # The pooled fileset holds the sites' stored dosages unchanged (pgenlib writes the same
+    # 1/16384 units it read).
+    writer = pgenlib.PgenWriter(
+        bytes(root / "pooled.pgen"), len(iids), variant_ct=len(vids), dosage_present=True
+    )
+    for j in range(len(vids)):
+        writer.append_dosages(np.ascontiguousarray(dosages[j]))
+    writer.close()
+    pvar = ["#CHROM\tPOS\tID\tREF\tALT"]
+    for vid in vids:
+        chrom, pos, ref, alt = vid.split(":")
+        pvar.append(f"{chrom}\t{pos}\t{vid}\t{ref}\t{alt}")
+    (root / "pooled.pvar").write_text("\n".join(pvar) + "\n")
+    (root / "pooled.psam").write_text("#FID\tIID\n" + "".join(f"{i}\t{i}\n" for i in iids))
+    header = "\t".join(["#FID", "IID", "qt", *covar_names])
+    (root / "pooled.covar").write_text("\n".join([header, *lines]) + "\n")
+    return Pooled(root, vids, np.array(y), np.array(design), covar_names, dosages)
+
+
+def _plink2(root: Path, *args: str) -> None:
+    subprocess.run(
+        ["plink2", "--threads", "2", "--memory", "2000", "--pfile", "pooled", *args],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def pooled(run: Run, tmp_path_factory: pytest.TempPathFactory) -> Pooled:
+    ref = _pooled(run, tmp_path_factory.mktemp("pooled"))
+    # Pooled standardisation is affine per covariate column: BETA and SE of the dosage do not
+    # change, and plink2 needs it for the PC columns' scale next to age.
+    _plink2(
+        ref.root, "--pheno", "pooled.covar", "--pheno-name", "qt", "--covar", "pooled.covar",
+        "--covar-name", ",".join(ref.covar_names), "--covar-variance-standardize",
+        "--glm", "hide-covar", "omit-ref", "--out", "glm",
+    )  # fmt: skip
+    return ref
+
+
+def _exact(run: Run) -> dict[str, dict[str, str]]:
+    return {r["variant_id"]: r for r in _rows(run.work / "results/exact/qt.tsv.gz")}
+
+
+def test_exact_workflow__equals_pooled_plink2_glm_on_every_variant(run: Run, pooled: Pooled):
+    exact = _exact(run)
+    glm = {r["ID"]: r for r in _rows(pooled.root / "glm.qt.glm.linear")}
+    # Variants the sites' MAC guards kept everywhere are solved; the others are not.
+    assert len(exact) > 1000
+    assert set(exact) <= set(pooled.vids)
+    n = int(np.isfinite(pooled.y).sum())
+    assert n < len(pooled.y), "the simulation has missing phenotypes, which must be dropped"
+    for vid, row in exact.items():
+        ref = glm[vid]
+        assert ref["A1"] == ref["ALT"] == row["effect_allele"]
+        assert int(ref["OBS_CT"]) == int(row["n"]) == n
+        assert float(row["beta"]) == pytest.approx(float(ref["BETA"]), rel=PRINT_REL), vid
+        assert float(row["standard_error"]) == pytest.approx(float(ref["SE"]), rel=PRINT_REL), vid
+        assert float(row["p_value"]) == pytest.approx(float(ref["P"]), rel=1e-5, abs=1e-300), vid
+
+
+def test_exact_workflow__equals_pooled_least_squares_to_1e9(run: Run, pooled: Pooled):
+    # Beyond plink2's 6 printed digits: least squares on the same pooled individual-level data
+    # (numpy QR of the covariates, then each variant's dosage and y residualised on them).
+    exact = _exact(run)
+    ok = np.isfinite(pooled.y)
+    q, _ = np.linalg.qr(pooled.design[ok])
+    y = pooled.y[ok] - q @ (q.T @ pooled.y[ok])
+    index = {v: j for j, v in enumerate(pooled.vids)}
+    vids = list(exact)
+    g = pooled.dosages[[index[v] for v in vids]][:, ok].T
+    g = g - q @ (q.T @ g)
+    gg = np.einsum("ij,ij->j", g, g)
+    beta = (g.T @ y) / gg
+    resid = y[:, None] - g * beta
+    df = ok.sum() - q.shape[1] - 1
+    se = np.sqrt(np.einsum("ij,ij->j", resid, resid) / df / gg)
+    got_beta = np.array([float(exact[v]["beta"]) for v in vids])
+    got_se = np.array([float(exact[v]["standard_error"]) for v in vids])
+    np.testing.assert_allclose(got_beta, beta, rtol=1e-9)
+    np.testing.assert_allclose(got_se, se, rtol=1e-9)
+
+
+def test_exact_workflow__beta_matches_plink2_double_precision_to_1e6(run: Run, pooled: Pooled):
+    # plink2 regresses y - beta_exact * g on g and prints beta_plink - beta_exact itself, with
+    # 6 digits of its own; on 25 variants spread over the table (each extra phenotype costs a
+    # fit of every extracted variant).
+    exact = _exact(run)
+    vids = sorted(exact, key=lambda v: float(exact[v]["p_value"]))
+    picked = vids[:: max(1, len(vids) // 25)][:25]
+    index = {v: j for j, v in enumerate(pooled.vids)}
+    header = ["#FID", "IID", *(f"r{i}" for i in range(len(picked)))]
+    cols = [pooled.y - float(exact[v]["beta"]) * pooled.dosages[index[v]] for v in picked]
+    iids = [ln.split("\t")[1] for ln in (pooled.root / "pooled.psam").read_text().splitlines()[1:]]
+    body = [
+        f"{iid}\t{iid}\t"
+        + "\t".join(repr(float(c[s])) if np.isfinite(c[s]) else "NA" for c in cols)
+        for s, iid in enumerate(iids)
+    ]
+    (pooled.root / "resid.pheno").write_text("\n".join(["\t".join(header), *body]) + "\n")
+    (pooled.root / "resid.extract").write_text("\n".join(picked) + "\n")
+    _plink2(
+        pooled.root, "--extract", "resid.extract", "--pheno", "resid.pheno", "--covar",
+        "pooled.covar", "--covar-name", ",".join(pooled.covar_names),
+        "--covar-variance-standardize", "--glm", "hide-covar", "omit-ref", "--out", "resid",
+    )  # fmt: skip
+    for i, vid in enumerate(picked):
+        rows = {r["ID"]: r for r in _rows(pooled.root / f"resid.r{i}.glm.linear")}
+        delta = float(rows[vid]["BETA"])
+        beta = float(exact[vid]["beta"])
+        assert abs(delta) <= 1e-6 * abs(beta), (vid, delta, beta)
+
+
+def test_exact_workflow__finds_the_strong_causal_variant(run: Run):
+    causal = max(run.truth["causal_variants"], key=lambda c: c["variance_explained"])
+    top = _rows(run.work / "results/exact/qt.top_hits.tsv")[0]
+    assert abs(int(top["base_pair_location"]) - causal["pos"]) <= 100_000
+    assert float(top["p_value"]) < 5e-8
+    for name in ("qt.manhattan.png", "qt.qq.png"):
+        assert (run.work / "results/exact" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_exact_workflow__only_aggregates_passed_the_airlock(run: Run):
+    for site in SITES:
+        audit = run.out / "nodes" / site / "state" / "audit.jsonl"
+        records = [json.loads(ln) for ln in audit.read_text().splitlines()]
+        airlock = [r for r in records if r["action"] == "Airlock"]
+        assert [(r["file"], r["kind"], r["accepted"]) for r in airlock] == [
+            (f"/fedgen/work/results/sumstats/{site}/qt.aggregates.tsv.gz", "aggregates", True)
+        ]
+        egress = run.data / "sites" / site / "egress"
+        published = sorted(str(p.relative_to(egress)) for p in egress.rglob("*") if p.is_file())
+        assert published == [f"results/sumstats/{site}/qt.aggregates.tsv.gz"]
+        local = sorted(p.name for p in (run.work / "results" / "sumstats" / site).iterdir())
+        assert local == ["qt.aggregates.tsv.gz"]
+
+
+def _magic(path: Path) -> bytes:
+    head = path.read_bytes()[:4096]
+    if head[:2] == b"\x1f\x8b":
+        with gzip.open(path, "rb") as f:
+            head = f.read(4096)
+    return head
+
+
+def test_exact_workflow__coordinator_holds_no_individual_level_data(run: Run):
+    sample_ids = set()
+    for site in SITES:
+        sample_ids |= {r["IID"] for r in _rows(run.data / "sites" / site / "phenotypes.tsv")}
+    assert len(sample_ids) > 300
+    files = [p for p in run.work.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert len(files) > 30
+    for path in files:
+        head = _magic(path)
+        assert not head.startswith(b"##fileformat=VCF"), path
+        assert not head.startswith(b"BCF\x02"), path
+        assert not head.startswith(b"l\x1b"), f"{path}: PLINK .bed/.pgen magic"
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        text = data.decode("utf-8", errors="replace")
+        leaked = [s for s in sample_ids if s in text]
+        assert not leaked, f"{path} holds sample IDs {leaked[:3]}"
+    site_outputs = [p for p in (run.work / "sites").rglob("*") if p.is_file()]
+    assert site_outputs
+    for path in site_outputs:
+        assert is_reference(path), f"{path} is site data on the coordinator"
