@@ -7,13 +7,19 @@ result is compared with ``plink2 --glm`` on all sites' samples pooled, built by 
 the very files the sites analysed (read as the site admin would, through the coordinator's
 references): the same imputed dosages, the same covariates table, the same phenotypes, and the
 same design (shared age and sex, one slope per site for each site's own PCs, site indicators).
+
+The same federation then reruns the exact targets with ``exact.secure: true``: each site masks
+its aggregates with its X25519 key (a site-held registry dataset), only the masked upload
+leaves the site, and the centre's sum gives the plain result.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +28,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pgenlib
 import pytest
+import yaml
 
 from snakemake_fedgen import demo
 from snakemake_fedgen.reference import is_reference, read_reference
@@ -32,18 +39,22 @@ SEED = 7
 SITES = ("A", "B", "C")
 PCS = 5
 TARGETS = ("results/exact/qt.tsv.gz", "results/exact/qt.top_hits.tsv")
+SECURE_CONFIG = "method: exact-linear\nexact:\n  secure: true\n  round: e2e-test.1\n"
 # plink2 2.00a3.5 prints BETA and SE with 6 significant digits: half a unit in the 6th digit.
 PRINT_REL = 5.0001e-6
 
 
 @dataclass
 class Run:
-    """A finished exact-mode run: its directories and the simulation's truth."""
+    """A finished exact-mode run: its directories, the simulation's truth, both results."""
 
     out: Path
     data: Path
     work: Path
     truth: dict
+    plain: Path  # results/exact/qt.tsv.gz of the plain run
+    secure: Path  # the same from the secure-aggregation run
+    audit_lines: dict[str, int]  # audit log length of each node after the plain run
 
     def site_file(self, path: str) -> Path:
         """The site-side file behind a reference on the coordinator (the site admin's view)."""
@@ -52,11 +63,29 @@ class Run:
         return Path(unquote(urlparse(ref.url).path))
 
 
-def _command(work: Path, *config: str) -> list[str]:
-    cmd = demo.snakemake_command(work, extra_config=["method=exact-linear", *config])
-    # Targets go before --config, which takes every following word as a key=value pair.
+def _command(work: Path, *configfiles: Path) -> list[str]:
+    cmd = demo.snakemake_command(work, extra_config=["method=exact-linear"])
+    # Targets go before --config, which takes every following word as a key=value pair; a
+    # second --configfile replaces the first, so the workflow's own config is named again.
     at = cmd.index("--config")
-    return [*cmd[:at], *TARGETS, *cmd[at:]]
+    extra = ["--configfile", str(demo.CONFIGFILE), *map(str, configfiles)] if configfiles else []
+    return [*cmd[:at], *TARGETS, *extra, *cmd[at:]]
+
+
+def _add_site_keys(data: Path) -> None:
+    """Each site creates its X25519 key pair: private key as a site dataset, public key shared."""
+    path = data / "sites.yaml"
+    registry = yaml.safe_load(path.read_text())
+    for name, entry in registry["sites"].items():
+        key = data / "sites" / name / "secure" / "x25519.key"
+        key.parent.mkdir(exist_ok=True)
+        printed = subprocess.run(
+            [sys.executable, "-m", "snakemake_fedgen", "exact", "keygen", "--out", str(key)],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        entry["public_key_x25519"] = printed.split(":", 1)[1].strip()
+        entry["datasets"]["x25519_key"] = {"url": key.as_uri()}
+    path.write_text(yaml.safe_dump(registry, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +93,26 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     out = tmp_path_factory.mktemp("exact-workflow")
     data, work = out / "data", out / "coordinator"
     truth = demo.simulate(data, seed=SEED, scale="tiny")
-    with demo.federation(data, out / "nodes", work / "sites.yaml") as sites:
+    _add_site_keys(data)
+    secure_config = out / "secure.yaml"
+    secure_config.write_text(SECURE_CONFIG)
+    result = work / "results" / "exact" / "qt.tsv.gz"
+    # The sites admit masked uploads (plain aggregates are checked as usual).
+    airlock = {"secure_aggregation": True}
+    with demo.federation(data, out / "nodes", work / "sites.yaml", airlock=airlock) as sites:
         env = demo.tool_env()
         env.update({s.token_env: s.token for s in sites.values()})
         demo.run_snakemake(_command(work), env=env, log_path=out / "snakemake.log", show=False)
-    yield Run(out, data, work, truth)
+        plain = shutil.copy(result, out / "plain.qt.tsv.gz")
+        audit_lines = {
+            s: len((out / "nodes" / s / "state" / "audit.jsonl").read_text().splitlines())
+            for s in SITES
+        }
+        demo.run_snakemake(
+            _command(work, secure_config), env=env, log_path=out / "secure.log", show=False
+        )
+        secure = shutil.copy(result, out / "secure.qt.tsv.gz")
+    yield Run(out, data, work, truth, Path(plain), Path(secure), audit_lines)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -176,7 +220,7 @@ def pooled(run: Run, tmp_path_factory: pytest.TempPathFactory) -> Pooled:
 
 
 def _exact(run: Run) -> dict[str, dict[str, str]]:
-    return {r["variant_id"]: r for r in _rows(run.work / "results/exact/qt.tsv.gz")}
+    return {r["variant_id"]: r for r in _rows(run.plain)}
 
 
 def test_exact_workflow__equals_pooled_plink2_glm_on_every_variant(run: Run, pooled: Pooled):
@@ -257,19 +301,87 @@ def test_exact_workflow__finds_the_strong_causal_variant(run: Run):
         assert (run.work / "results/exact" / name).read_bytes()[:4] == b"\x89PNG"
 
 
+def _airlock(run: Run, site: str) -> tuple[list[tuple], list[tuple]]:
+    """The node's airlock decisions (file, kind, accepted) in the plain and the secure run."""
+    audit = run.out / "nodes" / site / "state" / "audit.jsonl"
+    records = [json.loads(ln) for ln in audit.read_text().splitlines()]
+    decisions = [
+        (i, (r["file"], r["kind"], r["accepted"]))
+        for i, r in enumerate(records)
+        if r["action"] == "Airlock"
+    ]
+    cut = run.audit_lines[site]
+    return [d for i, d in decisions if i < cut], [d for i, d in decisions if i >= cut]
+
+
 def test_exact_workflow__only_aggregates_passed_the_airlock(run: Run):
     for site in SITES:
-        audit = run.out / "nodes" / site / "state" / "audit.jsonl"
-        records = [json.loads(ln) for ln in audit.read_text().splitlines()]
-        airlock = [r for r in records if r["action"] == "Airlock"]
-        assert [(r["file"], r["kind"], r["accepted"]) for r in airlock] == [
-            (f"/fedgen/work/results/sumstats/{site}/qt.aggregates.tsv.gz", "aggregates", True)
-        ]
+        plain, secure = _airlock(run, site)
+        sumstats = f"/fedgen/work/results/sumstats/{site}"
+        assert plain == [(f"{sumstats}/qt.aggregates.tsv.gz", "aggregates", True)]
+        # With secure aggregation only the masked upload left; the plain table stayed.
+        assert secure == [(f"{sumstats}/qt.aggregates.masked.tsv", "aggregates", True)]
         egress = run.data / "sites" / site / "egress"
         published = sorted(str(p.relative_to(egress)) for p in egress.rglob("*") if p.is_file())
-        assert published == [f"results/sumstats/{site}/qt.aggregates.tsv.gz"]
+        assert published == [
+            f"results/sumstats/{site}/qt.aggregates.masked.tsv",
+            f"results/sumstats/{site}/qt.aggregates.tsv.gz",
+        ]
         local = sorted(p.name for p in (run.work / "results" / "sumstats" / site).iterdir())
-        assert local == ["qt.aggregates.tsv.gz"]
+        assert local == ["qt.aggregates.masked.tsv", "qt.aggregates.tsv.gz"]
+        for held in ("qt.aggregates.tsv.gz", "x25519.key"):
+            assert is_reference(run.work / "sites" / site / "exact" / held), held
+
+
+def _by_alleles(path: Path) -> dict[tuple[str, ...], dict[str, str]]:
+    # The secure route labels variants from the public variant list (the panel's IDs), the
+    # plain route from the sites' fileset: compare on chromosome, position and alleles.
+    return {
+        (r["chromosome"], r["base_pair_location"], r["other_allele"], r["effect_allele"]): r
+        for r in _rows(path)
+    }
+
+
+def test_exact_workflow__secure_aggregation_equals_the_plain_sum(run: Run):
+    plain, secure = _by_alleles(run.plain), _by_alleles(run.secure)
+    assert len(secure) > 1000 and set(secure) == set(plain)
+    keys = sorted(plain)
+    for column in ("beta", "standard_error"):
+        got = np.array([float(secure[k][column]) for k in keys])
+        want = np.array([float(plain[k][column]) for k in keys])
+        # Fixed point with 40 fractional bits per value and site: ~1e-9 relative at worst.
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-12)
+    assert {r["n"] for r in secure.values()} == {r["n"] for r in plain.values()}
+    with gzip.open(run.secure, "rt") as f:
+        notes = [ln for ln in f if ln.startswith("##")]
+    assert "secure round e2e-test.1.qt over sites A,B,C" in "".join(notes)
+
+
+def test_exact_workflow__masked_upload_is_noise(run: Run):
+    # Site B's masked upload against its plain aggregates of the same numbers (plain run).
+    from snakemake_fedgen.exact import secure
+    from snakemake_fedgen.exact.aggregates import read_aggregates
+
+    sumstats = run.work / "results" / "sumstats" / "B"
+    upload = secure.read_masked(sumstats / "qt.aggregates.masked.tsv")
+    plain = read_aggregates(sumstats / "qt.aggregates.tsv.gz")
+    assert upload.participants == SITES
+    index = {
+        f"{c}:{p}:{r}:{a}": i
+        for i, (c, p, r, a) in enumerate(
+            zip(*(upload.universe[k] for k in ("chrom", "pos", "ref", "alt")), strict=True)
+        )
+    }
+    rows = [index[key] for key in plain.variant_keys()]
+    masked = upload.table[rows, 1]  # g'g of each variant, as ring elements (lo, hi)
+    clear = secure.encode(plain.gtg, upload.frac_bits)
+    # In the clear every g'g is a small positive number: its high 64-bit limb is 0. Masked,
+    # the high limbs are uniform on [0, 2^64) and the values uncorrelated with the true ones.
+    assert (clear[:, 1] == 0).all()
+    high = masked[:, 1].astype(np.float64) / 2.0**64
+    assert 0.4 < high.mean() < 0.6 and (masked[:, 1] == 0).sum() == 0
+    r = np.corrcoef(secure.decode(masked, upload.frac_bits), plain.gtg)[0, 1]
+    assert abs(r) < 0.1, r
 
 
 def _magic(path: Path) -> bytes:
