@@ -166,31 +166,38 @@ class Scheduler:
         except Exception as exc:
             # Any unexpected failure still ends the task with a reason instead of leaving it.
             log.exception("task %s failed inside the node", doc["id"])
-            self._end(doc, "SYSTEM_ERROR", reason=f"node error: {type(exc).__name__}: {exc}")
-        finally:
-            self.cores_free += active.cores
-            self._active.pop(doc["id"], None)
-            # The reason (timeout, size cap, airlock...) goes into the audit trail too.
-            reasons = (doc.get("logs") or [{}])[-1].get("system_logs") or [None]
-            self.audit.record(
-                caller=active.owner,
-                action="TaskEnded",
-                task=doc["id"],
-                outcome=doc["state"],
-                reason=reasons[-1],
+            self._end(
+                doc, "SYSTEM_ERROR", reason=f"node error: {type(exc).__name__}: {exc}", save=False
             )
-            entries = self.audit.pop_task_entries(doc["id"])
-            if doc["state"] != "COMPLETE":
-                await asyncio.to_thread(
-                    task_provenance,
-                    self.cfg,
-                    doc,
-                    owner=active.owner,
-                    store=self.store,
-                    entries=entries,
+        finally:
+            try:
+                # The reason (timeout, size cap, airlock...) goes into the audit trail too.
+                reasons = (doc.get("logs") or [{}])[-1].get("system_logs") or [None]
+                self.audit.record(
+                    caller=active.owner,
+                    action="TaskEnded",
+                    task=doc["id"],
+                    outcome=doc["state"],
+                    reason=reasons[-1],
                 )
-            await asyncio.to_thread(self._remove_task_dir, doc["id"])
-            self._pump()
+                entries = self.audit.pop_task_entries(doc["id"])
+                if doc["state"] != "COMPLETE":
+                    await asyncio.to_thread(
+                        task_provenance,
+                        self.cfg,
+                        doc,
+                        owner=active.owner,
+                        store=self.store,
+                        entries=entries,
+                    )
+                await asyncio.to_thread(self._remove_task_dir, doc["id"])
+            finally:
+                self.cores_free += active.cores
+                self._active.pop(doc["id"], None)
+                # The final state becomes visible only now: a caller that sees it finds the
+                # scratch directory gone and the task's cores free.
+                self.store.save(doc)
+                self._pump()
 
     async def _execute(self, active: _Active) -> None:
         doc = active.doc
@@ -207,7 +214,7 @@ class Scheduler:
         try:
             layout = await asyncio.to_thread(self._prepare, doc)
         except FedgenError as exc:
-            self._end(doc, "SYSTEM_ERROR", reason=str(exc))
+            self._end(doc, "SYSTEM_ERROR", reason=str(exc), save=False)
             return
         if self._interrupted(active):
             return
@@ -219,17 +226,17 @@ class Scheduler:
             try:
                 exit_code = await self._run_executor(active, index, executor, layout, deadline)
             except FedgenError as exc:
-                self._end(doc, "SYSTEM_ERROR", reason=f"executors[{index}]: {exc}")
+                self._end(doc, "SYSTEM_ERROR", reason=f"executors[{index}]: {exc}", save=False)
                 return
             if self._interrupted(active):
                 return
             if exit_code != 0 and not executor.get("ignore_error", False):
-                self._end(doc, "EXECUTOR_ERROR")
+                self._end(doc, "EXECUTOR_ERROR", save=False)
                 return
         try:
             task_log["outputs"] = await asyncio.to_thread(self._upload, active, layout)
         except FedgenError as exc:
-            self._end(doc, "SYSTEM_ERROR", reason=str(exc))
+            self._end(doc, "SYSTEM_ERROR", reason=str(exc), save=False)
             return
         if self._interrupted(active):
             return
@@ -243,26 +250,30 @@ class Scheduler:
             state="COMPLETE",
             entries=self.audit.task_entries(doc["id"]),
         )
-        self._end(doc, "COMPLETE")
+        self._end(doc, "COMPLETE", save=False)
 
     def _interrupted(self, active: _Active) -> bool:
         """End the task if it was canceled, stopped or timed out; True if so."""
         if active.cancel:
-            self._end(active.doc, "CANCELED", reason="canceled by the caller")
+            self._end(active.doc, "CANCELED", reason="canceled by the caller", save=False)
         elif active.stopping:
-            self._end(active.doc, "SYSTEM_ERROR", reason=STOP_REASON)
+            self._end(active.doc, "SYSTEM_ERROR", reason=STOP_REASON, save=False)
         elif active.timed_out:
             self._end(
                 active.doc,
                 "SYSTEM_ERROR",
                 reason=f"task exceeded max_task_seconds={self.cfg.max_task_seconds:g} "
                 "and was killed",
+                save=False,
             )
         else:
             return False
         return True
 
-    def _end(self, doc: dict[str, Any], state: str, *, reason: str | None = None) -> None:
+    def _end(
+        self, doc: dict[str, Any], state: str, *, reason: str | None = None, save: bool = True
+    ) -> None:
+        """Put ``doc`` in its final state; ``save=False`` leaves storing it to the caller."""
         doc["state"] = state
         if not doc.get("logs"):
             doc["logs"] = [{"logs": [], "outputs": [], "system_logs": []}]
@@ -270,7 +281,8 @@ class Scheduler:
         task_log["end_time"] = now_rfc3339()
         if reason:
             task_log.setdefault("system_logs", []).append(reason)
-        self.store.save(doc)
+        if save:
+            self.store.save(doc)
 
     async def _run_executor(
         self, active: _Active, index: int, executor: dict, layout: TaskLayout, deadline

@@ -299,3 +299,20 @@ def test_volumes__shared_between_executors(site, start_node):
     doc = wait_task(node.url, _post(node, task))
     assert doc["state"] == "COMPLETE", doc["logs"]
     assert doc["logs"][0]["logs"][1]["stdout"] == "shared\n"
+
+
+def test_final_state__visible_only_after_the_scratch_directory_is_gone(site, start_node):
+    node = start_node(site.state, config=site.config())
+    # Thousands of scratch files make the clean-up take a while; a caller polling fast must
+    # still never see the final state while the task's directory exists.
+    task_id = _post(node, simple_task("mkdir s && cd s && seq 20000 | xargs touch"))
+    task_dir = node.state_dir / "tasks" / task_id
+    deadline = time.monotonic() + 60
+    state = "QUEUED"
+    while time.monotonic() < deadline:
+        state = httpx.get(f"{node.url}/tasks/{task_id}").json()["state"]
+        if state not in ("QUEUED", "INITIALIZING", "RUNNING"):
+            break
+        time.sleep(0.005)
+    assert state == "COMPLETE"
+    assert not task_dir.exists()
