@@ -245,22 +245,40 @@ def get_registry_order(wildcards):
 
 def get_exact_round(wildcards):
     """Secure-aggregation round id of a trait: exact.round plus the trait."""
-    if not config["exact"]["round"]:
-        raise WorkflowError(
-            "config exact.secure is true but exact.round is not set; set exact.round to a fresh "
-            "id for this analysis (e.g. exact: {secure: true, round: gwas-2026-11-25.1} in the "
-            "config file), never one used before with other data"
-        )
     return f"{config['exact']['round']}.{wildcards.trait}"
 
 
 def get_exact_key_dataset(wildcards):
     """Registry dataset of the site's X25519 private key (secure aggregation)."""
-    name = config["exact"]["key_dataset"]
-    if name not in REGISTRY.site(wildcards.site).datasets:
+    return config["exact"]["key_dataset"]
+
+
+# Secure aggregation needs a round id and every analysed site's key pair: say so before any
+# task is sent, not halfway through the run.
+if config["exact"]["secure"]:
+    if not config["exact"]["round"]:
         raise WorkflowError(
-            f"{config['sites']}: site {wildcards.site} has no dataset {name!r} (config "
-            "exact.key_dataset), needed with exact.secure; the site creates it with "
-            "`fedgen exact keygen --out KEY` and registers KEY as that dataset"
+            "config exact.secure is true but exact.round is not set; set exact.round to a "
+            "fresh id for this analysis (e.g. exact: {secure: true, round: gwas-2026-11-25.1} "
+            "in the config file), never one used before with other data"
         )
-    return name
+    if len(SITES) < 3:
+        raise WorkflowError(
+            f"config exact.secure: only {len(SITES)} site(s) ({', '.join(SITES)}); secure "
+            "aggregation needs at least three (with two, each site could subtract its own "
+            "numbers from the sum and read the other's). Set exact.secure: false"
+        )
+    for _site in SITES:
+        _entry = REGISTRY.site(_site)
+        if config["exact"]["key_dataset"] not in _entry.datasets:
+            raise WorkflowError(
+                f"{config['sites']}: site {_site} has no dataset "
+                f"{config['exact']['key_dataset']!r} (config exact.key_dataset), needed with "
+                "exact.secure; the site creates its key with `fedgen exact keygen --out KEY` "
+                "and registers KEY as that dataset"
+            )
+        if not _entry.public_key_x25519:
+            raise WorkflowError(
+                f"{config['sites']}: site {_site} has no public_key_x25519, needed with "
+                "exact.secure; add the public key its `fedgen exact keygen` printed"
+            )

@@ -1,0 +1,133 @@
+"""The federated-gwas workflow's exact-linear mode as Snakemake plans it (dry runs, no sites).
+
+The end-to-end runs are in tests/workflow/test_exact_workflow.py; these check the config
+switch, the shell commands the sites would run and the configuration errors, in seconds.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from snakemake_fedgen import demo
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("exact-dag")
+    subprocess.run(
+        [sys.executable, "-m", "snakemake_fedgen", "simulate", "--out", str(data), "--seed", "3",
+         "--scale", "tiny"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return data / "sites.yaml"
+
+
+def _dry_run(workdir: Path, registry: Path, config: str = "", *args: str):
+    workdir.mkdir(exist_ok=True)
+    (workdir / "sites.yaml").write_text(registry.read_text())
+    extra = workdir / "extra.yaml"
+    extra.write_text(config or "{}\n")
+    cmd = [
+        sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "1",
+        "--snakefile", str(demo.SNAKEFILE), "--directory", str(workdir),
+        "--configfile", str(demo.CONFIGFILE), str(extra), *args,
+        "--config", "sites=sites.yaml",
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, env=demo.tool_env())
+
+
+def _commands(output: str, start: str) -> list[str]:
+    lines = (ln.removeprefix("Shell command: ") for ln in output.splitlines())
+    return [ln for ln in lines if ln.startswith(start)]
+
+
+def _jobs(output: str) -> dict[str, int]:
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
+
+
+def test_workflow_dag__default_method_is_meta(registry: Path, tmp_path: Path):
+    proc = _dry_run(tmp_path / "w", registry)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    jobs = _jobs(proc.stdout)
+    assert jobs["meta_analysis"] == 2 and jobs["sumstats_export"] == 6
+    assert not [rule for rule in jobs if rule.startswith("exact_")]
+
+
+def test_workflow_dag__exact_linear_fits_qt_exactly_and_meta_analyses_bt(
+    registry: Path, tmp_path: Path
+):
+    proc = _dry_run(tmp_path / "w", registry, "method: exact-linear\n")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    jobs = _jobs(proc.stdout)
+    assert jobs["exact_aggregate"] == 3 and jobs["exact_solve"] == 1
+    # The binary trait is still meta-analysed; the quantitative one is not.
+    assert jobs["meta_analysis"] == 1 and jobs["sumstats_export"] == 3
+    assert "results/meta/bt.tsv.gz" in proc.stdout and "results/meta/qt.tsv.gz" not in proc.stdout
+    commands = _commands(proc.stdout, "fedgen exact aggregate")
+    assert len(commands) == 3
+    for line in commands:
+        # Raw shared covariates, each site's own PCs with a slope per site, registry order.
+        assert "--covar-variance-standardize" not in line
+        assert "--covar-name age,sex --site-covar-name PC1,PC2,PC3,PC4,PC5" in line
+        assert "--sites A,B,C" in line and "--min-n 50 --min-mac 10" in line
+        site = re.search(r"--site (\w)", line)[1]
+        assert f"--covar sites/{site}/gwas/covariates.tsv" in line
+        assert f"--out results/sumstats/{site}/qt.aggregates.tsv.gz" in line
+
+
+def test_workflow_dag__secure_masks_at_the_site(registry: Path, tmp_path: Path):
+    reg = yaml.safe_load(registry.read_text())
+    for name, entry in reg["sites"].items():
+        key = tmp_path / f"{name}.key"
+        printed = subprocess.run(
+            [sys.executable, "-m", "snakemake_fedgen", "exact", "keygen", "--out", str(key)],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        entry["public_key_x25519"] = printed.split(":", 1)[1].strip()
+        entry["datasets"]["x25519_key"] = {"url": key.as_uri()}
+    keyed = tmp_path / "keyed.yaml"
+    keyed.write_text(yaml.safe_dump(reg, sort_keys=False))
+    config = "method: exact-linear\nexact: {secure: true, round: r7}\n"
+    proc = _dry_run(tmp_path / "w", keyed, config)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    jobs = _jobs(proc.stdout)
+    assert jobs["exact_mask"] == 3 and jobs["exact_panel_variants"] == 3
+    assert jobs["exact_key_reference"] == 3
+    masks = _commands(proc.stdout, "fedgen exact mask")
+    assert len(masks) == 3
+    for line in masks:
+        site = re.search(r"--aggregates sites/(\w)/exact/qt.aggregates.tsv.gz", line)[1]
+        assert "--round r7.qt --participants A,B,C" in line
+        assert f"--out results/sumstats/{site}/qt.aggregates.masked.tsv" in line
+    (solve,) = _commands(proc.stdout, "fedgen exact solve")
+    assert solve.startswith("fedgen exact solve --masked results/sumstats/A/qt.aggregates.masked")
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("method: exact\n", "'exact' is not one of ['meta', 'exact-linear']"),
+        ("method: exact-linear\nexact: {secure: true}\n", "exact.round is not set"),
+        (
+            "method: exact-linear\nexact: {secure: true, round: r1}\n",
+            "site A has no dataset 'x25519_key'",
+        ),
+        (
+            "method: exact-linear\ninclude_sites: [A, B]\nexact: {secure: true, round: r1}\n",
+            "only 2 site(s) (A, B); secure aggregation needs at least three",
+        ),
+    ],
+)
+def test_workflow_dag__bad_exact_config_is_one_clear_error(
+    registry: Path, tmp_path: Path, config: str, message: str
+):
+    proc = _dry_run(tmp_path / "w", registry, config)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
