@@ -174,3 +174,20 @@ def test_cli__gzip_aggregates_round_trip_and_pass_airlock(federation):
     plain = root / "site" / "A" / "qt.aggregates.tsv"
     assert read_aggregates(gz).variant_keys() == read_aggregates(plain).variant_keys()
     np.testing.assert_array_equal(read_aggregates(gz).ctg, read_aggregates(plain).ctg)
+
+
+def test_cli__solve_draws_manhattan_and_qq_plots(federation):
+    root, study = federation
+    plots = root / "plots"
+    plots.mkdir()
+    fedgen(
+        "solve", "--aggregates", *(root / "site" / s / "qt.aggregates.tsv" for s in study.sites),
+        "--out", plots / "qt.tsv", "--manhattan", plots / "qt.manhattan.png",
+        "--qq", plots / "qt.qq.png",
+    )  # fmt: skip
+    for name in ("qt.manhattan.png", "qt.qq.png"):
+        data = (plots / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+    assert sorted(p.name for p in plots.iterdir()) == [
+        "qt.manhattan.png", "qt.qq.png", "qt.tsv",
+    ]  # fmt: skip
