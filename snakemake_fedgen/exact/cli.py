@@ -202,7 +202,13 @@ def _plots(result, *, manhattan: Path | None, qq: Path | None) -> None:
     if manhattan is not None:
         chrom = np.array([chromosome_code(str(c)) for c in result.chrom], dtype=np.int64)
         pos = np.asarray(result.pos, dtype=np.int64)
-        plots.manhattan(manhattan, chrom=chrom, pos=pos, neg_log10_p=mlog10p)
+        plots.manhattan(
+            manhattan,
+            chrom=chrom,
+            pos=pos,
+            neg_log10_p=mlog10p,
+            title=f"Exact pooled linear regression (n={result.n})",
+        )
     if qq is not None:
         # Genomic inflation from the t statistics (t^2 ~ chi^2_1 for large df).
         t2 = np.square(np.asarray(result.t, dtype=np.float64))

@@ -49,7 +49,14 @@ def _thin(neg_log10_p: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate([low, high]))
 
 
-def manhattan(path: Path, *, chrom: np.ndarray, pos: np.ndarray, neg_log10_p: np.ndarray) -> None:
+def manhattan(
+    path: Path,
+    *,
+    chrom: np.ndarray,
+    pos: np.ndarray,
+    neg_log10_p: np.ndarray,
+    title: str = "Meta-analysis",
+) -> None:
     """Draw a Manhattan plot.
 
     Parameters
@@ -58,6 +65,8 @@ def manhattan(path: Path, *, chrom: np.ndarray, pos: np.ndarray, neg_log10_p: np
         PNG to write.
     chrom, pos, neg_log10_p : arrays, shape (variants,)
         Chromosome codes (1-25), 1-based positions and -log10 p-values.
+    title : str
+        Plot title (exact mode draws its pooled fit with this code too).
     """
     keep = np.isfinite(neg_log10_p)
     chrom, pos, y = chrom[keep], pos[keep], neg_log10_p[keep]
@@ -88,7 +97,7 @@ def manhattan(path: Path, *, chrom: np.ndarray, pos: np.ndarray, neg_log10_p: np
     ax.set_xlabel("chromosome")
     ax.set_ylabel(r"$-\log_{10}(p)$")
     ax.set_ylim(bottom=0, top=max(float(y.max()) if len(y) else 0.0, _GENOME_WIDE) * 1.08)
-    ax.set_title("Meta-analysis")
+    ax.set_title(title)
     fig.tight_layout()
     _save(fig, path)
 
