@@ -7,7 +7,8 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,29 @@ def run_snakemake(
         timeout=timeout,
         check=False,
     )
+
+
+def start_snakemake(
+    workdir: Path, registry: Path, fed: Federation, *extra: str
+) -> subprocess.Popen:
+    """Start a coordinator run in its own process group (output in workdir/coordinator.log)."""
+    log = open(workdir / "coordinator.log", "ab")  # noqa: SIM115 - the child holds it
+    try:
+        return subprocess.Popen(
+            snakemake_cmd(workdir, registry, *extra),
+            cwd=workdir,
+            env={**os.environ, **fed.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        log.close()
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)

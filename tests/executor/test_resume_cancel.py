@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .conftest import Federation, SiteNode, run_snakemake, snakemake_cmd
+from .conftest import Federation, SiteNode, run_snakemake, start_snakemake, wait_for
 
 SNAKEFILE = """
 N = range(6)
@@ -54,30 +52,6 @@ def tasks_at(site: SiteNode) -> list[dict]:
     return resp.json().get("tasks", [])
 
 
-def start(workdir: Path, registry: Path, fed: Federation, *extra: str) -> subprocess.Popen:
-    log = open(workdir / "coordinator.log", "ab")  # noqa: SIM115 - closed by the child's exit
-    try:
-        return subprocess.Popen(
-            snakemake_cmd(workdir, registry, *extra),
-            cwd=workdir,
-            env={**os.environ, **fed.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    finally:
-        log.close()
-
-
-def wait_for(predicate, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def setup(tmp_path: Path, fed: Federation) -> tuple[Path, Path]:
     workdir = tmp_path / "wf"
     workdir.mkdir()
@@ -89,7 +63,7 @@ def setup(tmp_path: Path, fed: Federation) -> tuple[Path, Path]:
 def test_fedgen_executor__sigkill_of_coordinator_then_rerun_gives_no_duplicates(tmp_path, one_site):
     site = one_site.sites["A"]
     workdir, registry = setup(tmp_path, one_site)
-    proc = start(workdir, registry, one_site, "--config", "sleep=3")
+    proc = start_snakemake(workdir, registry, one_site, "--config", "sleep=3")
     try:
         # Kill once tasks are in flight and at least one has already finished at the site.
         wait_for(
@@ -126,7 +100,7 @@ def test_fedgen_executor__sigkill_of_coordinator_then_rerun_gives_no_duplicates(
 def test_fedgen_executor__sigint_cancels_every_live_task(tmp_path, one_site):
     site = one_site.sites["A"]
     workdir, registry = setup(tmp_path, one_site)
-    proc = start(workdir, registry, one_site, "--config", "sleep=120")
+    proc = start_snakemake(workdir, registry, one_site, "--config", "sleep=120")
     try:
         wait_for(lambda: len(tasks_at(site)) >= 6, timeout=90, what="six submitted tasks")
         wait_for(

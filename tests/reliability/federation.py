@@ -16,7 +16,7 @@ import yaml
 
 from snakemake_fedgen.node.runtime import bwrap_works
 from snakemake_fedgen.reference import read_reference
-from tests.executor.conftest import Federation, SiteNode, snakemake_cmd, start_site
+from tests.executor.conftest import Federation, SiteNode, start_site
 
 SAMPLES = {"A": 21, "B": 34, "C": 55}
 SITE_TASKS = 12  # per run: 3 sites x (3 shards + 1 counts table)
@@ -157,10 +157,6 @@ def tasks_per_key(site: SiteNode, *, state: str | None = None) -> Counter[str]:
     return Counter(
         t["tags"]["fedgen_job_key"] for t in tasks_at(site) if state is None or t["state"] == state
     )
-
-
-def coordinator_cmd(workdir: Path, registry: Path, *extra: str) -> list[str]:
-    return snakemake_cmd(workdir, registry, *extra)
 
 
 def registry_data(path: Path) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,11 +16,10 @@ import httpx
 import pytest
 
 from snakemake_fedgen.node.scheduler import RESTART_REASON
-from tests.executor.conftest import Federation, run_snakemake
+from tests.executor.conftest import Federation, run_snakemake, start_snakemake, wait_for
 from tests.reliability.faultproxy import KINDS, FaultProxy
 from tests.reliability.federation import (
     SITE_TASKS,
-    coordinator_cmd,
     expected_total,
     results,
     start_federation,
@@ -70,28 +68,6 @@ def _one_task_per_key(fed: Federation) -> None:
         assert {t["state"] for t in tasks_at(site)} == {"COMPLETE"}
 
 
-def _start(workdir: Path, registry: Path, fed: Federation, *args: str) -> subprocess.Popen:
-    log = open(workdir / "coordinator.log", "ab")  # noqa: SIM115 - the child holds it
-    try:
-        return subprocess.Popen(
-            coordinator_cmd(workdir, registry, *args),
-            cwd=workdir,
-            env={**os.environ, **fed.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    finally:
-        log.close()
-
-
-def _wait_for(predicate, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_fedgen_executor__flaky_network_and_site_outage_give_clean_results(
     tmp_path, federation3, clean_run
 ):
@@ -119,10 +95,10 @@ def test_fedgen_executor__flaky_network_and_site_outage_give_clean_results(
         registry, args = write_workflow(
             workdir, fed, sleep=1, urls={n: p.base_url for n, p in proxies.items()}
         )
-        proc = _start(workdir, registry, fed, *args, "--fedgen-max-attempts", "10")
+        proc = start_snakemake(workdir, registry, fed, *args, "--fedgen-max-attempts", "10")
         try:
             # Site B goes down for 6 s once its first tasks exist.
-            _wait_for(lambda: len(tasks_at(fed.sites["B"])) >= 1, timeout=120, what="B tasks")
+            wait_for(lambda: len(tasks_at(fed.sites["B"])) >= 1, timeout=120, what="B tasks")
             proxies["B"].down(6).join()
             rc = proc.wait(300)
         finally:
@@ -151,10 +127,10 @@ def test_fedgen_executor__node_sigkill_and_restart_mid_run(tmp_path, federation3
     fed = federation3
     workdir = tmp_path / "wf"
     registry, args = write_workflow(workdir, fed, sleep=3)
-    proc = _start(workdir, registry, fed, *args, "--retries", "1")
+    proc = start_snakemake(workdir, registry, fed, *args, "--retries", "1")
     site = fed.sites["A"]
     try:
-        _wait_for(
+        wait_for(
             lambda: any(t["state"] == "RUNNING" for t in tasks_at(site)),
             timeout=120,
             what="a running task at A",
@@ -190,9 +166,9 @@ def test_fedgen_executor__coordinator_sigkill_then_rerun(tmp_path, federation3, 
     fed = federation3
     workdir = tmp_path / "wf"
     registry, args = write_workflow(workdir, fed, sleep=3)
-    proc = _start(workdir, registry, fed, *args)
+    proc = start_snakemake(workdir, registry, fed, *args)
     try:
-        _wait_for(
+        wait_for(
             lambda: (
                 any(t["state"] == "COMPLETE" for t in tasks_at(fed.sites["C"]))
                 and any(t["state"] == "RUNNING" for s in fed.sites.values() for t in tasks_at(s))
