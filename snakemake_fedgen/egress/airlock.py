@@ -75,6 +75,9 @@ class AirlockPolicy:
         Column names a summary-statistics table may carry (GWAS-SSF names).
     max_count_rows : int
         Largest number of data rows in a counts table.
+    min_cases : int
+        Case/control studies (a GWAS-SSF sidecar of a binary trait): the study needs at least
+        this many cases and this many controls, and must say how many it has.
     secure_aggregation : bool
         Admit masked exact-mode aggregates (noise to the airlock; the site checked n and MAC
         before masking). See docs/exact-and-secure-aggregation.md.
@@ -86,6 +89,7 @@ class AirlockPolicy:
     max_bytes: int = 2 * 1024**3
     allowed_columns: frozenset[str] = columns.ALLOWED
     max_count_rows: int = 1000
+    min_cases: int = 10
     secure_aggregation: bool = False
 
     def __post_init__(self) -> None:
@@ -122,7 +126,7 @@ class AirlockPolicy:
                 f"{_policy_keys()}"
             )
         kwargs: dict[str, object] = {}
-        for key in ("min_n", "min_cell", "max_bytes", "max_count_rows"):
+        for key in ("min_n", "min_cell", "max_bytes", "max_count_rows", "min_cases"):
             if key in data:
                 value = data[key]
                 if isinstance(value, bool) or not isinstance(value, int):
@@ -166,6 +170,10 @@ def _check_policy_values(policy: AirlockPolicy) -> None:
     if not math.isfinite(policy.min_mac) or policy.min_mac < 0:
         raise ConfigError(
             f"airlock policy: min_mac must be a finite number >= 0; got min_mac={policy.min_mac}"
+        )
+    if policy.min_cases < 1:
+        raise ConfigError(
+            f"airlock policy: min_cases must be >= 1; got min_cases={policy.min_cases}"
         )
     if policy.min_cell < 1:
         raise ConfigError(f"airlock policy: min_cell must be >= 1; got min_cell={policy.min_cell}")
@@ -906,7 +914,41 @@ def _validate_meta(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tup
             problem = _meta_scalar_problem(str(key), value)
             if problem:
                 return False, problem
+    problem = _case_control_problem(doc, policy)
+    if problem:
+        return False, problem
     return True, "GWAS-SSF metadata sidecar passes"
+
+
+def _case_control_problem(doc: dict, policy: AirlockPolicy) -> str | None:
+    """A case/control study needs declared case and control counts, each >= min_cases."""
+    fedgen = doc.get("fedgen") if isinstance(doc.get("fedgen"), dict) else {}
+    counts: list[tuple[str, object]] = [
+        (f"fedgen.{k}", fedgen[k]) for k in ("n_cases", "n_controls") if k in fedgen
+    ]
+    for i, group in enumerate(doc.get("samples") or []):
+        counts += [
+            (f"samples[{i}].{k}", group[k]) for k in ("case_count", "control_count") if k in group
+        ]
+    binary = fedgen.get("trait_type") == "binary" or any(
+        g.get("case_control_study") is True for g in doc.get("samples") or []
+    )
+    if binary and not counts:
+        return (
+            "a case/control study without fedgen.n_cases/n_controls: the airlock needs them to "
+            f"check min_cases={policy.min_cases} (fedgen sumstats export --n-cases/--n-controls)"
+        )
+    for where, value in counts:
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"key {where}: {value!r} is not an integer count"
+        if value < policy.min_cases:
+            return (
+                f"key {where}: {value} is below min_cases={policy.min_cases}; results of a "
+                "case/control study this small could disclose individuals"
+            )
+    return None
 
 
 # -- aggregates (exact mode; checked by snakemake_fedgen.exact.disclosure) -----------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -368,6 +369,41 @@ def test_inspect__sidecar_with_known_keys_accepted_unknown_refused(tmp_path):
     assert "samples[0]: unknown key(s) ids" in _refused(
         inspect(nested, AirlockPolicy()), "sumstats-meta"
     )
+
+
+@pytest.mark.parametrize(
+    ("fedgen", "samples", "policy", "message"),
+    [
+        ({"n_cases": 150, "n_controls": 240}, None, {}, None),
+        ({"n_cases": 8, "n_controls": 240}, None, {}, r"fedgen\.n_cases: 8 is below min_cases=10"),
+        ({}, None, {}, r"case/control study without fedgen\.n_cases/n_controls"),
+        (
+            {"n_cases": 150, "n_controls": 240},
+            [{"sample_size": 390, "case_count": 150, "control_count": 9}],
+            {},
+            r"samples\[0\]\.control_count: 9 is below min_cases=10",
+        ),
+        (
+            {"n_cases": 150, "n_controls": 240},
+            None,
+            {"min_cases": 200},
+            r"150 is below min_cases=200",
+        ),
+    ],
+)
+def test_inspect__case_control_sidecar_needs_min_cases(tmp_path, fedgen, samples, policy, message):
+    import yaml
+
+    doc = _meta(fedgen={"site": "A", "trait_type": "binary", **fedgen})
+    if samples is not None:
+        doc["samples"] = samples
+    path = tmp_path / "A.tsv.gz-meta.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    decision = inspect(path, AirlockPolicy.from_mapping(policy))
+    if message is None:
+        assert decision.accepted, decision
+    else:
+        assert re.search(message, _refused(decision, "sumstats-meta"))
 
 
 @pytest.mark.parametrize("value", ["1_000", "nan", "inf", " 0.5", "0x10"])
