@@ -1,7 +1,9 @@
 # Helpers of the federated GWAS rules: config validation, the site registry, input functions.
 # Rule files hold rules only; every Python helper lives here.
+import json
 import os
 import re
+import shlex
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -43,6 +45,57 @@ for _site in SITES:
                 f"datasets.{_role}); known datasets: {', '.join(sorted(_known)) or 'none'}. "
                 "Add it to the registry or map the role to another dataset name."
             )
+
+# Sites holding their phenotypes as a folder of GA4GH Phenopacket v2 files (registry dataset
+# `format: phenopackets`, URL ending in /): a site rule turns the folder into the phenotype
+# table at the site (rules/datasets.smk), mapped by config `phenopackets`.
+PHENOPACKET_SITES = [
+    s
+    for s in SITES
+    if REGISTRY.site(s).datasets[DATASETS["phenotypes"]].format == "phenopackets"
+]
+PHENOPACKET_COLUMNS = {"sex", "age"}  # covariates a phenopacket's subject provides
+
+
+def _check_phenopackets():
+    """One clear error for a phenopacket site the config cannot map to the analysis columns."""
+    mapping = config["phenopackets"]["traits"]
+    for site in PHENOPACKET_SITES:
+        url = REGISTRY.site(site).datasets[DATASETS["phenotypes"]].url
+        if not url.endswith("/"):
+            raise WorkflowError(
+                f"{config['sites']}: site {site} dataset {DATASETS['phenotypes']} has format "
+                f"phenopackets but its url {url} does not end in '/'; a phenopacket dataset is "
+                "a folder: end the url with '/'."
+            )
+    kinds = {"quantitative": "assay", "binary": "terms"}
+    for trait in TRAITS:
+        kind = kinds[config["traits"][trait]["type"]]
+        if kind not in mapping.get(trait, {}):
+            raise WorkflowError(
+                f"config phenopackets.traits.{trait}: site(s) {', '.join(PHENOPACKET_SITES)} "
+                f"hold phenopackets, so {config['traits'][trait]['type']} trait {trait} needs "
+                f"`{kind}:` (the term id that gives it, see the config's comment)."
+            )
+    for kind in kinds.values():
+        traits = [t for t in TRAITS if kind in mapping.get(t, {})]
+        if len(traits) > 1:
+            raise WorkflowError(
+                f"config phenopackets.traits: {', '.join(traits)} all use `{kind}:`; "
+                "`fedgen phenopackets to-table` writes one measurement and one case/control "
+                "column. Analyse one trait of each kind per run."
+            )
+    extra = sorted(set(config["covariates"]) - PHENOPACKET_COLUMNS)
+    if extra:
+        raise WorkflowError(
+            f"config covariates {', '.join(extra)}: the phenotype table made from the "
+            f"phenopackets of site(s) {', '.join(PHENOPACKET_SITES)} has only "
+            f"{', '.join(sorted(PHENOPACKET_COLUMNS))}; drop the others from `covariates`."
+        )
+
+
+if PHENOPACKET_SITES:
+    _check_phenopackets()
 
 
 wildcard_constraints:
@@ -87,7 +140,41 @@ def get_genotypes(wildcards):
 
 
 def get_phenotypes(wildcards):
+    """The site's phenotype table: its dataset, or the one made from its phenopackets."""
+    if wildcards.site in PHENOPACKET_SITES:
+        return f"sites/{wildcards.site}/phenotypes/phenopackets.tsv"
     return dataset_path(wildcards.site, "phenotypes")
+
+
+def get_phenopackets_folder(wildcards):
+    """Coordinator path of a phenopacket site's folder reference (a directory output)."""
+    return f"sites/{wildcards.site}/datasets/phenopackets"
+
+
+def get_phenopackets_dataset_path(wildcards):
+    """Local folder of a file:// phenopackets dataset (dataset_access: local)."""
+    url = urlparse(REGISTRY.site(wildcards.site).datasets[DATASETS["phenotypes"]].url)
+    if url.scheme != "file":
+        raise WorkflowError(
+            f"{config['sites']}: site {wildcards.site} phenopackets are not at a file:// URL; "
+            "dataset_access: local needs file:// URLs."
+        )
+    return unquote(url.path).rstrip("/")
+
+
+def get_phenopackets_options(wildcards):
+    """`fedgen phenopackets to-table` options mapping packet content to the trait columns."""
+    options = []
+    for trait, spec in config["phenopackets"]["traits"].items():
+        if trait not in TRAITS:
+            continue
+        if "assay" in spec:
+            options += ["--qt", spec["assay"], "--qt-name", trait]
+        else:
+            options += [arg for term in spec["terms"] for arg in ("--bt", term)]
+            options += ["--bt-name", trait]
+    options += ["--bt-unmentioned", config["phenopackets"]["unmentioned"]]
+    return " ".join(shlex.quote(o) for o in options)
 
 
 def get_reference_panel(wildcards):
@@ -220,6 +307,7 @@ def get_final_output():
         *expand("results/meta/{trait}.top_hits.tsv", trait=meta),
         *expand("results/exact/{trait}.{ext}", trait=exact, ext=EXACT_OUTPUTS),
         "results/qc/qc_counts.tsv",
+        PROVENANCE_CRATE,
     ]
 
 
@@ -282,3 +370,25 @@ if config["exact"]["secure"]:
                 f"{config['sites']}: site {_site} has no public_key_x25519, needed with "
                 "exact.secure; add the public key its `fedgen exact keygen` printed"
             )
+
+
+# The run's RO-Crate (rules/provenance.smk). Outside results/: it describes this run (task ids,
+# times, endpoints), while results/ holds what the analysis computed.
+PROVENANCE_CRATE = "provenance/ro-crate"
+
+
+def get_crate_outputs():
+    """Coordinator outputs recorded (with SHA-256) in the crate: every other final target."""
+    return [path for path in get_final_output() if path != PROVENANCE_CRATE]
+
+
+def get_crate_options(wildcards, input):
+    """`fedgen provenance crate` options: sites, purpose, outputs, and how site jobs ran."""
+    options = [arg for site in SITES for arg in ("--site", site)]
+    if config["purpose"] is not None:
+        options += ["--purpose", json.dumps(config["purpose"], sort_keys=True)]
+    options += [arg for path in input.outputs for arg in ("--output", path)]
+    if config["dataset_access"] == "local":
+        # Site jobs ran in this Snakemake process on local files: there are no TES tasks to list.
+        options.append("--no-site-tasks")
+    return " ".join(shlex.quote(o) for o in options)

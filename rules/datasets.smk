@@ -21,6 +21,22 @@ if config["dataset_access"] == "reference":
             "fedgen sites ref --sites {params.sites} --site {wildcards.site}"
             " --dataset {params.name} --output {output.ref} 2> {log}"
 
+    rule phenopackets_reference:
+        output:
+            # A folder dataset (url ending in /): the reference is a directory here.
+            ref=directory("sites/{site}/datasets/phenopackets"),
+        params:
+            sites=config["sites"],
+            name=DATASETS["phenotypes"],
+        log:
+            "logs/{site}/datasets/phenopackets.log",
+        localrule: True
+        conda:
+            "../envs/fedgen.yaml"
+        shell:
+            "fedgen sites ref --sites {params.sites} --site {wildcards.site}"
+            " --dataset {params.name} --output {output.ref} 2> {log}"
+
 else:
 
     rule dataset_link:
@@ -35,3 +51,40 @@ else:
             "../envs/fedgen.yaml"
         shell:
             "ln -sfn {params.path:q} {output.data} 2> {log}"
+
+    rule phenopackets_link:
+        output:
+            data=directory("sites/{site}/datasets/phenopackets"),
+        params:
+            path=get_phenopackets_dataset_path,
+        log:
+            "logs/{site}/datasets/phenopackets.log",
+        localrule: True
+        conda:
+            "../envs/fedgen.yaml"
+        shell:
+            "ln -sfn {params.path:q} {output.data} 2> {log}"
+
+
+# A site holding its phenotypes as Phenopacket v2 files (registry `format: phenopackets`) gets
+# its phenotype/covariate table made at the site; it is individual-level data and stays there.
+rule phenotypes_from_phenopackets:
+    input:
+        packets=get_phenopackets_folder,
+    output:
+        table="sites/{site}/phenotypes/phenopackets.tsv",
+    params:
+        options=get_phenopackets_options,
+    log:
+        "logs/{site}/phenotypes_from_phenopackets.log",
+    resources:
+        site=get_site,
+        mem_mb=500,
+        runtime=10,
+    conda:
+        "../envs/fedgen.yaml"
+    container:
+        FEDGEN_IMAGE
+    shell:
+        "fedgen phenopackets to-table {input.packets} --out {output.table}"
+        " {params.options} 2> {log}"

@@ -61,12 +61,27 @@ def check_tools(tools: Sequence[str] = TOOLS) -> None:
         )
 
 
-def simulate(data: Path, *, seed: int, scale: str) -> dict[str, Any]:
-    """Simulate the federation into ``data`` unless the same seed and scale are already there."""
+#: The demo's site that holds its phenotypes as GA4GH Phenopacket v2 files, not a table.
+PHENOPACKETS_SITES = ("C",)
+
+
+def simulate(
+    data: Path, *, seed: int, scale: str, phenopackets_sites: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Simulate the federation into ``data`` unless the same one is already there.
+
+    ``phenopackets_sites`` hold their phenotypes as a folder of Phenopacket v2 files (the
+    registry's phenotypes dataset points at it); see ``fedgen simulate --phenopackets-sites``.
+    """
     truth_path = data / "truth.json"
+    packets = sorted(phenopackets_sites)
     if truth_path.exists():
         truth = json.loads(truth_path.read_text())
-        if truth.get("seed") == seed and truth.get("scale") == scale:
+        if (
+            truth.get("seed") == seed
+            and truth.get("scale") == scale
+            and truth.get("phenopackets_sites", []) == packets
+        ):
             return truth
         shutil.rmtree(data)
     cmd = [
@@ -79,6 +94,8 @@ def simulate(data: Path, *, seed: int, scale: str) -> dict[str, Any]:
         "--scale",
         scale,
     ]
+    if packets:
+        cmd += ["--phenopackets-sites", ",".join(packets)]
     subprocess.run(cmd, check=True)
     return json.loads(truth_path.read_text())
 
@@ -366,7 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("== checking tools")
         check_tools()
         print(f"== simulating the federation ({args.scale}, seed {args.seed}) into {out / 'data'}")
-        truth = simulate(out / "data", seed=args.seed, scale=args.scale)
+        truth = simulate(
+            out / "data", seed=args.seed, scale=args.scale, phenopackets_sites=PHENOPACKETS_SITES
+        )
         print("== starting one fedgen node per site")
         with federation(
             out / "data", out / "nodes", work / "sites.yaml", runtime=args.runtime
@@ -394,6 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nManhattan/QQ plots: {work / 'results' / 'meta'}/{{qt,bt}}.{{manhattan,qq}}.png")
         print(f"QC counts per site: {work / 'results' / 'qc' / 'qc_counts.tsv'}")
         print(f"HTML report:        {report}")
+        crate = work / "provenance" / "ro-crate" / "ro-crate-metadata.json"
+        print(f"RO-Crate (run):     {crate}")
         return 0
     except KeyboardInterrupt:
         print("\ninterrupted: the nodes were stopped", file=sys.stderr)

@@ -46,9 +46,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     crate.add_argument("--sites", required=True, metavar="SITES", help="site registry")
     crate.add_argument(
         "--run-id",
-        help="the executor's run tag (default: the tag of a run from the current directory)",
+        help="the executor's run tag (default: $FEDGEN_RUN_ID, which the fedgen executor sets "
+        "for the localrules of its run, else the tag of a run from the current directory)",
     )
-    crate.add_argument("--purpose", metavar="CONFIG", help="YAML with the purpose (or config)")
+    crate.add_argument(
+        "--purpose",
+        metavar="CONFIG",
+        help="YAML file with the purpose (or a workflow config), or the purpose as inline JSON",
+    )
+    crate.add_argument(
+        "--site",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a site of the analysis (repeat; default: every site of the registry)",
+    )
+    crate.add_argument(
+        "--no-site-tasks",
+        action="store_true",
+        help="contact no site: the site jobs ran in the coordinator's Snakemake on local files "
+        "(dataset_access: local); the crate says so instead of listing tasks",
+    )
     crate.add_argument("--workflow", metavar="SNAKEFILE", help="the workflow's Snakefile")
     crate.add_argument(
         "--output", action="append", default=[], metavar="FILE", help="coordinator output to add"
@@ -88,14 +106,36 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from snakemake_fedgen.governance import crate, duo
 
-    purpose = duo.load_purpose(args.purpose) if args.purpose else None
+    purpose = None
+    if args.purpose and args.purpose.lstrip().startswith("{"):
+        from snakemake_fedgen.errors import ConfigError
+
+        try:
+            purpose = duo.validate_purpose(json.loads(args.purpose))
+        except ValueError as exc:
+            raise ConfigError(f"--purpose is not a JSON object ({exc})") from exc
+    elif args.purpose:
+        purpose = duo.load_purpose(args.purpose)
     run_id = args.run_id
+    source = "--run-id"
     if not run_id:
         import os
 
-        from snakemake_fedgen.executor.plugin import default_run_id
+        from snakemake_fedgen.executor.plugin import RUN_ID_ENV, default_run_id
 
-        run_id = default_run_id(os.getcwd())
+        run_id = os.environ.get(RUN_ID_ENV)
+        source = f"${RUN_ID_ENV} (set by the fedgen executor)"
+        if not run_id:
+            run_id = default_run_id(os.getcwd())
+            source = f"the working directory {os.getcwd()}"
+    reason = None
+    if args.no_site_tasks:
+        reason = (
+            "the site jobs ran in the coordinator's Snakemake process on local files "
+            "(dataset_access: local), not as TES tasks at the sites"
+        )
+    else:
+        print(f"run tag {run_id} (from {source})", file=sys.stderr)
     path = crate.crate_from_registry(
         args.out,
         sites=args.sites,
@@ -103,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
         purpose=purpose,
         workflow=args.workflow,
         outputs=args.output,
+        include_sites=args.site,
+        no_tasks_reason=reason,
     )
     print(f"RO-Crate written: {path}", file=sys.stderr)
     return 0

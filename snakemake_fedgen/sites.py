@@ -42,6 +42,7 @@ class Dataset:
     duo: tuple[str, ...] = ()
     assembly: str | None = None
     description: str | None = None
+    format: str | None = None  # e.g. phenopackets: a folder of Phenopacket v2 files
 
 
 @dataclass(eq=False)
@@ -281,6 +282,7 @@ def _build(data: dict[str, Any], path: Path) -> Registry:
                 duo=tuple(ds.get("duo", ())),
                 assembly=ds.get("assembly"),
                 description=ds.get("description"),
+                format=ds.get("format"),
             )
             for ds_name, ds in (raw.get("datasets") or {}).items()
         }

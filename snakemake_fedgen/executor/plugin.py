@@ -90,6 +90,11 @@ class ExecutorSettings(ExecutorSettingsBase):
     )
 
 
+#: The executor exports its run tag under this name to the localrules of its run (their shell
+#: inherits this process's environment): `fedgen provenance crate` reads it.
+RUN_ID_ENV = "FEDGEN_RUN_ID"
+
+
 def default_run_id(workdir: str) -> str:
     """Return the run tag for a working directory (stable across reruns)."""
     return "fedgen-" + hashlib.sha256(os.path.abspath(workdir).encode()).hexdigest()[:16]
@@ -117,6 +122,7 @@ class Executor(RemoteExecutor):
         except FedgenError as exc:
             raise WorkflowError(str(exc)) from None
         self.run_id = settings.run_id or default_run_id(os.getcwd())
+        os.environ[RUN_ID_ENV] = self.run_id
         if settings.crypt4gh_key:
             # Read by snakemake_fedgen.egress.crypt when an encrypted download arrives.
             os.environ[PRIVATE_KEY_ENV] = os.path.abspath(settings.crypt4gh_key)
@@ -358,4 +364,4 @@ class Executor(RemoteExecutor):
             client.close()
 
 
-__all__ = ["Executor", "ExecutorSettings", "common_settings", "default_run_id"]
+__all__ = ["RUN_ID_ENV", "Executor", "ExecutorSettings", "common_settings", "default_run_id"]

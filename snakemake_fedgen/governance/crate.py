@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from snakemake_fedgen.errors import FedgenError, ProvenanceError
+from snakemake_fedgen.governance.provenance import sha256_file
 
 PROFILES = {
     "https://w3id.org/ro/wfrun/process/0.5": "Process Run Crate",
@@ -33,13 +35,20 @@ STATUS = {
 DUO_IRI = "http://purl.obolibrary.org/obo/"
 
 
-def collect_tasks(registry: Any, run_id: str) -> dict[str, list[dict[str, Any]]]:
-    """FULL task documents of run ``run_id`` per site (one ListTasks per distinct endpoint)."""
+def collect_tasks(
+    registry: Any, run_id: str, *, sites: Iterable[str] | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """FULL task documents of run ``run_id`` per site (one ListTasks per distinct endpoint).
+
+    ``sites`` limits the sites asked (default: every site of the registry).
+    """
     from snakemake_fedgen.executor.tes_client import TesClient
 
     by_url: dict[str, list[dict[str, Any]]] = {}
     out: dict[str, list[dict[str, Any]]] = {}
-    for name, site in registry.sites.items():
+    wanted = list(sites) if sites is not None else list(registry.sites)
+    for name in wanted:
+        site = registry.site(name)
         if site.tes_url not in by_url:
             client = TesClient(site, max_attempts=2)
             try:
@@ -74,6 +83,8 @@ def build_crate(
     workflow: str | Path | None = None,
     outputs: Iterable[str | Path] = (),
     name: str | None = None,
+    sites: Iterable[str] | None = None,
+    no_tasks_reason: str | None = None,
 ) -> Path:
     """Write the crate to ``out_dir`` and return the path of ``ro-crate-metadata.json``.
 
@@ -86,13 +97,19 @@ def build_crate(
     workflow
         The Snakefile (becomes the crate's ``mainEntity``).
     outputs
-        Coordinator files (relative paths) added as the run's results.
+        Coordinator files (relative paths) added as the run's results, with their SHA-256.
+    sites
+        The sites of the analysis (default: every site of the registry).
+    no_tasks_reason
+        Set when the run had no site tasks to list (e.g. site jobs ran locally); recorded on
+        the run's action so a reader knows the empty task list is not a lost one.
     """
     from rocrate.rocrate import ROCrate
 
     from snakemake_fedgen.governance import duo
     from snakemake_fedgen.governance.provenance import from_task_log
 
+    site_names = list(sites) if sites is not None else list(registry.sites)
     crate = ROCrate()
     root = crate.root_dataset
     root["name"] = name or f"fedgen run {run_id}"
@@ -126,15 +143,18 @@ def build_crate(
                 "value": json.dumps(dict(purpose), sort_keys=True),
             },
         )
-        decisions = duo.decide_registry(registry, purpose)
+        decisions = duo.decide_registry(registry, purpose, sites=site_names)
 
     results = []
     for rel in outputs:
-        results.append(crate.add_file(str(rel), dest_path=str(rel), record_size=True))
+        entity = crate.add_file(str(rel), dest_path=str(rel), record_size=True)
+        entity["sha256"] = sha256_file(Path(rel))
+        results.append(entity)
 
     actions = []
     start_times = []
-    for site_name, site in registry.sites.items():
+    for site_name in site_names:
+        site = registry.site(site_name)
         site_entity = _add(
             crate,
             f"#site-{site_name}",
@@ -182,11 +202,11 @@ def build_crate(
             "instrument": _ref(wf),
             "result": [_ref(r) for r in results],
             "endTime": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "actionStatus": "http://schema.org/CompletedActionStatus"
-            if all(a.get("actionStatus") == STATUS["COMPLETE"] for a in actions)
-            else "http://schema.org/FailedActionStatus",
+            "actionStatus": _run_status(tasks, site_names),
         },
     )
+    if no_tasks_reason:
+        run["description"] = f"No site tasks are listed: {no_tasks_reason}"
     if start_times:
         run["startTime"] = min(start_times)
     if purpose_entity is not None:
@@ -195,6 +215,24 @@ def build_crate(
     out_dir = Path(out_dir)
     crate.write(out_dir)
     return out_dir / "ro-crate-metadata.json"
+
+
+def _run_status(tasks: Mapping[str, list[dict[str, Any]]], site_names: list[str]) -> str:
+    """Completed when every job's latest attempt completed.
+
+    A resumed or retried run keeps the failed or cancelled attempts of a job (same
+    ``fedgen_job_key``) as tasks of the run; they appear in the crate as failed actions but do
+    not make the run failed once a later attempt of the same job completed.
+    """
+    done: dict[str, bool] = {}
+    for site in site_names:
+        for doc in tasks.get(site, []):
+            key = (doc.get("tags") or {}).get("fedgen_job_key") or doc["id"]
+            ok = doc.get("state") == "COMPLETE"
+            done[f"{site}/{key}"] = done.get(f"{site}/{key}", False) or ok
+    if all(done.values()):
+        return "http://schema.org/CompletedActionStatus"
+    return "http://schema.org/FailedActionStatus"
 
 
 def _task_action(crate: Any, site_entity: Any, doc: Mapping[str, Any], from_task_log) -> Any:
@@ -288,21 +326,69 @@ def crate_from_registry(
     purpose: Mapping[str, Any] | None = None,
     workflow: str | Path | None = None,
     outputs: Iterable[str | Path] = (),
+    include_sites: Iterable[str] | None = None,
+    no_tasks_reason: str | None = None,
 ) -> Path:
-    """Load the registry, fetch the run's tasks from every site and write the crate."""
+    """Load the registry, fetch the run's tasks from every site and write the crate.
+
+    With ``no_tasks_reason`` no site is contacted (no site tasks ran); the reason is recorded.
+    """
     from snakemake_fedgen.sites import load_registry
 
     registry = load_registry(sites)
-    try:
-        tasks = collect_tasks(registry, run_id)
-    except FedgenError as exc:
-        raise ProvenanceError(f"cannot list the tasks of run {run_id}: {exc}") from exc
-    return build_crate(
-        out_dir,
-        registry=registry,
-        run_id=run_id,
-        tasks=tasks,
-        purpose=purpose,
-        workflow=workflow,
-        outputs=outputs,
+    names = list(include_sites) if include_sites else list(registry.sites)
+    unknown = [n for n in names if n not in registry.sites]
+    if unknown:
+        raise ProvenanceError(
+            f"{sites}: no site {', '.join(unknown)}; known sites: {', '.join(registry.sites)}."
+        )
+    outputs = [str(o) for o in outputs]
+    missing = [o for o in outputs if not Path(o).is_file()]
+    if missing:
+        raise ProvenanceError(
+            f"--output {', '.join(missing)}: no such file (paths are relative to the working "
+            "directory); name the run's coordinator outputs."
+        )
+    tasks: dict[str, list[dict[str, Any]]] = {}
+    if no_tasks_reason is None:
+        try:
+            tasks = collect_tasks(registry, run_id, sites=names)
+        except FedgenError as exc:
+            raise ProvenanceError(f"cannot list the tasks of run {run_id}: {exc}") from exc
+    return _write_atomically(
+        Path(out_dir),
+        lambda tmp: build_crate(
+            tmp,
+            registry=registry,
+            run_id=run_id,
+            tasks=tasks,
+            purpose=purpose,
+            workflow=workflow,
+            outputs=outputs,
+            sites=names,
+            no_tasks_reason=no_tasks_reason,
+        ),
     )
+
+
+def _write_atomically(out_dir: Path, write: Any) -> Path:
+    """Build the crate in a temporary sibling directory, then move it to ``out_dir``.
+
+    A failure half-way (a site that stops answering, a missing output) leaves no partial crate.
+    """
+    import secrets
+    import shutil
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # os.mkdir, not mkdtemp: the crate gets the umask's permissions, not 0700.
+    tmp = out_dir.parent / f".{out_dir.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp.mkdir()
+    try:
+        write(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir / "ro-crate-metadata.json"

@@ -27,13 +27,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=8101,
         help="TES port of site A's node in sites.yaml; B and C use the next ports (default 8101)",
     )
+    parser.add_argument(
+        "--phenopackets-sites",
+        default="",
+        metavar="SITES",
+        help="comma-separated sites (e.g. C) that hold their phenotypes as a folder of GA4GH "
+        "Phenopacket v2 files (sites/<S>/phenopackets/); their registry phenotypes dataset "
+        "points at it (format: phenopackets). Default: none",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Simulate and print a one-line summary per site."""
     from snakemake_fedgen.simulate.federation import simulate
 
-    fed = simulate(args.out, seed=args.seed, scale=args.scale, base_port=args.base_port)
+    packets = [s.strip() for s in args.phenopackets_sites.split(",") if s.strip()]
+    fed = simulate(
+        args.out,
+        seed=args.seed,
+        scale=args.scale,
+        base_port=args.base_port,
+        phenopackets_sites=packets,
+    )
     t = fed.truth
     print(
         f"simulated {t['scale']} federation (seed {t['seed']}) in {Path(args.out).resolve()}: "
@@ -41,5 +56,6 @@ def run(args: argparse.Namespace) -> int:
         f"{t['reference_panel']['n_variants']} variants"
     )
     for s, info in t["sites"].items():
-        print(f"  site {s}: {info['n_samples']} samples x {info['n_variants']} array markers")
+        kind = " (phenotypes as phenopackets)" if s in packets else ""
+        print(f"  site {s}: {info['n_samples']} samples x {info['n_variants']} array markers{kind}")
     return 0

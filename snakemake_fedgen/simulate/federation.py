@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from snakemake_fedgen.simulate.array import (
 )
 from snakemake_fedgen.simulate.causal import choose_causal
 from snakemake_fedgen.simulate.cohort import Cohort, SparePool, build_cohort
+from snakemake_fedgen.simulate.phenopackets import write_phenopackets
 from snakemake_fedgen.simulate.phenotypes import (
     CausalVariant,
     SitePhenotypes,
@@ -196,7 +198,14 @@ def _check_out_dir(out: Path) -> None:
         )
 
 
-def simulate(out: Path, *, seed: int, scale: str = "tiny", base_port: int = 8101) -> Federation:
+def simulate(
+    out: Path,
+    *,
+    seed: int,
+    scale: str = "tiny",
+    base_port: int = 8101,
+    phenopackets_sites: Sequence[str] = (),
+) -> Federation:
     """Simulate a federation and write it under ``out``.
 
     Writes ``reference/panel.vcf.gz`` (+ ``.tbi``, phased), ``reference/panel_populations.tsv``,
@@ -214,11 +223,22 @@ def simulate(out: Path, *, seed: int, scale: str = "tiny", base_port: int = 8101
         ``tiny``, ``small`` or ``demo``.
     base_port
         Port of site A's node; B and C use the next two.
+    phenopackets_sites
+        Sites that also hold their phenotypes as Phenopacket v2 files
+        (``sites/<S>/phenopackets/<IID>.json``); their registry ``phenotypes`` dataset is that
+        folder (``format: phenopackets``). ``phenotypes.tsv`` is written for every site (the
+        values the packets hold).
     """
     out = Path(out).resolve()
     _check_out_dir(out)
     if not 1 <= base_port <= 65533:
         raise SimulationError(f"--base-port must be in 1..65533; got {base_port}")
+    unknown = sorted(set(phenopackets_sites) - set(SITE_NAMES))
+    if unknown:
+        raise SimulationError(
+            f"--phenopackets-sites {','.join(unknown)}: no such site; sites are "
+            f"{', '.join(SITE_NAMES)}"
+        )
     fed = build_federation(seed=seed, scale=scale)
     g = fed.genomes
     ref_dir = out / "reference"
@@ -262,6 +282,10 @@ def simulate(out: Path, *, seed: int, scale: str = "tiny", base_port: int = 8101
             source=f"fedgen-simulate site {s} array calls",
         )
         write_text(d / "phenotypes.tsv", phenotype_table(fed.cohorts[s], fed.phenotypes[s]))
-    write_registry(out, base_port=base_port)
+        if s in phenopackets_sites:
+            write_phenopackets(d / "phenopackets", fed.cohorts[s], fed.phenotypes[s])
+    packets = sorted(set(phenopackets_sites))
+    write_registry(out, base_port=base_port, phenopackets_sites=packets)
+    fed.truth["phenopackets_sites"] = packets
     write_truth(out / "truth.json", fed.truth)
     return fed

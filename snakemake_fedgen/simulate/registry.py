@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,18 @@ def site_dir(out: Path, site: str) -> Path:
     return out / "sites" / site
 
 
-def registry(out: Path, *, base_port: int, sites: tuple[str, ...] = SITE_NAMES) -> dict[str, Any]:
-    """Return the ``sites.yaml`` mapping for a federation simulated under ``out`` (absolute)."""
+def registry(
+    out: Path,
+    *,
+    base_port: int,
+    sites: tuple[str, ...] = SITE_NAMES,
+    phenopackets_sites: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Return the ``sites.yaml`` mapping for a federation simulated under ``out`` (absolute).
+
+    The ``phenotypes`` dataset of a site in ``phenopackets_sites`` is its folder of Phenopacket
+    v2 files (url ending in ``/``, ``format: phenopackets``) instead of ``phenotypes.tsv``.
+    """
     ref = out / "reference"
     entries: dict[str, Any] = {}
     for i, site in enumerate(sites):
@@ -52,7 +63,13 @@ def registry(out: Path, *, base_port: int, sites: tuple[str, ...] = SITE_NAMES) 
                     "duo": list(duo),
                     "assembly": "GRCh38",
                 },
-                "phenotypes": {"url": (d / "phenotypes.tsv").as_uri(), "duo": list(duo)},
+                "phenotypes": {"url": (d / "phenotypes.tsv").as_uri(), "duo": list(duo)}
+                if site not in phenopackets_sites
+                else {
+                    "url": (d / "phenopackets").as_uri() + "/",
+                    "format": "phenopackets",
+                    "duo": list(duo),
+                },
                 "reference_panel": {
                     "url": (ref / "panel.vcf.gz").as_uri(),
                     "assembly": "GRCh38",
@@ -78,7 +95,7 @@ def node_config(out: Path, site: str) -> dict[str, Any]:
     }
 
 
-def write_registry(out: Path, *, base_port: int) -> Path:
+def write_registry(out: Path, *, base_port: int, phenopackets_sites: Sequence[str] = ()) -> Path:
     """Write ``out/sites.yaml`` and ``out/sites/<S>/node.yaml``; create work/egress dirs."""
     for site in SITE_NAMES:
         d = site_dir(out, site)
@@ -90,5 +107,6 @@ def write_registry(out: Path, *, base_port: int) -> Path:
         "# Site registry of a simulated federation (fedgen simulate).\n"
         "# Tokens are read from the environment variables named by token_env.\n"
     )
-    write_text(path, header + yaml.safe_dump(registry(out, base_port=base_port), sort_keys=False))
+    entries = registry(out, base_port=base_port, phenopackets_sites=phenopackets_sites)
+    write_text(path, header + yaml.safe_dump(entries, sort_keys=False))
     return path

@@ -171,3 +171,76 @@ def test_write_table__no_partial_output_on_error(folder, tmp_path):
     with pytest.raises(ConfigError):
         pheno.write_table(folder, out)
     assert not out.exists()
+
+
+def test_simulated_packets__round_trip_through_to_table(tmp_path):
+    # fedgen simulate --phenopackets-sites writes packets from the site's table values; the
+    # converter must give back the same row (ages to one decimal, qt to four decimals).
+    from snakemake_fedgen.simulate import phenopackets as sim
+
+    people = [
+        ("C00001", 1, 58.3, 3.1416, 2),
+        ("C00002", 2, 18.0, float("nan"), 1),
+        ("C00003", 2, 89.9, -0.5001, 1),
+        ("C00004", 1, 45.05, 12.25, 2),  # 45.05 is stored as 45.0499...: rounds to 45.0
+    ]
+    d = tmp_path / "packets"
+    d.mkdir()
+    for iid, sex, age, qt, bt in people:
+        p = sim.packet(iid, sex=sex, age=age, qt=qt, bt=bt)
+        (d / f"{iid}.json").write_text(json_format.MessageToJson(p))
+    rows = pheno.read_folder(d, qt_assay=sim.QT_ASSAY[0], bt_terms=[sim.BT_TERM[0]])
+    got = [(r.iid, r.sex, r.age, r.qt, r.bt) for r in rows]
+    assert got == [
+        ("C00001", 1, 58.3, 3.1416, 2),
+        ("C00002", 2, 18.0, None, 1),
+        ("C00003", 2, 89.9, -0.5001, 1),
+        ("C00004", 1, round(45.05, 1), 12.25, 2),
+    ]
+    assert sim.age_duration(58.3) == "P58Y110D" and sim.age_duration(18.0) == "P18Y"
+    # Controls carry the feature as excluded (explicitly negated, not merely unmentioned).
+    missing = pheno.read_folder(d, bt_terms=[sim.BT_TERM[0]], unmentioned="missing")
+    assert [r.bt for r in missing] == [2, 1, 1, 2]
+
+
+def test_simulate_cli__phenopackets_site_registry_points_at_the_folder(tmp_path):
+    import yaml
+
+    from snakemake_fedgen.sites import load_registry
+
+    out = tmp_path / "sim"
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake_fedgen", "simulate", "--out", str(out), "--seed", "3",
+         "--phenopackets-sites", "C"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "site C" in proc.stdout and "phenopackets" in proc.stdout
+    registry = load_registry(out / "sites.yaml")
+    c = registry.site("C").datasets["phenotypes"]
+    assert c.format == "phenopackets" and c.url == (out / "sites/C/phenopackets").as_uri() + "/"
+    assert registry.site("A").datasets["phenotypes"].format is None
+    assert not (out / "sites/A/phenopackets").exists()
+    table = pd.read_csv(out / "sites/C/phenotypes.tsv", sep="\t", dtype=str, keep_default_na=False)
+    converted = tmp_path / "C.tsv"
+    subprocess.run(
+        [sys.executable, "-m", "snakemake_fedgen", "phenopackets", "to-table",
+         str(out / "sites/C/phenopackets"), "--out", str(converted), "--qt", "LOINC:22748-8",
+         "--bt", "HP:0000822"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    made = pd.read_csv(converted, sep="\t", dtype=str, keep_default_na=False)
+    merged = table.merge(made, on="IID", suffixes=("", "_pp"))
+    assert len(merged) == len(table) == len(made)
+    for col in ("sex", "age", "bt"):
+        assert (merged[col] == merged[f"{col}_pp"]).all(), col
+    qt = merged[merged["qt"] != "NA"]
+    assert (merged["qt"] == "NA").equals(merged["qt_pp"] == "NA")
+    assert (qt["qt"].astype(float) - qt["qt_pp"].astype(float)).abs().max() < 1e-9
+    assert yaml.safe_load((out / "truth.json").read_text())["phenopackets_sites"] == ["C"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "snakemake_fedgen", "simulate", "--out", str(tmp_path / "x"),
+         "--seed", "3", "--phenopackets-sites", "D"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "--phenopackets-sites D: no such site" in bad.stderr

@@ -157,12 +157,28 @@ def finished_run(tmp_path_factory):
             text=True,
         )
         assert proc.returncode == 0, proc.stderr
+        # As the workflow's crate rule runs it: no --run-id (the fedgen executor exports its
+        # tag as $FEDGEN_RUN_ID), the purpose inline as JSON, the analysed sites named.
+        env_proc = subprocess.run(
+            [
+                *(sys.executable, "-m", "snakemake_fedgen", "provenance", "crate"),
+                *("--sites", str(sites), "--workflow", "Snakefile", "--site", "A"),
+                *("--purpose", json.dumps({"research_type": "HMB", "ethics_approval": True})),
+                *("--output", "results/meta.tsv", "--out", str(root / "crate-env")),
+            ],
+            cwd=root,
+            env=dict(os.environ, FEDGEN_TOKEN_A=TOKEN, FEDGEN_RUN_ID=RUN),
+            capture_output=True,
+            text=True,
+        )
+        assert env_proc.returncode == 0, env_proc.stderr
     finally:
         node.stop()
     audit = [json.loads(x) for x in (root / "state" / "audit.jsonl").read_text().splitlines()]
     crate = json.loads((root / "crate" / "ro-crate-metadata.json").read_text())
     return {
         "root": root,
+        "env_stderr": env_proc.stderr,
         "docs": dict(zip(["qc", "fails", "leak"], docs, strict=True)),
         "audit": audit,
         "crate": crate,
@@ -242,6 +258,116 @@ def test_crate__agrees_with_the_node_audit_log(finished_run):
 def test_crate__holds_no_site_data(finished_run):
     text = (finished_run["root"] / "crate" / "ro-crate-metadata.json").read_text()
     assert "samples_in\\t120" not in text and "#CHROM" not in text
+
+
+def test_crate_cli__run_tag_from_the_executor_env_and_inline_purpose(finished_run):
+    root = finished_run["root"]
+    assert f"run tag {RUN} (from $FEDGEN_RUN_ID" in finished_run["env_stderr"]
+    env_graph = {
+        e["@id"]: e
+        for e in json.loads((root / "crate-env" / "ro-crate-metadata.json").read_text())["@graph"]
+    }
+    first = {e["@id"] for e in finished_run["crate"]["@graph"] if e["@id"].startswith("#task-")}
+    assert {i for i in env_graph if i.startswith("#task-")} == first
+    assert env_graph["#duo-A"]["value"] == "allowed"
+    assert json.loads(env_graph["#purpose"]["value"]) == {
+        "research_type": "HMB",
+        "ethics_approval": True,
+    }
+    meta = env_graph["results/meta.tsv"]
+    assert (
+        meta["sha256"] == hashlib.sha256((root / "results" / "meta.tsv").read_bytes()).hexdigest()
+    )
+    # One run with one failed task of its own: the run is failed (every job key's last attempt
+    # must complete).
+    assert env_graph["#run"]["actionStatus"].endswith("FailedActionStatus")
+
+
+def _crate_cli(root, *args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake_fedgen", "provenance", "crate", *args],
+        cwd=root,
+        env=dict(os.environ, **(env or {})),
+        capture_output=True,
+        text=True,
+    )
+
+
+def _offline_registry(root):
+    """A registry whose node is not running (nothing listens on the port)."""
+    from snakemake_fedgen.node.process import free_port
+
+    port = free_port()
+    (root / "results").mkdir()
+    (root / "results" / "meta.tsv").write_text("variant_id\tbeta\nrs1\t0.1\n")
+    (root / "Snakefile").write_text("rule all:\n    input: 'results/meta.tsv'\n")
+    sites = root / "sites.yaml"
+    sites.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "sites": {
+                    name: {
+                        "tes_url": f"http://127.0.0.1:{port}/ga4gh/tes/v1",
+                        "token_env": f"FEDGEN_TOKEN_{name}",
+                        "work_url": (root / name).as_uri(),
+                        "datasets": {"genotypes": {"url": (root / "g.vcf").as_uri(), "duo": [duo]}},
+                    }
+                    for name, duo in (("A", "DUO:0000042"), ("B", "DUO:0000011"))
+                },
+            }
+        )
+    )
+    return sites
+
+
+def test_crate_cli__local_run_lists_no_tasks_and_says_why(tmp_path):
+    sites = _offline_registry(tmp_path)
+    proc = _crate_cli(
+        tmp_path,
+        *("--sites", str(sites), "--workflow", "Snakefile", "--no-site-tasks"),
+        *("--purpose", '{"research_type": "HMB"}', "--output", "results/meta.tsv"),
+        *("--out", "provenance/ro-crate"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    graph = {
+        e["@id"]: e
+        for e in json.loads((tmp_path / "provenance/ro-crate/ro-crate-metadata.json").read_text())[
+            "@graph"
+        ]
+    }
+    assert not [i for i in graph if i.startswith("#task-")]
+    assert "dataset_access: local" in graph["#run"]["description"]
+    assert graph["#duo-A"]["value"] == "allowed"
+    assert graph["#duo-B"]["value"] == "refused" and "DUO:0000011" in graph["#duo-B"]["description"]
+    assert (
+        graph["results/meta.tsv"]["sha256"]
+        == hashlib.sha256((tmp_path / "results/meta.tsv").read_bytes()).hexdigest()
+    )
+
+
+def test_crate_cli__unreachable_site_leaves_no_partial_crate(tmp_path):
+    sites = _offline_registry(tmp_path)
+    out = tmp_path / "provenance" / "ro-crate"
+    out.parent.mkdir()
+    proc = _crate_cli(
+        tmp_path,
+        *("--sites", str(sites), "--run-id", RUN, "--site", "A", "--out", str(out)),
+        env={"FEDGEN_TOKEN_A": TOKEN},
+    )
+    assert proc.returncode != 0
+    assert f"cannot list the tasks of run {RUN}" in proc.stderr
+    assert TOKEN not in proc.stderr
+    assert not out.exists() and list(out.parent.iterdir()) == []
+    unknown = _crate_cli(tmp_path, "--sites", str(sites), "--site", "Z", "--out", str(out))
+    assert unknown.returncode != 0 and "no site Z" in unknown.stderr
+    missing = _crate_cli(
+        tmp_path,
+        *("--sites", str(sites), "--no-site-tasks", "--output", "results/nope.tsv"),
+        *("--out", str(out)),
+    )
+    assert missing.returncode != 0 and "results/nope.tsv: no such file" in missing.stderr
+    assert not out.exists()
 
 
 def test_record_cli__task_record_passes_the_airlock_and_tampering_does_not(tmp_path):

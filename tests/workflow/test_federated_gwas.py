@@ -1,15 +1,19 @@
 """End to end: the federated GWAS workflow on three loopback ``fedgen node`` sites.
 
-One simulated federation (``fedgen simulate --scale tiny``) runs once through
-``snakemake --executor fedgen --profile profiles/demo`` (module fixture); the tests then check
-what came back against the simulation's truth file, look at the site-held files the way the
-site's own staff could (the test owns the site storage), and compare the federated
-meta-analysis with a pooled ``plink2 --glm`` over all sites' samples at once.
+One simulated federation (``fedgen simulate --scale tiny``, site C holding its phenotypes as
+Phenopacket v2 files) runs once through ``snakemake --executor fedgen --profile profiles/demo``
+(module fixture); the tests then check what came back against the simulation's truth file, look
+at the site-held files the way the site's own staff could (the test owns the site storage),
+compare the federated meta-analysis with a pooled ``plink2 --glm`` over all sites' samples at
+once, and cross-check the run's RO-Crate with each node's task list and audit log.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,16 +21,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import httpx
 import numpy as np
 import pytest
+import yaml
 
 from snakemake_fedgen import demo
+from snakemake_fedgen.executor.plugin import default_run_id
 from snakemake_fedgen.reference import is_reference, read_reference
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SEED = 7
 SITES = ("A", "B", "C")
+PHENOPACKETS_SITES = ("C",)  # holds its phenotypes as Phenopacket v2 files
 GENOME_WIDE = 5e-8
 COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
 
@@ -39,6 +47,10 @@ class Run:
     data: Path
     work: Path
     truth: dict[str, Any]
+    tokens: dict[str, str]
+    node_tasks: dict[str, list[dict[str, Any]]]  # each node's TES task list (BASIC view)
+    node_state: dict[str, Path]
+    first_crate: dict[str, Any]  # the crate of the first run, before the rerun rebuilt it
 
     def site_file(self, path: str) -> Path:
         """The site-side file behind a reference on the coordinator (the site admin's view)."""
@@ -51,12 +63,20 @@ class Run:
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     out = tmp_path_factory.mktemp("federated-gwas")
     data, work = out / "data", out / "coordinator"
-    truth = demo.simulate(data, seed=SEED, scale="tiny")
+    truth = demo.simulate(data, seed=SEED, scale="tiny", phenopackets_sites=PHENOPACKETS_SITES)
     with demo.federation(data, out / "nodes", work / "sites.yaml") as sites:
         env = demo.tool_env()
         env.update({s.token_env: s.token for s in sites.values()})
         demo.run_snakemake(
             demo.snakemake_command(work), env=env, log_path=out / "snakemake.log", show=False
+        )
+        # A rerun in the same directory (here: only the crate is missing) must find the same
+        # run's tasks at the sites.
+        crate = work / "provenance" / "ro-crate"
+        first_crate = json.loads((crate / "ro-crate-metadata.json").read_text())
+        shutil.rmtree(crate)
+        demo.run_snakemake(
+            demo.snakemake_command(work), env=env, log_path=out / "rerun.log", show=False
         )
         demo.run_snakemake(
             [*demo.snakemake_command(work), f"--report={work / 'report.html'}"],
@@ -64,7 +84,17 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             log_path=out / "report.log",
             show=False,
         )
-    yield Run(out, data, work, truth)
+        node_tasks = {
+            name: httpx.get(
+                f"{s.node.url}/tasks",
+                params={"view": "BASIC", "page_size": 2048},
+                headers={"Authorization": f"Bearer {s.token}"},
+            ).json()["tasks"]
+            for name, s in sites.items()
+        }
+        tokens = {name: s.token for name, s in sites.items()}
+        node_state = {name: s.node.state_dir for name, s in sites.items()}
+    yield Run(out, data, work, truth, tokens, node_tasks, node_state, first_crate)
 
 
 def _table(path: Path) -> list[dict[str, str]]:
@@ -202,6 +232,10 @@ def test_coordinator__holds_no_individual_level_data(run: Run) -> None:
     site_outputs = [p for p in (run.work / "sites").rglob("*") if p.is_file()]
     assert site_outputs
     for path in site_outputs:
+        if path.name == ".snakemake_timestamp":
+            # Snakemake's empty marker in a directory() output (the phenopackets folder ref).
+            assert path.stat().st_size == 0, path
+            continue
         assert is_reference(path), f"{path} is site data on the coordinator"
 
 
@@ -301,3 +335,159 @@ def test_pooled_vs_federated__same_causal_signal(
     assert float(p["P"]) < GENOME_WIDE
     assert float(m["p_value"]) < GENOME_WIDE
     assert abs(beta_pooled - beta_meta) < 2 * float(m["standard_error"])
+
+
+# ------------------------------------------------------------------------------------------
+# phenotypes from Phenopackets (site C)
+# ------------------------------------------------------------------------------------------
+
+
+def test_phenopackets__site_table_equals_the_simulated_phenotypes(run: Run) -> None:
+    registry = yaml.safe_load((run.work / "sites.yaml").read_text())
+    dataset = registry["sites"]["C"]["datasets"]["phenotypes"]
+    assert dataset["format"] == "phenopackets" and dataset["url"].endswith("/phenopackets/")
+    packets = list((run.data / "sites" / "C" / "phenopackets").glob("*.json"))
+    assert len(packets) == run.truth["sites"]["C"]["n_samples"]
+    # What the site's staff see: the table made at the site from the packets...
+    made = {r["IID"]: r for r in _table(run.site_file("sites/C/phenotypes/phenopackets.tsv"))}
+    # ...against the simulation's own table of the same people.
+    simulated = {r["IID"]: r for r in _table(run.data / "sites" / "C" / "phenotypes.tsv")}
+    assert set(made) == set(simulated)
+    for iid, want in simulated.items():
+        got = made[iid]
+        assert got["FID"] == iid
+        assert (got["sex"], got["age"], got["bt"]) == (want["sex"], want["age"], want["bt"]), iid
+        if want["qt"] == "NA":
+            assert got["qt"] == "NA", iid
+        else:
+            assert float(got["qt"]) == pytest.approx(float(want["qt"]), abs=1e-9), iid
+    assert sum(r["bt"] == "2" for r in made.values()) == run.truth["sites"]["C"]["n_cases"]
+    # The workflow used that table at C and the TSV datasets at A and B.
+    assert not (run.work / "sites" / "C" / "datasets" / "phenotypes.tsv").exists()
+    for site in ("A", "B"):
+        assert is_reference(run.work / "sites" / site / "datasets" / "phenotypes.tsv")
+    by_rule = {t["tags"]["fedgen_rule"]: t for t in run.node_tasks["C"]}
+    assert by_rule["phenotypes_from_phenopackets"]["state"] == "COMPLETE"
+    covar_inputs = {i["path"] for i in by_rule["gwas_covariates"]["inputs"]}
+    assert "/fedgen/work/sites/C/phenotypes/phenopackets.tsv" in covar_inputs
+
+
+def test_coordinator__holds_no_phenopackets_or_phenotype_tables(run: Run) -> None:
+    files = [p for p in run.work.rglob("*") if p.is_file() and not p.is_symlink()]
+    for path in files:
+        head = _magic(path)
+        assert not head.startswith(b"#FID\tIID"), f"{path}: a phenotype table"
+        data = path.read_bytes()
+        assert b"phenopacketSchemaVersion" not in data, f"{path}: a phenopacket"
+        assert b"iso8601duration" not in data, f"{path}: phenopacket content"
+    folder = run.work / "sites" / "C" / "datasets" / "phenopackets"
+    assert {p.name for p in folder.iterdir()} <= {".fedgen_ref.json", ".snakemake_timestamp"}
+    assert is_reference(folder)
+
+
+# ------------------------------------------------------------------------------------------
+# the run's RO-Crate
+# ------------------------------------------------------------------------------------------
+
+
+def _crate(run: Run) -> dict[str, dict[str, Any]]:
+    path = run.work / "provenance" / "ro-crate" / "ro-crate-metadata.json"
+    return {e["@id"]: e for e in json.loads(path.read_text())["@graph"]}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_crate__loads_with_rocrate_and_lists_the_three_sites(run: Run) -> None:
+    from rocrate.rocrate import ROCrate
+
+    crate = ROCrate(run.work / "provenance" / "ro-crate")
+    assert crate.mainEntity is not None and crate.mainEntity.id == "Snakefile"
+    assert "ComputationalWorkflow" in crate.mainEntity.type
+    profiles = {p.id for p in crate.root_dataset["conformsTo"]}
+    assert {
+        "https://w3id.org/ro/wfrun/process/0.5",
+        "https://w3id.org/ro/wfrun/workflow/0.5",
+        "https://w3id.org/workflowhub/workflow-ro-crate/1.0",
+    } <= profiles
+    registry = yaml.safe_load((run.work / "sites.yaml").read_text())
+    for site in SITES:
+        entity = crate.get(f"#site-{site}")
+        assert entity is not None and entity.type == "Organization"
+        assert entity["url"] == registry["sites"][site]["tes_url"]
+
+
+def test_crate__every_site_task_of_the_run_matches_the_nodes(run: Run) -> None:
+    graph = _crate(run)
+    run_id = default_run_id(str(run.work))
+    assert graph["#run"]["identifier"] == run_id
+    assert graph["#run"]["actionStatus"] == "http://schema.org/CompletedActionStatus"
+    actions = [e for e in graph.values() if e["@id"].startswith("#task-")]
+    assert len({a["identifier"] for a in actions}) == len(actions)
+    for site in SITES:
+        listed = {t["id"] for t in run.node_tasks[site]}
+        assert {t["tags"]["fedgen_run"] for t in run.node_tasks[site]} == {run_id}
+        audit = [
+            json.loads(line)
+            for line in (run.node_state[site] / "audit.jsonl").read_text().splitlines()
+        ]
+        ended = {r["task"]: r["outcome"] for r in audit if r["action"] == "TaskEnded"}
+        in_crate = {a["identifier"]: a for a in actions if a["agent"] == {"@id": f"#site-{site}"}}
+        assert len(listed) >= 10, site
+        assert set(in_crate) == listed == set(ended), site
+        for task_id, outcome in ended.items():
+            assert outcome == "COMPLETE"
+            assert in_crate[task_id]["actionStatus"] == "http://schema.org/CompletedActionStatus"
+        # Every egress file the airlock accepted is a result of its task, with the same hash.
+        for rec in (r for r in audit if r["action"] == "Airlock" and r["accepted"]):
+            results = [graph[r["@id"]] for r in in_crate[rec["task"]]["result"]]
+            assert [f["sha256"] for f in results if f["name"] == rec["file"]] == [rec["sha256"]]
+    # The rerun rebuilt the crate from the same run's tasks.
+    first = {e["identifier"] for e in run.first_crate["@graph"] if e["@id"].startswith("#task-")}
+    assert first == {a["identifier"] for a in actions}
+
+
+def test_crate__records_the_purpose_and_each_site_duo_decision(run: Run) -> None:
+    graph = _crate(run)
+    config = yaml.safe_load(demo.CONFIGFILE.read_text())
+    assert json.loads(graph["#purpose"]["value"]) == config["purpose"]
+    assert graph["#run"]["object"] == [{"@id": "#purpose"}]
+    registry = yaml.safe_load((run.work / "sites.yaml").read_text())
+    for site in SITES:
+        decision = graph[f"#duo-{site}"]
+        assert decision["value"] == "allowed"
+        assert graph[f"#site-{site}"]["subjectOf"] == {"@id": f"#duo-{site}"}
+        terms = {
+            t for ds in registry["sites"][site]["datasets"].values() for t in ds.get("duo", [])
+        }
+        cited = {graph[ref["@id"]]["termCode"] for ref in decision["valueReference"]}
+        assert cited == terms, site
+    # Site C's consent needs ethics approval (DUO:0000021): the action is listed.
+    assert "IRB" in graph["#duo-C"]["description"]
+
+
+def test_crate__meta_outputs_carry_their_sha256(run: Run) -> None:
+    graph = _crate(run)
+    crate_dir = run.work / "provenance" / "ro-crate"
+    results = {r["@id"] for r in graph["#run"]["result"]}
+    expected = [
+        *(f"results/meta/{t}.{ext}" for t in ("qt", "bt") for ext in ("tsv.gz", "top_hits.tsv")),
+        "results/qc/qc_counts.tsv",
+    ]
+    for rel in expected:
+        assert rel in results, rel
+        entity = graph[rel]
+        assert entity["sha256"] == _sha256(run.work / rel), rel
+        assert _sha256(crate_dir / rel) == entity["sha256"], rel
+        assert int(entity["contentSize"]) == (run.work / rel).stat().st_size
+
+
+def test_crate__no_token_in_any_coordinator_file_or_log(run: Run) -> None:
+    files = [p for p in run.work.rglob("*") if p.is_file() and not p.is_symlink()]
+    files += list(run.out.glob("*.log"))
+    assert any(p.name == "ro-crate.log" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        for site, token in run.tokens.items():
+            assert token.encode() not in data, f"{path} holds site {site}'s token"
