@@ -131,3 +131,15 @@ def test_workflow_dag__bad_exact_config_is_one_clear_error(
     proc = _dry_run(tmp_path / "w", registry, config)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
+
+
+def test_workflow_dag__include_sites_keeps_the_registry_columns(registry: Path, tmp_path: Path):
+    # Without site A the indicators and PC columns still follow the registry (A, B, C): A's
+    # columns are zero in every row and the solve drops them, as after a dropout rerun.
+    proc = _dry_run(tmp_path / "w", registry, "method: exact-linear\ninclude_sites: [B, C]\n")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    commands = _commands(proc.stdout, "fedgen exact aggregate")
+    assert sorted(re.search(r"--site (\w)", c)[1] for c in commands) == ["B", "C"]
+    assert all("--sites A,B,C" in c for c in commands)
+    (solve,) = _commands(proc.stdout, "fedgen exact solve")
+    assert "results/sumstats/A/" not in solve and solve.count(".aggregates.tsv.gz") == 2
