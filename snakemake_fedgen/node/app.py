@@ -142,14 +142,16 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
             "environment": "production",
             "version": __version__,
             # Write roots only: read roots would tell anonymous callers where site data lives.
-            "storage": [r.as_uri() for r in cfg.write_roots] + ["http://", "https://"],
+            "storage": [r.as_uri() for r in cfg.write_roots]
+            + (["http://", "https://"] if cfg.allowed_input_hosts else []),
             "tesResources_backend_parameters": [],
             "fedgen": {
                 "node_id": cfg.node_id,
                 "runtime": runtime.name,
                 "image_allow_list": bool(allow),
                 "allowed_images": list(allow),
-                "storage_schemes": ["file", "http", "https", "content"],
+                "storage_schemes": ["file", "content"]
+                + (["http", "https"] if cfg.allowed_input_hosts else []),
                 "cpu_cores": cfg.node_cores,
                 "egress_root": cfg.egress_root.as_uri() if cfg.egress_root else None,
                 "egress_read_path": EGRESS_PREFIX,
@@ -290,7 +292,11 @@ def _check_urls(cfg: NodeConfig, doc: dict[str, Any]) -> None:
     for i, item in enumerate(doc.get("inputs") or []):
         if not item.get("content"):
             check_input_url(
-                item["url"], kind=item.get("type", "FILE"), read_roots=readable, what=f"inputs[{i}]"
+                item["url"],
+                kind=item.get("type", "FILE"),
+                read_roots=readable,
+                what=f"inputs[{i}]",
+                allowed_hosts=cfg.allowed_input_hosts,
             )
     for i, item in enumerate(doc.get("outputs") or []):
         if url_scheme(item["url"]) != "file":

@@ -41,6 +41,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--max-task-seconds", type=float, default=None, help="kill tasks running longer"
     )
     parser.add_argument(
+        "--allowed-input-hosts", nargs="+", action="extend", default=None, metavar="PATTERN",
+        help="hosts (fnmatch on host or host:port) http(s) inputs may be fetched from; "
+        "default none",
+    )  # fmt: skip
+    parser.add_argument(
         "--redact-ids-from", nargs="+", action="extend", default=None, metavar="FILE",
         help="files with the site's sample IDs (VCF, .psam/.fam, phenotype table); these IDs "
         "are replaced by [sample-id] in the task logs callers get",
@@ -77,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             "node_id",
             "max_task_seconds",
             "redact_ids_from",
+            "allowed_input_hosts",
         )
     }
     state_dir = Path(args.state_dir).absolute()

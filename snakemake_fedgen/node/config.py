@@ -62,6 +62,9 @@ class NodeConfig:
     # Files holding the site's sample IDs (VCF, .psam/.fam, phenotype tables): every ID is
     # replaced in the stdout/stderr a task log returns (snakemake_fedgen.node.redact).
     redact_ids_from: list[Path] = field(default_factory=list)
+    # Hosts (fnmatch patterns on host or host:port) http(s) task inputs may come from; none by
+    # default, since the node fetches from inside the site network.
+    allowed_input_hosts: list[str] = field(default_factory=list)
     tool_paths: list[str] = field(default_factory=default_tool_paths)
     # Governance (issue 6, snakemake_fedgen.governance): JWT/Passport auth, visa-gated datasets,
     # Crypt4GH encryption of published egress files for the coordinator's public key.
@@ -158,7 +161,7 @@ def _convert(data: dict[str, Any], source: str) -> NodeConfig:
                     "sample IDs (genotype VCF, .psam/.fam, phenotype table)."
                 )
             out[key] = [Path(v).expanduser().absolute() for v in value]
-        elif key in ("allowed_images", "tool_paths"):
+        elif key in ("allowed_images", "tool_paths", "allowed_input_hosts"):
             if isinstance(value, str):
                 value = [value]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

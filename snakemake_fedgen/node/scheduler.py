@@ -386,7 +386,12 @@ class Scheduler:
                 continue
             url = item["url"]
             if url_scheme(url) in ("http", "https"):
-                fetch_http(url, dest, max_bytes=self.cfg.max_output_bytes)
+                fetch_http(
+                    url,
+                    dest,
+                    max_bytes=self.cfg.max_output_bytes,
+                    allowed_hosts=self.cfg.allowed_input_hosts,
+                )
                 continue
             real = check_input_url(
                 url, kind=item.get("type", "FILE"), read_roots=readable, what=f"inputs[{i}]"

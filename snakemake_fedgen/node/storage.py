@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlparse, urlsplit
 
 from snakemake_fedgen.errors import StorageError
 
@@ -66,10 +66,41 @@ def resolve_under(path: Path, roots: Sequence[Path], *, what: str, url: str) -> 
     return real
 
 
-def check_input_url(url: str, *, kind: str, read_roots: Sequence[Path], what: str) -> Path | None:
+def check_http_host(url: str, allowed_hosts: Sequence[str], *, what: str) -> None:
+    """Refuse an http(s) URL whose host (or ``host:port``) matches no allow-list pattern.
+
+    A node fetches http(s) inputs from inside the site's network; without this check any caller
+    could make it read internal services (server-side request forgery).
+    """
+    import fnmatch
+
+    parsed = urlparse(url)
+    host = (parsed.hostname or "").lower()
+    netloc = f"{host}:{parsed.port}" if parsed.port else host
+    if not any(
+        fnmatch.fnmatchcase(host, pat.lower()) or fnmatch.fnmatchcase(netloc, pat.lower())
+        for pat in allowed_hosts
+    ):
+        allowed = ", ".join(allowed_hosts) if allowed_hosts else "none"
+        raise StorageError(
+            f"{what} {url!r}: this node does not fetch http(s) inputs from {netloc or '?'} "
+            f"(allowed_input_hosts: {allowed}); ask the site to allow the host, or use data "
+            "already at the site (file://) or small inline content."
+        )
+
+
+def check_input_url(
+    url: str,
+    *,
+    kind: str,
+    read_roots: Sequence[Path],
+    what: str,
+    allowed_hosts: Sequence[str] = (),
+) -> Path | None:
     """Check an input URL; return the resolved local path for ``file://`` inputs."""
     scheme = url_scheme(url)
     if scheme in ("http", "https"):
+        check_http_host(url, allowed_hosts, what=what)
         return None
     if scheme != "file":
         raise StorageError(
@@ -117,23 +148,41 @@ def check_output_url(url: str, *, write_roots: Sequence[Path], what: str) -> Pat
     return dest
 
 
-def fetch_http(url: str, dest: Path, *, max_bytes: int) -> None:
-    """GET ``url`` into ``dest`` (atomic), refusing bodies larger than ``max_bytes``."""
+def fetch_http(
+    url: str, dest: Path, *, max_bytes: int, allowed_hosts: Sequence[str], max_redirects: int = 5
+) -> None:
+    """GET ``url`` into ``dest`` (atomic), refusing bodies larger than ``max_bytes``.
+
+    Redirects are followed by hand so that every hop's host is checked against
+    ``allowed_hosts`` (an allowed host must not be able to bounce the node elsewhere).
+    """
     import httpx
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_beside(dest)
     try:
-        with httpx.stream("GET", url, follow_redirects=True, timeout=60) as resp:
-            if resp.status_code != 200:
-                raise StorageError(f"input {url!r}: HTTP {resp.status_code}.")
-            size = 0
-            with open(tmp, "wb") as fh:
-                for chunk in resp.iter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise StorageError(f"input {url!r} is larger than {max_bytes} bytes.")
-                    fh.write(chunk)
+        current = url
+        with httpx.Client(follow_redirects=False, timeout=60) as client:
+            for _ in range(max_redirects + 1):
+                check_http_host(current, allowed_hosts, what="input")
+                with client.stream("GET", current) as resp:
+                    if resp.is_redirect and resp.next_request is not None:
+                        current = str(resp.next_request.url)
+                        continue
+                    if resp.status_code != 200:
+                        raise StorageError(f"input {url!r}: HTTP {resp.status_code}.")
+                    size = 0
+                    with open(tmp, "wb") as fh:
+                        for chunk in resp.iter_bytes():
+                            size += len(chunk)
+                            if size > max_bytes:
+                                raise StorageError(
+                                    f"input {url!r} is larger than {max_bytes} bytes."
+                                )
+                            fh.write(chunk)
+                    break
+            else:
+                raise StorageError(f"input {url!r}: more than {max_redirects} redirects.")
         os.replace(tmp, dest)
     except httpx.HTTPError as exc:
         raise StorageError(f"input {url!r}: cannot fetch it ({type(exc).__name__}).") from exc

@@ -151,7 +151,10 @@ def test_api__every_endpoint_and_view_validates_against_tes_schema(
 
 
 def test_service_info__reports_allow_list_and_storage(site, start_node):
-    node = start_node(site.state, config=site.config(allowed_images=["fedgen/*"]))
+    node = start_node(
+        site.state,
+        config=site.config(allowed_images=["fedgen/*"], allowed_input_hosts=["*.ebi.ac.uk"]),
+    )
     info = httpx.get(f"{node.url}/service-info").json()
     assert info["type"] == {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"}
     assert info["fedgen"]["image_allow_list"] is True

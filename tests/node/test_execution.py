@@ -126,8 +126,9 @@ def test_inputs__http_url_is_fetched(site, start_node, tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        node = start_node(site.state, config=site.config())
-        url = f"http://127.0.0.1:{server.server_address[1]}/panel.txt"
+        port = server.server_address[1]
+        node = start_node(site.state, config=site.config(allowed_input_hosts=[f"127.0.0.1:{port}"]))
+        url = f"http://127.0.0.1:{port}/panel.txt"
         task = simple_task(
             "cat panel.txt",
             inputs=[{"path": "/fedgen/work/panel.txt", "url": url}],
@@ -316,3 +317,46 @@ def test_final_state__visible_only_after_the_scratch_directory_is_gone(site, sta
         time.sleep(0.005)
     assert state == "COMPLETE"
     assert not task_dir.exists()
+
+
+class _Redirect(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with a redirect to the URL in the server's ``target`` attribute."""
+
+    def do_GET(self):
+        self.send_response(302)
+        self.send_header("Location", self.server.target)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_inputs__http_hosts_outside_the_allow_list_are_refused(site, start_node, tmp_path):
+    # Server-side request forgery: a caller must not make the node fetch from hosts inside the
+    # site network that the steward did not list, neither directly nor through a redirect.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Redirect)
+    port = server.server_address[1]
+    server.target = f"http://localhost:{port}/secret"  # same server, a host name not allowed
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        closed = start_node(site.state, config=site.config())
+        task = simple_task("true", inputs=[{"path": "/fedgen/work/x", "url": server.target}])
+        resp = httpx.post(f"{closed.url}/tasks", json=task)
+        assert resp.status_code == 400
+        assert "allowed_input_hosts: none" in resp.text
+        info = httpx.get(f"{closed.url}/service-info").json()
+        assert "http" not in info["fedgen"]["storage_schemes"]
+        closed.stop()
+
+        node = start_node(
+            tmp_path / "state2", config=site.config(allowed_input_hosts=[f"127.0.0.1:{port}"])
+        )
+        url = f"http://127.0.0.1:{port}/panel.txt"
+        task = simple_task("true", inputs=[{"path": "/fedgen/work/x", "url": url}])
+        doc = wait_task(node.url, _post(node, task))
+        assert doc["state"] == "SYSTEM_ERROR"
+        assert f"does not fetch http(s) inputs from localhost:{port}" in str(doc["logs"])
+    finally:
+        server.shutdown()
+        server.server_close()
