@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from snakemake_fedgen.node.config import load_config
+from snakemake_fedgen.node.redact import IdRedactor, sample_ids
 from snakemake_fedgen.sites import load_registry
 
 SITES = ("A", "B", "C")
@@ -67,7 +68,7 @@ def test_simulate__base_port_moves_every_site(tmp_path: Path, simulate_cli):
     assert ports == ["9200", "9201", "9202"]
 
 
-def test_simulate__node_configs_confine_each_site(tiny: Path, tmp_path: Path):
+def test_simulate__node_configs_confine_each_site(tiny: Path, tmp_path: Path, truth: dict):
     for s in SITES:
         node = load_config(tmp_path / f"state-{s}", config_file=tiny / "sites" / s / "node.yaml")
         assert node.node_id == f"site-{s}"
@@ -79,6 +80,10 @@ def test_simulate__node_configs_confine_each_site(tiny: Path, tmp_path: Path):
         assert cfg["egress_root"] == str(site_dir / "egress")
         assert cfg["airlock"] == {"min_n": 50, "min_mac": 10, "min_cell": 5}
         assert cfg["cpu_cores"] == 2
+        # Every sample of the site (the VCF header) is redacted from task logs.
+        assert node.redact_ids_from == [site_dir / "genotypes.vcf.gz"]
+        assert IdRedactor(node.redact_ids_from).ids() == sample_ids(site_dir / "genotypes.vcf.gz")
+        assert len(sample_ids(site_dir / "genotypes.vcf.gz")) == truth["sites"][s]["n_samples"]
 
 
 def test_simulate__vcfs_are_valid_sorted_biallelic_snps(tiny: Path, truth: dict):
