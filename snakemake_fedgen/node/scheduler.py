@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -437,9 +438,10 @@ class Scheduler:
             )
         egress_root = self.cfg.egress_root
         egress = [f for f in files if egress_root is not None and inside(f.dest, [egress_root])]
-        decisions = {}
+        decisions: dict = {}
+        rounds: dict[Path, str] = {}
         if egress:
-            decisions = self._airlock(active, egress)
+            decisions, rounds = self._airlock(active, egress)
             # Crypt4GH: accepted plaintext is encrypted for the coordinator before publication.
             decisions = seal_egress(
                 egress,
@@ -461,18 +463,44 @@ class Scheduler:
                 sha256=d.sha256,
                 size=d.size,
             )
+            round_id = rounds.get(f.dest)
+            if round_id is not None:
+                self.store.add_secure_round(round_id, sha256=d.sha256, task=doc["id"])
         return [
             {"url": f.url, "path": f.container_path, "size_bytes": str(f.dest.stat().st_size)}
             for f in files
         ]
 
-    def _airlock(self, active: _Active, egress: list) -> dict:
-        """Inspect every egress file; quarantine and raise if any is refused."""
+    def _airlock(self, active: _Active, egress: list) -> tuple[dict, dict[Path, str]]:
+        """Inspect every egress file; quarantine and raise if any is refused.
+
+        Returns the decisions and, for masked secure-aggregation uploads, their round ids.
+        """
         doc = active.doc
         decisions = {}
+        rounds: dict[Path, str] = {}
         refused = []
         for f in egress:
             decision = inspect(f.source, self.policy, name=f.dest.name)
+            round_id = _masked_round(f.source) if decision.kind == "aggregates" else None
+            if decision.accepted and round_id is not None:
+                rounds[f.dest] = round_id
+                earlier = self.store.secure_round(round_id)
+                if earlier is not None and earlier[0] != decision.sha256:
+                    # Two different masked uploads under one round id: their difference has no
+                    # mask left in it, so the coordinator would learn the change in this site's
+                    # aggregates. The masking site's own ledger cannot see across workflow
+                    # runs; the node can.
+                    decision = dataclasses.replace(
+                        decision,
+                        accepted=False,
+                        reason=(
+                            f"{f.dest.name}: refused: secure-aggregation round {round_id!r} was "
+                            f"already published by this site (task {earlier[1]}) with different "
+                            "content; masks of one round must never be used twice. Rerun with a "
+                            "new round id (exact.round)"
+                        ),
+                    )
             decisions[f.dest] = decision
             self.audit.record(
                 caller=active.owner,
@@ -499,10 +527,28 @@ class Scheduler:
                 f"airlock refused {len(refused)} egress file(s), kept in quarantine at "
                 f"{qdir}; nothing was published. {detail}"
             )
-        return decisions
+        return decisions, rounds
 
     def _remove_task_dir(self, task_id: str) -> None:
         shutil.rmtree(self.cfg.tasks_dir / task_id, ignore_errors=True)
+
+
+def _masked_round(path: Path) -> str | None:
+    """The ``##round=`` of a masked secure-aggregation upload (plain aggregates have none)."""
+    import gzip
+
+    try:
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+            for _ in range(64):
+                line = fh.readline(4096)
+                if not line.startswith("#"):
+                    return None
+                if line.startswith("##round="):
+                    return line[len("##round=") :].strip()
+    except (OSError, EOFError):
+        return None
+    return None
 
 
 def _tail(path: Path, limit: int) -> str:

@@ -42,6 +42,11 @@ CREATE TABLE IF NOT EXISTS published (
     sha256 TEXT NOT NULL,
     size INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS secure_rounds (
+    round_id TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    task TEXT NOT NULL
+);
 """
 
 
@@ -131,6 +136,22 @@ class TaskStore:
                 "SELECT owner, task, sha256, size FROM published WHERE path = ?", (path,)
             ).fetchone()
         return None if row is None else (row[0], row[1], row[2], row[3])
+
+    def secure_round(self, round_id: str) -> tuple[str, str] | None:
+        """sha256 and task of the masked upload this site published for ``round_id``, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sha256, task FROM secure_rounds WHERE round_id = ?", (round_id,)
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def add_secure_round(self, round_id: str, *, sha256: str, task: str) -> None:
+        """Record the masked upload published for ``round_id`` (first one wins)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO secure_rounds (round_id, sha256, task) VALUES (?, ?, ?)",
+                (round_id, sha256, task),
+            )
 
     def get(self, task_id: str) -> StoredTask | None:
         with self._lock:

@@ -160,6 +160,27 @@ def test_nodes__secure_round_over_three_sites(tmp_path):
             assert (dirs[s][2] / "qt.aggregates.tsv").is_file()
             private = httpx.get(f"{nodes[s].egress_read_url}/../qt.aggregates.tsv", headers=AUTH)
             assert private.status_code in (400, 404)
+
+        def run_a(round_id: str) -> dict:
+            task = _site_task("A", *dirs["A"][1:], round_id=round_id, participants="A,B,C")
+            task_id = httpx.post(f"{nodes['A'].url}/tasks", json=task, headers=AUTH).json()["id"]
+            return _wait(nodes["A"].url, task_id)
+
+        # The same round with the same data again (a retried job) masks to the same bytes.
+        assert run_a("r2")["state"] == "COMPLETE"
+        # The same round id with different data: the two uploads' difference carries no mask,
+        # so the centre would learn how A's aggregates changed. Each task's own ledger starts
+        # empty (a TES task keeps no state at the site); the node refuses it.
+        pheno = dirs["A"][1] / "pheno.tsv"
+        lines = pheno.read_text().splitlines()
+        col = lines[0].split("\t").index("qt")
+        row = lines[1].split("\t")
+        row[col] = str(float(row[col]) + 1.0)
+        pheno.write_text("\n".join([lines[0], "\t".join(row), *lines[2:]]) + "\n")
+        refused = run_a("r2")
+        assert refused["state"] == "SYSTEM_ERROR"
+        assert "round 'r2' was already published by this site" in str(refused["logs"])
+        assert run_a("r3")["state"] == "COMPLETE"  # a new round id is fine
     finally:
         for node in nodes.values():
             node.stop()
