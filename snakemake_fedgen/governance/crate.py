@@ -50,7 +50,9 @@ def collect_tasks(
     for name in wanted:
         site = registry.site(name)
         if site.tes_url not in by_url:
-            client = TesClient(site, max_attempts=2)
+            # The executor's default retries: the crate is built at the end of a run, when a
+            # transient error should not cost the run its provenance.
+            client = TesClient(site)
             try:
                 by_url[site.tes_url] = client.list_tasks(tags={"fedgen_run": run_id}, view="FULL")
             finally:
