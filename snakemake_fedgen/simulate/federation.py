@@ -185,6 +185,8 @@ def build_federation(*, seed: int, scale: str = "tiny") -> Federation:
     fed.truth = build_truth(
         fed, seed=seed, tag_r2=tag_r2, threshold=threshold, panel_missing=PANEL_MISSING_MARKERS
     )
+    # Every site holds a phenotype table until write_federation turns some into Phenopackets.
+    fed.truth["phenopackets_sites"] = []
     return fed
 
 

@@ -95,7 +95,9 @@ def test_snakemake_crypt4gh__outbox_ciphertext_coordinator_plaintext(one_site, t
             "crate",
         ],
         cwd=wd,
-        env={**os.environ, **one_site.env},
+        # Without FEDGEN_RUN_ID: an in-process Snakemake run of an earlier test (Snakemake's own
+        # executor suite) may have left its run tag in this process's environment.
+        env={**{k: v for k, v in os.environ.items() if k != "FEDGEN_RUN_ID"}, **one_site.env},
         capture_output=True,
         text=True,
     )
