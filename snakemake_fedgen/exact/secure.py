@@ -533,6 +533,18 @@ def write_masked(upload: MaskedUpload, path: Path) -> None:
     atomic_write_text(path, lines())
 
 
+def masked_round(path: Path) -> str | None:
+    """The round id in a masked upload's header (the rows are not read); None if not one."""
+    path = Path(path)
+    with open_text(path) as f:
+        numbered = ((i, line.rstrip("\n")) for i, line in enumerate(f, start=1))
+        try:
+            meta = _parse_header(numbered, str(path), MASKED_FORMAT_LINE)
+        except SiteDataError:
+            return None
+    return meta.get("round")
+
+
 def read_masked(path: Path) -> MaskedUpload:
     """Read a masked upload written by :func:`write_masked`."""
     path = Path(path)

@@ -277,21 +277,19 @@ def task_provenance(
     doc: dict[str, Any],
     *,
     owner: str,
-    store: Any,
-    state: str | None = None,
     entries: list[dict[str, Any]] | None = None,
 ) -> None:
-    """The node hook: record provenance of an ending task at the site and in its TES log.
+    """The node hook: record provenance of an ended task at the site and in its TES log.
 
-    ``state`` is the final state about to be set (COMPLETE is recorded before it is visible).
-    Failures to hash or validate never fail the task: they are logged and the record is skipped.
+    ``doc`` carries its final state; the caller stores it (and so makes that state visible)
+    afterwards. Failures to hash or validate never fail the task: they are logged and the
+    record is skipped.
     """
     import logging
 
     try:
-        view = dict(doc, state=state) if state else doc
         record = node_record(
-            view,
+            doc,
             node_id=cfg.node_id,
             owner=owner,
             audit_path=cfg.audit_path,
@@ -308,7 +306,6 @@ def task_provenance(
         doc["logs"] = [{"logs": [], "outputs": [], "system_logs": []}]
     metadata = doc["logs"][-1].setdefault("metadata", {})
     metadata[METADATA_KEY] = json.dumps(record, separators=(",", ":"), sort_keys=True)
-    store.save(doc)
 
 
 def from_task_log(doc: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -47,11 +47,6 @@ class AuditLog:
     #: Actions whose records the provenance of a task needs.
     TASK_FILE_ACTIONS = frozenset({"Airlock", "Encrypt"})
 
-    def task_entries(self, task: str) -> list[dict[str, Any]]:
-        """A copy of the airlock/encryption records of ``task`` written since the node started."""
-        with self._lock:
-            return list(self._per_task.get(task, []))
-
     def pop_task_entries(self, task: str) -> list[dict[str, Any]]:
         """The airlock/encryption records of ``task`` written since the node started."""
         with self._lock:

@@ -105,15 +105,7 @@ def run(args: argparse.Namespace) -> int:
         log.warning("runtime host: tasks are not sandboxed (no network or filesystem isolation).")
     if cfg.egress_root is None:
         log.warning("no egress_root: no output can leave this site through the airlock.")
-    if cfg.redact_ids_from:
-        from snakemake_fedgen.node.redact import count_ids
-
-        log.info(
-            "task logs: %d sample ID(s) from %d file(s) are redacted",
-            count_ids(cfg.redact_ids_from),
-            len(cfg.redact_ids_from),
-        )
-    else:
+    if not cfg.redact_ids_from:
         log.warning(
             "no redact_ids_from: task logs returned to callers are not checked for sample IDs."
         )

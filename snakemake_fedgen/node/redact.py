@@ -17,7 +17,7 @@ from __future__ import annotations
 import gzip
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from snakemake_fedgen.errors import ConfigError
@@ -151,11 +151,3 @@ class IdRedactor:
             return w
 
         return _WORD.sub(word, text)
-
-
-def count_ids(paths: Iterable[Path]) -> int:
-    """How many distinct IDs the files hold (for the node's start-up message)."""
-    found: set[str] = set()
-    for p in paths:
-        found |= sample_ids(Path(p))
-    return len({i for i in found if len(i) >= MIN_ID_LENGTH})

@@ -75,6 +75,12 @@ class Scheduler:
         self._stopping = False
         self.policy = AirlockPolicy.from_mapping(cfg.airlock)
         self.redactor = IdRedactor(cfg.redact_ids_from)
+        if cfg.redact_ids_from:
+            log.info(
+                "task logs: %d sample ID(s) from %d file(s) are redacted",
+                len(self.redactor.ids()),
+                len(cfg.redact_ids_from),
+            )
 
     # -- life cycle of the node -------------------------------------------------------------
 
@@ -181,16 +187,14 @@ class Scheduler:
                     outcome=doc["state"],
                     reason=reasons[-1],
                 )
-                entries = self.audit.pop_task_entries(doc["id"])
-                if doc["state"] != "COMPLETE":
-                    await asyncio.to_thread(
-                        task_provenance,
-                        self.cfg,
-                        doc,
-                        owner=active.owner,
-                        store=self.store,
-                        entries=entries,
-                    )
+                # Provenance (issue 6) is in the task log before the final state is visible.
+                await asyncio.to_thread(
+                    task_provenance,
+                    self.cfg,
+                    doc,
+                    owner=active.owner,
+                    entries=self.audit.pop_task_entries(doc["id"]),
+                )
                 await asyncio.to_thread(self._remove_task_dir, doc["id"])
             finally:
                 self.cores_free += active.cores
@@ -241,16 +245,6 @@ class Scheduler:
             return
         if self._interrupted(active):
             return
-        # Provenance (issue 6) is in the task log before COMPLETE is visible to the caller.
-        await asyncio.to_thread(
-            task_provenance,
-            self.cfg,
-            doc,
-            owner=active.owner,
-            store=self.store,
-            state="COMPLETE",
-            entries=self.audit.task_entries(doc["id"]),
-        )
         self._end(doc, "COMPLETE", save=False)
 
     def _interrupted(self, active: _Active) -> bool:
@@ -482,7 +476,11 @@ class Scheduler:
         refused = []
         for f in egress:
             decision = inspect(f.source, self.policy, name=f.dest.name)
-            round_id = _masked_round(f.source) if decision.kind == "aggregates" else None
+            round_id = None
+            if decision.kind == "aggregates":
+                from snakemake_fedgen.exact.secure import masked_round  # numpy: this kind only
+
+                round_id = masked_round(f.source)
             if decision.accepted and round_id is not None:
                 rounds[f.dest] = round_id
                 earlier = self.store.secure_round(round_id)
@@ -531,24 +529,6 @@ class Scheduler:
 
     def _remove_task_dir(self, task_id: str) -> None:
         shutil.rmtree(self.cfg.tasks_dir / task_id, ignore_errors=True)
-
-
-def _masked_round(path: Path) -> str | None:
-    """The ``##round=`` of a masked secure-aggregation upload (plain aggregates have none)."""
-    import gzip
-
-    try:
-        opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
-            for _ in range(64):
-                line = fh.readline(4096)
-                if not line.startswith("#"):
-                    return None
-                if line.startswith("##round="):
-                    return line[len("##round=") :].strip()
-    except (OSError, EOFError):
-        return None
-    return None
 
 
 def _tail(path: Path, limit: int) -> str:
