@@ -8,6 +8,8 @@ reference analysis hold the very same stored dosages.
 from __future__ import annotations
 
 import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,3 +182,20 @@ def write_pfile(prefix: Path, iids: list[str], dos: np.ndarray, *, chrom="20") -
         lines.append(f"{chrom}\t{pos}\t{chrom}:{pos}:A:G\tA\tG")
     prefix.with_suffix(".pvar").write_text("\n".join(lines) + "\n")
     prefix.with_suffix(".psam").write_text("#FID\tIID\n" + "".join(f"{i}\t{i}\n" for i in iids))
+
+
+def add_site_keys(registry: dict, key_path: Callable[[str], Path]) -> None:
+    """Give every site of ``registry`` an X25519 key pair made by ``fedgen exact keygen``.
+
+    The private key (at ``key_path(site)``) becomes the site dataset ``x25519_key``, the printed
+    public key the site's ``public_key_x25519``.
+    """
+    for name, entry in registry["sites"].items():
+        key = key_path(name)
+        key.parent.mkdir(parents=True, exist_ok=True)
+        printed = subprocess.run(
+            [sys.executable, "-m", "snakemake_fedgen", "exact", "keygen", "--out", str(key)],
+            check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        entry["public_key_x25519"] = printed.split(":", 1)[1].strip()
+        entry["datasets"]["x25519_key"] = {"url": key.as_uri()}

@@ -16,6 +16,8 @@ import yaml
 
 from snakemake_fedgen import demo
 
+from .exact_study import add_site_keys
+
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -84,14 +86,7 @@ def test_workflow_dag__exact_linear_fits_qt_exactly_and_meta_analyses_bt(
 
 def test_workflow_dag__secure_masks_at_the_site(registry: Path, tmp_path: Path):
     reg = yaml.safe_load(registry.read_text())
-    for name, entry in reg["sites"].items():
-        key = tmp_path / f"{name}.key"
-        printed = subprocess.run(
-            [sys.executable, "-m", "snakemake_fedgen", "exact", "keygen", "--out", str(key)],
-            check=True, capture_output=True, text=True,
-        ).stdout  # fmt: skip
-        entry["public_key_x25519"] = printed.split(":", 1)[1].strip()
-        entry["datasets"]["x25519_key"] = {"url": key.as_uri()}
+    add_site_keys(reg, lambda name: tmp_path / f"{name}.key")
     keyed = tmp_path / "keyed.yaml"
     keyed.write_text(yaml.safe_dump(reg, sort_keys=False))
     config = "method: exact-linear\nexact: {secure: true, round: r7}\n"

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,13 +177,16 @@ def run_snakemake(
     )
 
 
-def start_snakemake(
+@contextmanager
+def running_snakemake(
     workdir: Path, registry: Path, fed: Federation, *extra: str
-) -> subprocess.Popen:
-    """Start a coordinator run in its own process group (output in workdir/coordinator.log)."""
-    log = open(workdir / "coordinator.log", "ab")  # noqa: SIM115 - the child holds it
-    try:
-        return subprocess.Popen(
+) -> Iterator[subprocess.Popen]:
+    """A coordinator run in its own process group (output in workdir/coordinator.log).
+
+    Whatever is still running of it when the block exits is killed.
+    """
+    with open(workdir / "coordinator.log", "ab") as log:
+        proc = subprocess.Popen(
             snakemake_cmd(workdir, registry, *extra),
             cwd=workdir,
             env={**os.environ, **fed.env},
@@ -189,8 +194,12 @@ def start_snakemake(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    try:
+        yield proc
     finally:
-        log.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
 
 
 def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:

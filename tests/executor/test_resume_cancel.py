@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Federation, SiteNode, run_snakemake, start_snakemake, wait_for
+from .conftest import Federation, SiteNode, run_snakemake, running_snakemake, wait_for
 
 SNAKEFILE = """
 N = range(6)
@@ -63,8 +63,7 @@ def setup(tmp_path: Path, fed: Federation) -> tuple[Path, Path]:
 def test_fedgen_executor__sigkill_of_coordinator_then_rerun_gives_no_duplicates(tmp_path, one_site):
     site = one_site.sites["A"]
     workdir, registry = setup(tmp_path, one_site)
-    proc = start_snakemake(workdir, registry, one_site, "--config", "sleep=3")
-    try:
+    with running_snakemake(workdir, registry, one_site, "--config", "sleep=3") as proc:
         # Kill once tasks are in flight and at least one has already finished at the site.
         wait_for(
             lambda: (
@@ -75,9 +74,6 @@ def test_fedgen_executor__sigkill_of_coordinator_then_rerun_gives_no_duplicates(
         )
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     before = len(tasks_at(site))
     assert before < 7 or not (workdir / "total.txt").exists()
 
@@ -100,8 +96,7 @@ def test_fedgen_executor__sigkill_of_coordinator_then_rerun_gives_no_duplicates(
 def test_fedgen_executor__sigint_cancels_every_live_task(tmp_path, one_site):
     site = one_site.sites["A"]
     workdir, registry = setup(tmp_path, one_site)
-    proc = start_snakemake(workdir, registry, one_site, "--config", "sleep=120")
-    try:
+    with running_snakemake(workdir, registry, one_site, "--config", "sleep=120") as proc:
         wait_for(lambda: len(tasks_at(site)) >= 6, timeout=90, what="six submitted tasks")
         wait_for(
             lambda: any(t["state"] == "RUNNING" for t in tasks_at(site)),
@@ -110,9 +105,6 @@ def test_fedgen_executor__sigint_cancels_every_live_task(tmp_path, one_site):
         )
         os.kill(proc.pid, signal.SIGINT)
         proc.wait(60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0
     wait_for(
         lambda: all(t["state"] == "CANCELED" for t in tasks_at(site)),

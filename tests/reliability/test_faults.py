@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from snakemake_fedgen.node.scheduler import RESTART_REASON
-from tests.executor.conftest import Federation, run_snakemake, start_snakemake, wait_for
+from tests.executor.conftest import Federation, run_snakemake, running_snakemake, wait_for
 from tests.reliability.faultproxy import KINDS, FaultProxy
 from tests.reliability.federation import (
     SITE_TASKS,
@@ -95,15 +95,13 @@ def test_fedgen_executor__flaky_network_and_site_outage_give_clean_results(
         registry, args = write_workflow(
             workdir, fed, sleep=1, urls={n: p.base_url for n, p in proxies.items()}
         )
-        proc = start_snakemake(workdir, registry, fed, *args, "--fedgen-max-attempts", "10")
-        try:
+        with running_snakemake(
+            workdir, registry, fed, *args, "--fedgen-max-attempts", "10"
+        ) as proc:
             # Site B goes down for 6 s once its first tasks exist.
             wait_for(lambda: len(tasks_at(fed.sites["B"])) >= 1, timeout=120, what="B tasks")
             proxies["B"].down(6).join()
             rc = proc.wait(300)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
         log = (workdir / "coordinator.log").read_text()
         assert rc == 0, log[-4000:]
     finally:
@@ -127,9 +125,8 @@ def test_fedgen_executor__node_sigkill_and_restart_mid_run(tmp_path, federation3
     fed = federation3
     workdir = tmp_path / "wf"
     registry, args = write_workflow(workdir, fed, sleep=3)
-    proc = start_snakemake(workdir, registry, fed, *args, "--retries", "1")
     site = fed.sites["A"]
-    try:
+    with running_snakemake(workdir, registry, fed, *args, "--retries", "1") as proc:
         wait_for(
             lambda: any(t["state"] == "RUNNING" for t in tasks_at(site)),
             timeout=120,
@@ -139,9 +136,6 @@ def test_fedgen_executor__node_sigkill_and_restart_mid_run(tmp_path, federation3
         time.sleep(3)
         site.node.start()
         rc = proc.wait(300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     log = (workdir / "coordinator.log").read_text()
     assert rc == 0, log[-4000:]
     assert results(workdir) == clean_run
@@ -166,8 +160,7 @@ def test_fedgen_executor__coordinator_sigkill_then_rerun(tmp_path, federation3, 
     fed = federation3
     workdir = tmp_path / "wf"
     registry, args = write_workflow(workdir, fed, sleep=3)
-    proc = start_snakemake(workdir, registry, fed, *args)
-    try:
+    with running_snakemake(workdir, registry, fed, *args) as proc:
         wait_for(
             lambda: (
                 any(t["state"] == "COMPLETE" for t in tasks_at(fed.sites["C"]))
@@ -178,9 +171,6 @@ def test_fedgen_executor__coordinator_sigkill_then_rerun(tmp_path, federation3, 
         )
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert not (workdir / "results/total.tsv").exists()
     unlock = run_snakemake(workdir, registry, *args, "--unlock", env=fed.env)
     assert unlock.returncode == 0, unlock.stderr[-2000:]

@@ -19,7 +19,6 @@ import gzip
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,8 @@ import yaml
 
 from snakemake_fedgen import demo
 from snakemake_fedgen.reference import is_reference, read_reference
+from tests.exact.exact_study import add_site_keys
+from tests.workflow.coordinator_scan import assert_no_individual_level_data, table_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -76,15 +77,7 @@ def _add_site_keys(data: Path) -> None:
     """Each site creates its X25519 key pair: private key as a site dataset, public key shared."""
     path = data / "sites.yaml"
     registry = yaml.safe_load(path.read_text())
-    for name, entry in registry["sites"].items():
-        key = data / "sites" / name / "secure" / "x25519.key"
-        key.parent.mkdir(exist_ok=True)
-        printed = subprocess.run(
-            [sys.executable, "-m", "snakemake_fedgen", "exact", "keygen", "--out", str(key)],
-            check=True, capture_output=True, text=True,
-        ).stdout  # fmt: skip
-        entry["public_key_x25519"] = printed.split(":", 1)[1].strip()
-        entry["datasets"]["x25519_key"] = {"url": key.as_uri()}
+    add_site_keys(registry, lambda name: data / "sites" / name / "secure" / "x25519.key")
     path.write_text(yaml.safe_dump(registry, sort_keys=False))
 
 
@@ -115,23 +108,15 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     yield Run(out, data, work, truth, Path(plain), Path(secure), audit_lines)
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as f:
-        lines = [ln.rstrip("\n") for ln in f if not ln.startswith("##")]
-    header = lines[0].lstrip("#").split("\t")
-    return [dict(zip(header, ln.split("\t"), strict=True)) for ln in lines[1:]]
-
-
 def _pvar_ids(path: Path) -> list[str]:
-    return [r["ID"] for r in _rows(path)]
+    return [r["ID"] for r in table_rows(path)]
 
 
 def _site_dosages(run: Run, site: str) -> tuple[list[str], list[str], np.ndarray]:
     """(IIDs, variant IDs, dosages (variants, samples)) of a site's imputed fileset."""
     prefix = f"sites/{site}/impute/imputed"
     pgen = run.site_file(f"{prefix}.pgen")
-    iids = [r["IID"] for r in _rows(run.site_file(f"{prefix}.psam"))]
+    iids = [r["IID"] for r in table_rows(run.site_file(f"{prefix}.psam"))]
     ids = _pvar_ids(run.site_file(f"{prefix}.pvar"))
     reader = pgenlib.PgenReader(bytes(pgen))
     dos = np.empty((reader.get_variant_ct(), reader.get_raw_sample_ct()))
@@ -165,9 +150,11 @@ def _pooled(run: Run, root: Path) -> Pooled:
         site_iids, ids, dos = per_site[site]
         index = {v: i for i, v in enumerate(ids)}
         blocks.append(dos[[index[v] for v in vids]])
-        pheno = {r["IID"]: r for r in _rows(run.data / "sites" / site / "phenotypes.tsv")}
+        pheno = {r["IID"]: r for r in table_rows(run.data / "sites" / site / "phenotypes.tsv")}
         # The covariates table the site's workflow wrote (raw age, sex and the site's PCs).
-        covar = {r["IID"]: r for r in _rows(run.site_file(f"sites/{site}/gwas/covariates.tsv"))}
+        covar = {
+            r["IID"]: r for r in table_rows(run.site_file(f"sites/{site}/gwas/covariates.tsv"))
+        }
         for iid in site_iids:
             c = covar[iid]
             pcs = [c[f"PC{j}"] if s == site else "0" for s in SITES for j in range(1, PCS + 1)]
@@ -220,12 +207,12 @@ def pooled(run: Run, tmp_path_factory: pytest.TempPathFactory) -> Pooled:
 
 
 def _exact(run: Run) -> dict[str, dict[str, str]]:
-    return {r["variant_id"]: r for r in _rows(run.plain)}
+    return {r["variant_id"]: r for r in table_rows(run.plain)}
 
 
 def test_exact_workflow__equals_pooled_plink2_glm_on_every_variant(run: Run, pooled: Pooled):
     exact = _exact(run)
-    glm = {r["ID"]: r for r in _rows(pooled.root / "glm.qt.glm.linear")}
+    glm = {r["ID"]: r for r in table_rows(pooled.root / "glm.qt.glm.linear")}
     # Variants the sites' MAC guards kept everywhere are solved; the others are not.
     assert len(exact) > 1000
     assert set(exact) <= set(pooled.vids)
@@ -286,7 +273,7 @@ def test_exact_workflow__beta_matches_plink2_double_precision_to_1e6(run: Run, p
         "--covar-variance-standardize", "--glm", "hide-covar", "omit-ref", "--out", "resid",
     )  # fmt: skip
     for i, vid in enumerate(picked):
-        rows = {r["ID"]: r for r in _rows(pooled.root / f"resid.r{i}.glm.linear")}
+        rows = {r["ID"]: r for r in table_rows(pooled.root / f"resid.r{i}.glm.linear")}
         delta = float(rows[vid]["BETA"])
         beta = float(exact[vid]["beta"])
         assert abs(delta) <= 1e-6 * abs(beta), (vid, delta, beta)
@@ -294,7 +281,7 @@ def test_exact_workflow__beta_matches_plink2_double_precision_to_1e6(run: Run, p
 
 def test_exact_workflow__finds_the_strong_causal_variant(run: Run):
     causal = max(run.truth["causal_variants"], key=lambda c: c["variance_explained"])
-    top = _rows(run.work / "results/exact/qt.top_hits.tsv")[0]
+    top = table_rows(run.work / "results/exact/qt.top_hits.tsv")[0]
     assert abs(int(top["base_pair_location"]) - causal["pos"]) <= 100_000
     assert float(top["p_value"]) < 5e-8
     for name in ("qt.manhattan.png", "qt.qq.png"):
@@ -338,7 +325,7 @@ def _by_alleles(path: Path) -> dict[tuple[str, ...], dict[str, str]]:
     # plain route from the sites' fileset: compare on chromosome, position and alleles.
     return {
         (r["chromosome"], r["base_pair_location"], r["other_allele"], r["effect_allele"]): r
-        for r in _rows(path)
+        for r in table_rows(path)
     }
 
 
@@ -384,34 +371,9 @@ def test_exact_workflow__masked_upload_is_noise(run: Run):
     assert abs(r) < 0.1, r
 
 
-def _magic(path: Path) -> bytes:
-    head = path.read_bytes()[:4096]
-    if head[:2] == b"\x1f\x8b":
-        with gzip.open(path, "rb") as f:
-            head = f.read(4096)
-    return head
-
-
 def test_exact_workflow__coordinator_holds_no_individual_level_data(run: Run):
     sample_ids = set()
     for site in SITES:
-        sample_ids |= {r["IID"] for r in _rows(run.data / "sites" / site / "phenotypes.tsv")}
+        sample_ids |= {r["IID"] for r in table_rows(run.data / "sites" / site / "phenotypes.tsv")}
     assert len(sample_ids) > 300
-    files = [p for p in run.work.rglob("*") if p.is_file() and not p.is_symlink()]
-    assert len(files) > 30
-    for path in files:
-        head = _magic(path)
-        assert not head.startswith(b"##fileformat=VCF"), path
-        assert not head.startswith(b"BCF\x02"), path
-        assert not head.startswith(b"l\x1b"), f"{path}: PLINK .bed/.pgen magic"
-        data = path.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            with gzip.open(path, "rb") as f:
-                data = f.read()
-        text = data.decode("utf-8", errors="replace")
-        leaked = [s for s in sample_ids if s in text]
-        assert not leaked, f"{path} holds sample IDs {leaked[:3]}"
-    site_outputs = [p for p in (run.work / "sites").rglob("*") if p.is_file()]
-    assert site_outputs
-    for path in site_outputs:
-        assert is_reference(path), f"{path} is site data on the coordinator"
+    assert_no_individual_level_data(run.work, sample_ids, min_files=30)

@@ -10,7 +10,6 @@ once, and cross-check the run's RO-Crate with each node's task list and audit lo
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import shutil
@@ -29,6 +28,12 @@ import yaml
 from snakemake_fedgen import demo
 from snakemake_fedgen.executor.plugin import default_run_id
 from snakemake_fedgen.reference import is_reference, read_reference
+from tests.workflow.coordinator_scan import (
+    assert_no_individual_level_data,
+    coordinator_files,
+    magic,
+    table_rows,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -97,20 +102,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     yield Run(out, data, work, truth, tokens, node_tasks, node_state, first_crate)
 
 
-def _table(path: Path) -> list[dict[str, str]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as f:
-        lines = [ln.rstrip("\n") for ln in f if not ln.startswith("##")]
-    header = lines[0].lstrip("#").split("\t")
-    return [dict(zip(header, ln.split("\t"), strict=True)) for ln in lines[1:]]
-
-
 def _counts(path: Path) -> dict[tuple[str, str], str]:
-    return {(r["step"], r["quantity"]): r["count"] for r in _table(path)}
+    return {(r["step"], r["quantity"]): r["count"] for r in table_rows(path)}
 
 
 def _ids(path: Path) -> set[str]:
-    return {r["IID"] for r in _table(path)}
+    return {r["IID"] for r in table_rows(path)}
 
 
 def _strong_causal(truth: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +116,7 @@ def _strong_causal(truth: dict[str, Any]) -> dict[str, Any]:
 
 def test_meta_analysis__causal_variant_is_top_hit(run: Run) -> None:
     causal = _strong_causal(run.truth)
-    rows = _table(run.work / "results" / "meta" / "qt.tsv.gz")
+    rows = table_rows(run.work / "results" / "meta" / "qt.tsv.gz")
     by_pos = {int(r["base_pair_location"]): r for r in rows}
     top = max(rows, key=lambda r: float(r["neg_log_10_p_value"]))
     print(demo.summary(run.work, run.truth))
@@ -182,7 +179,7 @@ def test_qc__flipped_and_swapped_batches_are_fixed(run: Run) -> None:
         assert batch, f"site {site} should have a {fault} batch"
         aligned = {
             int(r["ID"].split(":")[1]): (r["REF"], r["ALT"])
-            for r in _table(run.site_file(f"sites/{site}/qc/aligned.pvar"))
+            for r in table_rows(run.site_file(f"sites/{site}/qc/aligned.pvar"))
         }
         # The truth lists the alleles as written in the site's faulty VCF; the fix restores the
         # panel's: complements for the strand-flipped batch, REF and ALT exchanged for the swap.
@@ -199,44 +196,13 @@ def test_qc__flipped_and_swapped_batches_are_fixed(run: Run) -> None:
         assert int(counts[("align", kind)]) >= len(fixed)
 
 
-def _magic(path: Path) -> bytes:
-    head = path.read_bytes()[:4096]
-    if head[:2] == b"\x1f\x8b":
-        try:
-            with gzip.open(path, "rb") as f:
-                head = f.read(4096)
-        except (OSError, EOFError):
-            pass
-    return head
-
-
 def test_coordinator__holds_no_individual_level_data(run: Run) -> None:
     sample_ids = set()
     for site in SITES:
         sample_ids |= _ids(run.data / "sites" / site / "phenotypes.tsv")
     assert len(sample_ids) > 300
-    files = [p for p in run.work.rglob("*") if p.is_file() and not p.is_symlink()]
-    assert len(files) > 50
-    for path in files:
-        head = _magic(path)
-        assert not head.startswith(b"##fileformat=VCF"), path
-        assert not head.startswith(b"BCF\x02"), path
-        assert not head.startswith(b"l\x1b"), f"{path}: PLINK .bed/.pgen magic"
-        data = path.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            with gzip.open(path, "rb") as f:
-                data = f.read()
-        text = data.decode("utf-8", errors="replace")
-        leaked = [s for s in sample_ids if s in text]
-        assert not leaked, f"{path} holds sample IDs {leaked[:3]}"
-    site_outputs = [p for p in (run.work / "sites").rglob("*") if p.is_file()]
-    assert site_outputs
-    for path in site_outputs:
-        if path.name == ".snakemake_timestamp":
-            # Snakemake's empty marker in a directory() output (the phenopackets folder ref).
-            assert path.stat().st_size == 0, path
-            continue
-        assert is_reference(path), f"{path} is site data on the coordinator"
+    # directory_markers: the phenopackets folder reference is a directory() output.
+    assert_no_individual_level_data(run.work, sample_ids, min_files=50, directory_markers=True)
 
 
 def test_report__shows_plots_and_qc_tables(run: Run) -> None:
@@ -260,7 +226,7 @@ def _pooled_glm(run: Run, tmp: Path) -> dict[int, dict[str, str]]:
     covar = ["#FID\tIID\tqt\tage\tsex\tsite_b\tsite_c"]
     for site in SITES:
         kept = _ids(run.site_file(f"sites/{site}/qc/qc.psam"))
-        for r in _table(run.data / "sites" / site / "phenotypes.tsv"):
+        for r in table_rows(run.data / "sites" / site / "phenotypes.tsv"):
             if r["IID"] in kept:
                 covar.append(
                     f"{r['FID']}\t{r['IID']}\t{r['qt']}\t{r['age']}\t{r['sex']}\t"
@@ -285,7 +251,7 @@ def _pooled_glm(run: Run, tmp: Path) -> dict[int, dict[str, str]]:
          "--pca", "5", "--out", str(tmp / "pca")],
         check=True, capture_output=True,
     )  # fmt: skip
-    pcs = {r["IID"]: r for r in _table(tmp / "pca.eigenvec")}
+    pcs = {r["IID"]: r for r in table_rows(tmp / "pca.eigenvec")}
     lines = (tmp / "pooled.pheno").read_text().splitlines()
     with_pcs = [lines[0] + "\t" + "\t".join(f"PC{i}" for i in range(1, 6))]
     for ln in lines[1:]:
@@ -300,7 +266,7 @@ def _pooled_glm(run: Run, tmp: Path) -> dict[int, dict[str, str]]:
          "--glm", "hide-covar", "--out", str(tmp / "pooled")],
         check=True, capture_output=True,
     )  # fmt: skip
-    rows = _table(tmp / "pooled.qt.glm.linear")
+    rows = table_rows(tmp / "pooled.qt.glm.linear")
     return {int(r["POS"]): r for r in rows if r["P"] != "NA"}
 
 
@@ -308,7 +274,9 @@ def test_pooled_vs_federated__same_causal_signal(
     run: Run, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     pooled = _pooled_glm(run, tmp_path_factory.mktemp("pooled"))
-    meta = {int(r["base_pair_location"]): r for r in _table(run.work / "results/meta/qt.tsv.gz")}
+    meta = {
+        int(r["base_pair_location"]): r for r in table_rows(run.work / "results/meta/qt.tsv.gz")
+    }
     shared = sorted(set(pooled) & set(meta))
     assert len(shared) > 1000
     z_pooled, z_meta = [], []
@@ -349,9 +317,9 @@ def test_phenopackets__site_table_equals_the_simulated_phenotypes(run: Run) -> N
     packets = list((run.data / "sites" / "C" / "phenopackets").glob("*.json"))
     assert len(packets) == run.truth["sites"]["C"]["n_samples"]
     # What the site's staff see: the table made at the site from the packets...
-    made = {r["IID"]: r for r in _table(run.site_file("sites/C/phenotypes/phenopackets.tsv"))}
+    made = {r["IID"]: r for r in table_rows(run.site_file("sites/C/phenotypes/phenopackets.tsv"))}
     # ...against the simulation's own table of the same people.
-    simulated = {r["IID"]: r for r in _table(run.data / "sites" / "C" / "phenotypes.tsv")}
+    simulated = {r["IID"]: r for r in table_rows(run.data / "sites" / "C" / "phenotypes.tsv")}
     assert set(made) == set(simulated)
     for iid, want in simulated.items():
         got = made[iid]
@@ -373,9 +341,8 @@ def test_phenopackets__site_table_equals_the_simulated_phenotypes(run: Run) -> N
 
 
 def test_coordinator__holds_no_phenopackets_or_phenotype_tables(run: Run) -> None:
-    files = [p for p in run.work.rglob("*") if p.is_file() and not p.is_symlink()]
-    for path in files:
-        head = _magic(path)
+    for path in coordinator_files(run.work):
+        head = magic(path)
         assert not head.startswith(b"#FID\tIID"), f"{path}: a phenotype table"
         data = path.read_bytes()
         assert b"phenopacketSchemaVersion" not in data, f"{path}: a phenopacket"
