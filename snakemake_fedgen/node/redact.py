@@ -20,7 +20,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from snakemake_fedgen.errors import ConfigError
+from snakemake_fedgen.errors import ConfigError, HarmonisationError
+from snakemake_fedgen.governance.refget import read_vcf_header
 
 #: What an ID becomes in a returned log.
 MARK = "[sample-id]"
@@ -56,17 +57,17 @@ def sample_ids(path: Path) -> set[str]:
     """
     path = Path(path)
     ids: set[str] = set()
+    name = path.name.lower()
+    if name.endswith((".vcf", ".vcf.gz", ".vcf.bgz")):
+        try:
+            header = read_vcf_header(path)
+        except (HarmonisationError, OSError) as exc:
+            raise ConfigError(f"redact_ids_from: cannot read {path} ({exc})") from exc
+        if header and header[-1].startswith("#CHROM"):
+            ids.update(header[-1].rstrip("\r").split("\t")[9:])
+        return ids
     try:
         with _open_text(path) as fh:
-            name = path.name.lower()
-            if name.endswith((".vcf", ".vcf.gz", ".vcf.bgz")):
-                for line in fh:
-                    if line.startswith("#CHROM"):
-                        ids.update(line.rstrip("\r\n").split("\t")[9:])
-                        break
-                    if not line.startswith("##"):
-                        break
-                return ids
             if name.endswith(".fam"):
                 for line in fh:
                     ids.update(line.split()[:2])
