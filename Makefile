@@ -17,11 +17,13 @@ help:
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+PLUGIN := snakemake-executor-plugin-fedgen
+
+$(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml
 	@bash .ci/apt-install.sh $(APT_PACKAGES) -- $(APT_COMMANDS)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
-	@$(PY) -m pip install --quiet -e '.[test]'
+	@$(PY) -m pip install --quiet -e ./$(PLUGIN) -e '.[test]'
 	@$(VENV)/bin/snakemake --help | grep -q -- '--fedgen-sites' \
 		|| { echo "make install: snakemake does not see the fedgen executor plugin" >&2; exit 1; }
 	@touch $(STAMP)

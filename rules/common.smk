@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlparse
 import yaml
 from snakemake.utils import validate
 
-from snakemake_fedgen.sites import load_registry
+from snakemake_executor_plugin_fedgen.sites import load_registry
 
 
 validate(config, schema="../workflows/federated-gwas/schemas/config.schema.yaml")

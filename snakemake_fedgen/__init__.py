@@ -3,4 +3,4 @@
 Site jobs run at the site that holds the data; only summary statistics come back.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

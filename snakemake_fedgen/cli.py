@@ -12,8 +12,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from snakemake_executor_plugin_fedgen.errors import FedgenError
+
 from snakemake_fedgen import __version__
-from snakemake_fedgen.errors import FedgenError
 
 SUBCOMMANDS: dict[str, str] = {
     "node": "snakemake_fedgen.node.cli",

@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from snakemake_fedgen.errors import ConfigError, FedgenError
+from snakemake_executor_plugin_fedgen.errors import ConfigError, FedgenError
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO / "workflows" / "federated-gwas" / "Snakefile"

@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _passphrase(var: str | None) -> str | None:
-    from snakemake_fedgen.errors import ConfigError
+    from snakemake_executor_plugin_fedgen.errors import ConfigError
 
     if var is None:
         return None
@@ -52,7 +52,7 @@ def _passphrase(var: str | None) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen action; errors are FedgenError subclasses."""
-    from snakemake_fedgen.egress import crypt
+    from snakemake_executor_plugin_fedgen import crypt
 
     if args.keys_command == "generate":
         sec, pub = crypt.generate_keypair(

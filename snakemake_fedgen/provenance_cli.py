@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         provenance.write_json(Path(args.out), record)
         return 0
     if args.provenance_command == "validate":
-        from snakemake_fedgen.errors import ProvenanceError
+        from snakemake_executor_plugin_fedgen.errors import ProvenanceError
 
         try:
             data = json.loads(Path(args.record).read_text())
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     purpose = None
     if args.purpose and args.purpose.lstrip().startswith("{"):
-        from snakemake_fedgen.errors import ConfigError
+        from snakemake_executor_plugin_fedgen.errors import ConfigError
 
         try:
             purpose = duo.validate_purpose(json.loads(args.purpose))
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     if not run_id:
         import os
 
-        from snakemake_fedgen.executor.plugin import RUN_ID_ENV, default_run_id
+        from snakemake_executor_plugin_fedgen.executor import RUN_ID_ENV, default_run_id
 
         run_id = os.environ.get(RUN_ID_ENV)
         source = f"${RUN_ID_ENV} (set by the fedgen executor)"

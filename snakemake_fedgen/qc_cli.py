@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from snakemake_fedgen.errors import ConfigError
+from snakemake_executor_plugin_fedgen.errors import ConfigError
 
 HELP = "Site-side QC helpers: panel alignment lists, heterozygosity outliers, covariates, counts."
 

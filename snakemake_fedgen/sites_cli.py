@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from snakemake_fedgen.sites import load_registry
+    from snakemake_executor_plugin_fedgen.sites import load_registry
 
     registry = load_registry(args.sites)
     print(f"{args.sites}: valid ({len(registry.sites)} sites: {', '.join(registry.sites)})")
@@ -57,9 +57,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _ref(args: argparse.Namespace) -> int:
-    from snakemake_fedgen.errors import RegistryError
-    from snakemake_fedgen.reference import Reference, write_reference
-    from snakemake_fedgen.sites import _did_you_mean, load_registry
+    from snakemake_executor_plugin_fedgen.errors import RegistryError
+    from snakemake_executor_plugin_fedgen.reference import Reference, write_reference
+    from snakemake_executor_plugin_fedgen.sites import _did_you_mean, load_registry
 
     registry = load_registry(args.sites)
     site = registry.site(args.site)
@@ -82,8 +82,8 @@ def _ref(args: argparse.Namespace) -> int:
 
 
 def _reachability(site: Any, args: argparse.Namespace) -> tuple[str, str, bool]:
-    from snakemake_fedgen.errors import FedgenError
-    from snakemake_fedgen.executor.tes_client import TesClient
+    from snakemake_executor_plugin_fedgen.errors import FedgenError
+    from snakemake_executor_plugin_fedgen.tes.client import TesClient
 
     client = TesClient(site, timeout=args.timeout, max_attempts=1)
     try:
@@ -98,7 +98,7 @@ def _reachability(site: Any, args: argparse.Namespace) -> tuple[str, str, bool]:
 
 
 def _data_use(site: Any, args: argparse.Namespace) -> tuple[str, str, bool]:
-    from snakemake_fedgen.governance.duo import site_check
+    from snakemake_executor_plugin_fedgen.duo import site_check
 
     return site_check(site, args)
 
@@ -107,7 +107,7 @@ CHECKS: list[SiteCheck] = [_reachability, _data_use]
 
 
 def _check(args: argparse.Namespace) -> int:
-    from snakemake_fedgen.sites import load_registry
+    from snakemake_executor_plugin_fedgen.sites import load_registry
 
     registry = load_registry(args.sites)
     rows: list[list[str]] = []

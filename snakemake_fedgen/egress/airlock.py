@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import yaml
+from snakemake_executor_plugin_fedgen.errors import ConfigError
 
-from snakemake_fedgen.errors import ConfigError
 from snakemake_fedgen.sumstats import columns
 
 __all__ = [

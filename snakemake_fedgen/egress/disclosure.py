@@ -19,8 +19,9 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from snakemake_executor_plugin_fedgen.errors import EgressRefused
+
 from snakemake_fedgen.egress.airlock import COUNTS_HEADER, COUNTS_TOKEN_RE, AirlockPolicy, inspect
-from snakemake_fedgen.errors import EgressRefused
 
 __all__ = ["CountRow", "suppress_small_counts", "write_counts_table"]
 

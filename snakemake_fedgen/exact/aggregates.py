@@ -41,8 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from snakemake_fedgen.errors import ConfigError, EgressRefused, SiteDataError
+from snakemake_executor_plugin_fedgen.errors import ConfigError, EgressRefused, SiteDataError
 
 __all__ = [
     "FORMAT_LINE",

@@ -95,7 +95,7 @@ def _run_aggregate(args: argparse.Namespace) -> int:
     from snakemake_fedgen.exact.aggregates import compute_aggregates, write_aggregates
 
     if args.registry is not None:
-        from snakemake_fedgen.sites import load_registry
+        from snakemake_executor_plugin_fedgen.sites import load_registry
 
         sites = list(load_registry(args.registry).sites)
     else:
@@ -130,14 +130,15 @@ def _run_keygen(args: argparse.Namespace) -> int:
 
 
 def _run_mask(args: argparse.Namespace) -> int:
+    from snakemake_executor_plugin_fedgen.sites import load_registry
+
     from snakemake_fedgen.exact.aggregates import read_aggregates, read_variant_table
     from snakemake_fedgen.exact.secure import load_private_key, mask_aggregates, write_masked
-    from snakemake_fedgen.sites import load_registry
 
     agg = read_aggregates(args.aggregates)
     registry = load_registry(args.registry)
     if list(registry.sites) != list(agg.sites):
-        from snakemake_fedgen.errors import ConfigError
+        from snakemake_executor_plugin_fedgen.errors import ConfigError
 
         raise ConfigError(
             f"{args.aggregates} was computed with site order {','.join(agg.sites)} but "

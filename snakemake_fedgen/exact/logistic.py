@@ -25,8 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from snakemake_executor_plugin_fedgen.errors import (
+    ConfigError,
+    EgressRefused,
+    SecureAggregationError,
+)
 
-from snakemake_fedgen.errors import ConfigError, EgressRefused, SecureAggregationError
 from snakemake_fedgen.exact.aggregates import (
     _count_psam_rows,
     _load_model_data,

@@ -18,7 +18,7 @@ overflow. A 64-bit ring was not enough: at 1e-9 relative precision it leaves ~2^
 which sums of squared covariates (``age^2`` over 10^6 samples ~ 10^10) exceed.
 
 Dropout: a missing upload leaves masks that do not cancel, so the round is rerun under a new
-round id by the remaining sites (:class:`~snakemake_fedgen.errors.SecureAggregationError` says
+round id by the remaining sites (:class:`~snakemake_executor_plugin_fedgen.errors.SecureAggregationError` says
 so and names the sites). A site never reuses a round id for different data (a ledger at the site
 enforces it): two uploads under the same masks would reveal their difference.
 """
@@ -35,8 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from snakemake_executor_plugin_fedgen.errors import (
+    ConfigError,
+    SecureAggregationError,
+    SiteDataError,
+)
 
-from snakemake_fedgen.errors import ConfigError, SecureAggregationError, SiteDataError
 from snakemake_fedgen.exact.aggregates import (
     VARIANT_COLUMNS,
     SiteAggregates,

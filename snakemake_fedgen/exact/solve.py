@@ -19,8 +19,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from snakemake_executor_plugin_fedgen.errors import HarmonisationError
 
-from snakemake_fedgen.errors import HarmonisationError
 from snakemake_fedgen.exact.aggregates import SiteAggregates, atomic_write_text
 
 __all__ = [

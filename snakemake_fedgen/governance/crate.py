@@ -17,7 +17,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from snakemake_fedgen.errors import FedgenError, ProvenanceError
+from snakemake_executor_plugin_fedgen.errors import FedgenError, ProvenanceError
+
 from snakemake_fedgen.governance.provenance import sha256_file
 
 PROFILES = {
@@ -42,7 +43,7 @@ def collect_tasks(
 
     ``sites`` limits the sites asked (default: every site of the registry).
     """
-    from snakemake_fedgen.executor.tes_client import TesClient
+    from snakemake_executor_plugin_fedgen.tes.client import TesClient
 
     by_url: dict[str, list[dict[str, Any]]] = {}
     out: dict[str, list[dict[str, Any]]] = {}
@@ -107,8 +108,8 @@ def build_crate(
         the run's action so a reader knows the empty task list is not a lost one.
     """
     from rocrate.rocrate import ROCrate
+    from snakemake_executor_plugin_fedgen import duo
 
-    from snakemake_fedgen.governance import duo
     from snakemake_fedgen.governance.provenance import from_task_log
 
     site_names = list(sites) if sites is not None else list(registry.sites)
@@ -335,7 +336,7 @@ def crate_from_registry(
 
     With ``no_tasks_reason`` no site is contacted (no site tasks ran); the reason is recorded.
     """
-    from snakemake_fedgen.sites import load_registry
+    from snakemake_executor_plugin_fedgen.sites import load_registry
 
     registry = load_registry(sites)
     names = list(include_sites) if include_sites else list(registry.sites)

@@ -20,13 +20,14 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from snakemake_fedgen.egress.crypt import RECIPIENT_TAG
-from snakemake_fedgen.errors import ConfigError, StorageError
+from snakemake_executor_plugin_fedgen.crypt import RECIPIENT_TAG
+from snakemake_executor_plugin_fedgen.errors import ConfigError, StorageError
 
 
 def check_node_config(cfg: Any, source: str) -> None:
     """Validate the governance keys of a NodeConfig; ConfigError names key and fix."""
-    from snakemake_fedgen.egress.crypt import load_public_key
+    from snakemake_executor_plugin_fedgen.crypt import load_public_key
+
     from snakemake_fedgen.governance.passport import JwtSettings
 
     if cfg.jwt:
@@ -67,7 +68,7 @@ def check_task_visas(caller: Any, doc: Mapping[str, Any], cfg: Any) -> None:
 
 def egress_recipient(cfg: Any, doc: Mapping[str, Any]) -> bytes | None:
     """The Crypt4GH public key egress files of this task are encrypted for, if any."""
-    from snakemake_fedgen.egress.crypt import load_public_key
+    from snakemake_executor_plugin_fedgen.crypt import load_public_key
 
     if cfg.egress_recipient_key is not None:
         return load_public_key(cfg.egress_recipient_key)
@@ -118,7 +119,7 @@ def seal_egress(
     dict
         The decisions with ``sha256``/``size`` of what is published (the ciphertext).
     """
-    from snakemake_fedgen.egress.crypt import encrypt_file
+    from snakemake_executor_plugin_fedgen.crypt import encrypt_file
 
     out = dict(decisions)
     recipient = egress_recipient(cfg, doc)

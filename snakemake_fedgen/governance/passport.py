@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from snakemake_fedgen.errors import AccessDenied, AuthError, ConfigError
+from snakemake_executor_plugin_fedgen.errors import AccessDenied, AuthError, ConfigError
+from snakemake_executor_plugin_fedgen.tokens import looks_like_jwt
 
 PASSPORT_CLAIM = "ga4gh_passport_v1"
 VISA_CLAIM = "ga4gh_visa_v1"
@@ -162,12 +163,6 @@ class Visa:
     asserted: int | None
     issuer: str
     expires: int
-
-
-def looks_like_jwt(token: str) -> bool:
-    """True when ``token`` has the three base64url segments of a JWS compact serialisation."""
-    parts = token.split(".")
-    return len(parts) == 3 and all(parts) and token.startswith("eyJ")
 
 
 class PassportVerifier:
@@ -343,21 +338,3 @@ class JwtAuthenticator:
         if self.fallback is not None:
             return self.fallback.authenticate(authorization_header)
         raise AuthError("this node accepts JWT bearer tokens only.")
-
-
-def token_cache_seconds(token: str, *, default: float, margin: float = 30.0) -> float:
-    """How long a client may reuse ``token``: until ``exp - margin`` for a JWT, else ``default``.
-
-    The signature is not checked (the node does that); only ``exp`` is read.
-    """
-    if not looks_like_jwt(token):
-        return default
-    import jwt
-
-    try:
-        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
-    except jwt.PyJWTError:
-        return default
-    if not isinstance(exp, int | float):
-        return default
-    return max(0.0, float(exp) - time.time() - margin)

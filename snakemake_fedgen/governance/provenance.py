@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from snakemake_fedgen.errors import ProvenanceError
+from snakemake_executor_plugin_fedgen.errors import ProvenanceError
 
 SCHEMA_ID = "https://github.com/snakemake-fedgen/snakemake-fedgen/schemas/provenance/v1"
 METADATA_KEY = "fedgen_provenance"

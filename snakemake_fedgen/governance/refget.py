@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from snakemake_fedgen.errors import HarmonisationError
+from snakemake_executor_plugin_fedgen.errors import HarmonisationError
 
 _CONTIG = re.compile(r"^##contig=<(?P<body>.*)>\s*$")
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from snakemake_executor_plugin_fedgen.errors import ConfigError, SumstatsError
 
 from snakemake_fedgen import __version__
-from snakemake_fedgen.errors import ConfigError, SumstatsError
 from snakemake_fedgen.meta import stats
 from snakemake_fedgen.meta.harmonise import HARMONISATION_REASONS, Harmonised, harmonise
 from snakemake_fedgen.sumstats.ssf import (

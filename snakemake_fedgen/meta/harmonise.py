@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from snakemake_executor_plugin_fedgen.errors import SumstatsError
 
-from snakemake_fedgen.errors import SumstatsError
 from snakemake_fedgen.sumstats.ssf import CHROM_LABELS, ChromBlock, Exclusion
 
 _KEY_BITS = 24

@@ -11,10 +11,10 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from snakemake_executor_plugin_fedgen.errors import AuthError, InvalidTask, StorageError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from snakemake_fedgen import __version__
-from snakemake_fedgen.errors import AuthError, InvalidTask, StorageError
 from snakemake_fedgen.governance.node import check_task_visas
 from snakemake_fedgen.node.audit import AuditLog
 from snakemake_fedgen.node.auth import Authenticator, Caller

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
-
-from snakemake_fedgen.errors import AuthError, ConfigError
+from snakemake_executor_plugin_fedgen.errors import AuthError, ConfigError
 
 ANONYMOUS = "anonymous"
 

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from snakemake_fedgen.errors import ConfigError
+from snakemake_executor_plugin_fedgen.errors import ConfigError
 
 RUNTIMES = ("auto", "bwrap", "host", "docker", "podman")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")

@@ -20,8 +20,7 @@ from typing import Any
 
 import httpx
 import yaml
-
-from snakemake_fedgen.errors import FedgenError
+from snakemake_executor_plugin_fedgen.errors import FedgenError
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -20,7 +20,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from snakemake_fedgen.errors import ConfigError, HarmonisationError
+from snakemake_executor_plugin_fedgen.errors import ConfigError, HarmonisationError
+
 from snakemake_fedgen.governance.refget import read_vcf_header
 
 #: What an ID becomes in a returned log.

@@ -21,7 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from snakemake_fedgen.errors import ConfigError
+from snakemake_executor_plugin_fedgen.errors import ConfigError
+
 from snakemake_fedgen.node.storage import host_path
 
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

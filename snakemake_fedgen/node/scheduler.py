@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from snakemake_executor_plugin_fedgen.errors import EgressRefused, FedgenError, StorageError
+
 from snakemake_fedgen.egress.airlock import AirlockPolicy, inspect
-from snakemake_fedgen.errors import EgressRefused, FedgenError, StorageError
 from snakemake_fedgen.governance.node import seal_egress
 from snakemake_fedgen.governance.provenance import task_provenance
 from snakemake_fedgen.node.audit import AuditLog

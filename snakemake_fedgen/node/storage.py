@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse, urlsplit
 
-from snakemake_fedgen.errors import StorageError
+from snakemake_executor_plugin_fedgen.errors import StorageError
 
 
 def host_path(task_root: Path, container_path: str) -> Path:

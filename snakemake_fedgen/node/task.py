@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from snakemake_fedgen.errors import InvalidTask
+from snakemake_executor_plugin_fedgen.errors import InvalidTask
 
 STATES = (
     "UNKNOWN",

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from snakemake_executor_plugin_fedgen.errors import SimulationError
 
-from snakemake_fedgen.errors import SimulationError
 from snakemake_fedgen.simulate import genomes as gen
 from snakemake_fedgen.simulate.phenotypes import CausalVariant, effect_sizes
 from snakemake_fedgen.simulate.scales import Scale

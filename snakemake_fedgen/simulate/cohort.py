@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from snakemake_executor_plugin_fedgen.errors import SimulationError
 
-from snakemake_fedgen.errors import SimulationError
 from snakemake_fedgen.simulate.scales import Scale
 
 #: Share of the genome autozygous in an "autozygous" sample (inbreeding coefficient ~0.45).

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from snakemake_executor_plugin_fedgen.errors import SimulationError
 
-from snakemake_fedgen.errors import SimulationError
 from snakemake_fedgen.simulate import genomes as gen
 from snakemake_fedgen.simulate.array import (
     SiteCalls,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from snakemake_fedgen.errors import SimulationError
+from snakemake_executor_plugin_fedgen.errors import SimulationError
 
 #: Site names, in registry order (ports base_port + 0, 1, 2).
 SITE_NAMES: tuple[str, ...] = ("A", "B", "C")

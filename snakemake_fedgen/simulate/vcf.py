@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from snakemake_executor_plugin_fedgen.errors import SimulationError
 
-from snakemake_fedgen.errors import SimulationError
 from snakemake_fedgen.simulate.genomes import CHROM, CHROM_LENGTH
 
 _PHASED = np.frombuffer(b"0|0\t0|1\t1|0\t1|1\t", dtype=np.uint8).reshape(4, 4)

@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from snakemake_fedgen.errors import ConfigError
+    from snakemake_executor_plugin_fedgen.errors import ConfigError
+
     from snakemake_fedgen.sumstats.export import count_cases_controls, export_glm
 
     n_cases, n_controls = args.n_cases, args.n_controls
@@ -124,9 +125,9 @@ def _load_policy(args: argparse.Namespace):
     from pathlib import Path
 
     import yaml
+    from snakemake_executor_plugin_fedgen.errors import ConfigError
 
     from snakemake_fedgen.egress.airlock import AirlockPolicy
-    from snakemake_fedgen.errors import ConfigError
 
     mapping: dict = {}
     if args.policy:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from snakemake_executor_plugin_fedgen.errors import SumstatsError
 
 from snakemake_fedgen import __version__
 from snakemake_fedgen.egress.airlock import (
@@ -42,7 +43,6 @@ from snakemake_fedgen.egress.airlock import (
     inspect,
     minor_allele_count,
 )
-from snakemake_fedgen.errors import SumstatsError
 
 __all__ = [
     "ExportResult",

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from snakemake_fedgen.errors import HarmonisationError, SumstatsError
+from snakemake_executor_plugin_fedgen.errors import HarmonisationError, SumstatsError
 
 try:  # ISA-L's gzip: the same format, 2-4 times faster to read and write
     from isal import igzip as _gzip

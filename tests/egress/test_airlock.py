@@ -13,9 +13,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from snakemake_executor_plugin_fedgen.errors import ConfigError
 
 from snakemake_fedgen.egress.airlock import KINDS, AirlockDecision, AirlockPolicy, inspect
-from snakemake_fedgen.errors import ConfigError
 from snakemake_fedgen.sumstats.columns import MANDATORY
 
 # The mandatory GWAS-SSF columns plus `n`, which egress and meta-analysis need.

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from snakemake_executor_plugin_fedgen.errors import EgressRefused
 
 from snakemake_fedgen.egress.airlock import AirlockPolicy, inspect
 from snakemake_fedgen.egress.disclosure import suppress_small_counts, write_counts_table
-from snakemake_fedgen.errors import EgressRefused
 
 
 def test_suppress_small_counts__nonzero_below_threshold_become_literal():

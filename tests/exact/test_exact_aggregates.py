@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from snakemake_executor_plugin_fedgen.errors import ConfigError, EgressRefused
 
-from snakemake_fedgen.errors import ConfigError, EgressRefused
 from snakemake_fedgen.exact.aggregates import (
     compute_aggregates,
     read_aggregates,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from snakemake_executor_plugin_fedgen.errors import ConfigError, SecureAggregationError
 
-from snakemake_fedgen.errors import ConfigError, SecureAggregationError
 from snakemake_fedgen.exact import secure
 from snakemake_fedgen.exact.aggregates import read_variant_table
 from snakemake_fedgen.exact.solve import solve, sum_aggregates

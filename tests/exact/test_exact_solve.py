@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pgenlib
 import pytest
+from snakemake_executor_plugin_fedgen.errors import HarmonisationError
 
-from snakemake_fedgen.errors import HarmonisationError
 from snakemake_fedgen.exact.aggregates import SiteAggregates, compute_aggregates
 from snakemake_fedgen.exact.solve import solve, sum_aggregates
 

@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from snakemake_fedgen.reference import Reference, write_reference
+from snakemake_executor_plugin_fedgen.reference import Reference, write_reference
 
 from .conftest import Federation, run_snakemake, snakemake_cmd
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from snakemake_fedgen.reference import read_reference
+from snakemake_executor_plugin_fedgen.reference import read_reference
 
 from .conftest import Federation, run_snakemake
 

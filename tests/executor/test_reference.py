@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from snakemake_fedgen.errors import SiteDataError
-from snakemake_fedgen.reference import (
+from snakemake_executor_plugin_fedgen.errors import SiteDataError
+from snakemake_executor_plugin_fedgen.reference import (
     DIRECTORY_REFERENCE,
     Reference,
     is_reference,

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from snakemake_fedgen.errors import AuthError, RegistryError
-from snakemake_fedgen.reference import read_reference
-from snakemake_fedgen.sites import glob_match, load_registry
+from snakemake_executor_plugin_fedgen.errors import AuthError, RegistryError
+from snakemake_executor_plugin_fedgen.reference import read_reference
+from snakemake_executor_plugin_fedgen.sites import glob_match, load_registry
 
 GOOD = {
     "version": 1,

@@ -12,10 +12,9 @@ from typing import Optional
 import httpx
 import pytest
 import snakemake.common.tests
+from snakemake_executor_plugin_fedgen.executor import ExecutorSettings
+from snakemake_executor_plugin_fedgen.reference import read_reference
 from snakemake_interface_executor_plugins.settings import ExecutorSettingsBase
-
-from snakemake_fedgen.executor.plugin import ExecutorSettings
-from snakemake_fedgen.reference import read_reference
 
 from .conftest import Federation, start_site
 

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from snakemake_fedgen.errors import TesError
-from snakemake_fedgen.executor.resume import ResumeIndex
-from snakemake_fedgen.executor.status import StatusPoller
-from snakemake_fedgen.executor.tes_client import JOB_KEY_TAG, TesClient
-from snakemake_fedgen.sites import Site
+from snakemake_executor_plugin_fedgen.errors import TesError
+from snakemake_executor_plugin_fedgen.resume import ResumeIndex
+from snakemake_executor_plugin_fedgen.sites import Site
+from snakemake_executor_plugin_fedgen.status import StatusPoller
+from snakemake_executor_plugin_fedgen.tes.client import JOB_KEY_TAG, TesClient
 
 from .conftest import start_site
 
@@ -168,7 +167,7 @@ def test_create_task_once__5xx_before_creation_retries_and_creates_once(proxied)
 def test_list_tasks__follows_every_page(proxied, monkeypatch):
     _, client, _ = proxied
     ids = {client.create_task(_task(f"page-{i}")) for i in range(5)}
-    monkeypatch.setattr("snakemake_fedgen.executor.tes_client.LIST_PAGE_SIZE", 2)
+    monkeypatch.setattr("snakemake_executor_plugin_fedgen.tes.client.LIST_PAGE_SIZE", 2)
     listed = client.list_tasks(tags={"fedgen_run": "test-run"})
     assert {t["id"] for t in listed} == ids
     assert client.counts["GET /tasks"] >= 3

@@ -10,9 +10,8 @@ import sys
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
-from snakemake_fedgen.egress import crypt
-from snakemake_fedgen.errors import ConfigError
+from snakemake_executor_plugin_fedgen import crypt
+from snakemake_executor_plugin_fedgen.errors import ConfigError
 
 FEDGEN = [sys.executable, "-m", "snakemake_fedgen"]
 

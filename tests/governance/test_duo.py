@@ -7,9 +7,8 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-
-from snakemake_fedgen.errors import ConfigError, GovernanceError
-from snakemake_fedgen.governance import duo
+from snakemake_executor_plugin_fedgen import duo
+from snakemake_executor_plugin_fedgen.errors import ConfigError, GovernanceError
 
 DS_T2D = {"research_type": "DUO:0000007", "disease": "MONDO:0005148", "commercial": False}
 SHARED = Path("/work/shared/spec")

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 import yaml
+from snakemake_executor_plugin_fedgen import duo
+from snakemake_executor_plugin_fedgen.errors import GovernanceError
+from snakemake_executor_plugin_fedgen.sites import load_registry
 
-from snakemake_fedgen.errors import GovernanceError
-from snakemake_fedgen.governance import duo
 from snakemake_fedgen.node.process import NodeProcess
-from snakemake_fedgen.sites import load_registry
 
 PURPOSE = {
     "purpose": {

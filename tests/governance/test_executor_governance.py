@@ -14,8 +14,8 @@ import sys
 
 import pytest
 import yaml
+from snakemake_executor_plugin_fedgen import crypt
 
-from snakemake_fedgen.egress import crypt
 from tests.executor.conftest import one_site, run_snakemake  # noqa: F401
 
 pytestmark = pytest.mark.e2e
@@ -164,8 +164,7 @@ rule phenotypes:
 
 def test_snakemake_phenopackets__table_made_at_the_site_stays_there(one_site, tmp_path):  # noqa: F811
     from google.protobuf import json_format
-
-    from snakemake_fedgen.reference import read_reference
+    from snakemake_executor_plugin_fedgen.reference import read_reference
 
     from .test_phenopackets import PEOPLE, _packet
 

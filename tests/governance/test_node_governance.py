@@ -8,8 +8,8 @@ import json
 
 import httpx
 import pytest
+from snakemake_executor_plugin_fedgen import crypt
 
-from snakemake_fedgen.egress import crypt
 from tests.node.conftest import simple_task, site, start_node, wait_task  # noqa: F401
 
 from .issuer import AUDIENCE, ISSUER, Issuer

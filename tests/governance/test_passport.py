@@ -8,8 +8,8 @@ import threading
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from snakemake_executor_plugin_fedgen.errors import AccessDenied, AuthError, ConfigError
 
-from snakemake_fedgen.errors import AccessDenied, AuthError, ConfigError
 from snakemake_fedgen.governance import passport
 
 from .issuer import AUDIENCE, ISSUER, Issuer
@@ -161,7 +161,7 @@ def test_jwt_authenticator__falls_back_to_static_tokens(issuer, verifier):
 
 
 def test_site_token__token_command_jwt_cached_until_shortly_before_exp(issuer, tmp_path):
-    from snakemake_fedgen.sites import Site
+    from snakemake_executor_plugin_fedgen.sites import Site
 
     calls = tmp_path / "calls"
     token_file = tmp_path / "token.txt"

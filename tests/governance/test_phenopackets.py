@@ -22,8 +22,8 @@ from phenopackets import (
     TimeElement,
     Value,
 )
+from snakemake_executor_plugin_fedgen.errors import ConfigError
 
-from snakemake_fedgen.errors import ConfigError
 from snakemake_fedgen.governance import phenopackets as pheno
 
 LDL = OntologyClass(id="LOINC:2089-1", label="LDL cholesterol")
@@ -205,8 +205,7 @@ def test_simulated_packets__round_trip_through_to_table(tmp_path):
 
 def test_simulate_cli__phenopackets_site_registry_points_at_the_folder(tmp_path):
     import yaml
-
-    from snakemake_fedgen.sites import load_registry
+    from snakemake_executor_plugin_fedgen.sites import load_registry
 
     out = tmp_path / "sim"
     proc = subprocess.run(

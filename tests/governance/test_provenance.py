@@ -12,9 +12,9 @@ import time
 import httpx
 import pytest
 import yaml
+from snakemake_executor_plugin_fedgen.errors import ProvenanceError
 
 from snakemake_fedgen.egress.airlock import AirlockPolicy, inspect
-from snakemake_fedgen.errors import ProvenanceError
 from snakemake_fedgen.governance import provenance
 from snakemake_fedgen.node.process import NodeProcess
 

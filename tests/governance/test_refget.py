@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from snakemake_executor_plugin_fedgen.errors import HarmonisationError
 
-from snakemake_fedgen.errors import HarmonisationError
 from snakemake_fedgen.governance import refget
 
 # Published values from the GA4GH seqcol specification's demo collections (ga4gh/refget

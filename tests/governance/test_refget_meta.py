@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import yaml
+from snakemake_executor_plugin_fedgen.errors import HarmonisationError
 
-from snakemake_fedgen.errors import HarmonisationError
 from snakemake_fedgen.governance import refget
 from snakemake_fedgen.meta.engine import run_meta
 from tests.sumstats.test_export import glm_run  # noqa: F401  (module fixture: real plink2 --glm)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from snakemake_executor_plugin_fedgen.errors import HarmonisationError, SumstatsError
 
-from snakemake_fedgen.errors import HarmonisationError, SumstatsError
 from snakemake_fedgen.meta.engine import MetaOptions, run_meta
 from snakemake_fedgen.sumstats.columns import MANDATORY
 

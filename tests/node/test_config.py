@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from snakemake_executor_plugin_fedgen.errors import ConfigError
 
-from snakemake_fedgen.errors import ConfigError
 from snakemake_fedgen.node.config import load_config
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from snakemake_executor_plugin_fedgen.errors import ConfigError
 
-from snakemake_fedgen.errors import ConfigError
 from snakemake_fedgen.node.config import load_config
 from snakemake_fedgen.node.redact import MARK, IdRedactor, sample_ids
 from tests.node.conftest import simple_task, wait_task

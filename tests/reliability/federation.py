@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import yaml
+from snakemake_executor_plugin_fedgen.reference import read_reference
 
 from snakemake_fedgen.node.runtime import bwrap_works
-from snakemake_fedgen.reference import read_reference
 from tests.executor.conftest import Federation, SiteNode, start_site
 
 SAMPLES = {"A": 21, "B": 34, "C": 55}

@@ -8,10 +8,10 @@ import subprocess
 from pathlib import Path
 
 import yaml
+from snakemake_executor_plugin_fedgen.sites import load_registry
 
 from snakemake_fedgen.node.config import load_config
 from snakemake_fedgen.node.redact import IdRedactor, sample_ids
-from snakemake_fedgen.sites import load_registry
 
 SITES = ("A", "B", "C")
 SEED = 7  # the seed of the ``tiny`` fixture

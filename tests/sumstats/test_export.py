@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from snakemake_executor_plugin_fedgen.errors import SumstatsError
 
 from snakemake_fedgen.egress.airlock import AirlockPolicy, inspect
-from snakemake_fedgen.errors import SumstatsError
 from snakemake_fedgen.sumstats.export import count_cases_controls, export_glm, glm_trait_type
 
 PLINK2 = "/usr/bin/plink2"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-from snakemake_fedgen.reference import is_reference
+from snakemake_executor_plugin_fedgen.reference import is_reference
 
 
 def table_rows(path: Path) -> list[dict[str, str]]:

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-from snakemake_fedgen.errors import TesError
-from snakemake_fedgen.sites import Site
+from snakemake_executor_plugin_fedgen.errors import TesError
+from snakemake_executor_plugin_fedgen.sites import Site
 
 JOB_KEY_TAG = "fedgen_job_key"
 RUN_TAG = "fedgen_run"

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from snakemake_fedgen.executor.tes_client import JOB_KEY_TAG, RUN_TAG
+from snakemake_executor_plugin_fedgen.tes.client import JOB_KEY_TAG, RUN_TAG
 
 LIVE_STATES = frozenset({"UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING", "PAUSED"})
 FAILED_STATES = frozenset({"EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"})

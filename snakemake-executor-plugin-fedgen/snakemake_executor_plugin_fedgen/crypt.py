@@ -17,7 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from snakemake_fedgen.errors import ConfigError, StorageError
+from snakemake_executor_plugin_fedgen.errors import ConfigError, StorageError
 
 #: Every Crypt4GH file starts with these 8 bytes (then version 1, little-endian).
 MAGIC = b"crypt4gh"

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from snakemake_fedgen.errors import SiteDataError
+from snakemake_executor_plugin_fedgen.errors import SiteDataError
 
 DIRECTORY_REFERENCE = ".fedgen_ref.json"
 # A reference is a few hundred bytes; anything much larger at an output path is real data.

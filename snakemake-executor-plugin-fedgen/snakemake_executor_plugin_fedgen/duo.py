@@ -36,7 +36,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from snakemake_fedgen.errors import ConfigError, GovernanceError
+from snakemake_executor_plugin_fedgen.errors import ConfigError, GovernanceError
 
 _RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
 _RDFS = "{http://www.w3.org/2000/01/rdf-schema#}"
@@ -178,7 +178,7 @@ def _iri_to_id(iri: str) -> str:
 @cache
 def ontology() -> Ontology:
     """The DUO ontology shipped with the package (parsed once per process)."""
-    path = resources.files("snakemake_fedgen.governance") / "data" / "duo-basic.owl"
+    path = resources.files("snakemake_executor_plugin_fedgen") / "data" / "duo-basic.owl"
     return Ontology.from_owl(Path(str(path)))
 
 
@@ -689,7 +689,7 @@ def load_purpose(path: str | Path) -> dict[str, Any]:
 
 
 def decide_site(site: Any, purpose: Mapping[str, Any], **kwargs: Any) -> SiteDecision:
-    """DUO decision for one registry site (a ``snakemake_fedgen.sites.Site`` or a mapping)."""
+    """DUO decision for one registry site (a ``snakemake_executor_plugin_fedgen.sites.Site`` or a mapping)."""
     name = _get(site, "name") or "?"
     return decide_registry({"sites": {name: site}}, purpose, **kwargs)[name]
 

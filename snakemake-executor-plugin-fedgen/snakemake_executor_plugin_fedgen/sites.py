@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from snakemake_fedgen.errors import AuthError, RegistryError
-from snakemake_fedgen.governance.passport import token_cache_seconds
+from snakemake_executor_plugin_fedgen.errors import AuthError, RegistryError
+from snakemake_executor_plugin_fedgen.tokens import token_cache_seconds
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "sites.schema.json"
 

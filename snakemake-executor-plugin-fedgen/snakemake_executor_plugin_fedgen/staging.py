@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlparse
 
-from snakemake_fedgen.egress.crypt import unseal_download
-from snakemake_fedgen.errors import SiteDataError, StorageError
-from snakemake_fedgen.reference import Reference, read_reference, write_reference
-from snakemake_fedgen.sites import Site
+from snakemake_executor_plugin_fedgen.crypt import unseal_download
+from snakemake_executor_plugin_fedgen.errors import SiteDataError, StorageError
+from snakemake_executor_plugin_fedgen.reference import Reference, read_reference, write_reference
+from snakemake_executor_plugin_fedgen.sites import Site
 
 CONTAINER_ROOT = "/fedgen/work"
 # Coordinator files up to this size travel inside the task as `content` (config, sample lists).

@@ -17,10 +17,10 @@ from typing import Any
 
 from snakemake_interface_common.exceptions import WorkflowError
 
-from snakemake_fedgen.egress.crypt import recipient_tags
-from snakemake_fedgen.executor import resume, staging
-from snakemake_fedgen.executor.tes_client import JOB_KEY_TAG, RULE_TAG, RUN_TAG, SITE_TAG
-from snakemake_fedgen.sites import Registry, Site
+from snakemake_executor_plugin_fedgen import resume, staging
+from snakemake_executor_plugin_fedgen.crypt import recipient_tags
+from snakemake_executor_plugin_fedgen.sites import Registry, Site
+from snakemake_executor_plugin_fedgen.tes.client import JOB_KEY_TAG, RULE_TAG, RUN_TAG, SITE_TAG
 
 # Resources that never go to backend_parameters: Snakemake internals, coordinator paths and
 # the ones mapped to TES fields.

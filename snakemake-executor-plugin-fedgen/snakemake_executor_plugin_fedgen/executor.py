@@ -24,14 +24,14 @@ from snakemake_interface_executor_plugins.settings import (
     ExecutorSettingsBase,
 )
 
-from snakemake_fedgen.egress.crypt import PRIVATE_KEY_ENV
-from snakemake_fedgen.errors import FedgenError, TesError
-from snakemake_fedgen.executor import staging, tasks
-from snakemake_fedgen.executor.resume import FAILED_STATES, LIVE_STATES, ResumeIndex
-from snakemake_fedgen.executor.status import AdaptiveInterval, StatusPoller
-from snakemake_fedgen.executor.tes_client import TesClient
-from snakemake_fedgen.governance.duo import executor_gate
-from snakemake_fedgen.sites import load_registry
+from snakemake_executor_plugin_fedgen import staging, tasks
+from snakemake_executor_plugin_fedgen.crypt import PRIVATE_KEY_ENV
+from snakemake_executor_plugin_fedgen.duo import executor_gate
+from snakemake_executor_plugin_fedgen.errors import FedgenError, TesError
+from snakemake_executor_plugin_fedgen.resume import FAILED_STATES, LIVE_STATES, ResumeIndex
+from snakemake_executor_plugin_fedgen.sites import load_registry
+from snakemake_executor_plugin_fedgen.status import AdaptiveInterval, StatusPoller
+from snakemake_executor_plugin_fedgen.tes.client import TesClient
 
 common_settings = CommonSettings(
     non_local_exec=True,
@@ -124,7 +124,7 @@ class Executor(RemoteExecutor):
         self.run_id = settings.run_id or default_run_id(os.getcwd())
         os.environ[RUN_ID_ENV] = self.run_id
         if settings.crypt4gh_key:
-            # Read by snakemake_fedgen.egress.crypt when an encrypted download arrives.
+            # Read by snakemake_executor_plugin_fedgen.crypt when an encrypted download arrives.
             os.environ[PRIVATE_KEY_ENV] = os.path.abspath(settings.crypt4gh_key)
         self.site_deadline = settings.site_deadline
         self.clients = {

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from snakemake_fedgen.errors import FedgenError, TesError
-from snakemake_fedgen.executor.tes_client import RUN_TAG
+from snakemake_executor_plugin_fedgen.errors import FedgenError, TesError
+from snakemake_executor_plugin_fedgen.tes.client import RUN_TAG
 
 
 @dataclass

@@ -1,1 +1,0 @@
-"""The ``fedgen`` Snakemake executor: site jobs become GA4GH TES tasks at their site."""
