@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml
 	@echo "make install: done (.venv ready, executor plugin 'fedgen' visible to snakemake)"
 
 demo: install
-	@$(PY) -m snakemake_fedgen.demo
+	@$(VENV)/bin/fedgen demo
 
 test: install
 	@$(VENV)/bin/pytest

@@ -1,6 +1,7 @@
 """The ``fedgen`` command line.
 
-Each subcommand lives in its own module that defines ``HELP`` (one line),
+Each command group lives in its own module of this package that only parses arguments and calls
+library functions; it defines ``HELP`` (one line),
 ``configure(parser)`` and ``run(args) -> int``. Modules keep heavy imports inside ``run`` so
 ``fedgen --help`` stays fast.
 """
@@ -17,16 +18,17 @@ from snakemake_executor_plugin_fedgen.errors import FedgenError
 from snakemake_fedgen import __version__
 
 SUBCOMMANDS: dict[str, str] = {
-    "node": "snakemake_fedgen.node.cli",
-    "sites": "snakemake_fedgen.sites_cli",
-    "simulate": "snakemake_fedgen.simulate.cli",
-    "qc": "snakemake_fedgen.qc_cli",
-    "sumstats": "snakemake_fedgen.sumstats.cli",
-    "meta": "snakemake_fedgen.meta.cli",
-    "exact": "snakemake_fedgen.exact.cli",
-    "keys": "snakemake_fedgen.keys_cli",
-    "phenopackets": "snakemake_fedgen.phenopackets_cli",
-    "provenance": "snakemake_fedgen.provenance_cli",
+    "node": "snakemake_fedgen.cli.node",
+    "sites": "snakemake_fedgen.cli.sites",
+    "simulate": "snakemake_fedgen.cli.simulate",
+    "qc": "snakemake_fedgen.cli.qc",
+    "sumstats": "snakemake_fedgen.cli.sumstats",
+    "meta": "snakemake_fedgen.cli.meta",
+    "exact": "snakemake_fedgen.cli.exact",
+    "keys": "snakemake_fedgen.cli.keys",
+    "phenopackets": "snakemake_fedgen.cli.phenopackets",
+    "provenance": "snakemake_fedgen.cli.provenance",
+    "demo": "snakemake_fedgen.cli.demo",
 }
 
 

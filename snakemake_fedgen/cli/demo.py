@@ -1,6 +1,7 @@
-"""``make demo``: a federated GWAS over three simulated sites, each behind its own ``fedgen node``.
+"""``fedgen demo`` (``make demo``): a federated GWAS over three simulated sites, each behind its own node.
 
-Run as ``python -m snakemake_fedgen.demo [--out demo-run] [--scale small] [--seed 42]``. It checks
+Run as ``fedgen demo [--out demo-run] [--scale small] [--seed 42]`` from a source checkout (it
+runs the repository's workflow and profile). It checks
 the tools, simulates the federation, starts one node per site (own storage roots, own token),
 runs ``workflows/federated-gwas`` through ``snakemake --executor fedgen --profile profiles/demo``
 with a progress display, writes the HTML report, prints the top hits next to the simulated truth
@@ -36,7 +37,8 @@ from typing import Any
 import yaml
 from snakemake_executor_plugin_fedgen.errors import ConfigError, FedgenError
 
-REPO = Path(__file__).resolve().parent.parent
+# The source checkout: snakemake_fedgen/cli/demo.py -> the repository root.
+REPO = Path(__file__).resolve().parents[2]
 SNAKEFILE = REPO / "workflows" / "federated-gwas" / "Snakefile"
 CONFIGFILE = REPO / "workflows" / "federated-gwas" / "config" / "config.yaml"
 PROFILE = REPO / "profiles" / "demo"
@@ -363,16 +365,28 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo; returns the process exit code."""
-    parser = argparse.ArgumentParser(prog="python -m snakemake_fedgen.demo", description=__doc__)
+HELP = "simulate three sites, start a node for each and run the federated GWAS across them"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the demo's options to ``parser``."""
     parser.add_argument("--out", type=Path, default=Path("demo-run"), help="demo directory")
     parser.add_argument("--scale", default="small", choices=("tiny", "small", "demo"))
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--runtime", default="auto", help="node runtime: auto (bubblewrap), bwrap, host"
     )
-    args = parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo from ``argv``; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="fedgen demo", description=HELP)
+    configure(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; returns the process exit code."""
     # Background jobs start with SIGINT ignored; the demo must stop its nodes on Ctrl-C anyway.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
