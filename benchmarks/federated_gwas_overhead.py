@@ -18,7 +18,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from snakemake_fedgen.cli import demo
+from snakemake_fedgen import demo
 
 
 def rule_seconds(workdir: Path) -> dict[str, float]:

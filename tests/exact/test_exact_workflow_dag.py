@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from snakemake_fedgen.cli import demo
+from snakemake_fedgen import demo
 
 from .exact_study import add_site_keys
 

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from snakemake_fedgen.cli import demo
+from snakemake_fedgen import demo
 from tests.reliability.faultproxy import FaultProxy
 from tests.reliability.scenarios import observed
 

@@ -30,7 +30,7 @@ import pytest
 import yaml
 from snakemake_executor_plugin_fedgen.reference import is_reference, read_reference
 
-from snakemake_fedgen.cli import demo
+from snakemake_fedgen import demo
 from tests.exact.exact_study import add_site_keys
 from tests.workflow.coordinator_scan import assert_no_individual_level_data, table_rows
 

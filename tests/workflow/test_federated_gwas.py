@@ -27,7 +27,7 @@ import yaml
 from snakemake_executor_plugin_fedgen.executor import default_run_id
 from snakemake_executor_plugin_fedgen.reference import is_reference, read_reference
 
-from snakemake_fedgen.cli import demo
+from snakemake_fedgen import demo
 from tests.workflow.coordinator_scan import (
     assert_no_individual_level_data,
     coordinator_files,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from snakemake_fedgen.cli import main
-from snakemake_fedgen.cli.qc import PanelVariant, classify_variant, withhold_totals
 from snakemake_fedgen.egress.airlock import AirlockPolicy, inspect
+from snakemake_fedgen.qc import PanelVariant, classify_variant, withhold_totals
 
 KW = {"max_af_diff": 0.2, "ambiguous_maf": 0.4}
 
