@@ -104,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
         provenance.validate(data, source=args.record)
         print(f"{args.record}: valid ({provenance.SCHEMA_ID})", file=sys.stderr)
         return 0
-    from snakemake_fedgen.governance import crate, duo
+    from snakemake_executor_plugin_fedgen import duo
+
+    from snakemake_fedgen.governance import crate
 
     purpose = None
     if args.purpose and args.purpose.lstrip().startswith("{"):
