@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from snakemake_executor_plugin_fedgen.errors import AuthError, RegistryError
+from snakemake_executor_plugin_fedgen.reference import Reference, write_reference
 from snakemake_executor_plugin_fedgen.tokens import token_cache_seconds
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "sites.schema.json"
@@ -339,3 +340,29 @@ __all__ = [
     "load_registry",
     "validate_registry_data",
 ]
+
+
+def write_dataset_reference(
+    registry_path: str | os.PathLike[str], site: str, dataset: str, output: str | os.PathLike[str]
+) -> Reference:
+    """Write the reference to ``dataset`` of ``site`` (from the registry) at ``output``.
+
+    This is how a workflow names a site's dataset as a rule input: the reference file is the
+    coordinator's placeholder; the data stays at the site. ``fedgen sites ref`` calls this; a
+    workflow with only the plugin installed can call it from a ``run:`` block of a localrule.
+    """
+    registry = load_registry(registry_path)
+    entry = registry.site(site)
+    if dataset not in entry.datasets:
+        raise RegistryError(
+            f"{registry_path}: site {entry.name} has no dataset {dataset!r}"
+            f"{_did_you_mean(dataset, entry.datasets)}; known datasets: "
+            f"{', '.join(sorted(entry.datasets)) or 'none'}."
+        )
+    found = entry.datasets[dataset]
+    # A dataset URL ending in "/" is a directory (e.g. a folder of Phenopackets).
+    ref = Reference(
+        site=entry.name, url=found.url, dataset=found.name, is_directory=found.url.endswith("/")
+    )
+    write_reference(output, ref)
+    return ref

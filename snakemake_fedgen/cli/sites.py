@@ -57,27 +57,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _ref(args: argparse.Namespace) -> int:
-    from snakemake_executor_plugin_fedgen.errors import RegistryError
-    from snakemake_executor_plugin_fedgen.reference import Reference, write_reference
-    from snakemake_executor_plugin_fedgen.sites import _did_you_mean, load_registry
+    from snakemake_executor_plugin_fedgen.sites import write_dataset_reference
 
-    registry = load_registry(args.sites)
-    site = registry.site(args.site)
-    if args.dataset not in site.datasets:
-        raise RegistryError(
-            f"{args.sites}: site {site.name} has no dataset {args.dataset!r}"
-            f"{_did_you_mean(args.dataset, site.datasets)}; known datasets: "
-            f"{', '.join(sorted(site.datasets)) or 'none'}."
-        )
-    dataset = site.datasets[args.dataset]
-    # A dataset URL ending in "/" is a directory (e.g. a folder of Phenopackets).
-    ref = Reference(
-        site=site.name,
-        url=dataset.url,
-        dataset=dataset.name,
-        is_directory=dataset.url.endswith("/"),
-    )
-    write_reference(args.output, ref)
+    write_dataset_reference(args.sites, args.site, args.dataset, args.output)
     return 0
 
 
