@@ -19,17 +19,17 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 def default_tool_paths() -> list[str]:
     """Host paths the sandbox shows read-only so tasks can run ``fedgen`` and Python tools.
 
-    The Python installation of this node (venv and base interpreter) and the directory that
-    holds the ``snakemake_fedgen`` package (an editable install imports it from the source tree).
+    The Python installation of this node (venv and base interpreter) and the directories that
+    hold the ``snakemake_fedgen`` and ``snakemake_executor_plugin_fedgen`` packages (an editable
+    install imports them from the source tree).
     """
+    import snakemake_executor_plugin_fedgen
+
     import snakemake_fedgen
 
-    package_dir = Path(snakemake_fedgen.__file__).resolve().parent
     paths = {str(Path(sys.prefix).resolve()), str(Path(sys.base_prefix).resolve())}
-    paths.add(str(package_dir))
-    plugin = package_dir.parent / "snakemake_executor_plugin_fedgen"
-    if plugin.is_dir():
-        paths.add(str(plugin))
+    for package in (snakemake_fedgen, snakemake_executor_plugin_fedgen):
+        paths.add(str(Path(package.__file__).resolve().parent))
     # Paths already under /usr are visible anyway.
     return sorted(p for p in paths if not p.startswith("/usr/"))
 
