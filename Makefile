@@ -39,7 +39,7 @@ test-fast: install
 lint: install
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
-	@$(VENV)/bin/snakefmt --check rules workflows/federated-gwas/Snakefile
+	@$(VENV)/bin/snakefmt --check workflows/federated-gwas/workflow
 
 bench: install
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
