@@ -187,3 +187,39 @@ def test_lint__snakemake_lint_and_snakefmt_are_clean(tmp_path: Path):
     snakefmt = Path(sys.executable).parent / "snakefmt"
     proc = _run([str(snakefmt), "--check", str(ROOT / "workflow")], cwd=REPO)
     assert proc.returncode == 0, proc.stderr + proc.stdout
+
+
+IMAGES = REPO / "images" / "fedgen-tools"
+
+
+def _fedgen_image() -> str:
+    text = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    return re.search(r'^FEDGEN_IMAGE = "docker://([^"]+)"$', text, flags=re.M)[1]
+
+
+def test_images__fedgen_tools_recipe_builds_the_image_the_rules_name():
+    # No root, debootstrap or podman here: the script's plan and its shell code are checked.
+    build = IMAGES / "build.sh"
+    assert _run(["bash", "-n", str(build)], cwd=REPO).returncode == 0
+    if shutil.which("shellcheck"):
+        proc = _run(["shellcheck", str(build)], cwd=REPO)
+        assert proc.returncode == 0, proc.stdout
+    proc = _run([str(build), "--dry-run"], cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    plan = dict(line.split(":", 1) for line in proc.stdout.splitlines())
+    assert plan["image"].strip() == _fedgen_image()
+    listed = [
+        ln.split("#")[0].strip()
+        for ln in (IMAGES / "packages.txt").read_text().splitlines()
+        if ln.split("#")[0].strip()
+    ]
+    assert plan["packages"].strip().split(",") == listed
+    assert {"plink2", "plink1.9", "bcftools", "tabix", "beagle", "default-jre-headless"} <= set(
+        listed
+    )
+    containerfile = (IMAGES / "Containerfile").read_text()
+    assert "images/fedgen-tools/packages.txt" in containerfile
+    assert f"-t {_fedgen_image()} ." in containerfile
+    # The image tag is the version of the fedgen package it contains.
+    version = re.search(r'^version = "([^"]+)"$', (REPO / "pyproject.toml").read_text(), re.M)[1]
+    assert _fedgen_image().endswith(f":{version}")
