@@ -29,6 +29,8 @@ usage: build.sh [options]
   -r, --root DIR        build the root file system in DIR (must not exist or be empty;
                         default: a new directory under \${TMPDIR:-/var/tmp})
   -k, --keep-root       keep the root file system after the import
+      --pip-cert FILE   CA bundle pip uses in the chroot (a build machine behind a TLS-
+                        intercepting proxy); not kept in the image
       --no-fedgen       Debian packages only, without the fedgen Python package
       --dry-run         print the image name, suite, mirror and packages, then exit
   -h, --help            this text
@@ -48,6 +50,7 @@ root=""
 keep=0
 with_fedgen=1
 dry_run=0
+pip_cert=""
 while (($#)); do
   case $1 in
     -n | --name) name=${2:?"$1 needs a value"}; shift 2 ;;
@@ -57,6 +60,7 @@ while (($#)); do
     -r | --root) root=${2:?"$1 needs a value"}; shift 2 ;;
     -k | --keep-root) keep=1; shift ;;
     --no-fedgen) with_fedgen=0; shift ;;
+    --pip-cert) pip_cert=${2:?"$1 needs a value"}; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -82,6 +86,7 @@ echo "fedgen:   $( ((with_fedgen)) && echo "from $repo" || echo "not installed")
 ((dry_run)) && exit 0
 
 [[ $(id -u) -eq 0 ]] || die "run as root (debootstrap and chroot need it), e.g. with sudo"
+[[ -z $pip_cert || -r $pip_cert ]] || die "--pip-cert $pip_cert is not readable"
 for cmd in debootstrap podman tar chroot mount umount; do
   command -v "$cmd" >/dev/null || die "$cmd not found (Debian: apt-get install debootstrap podman)"
 done
@@ -93,6 +98,13 @@ elif [[ -e $root && -n $(ls -A "$root") ]]; then
 fi
 mkdir -p "$root"
 root=$(cd "$root" && pwd)
+
+path=/opt/fedgen/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# Commands in the new root get a clean environment: nothing of this machine's pip or proxy
+# configuration (PIP_*, SSL_*, ...) leaks into the build.
+in_root() {
+  chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 PATH="$path" "$@"
+}
 
 proc_mounted=0
 cleanup() {
@@ -108,10 +120,13 @@ trap cleanup EXIT
 echo "== debootstrap --variant=minbase $suite"
 debootstrap --variant=minbase --include="$include" "$suite" "$root" "$mirror"
 
+# /proc for the steps below: Debian's plink2 wrapper reads /proc/cpuinfo to pick its build, java
+# finds its libraries through /proc/self/exe.
+mount -t proc proc "$root/proc"
+proc_mounted=1
+
 if ((with_fedgen)); then
   echo "== fedgen package into /opt/fedgen"
-  mount -t proc proc "$root/proc"
-  proc_mounted=1
   src="$root/tmp/fedgen-src"
   mkdir -p "$src"
   if git -C "$repo" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
@@ -121,30 +136,36 @@ if ((with_fedgen)); then
   else
     tar -C "$repo" --exclude=.venv --exclude=.git --exclude=demo-run -c . | tar -C "$src" -x
   fi
-  chroot "$root" python3 -m venv /opt/fedgen
-  chroot "$root" /opt/fedgen/bin/pip install --no-cache-dir --prefer-binary /tmp/fedgen-src
-  rm -rf "$src"
-  umount "$root/proc"
-  proc_mounted=0
+  pip_env=()
+  if [[ -n $pip_cert ]]; then
+    cp "$pip_cert" "$root/tmp/pip-ca.pem"
+    pip_env=(PIP_CERT=/tmp/pip-ca.pem)  # an environment variable reaches pip's build subprocess
+  fi
+  in_root python3 -m venv /opt/fedgen
+  in_root "${pip_env[@]}" /opt/fedgen/bin/pip install --no-cache-dir --prefer-binary /tmp/fedgen-src
+  rm -rf "$src" "$root/tmp/pip-ca.pem"
 fi
 
 echo "== checking the tools"
-path=/opt/fedgen/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-declare -A tool_of=(
-  [plink2]=plink2 [plink1.9]=plink1.9 [bcftools]=bcftools [tabix]=tabix [beagle]=beagle
-  [default-jre-headless]=java [python3]=python3
+# Each tool of the package list (and fedgen) must run; the first line of its answer is shown.
+declare -A check_of=(
+  [plink2]="plink2 --version" [plink1.9]="plink1.9 --version" [bcftools]="bcftools --version"
+  [tabix]="tabix --version" [beagle]="beagle" [default-jre-headless]="java -version"
+  [python3]="python3 --version"
 )
+checks=()
 for pkg in "${pkg_array[@]}"; do
-  tool=${tool_of[$pkg]:-}
-  [[ -z $tool ]] && continue
-  chroot "$root" /usr/bin/env PATH="$path" sh -c "command -v $tool" >/dev/null \
-    || die "$tool (package $pkg) is not in the image"
+  if [[ -n ${check_of[$pkg]:-} ]]; then checks+=("${check_of[$pkg]}"); fi
 done
-if ((with_fedgen)); then
-  chroot "$root" /opt/fedgen/bin/fedgen --version
-fi
+if ((with_fedgen)); then checks+=("fedgen --version"); fi
+for check in "${checks[@]}"; do
+  out=$(in_root sh -c "$check" 2>&1) || die "'$check' fails in the image: $out"
+  echo "$check: ${out%%$'\n'*}"
+done
+umount "$root/proc"
+proc_mounted=0
 # shellcheck disable=SC2016  # a dpkg-query format, not a shell expansion
-chroot "$root" dpkg-query -W -f '${Package} ${Version}\n' "${pkg_array[@]}"
+in_root dpkg-query -W -f '${Package} ${Version}\n' "${pkg_array[@]}"
 
 # Nothing of the build machine or the package caches in the image.
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/tmp/*
