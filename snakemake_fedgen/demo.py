@@ -38,7 +38,7 @@ from snakemake_executor_plugin_fedgen.errors import ConfigError, FedgenError
 
 # The source checkout: snakemake_fedgen/demo.py -> the repository root.
 REPO = Path(__file__).resolve().parents[1]
-SNAKEFILE = REPO / "workflows" / "federated-gwas" / "Snakefile"
+SNAKEFILE = REPO / "workflows" / "federated-gwas" / "workflow" / "Snakefile"
 CONFIGFILE = REPO / "workflows" / "federated-gwas" / "config" / "config.yaml"
 PROFILE = REPO / "profiles" / "demo"
 TOOLS = ("plink2", "bcftools", "beagle", "java")
@@ -123,8 +123,8 @@ class Site:
 
 
 def workflow_images() -> list[str]:
-    """Approved toolset ids of the workflow (the container: images of rules/common.smk)."""
-    text = (REPO / "rules" / "common.smk").read_text()
+    """Approved toolset ids of the workflow (the container: images of its rules/common.smk)."""
+    text = (SNAKEFILE.parent / "rules" / "common.smk").read_text()
     return [m.removeprefix("docker://") for m in re.findall(r'_IMAGE = "([^"]+)"', text)]
 
 

@@ -312,7 +312,8 @@ rule dataset_ref:
         "--output {output}"
 
 
-# The workflow's own import step (rules/qc.smk): plink2 output goes to the rule's log.
+# The workflow's own import step (workflows/federated-gwas/workflow/rules/qc.smk): plink2 output
+# goes to the rule's log.
 rule qc_import:
     input:
         vcf="sites/A/datasets/{case}.vcf.gz",

@@ -7,7 +7,7 @@ rule qc_summary:
     output:
         table=report(
             "results/qc/qc_counts.tsv",
-            caption="../workflows/federated-gwas/report/qc_counts.rst",
+            caption="../report/qc_counts.rst",
             category="Quality control",
             labels={"table": "QC counts per site"},
         ),
@@ -19,4 +19,4 @@ rule qc_summary:
     conda:
         "../envs/plots.yaml"
     script:
-        "scripts/qc_table.py"
+        "../scripts/qc_table.py"

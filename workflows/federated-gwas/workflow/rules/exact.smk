@@ -122,14 +122,14 @@ rule exact_solve:
         result="results/exact/{trait}.tsv.gz",
         manhattan=report(
             "results/exact/{trait}.manhattan.png",
-            caption="../workflows/federated-gwas/report/exact_manhattan.rst",
+            caption="../report/exact_manhattan.rst",
             category="Association",
             subcategory="{trait}",
             labels={"trait": "{trait}", "figure": "Manhattan (exact)"},
         ),
         qq=report(
             "results/exact/{trait}.qq.png",
-            caption="../workflows/federated-gwas/report/exact_qq.rst",
+            caption="../report/exact_qq.rst",
             category="Association",
             subcategory="{trait}",
             labels={"trait": "{trait}", "figure": "QQ (exact)"},
@@ -156,7 +156,7 @@ rule exact_top_hits:
     output:
         top=report(
             "results/exact/{trait}.top_hits.tsv",
-            caption="../workflows/federated-gwas/report/exact_top_hits.rst",
+            caption="../report/exact_top_hits.rst",
             category="Association",
             subcategory="{trait}",
             labels={"trait": "{trait}", "figure": "top hits (exact)"},
@@ -172,4 +172,4 @@ rule exact_top_hits:
     conda:
         "../envs/plots.yaml"
     script:
-        "scripts/top_hits.py"
+        "../scripts/top_hits.py"

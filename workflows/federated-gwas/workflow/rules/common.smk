@@ -13,7 +13,7 @@ from snakemake.utils import validate
 from snakemake_executor_plugin_fedgen.sites import load_registry
 
 
-validate(config, schema="../workflows/federated-gwas/schemas/config.schema.yaml")
+validate(config, schema="../schemas/config.schema.yaml")
 
 
 # Pinned toolset images. Under the fedgen node's bwrap/host runtimes an image is the id of an

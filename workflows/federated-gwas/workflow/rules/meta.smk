@@ -11,21 +11,21 @@ rule meta_analysis:
         exclusions="results/meta/{trait}.exclusions.tsv.gz",
         studies=report(
             "results/meta/{trait}.studies.tsv",
-            caption="../workflows/federated-gwas/report/studies.rst",
+            caption="../report/studies.rst",
             category="Association",
             subcategory="{trait}",
             labels={"trait": "{trait}", "figure": "studies"},
         ),
         manhattan=report(
             "results/meta/{trait}.manhattan.png",
-            caption="../workflows/federated-gwas/report/manhattan.rst",
+            caption="../report/manhattan.rst",
             category="Association",
             subcategory="{trait}",
             labels={"trait": "{trait}", "figure": "Manhattan"},
         ),
         qq=report(
             "results/meta/{trait}.qq.png",
-            caption="../workflows/federated-gwas/report/qq.rst",
+            caption="../report/qq.rst",
             category="Association",
             subcategory="{trait}",
             labels={"trait": "{trait}", "figure": "QQ"},
@@ -54,7 +54,7 @@ rule meta_top_hits:
     output:
         top=report(
             "results/meta/{trait}.top_hits.tsv",
-            caption="../workflows/federated-gwas/report/top_hits.rst",
+            caption="../report/top_hits.rst",
             category="Association",
             subcategory="{trait}",
             labels={"trait": "{trait}", "figure": "top hits"},
@@ -68,4 +68,4 @@ rule meta_top_hits:
     conda:
         "../envs/plots.yaml"
     script:
-        "scripts/top_hits.py"
+        "../scripts/top_hits.py"
