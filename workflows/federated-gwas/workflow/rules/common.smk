@@ -22,7 +22,7 @@ PLINK2_IMAGE = "docker://quay.io/biocontainers/plink2:2.00a5.10--h4ac6f70_0"
 BCFTOOLS_IMAGE = "docker://quay.io/biocontainers/bcftools:1.16--hfe4b78e_1"
 BEAGLE_IMAGE = "docker://quay.io/biocontainers/beagle:5.4_22Jul22.46e--hdfd78af_0"
 # plink2 + bcftools + the fedgen CLI: steps that mix PLINK 2 with a `fedgen` helper.
-FEDGEN_IMAGE = "docker://ghcr.io/snakemake-fedgen/fedgen-tools:0.1.0"
+FEDGEN_IMAGE = "docker://ghcr.io/snakemake-fedgen/fedgen-tools:0.2.0"
 
 REGISTRY = load_registry(config["sites"])
 SITES = sorted(config.get("include_sites") or REGISTRY.sites)
