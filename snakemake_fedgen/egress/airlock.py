@@ -32,12 +32,9 @@ from snakemake_executor_plugin_fedgen.errors import ConfigError
 from snakemake_fedgen.sumstats import columns
 
 __all__ = [
-    "ALLELE_RE",
     "COUNTS_HEADER",
     "COUNTS_TOKEN_RE",
     "KINDS",
-    "RSID_RE",
-    "VARIANT_ID_RE",
     "AirlockDecision",
     "AirlockPolicy",
     "Kind",
@@ -480,12 +477,6 @@ def _text_lines(stream: BinaryIO) -> Iterator[str]:
 
 # -- sumstats ---------------------------------------------------------------------------------
 
-#: An allele a GWAS-SSF table may carry (nucleotides only: no symbolic or free text).
-ALLELE_RE = re.compile(r"^[ACGTNacgtn]+$")
-#: The shape of a dbSNP rsID.
-RSID_RE = re.compile(r"^rs[0-9]+$")
-#: A variant label such as 20:12345:A:G or 20_12345_G_A; no spaces or free text.
-VARIANT_ID_RE = re.compile(r"^[A-Za-z0-9_:.\-]{1,200}$")
 _CHROMOSOMES = frozenset(columns.CHROMOSOMES)
 #: A plain decimal number (no "_", spaces, "nan" or "inf", which float() would accept).
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
@@ -655,7 +646,7 @@ def _check_sumstats_fields(
     if not (pos.isascii() and pos.isdigit()) or int(pos) < 1:
         return f"line {lineno} column 'base_pair_location': {pos!r} is not a positive integer"
     for i, col in allele_cols:
-        if not ALLELE_RE.match(row[i]):
+        if not columns.ALLELE_RE.match(row[i]):
             return f"line {lineno} column {col!r}: {row[i]!r} is not an allele (A/C/G/T/N)"
     for i, col in numeric_cols:
         value = row[i]
@@ -668,9 +659,9 @@ def _check_sumstats_fields(
             return f"line {lineno} column {col!r}: {value!r} is not a finite number or NA"
     # Identifier columns are free text in principle: pin them to variant-label shapes so they
     # cannot carry anything else.
-    if i_rsid is not None and row[i_rsid] != _MISSING and not RSID_RE.match(row[i_rsid]):
+    if i_rsid is not None and row[i_rsid] != _MISSING and not columns.RSID_RE.match(row[i_rsid]):
         return f"line {lineno} column 'rsid': {row[i_rsid]!r} is not rs<digits> or NA"
-    if i_vid is not None and row[i_vid] != _MISSING and not VARIANT_ID_RE.match(row[i_vid]):
+    if i_vid is not None and row[i_vid] != _MISSING and not columns.VARIANT_ID_RE.match(row[i_vid]):
         return (
             f"line {lineno} column 'variant_id': {row[i_vid][:40]!r} is not a variant label "
             "(letters, digits and _ : . - only, at most 200 characters)"

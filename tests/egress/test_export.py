@@ -16,7 +16,7 @@ import yaml
 from snakemake_executor_plugin_fedgen.errors import SumstatsError
 
 from snakemake_fedgen.egress.airlock import AirlockPolicy, inspect
-from snakemake_fedgen.sumstats.export import count_cases_controls, export_glm, glm_trait_type
+from snakemake_fedgen.egress.export import count_cases_controls, export_glm, glm_trait_type
 
 PLINK2 = "/usr/bin/plink2"
 N_SAMPLES = 400

@@ -14,6 +14,10 @@ says so in ``fedgen.effect_scale``.
 
 The input is streamed; rows are spooled per chromosome to a private temporary directory next to
 the output, so memory is bounded by the largest unsorted chromosome, not the genome.
+
+The exporter is part of egress, the layer above :mod:`snakemake_fedgen.sumstats`: it depends on
+the GWAS-SSF format (:mod:`snakemake_fedgen.sumstats.columns`) and on the airlock it must
+satisfy, and nothing in ``sumstats`` depends on it.
 """
 
 from __future__ import annotations
@@ -35,14 +39,12 @@ from snakemake_executor_plugin_fedgen.errors import SumstatsError
 
 from snakemake_fedgen import __version__
 from snakemake_fedgen.egress.airlock import (
-    ALLELE_RE,
-    RSID_RE,
-    VARIANT_ID_RE,
     AirlockDecision,
     AirlockPolicy,
     inspect,
     minor_allele_count,
 )
+from snakemake_fedgen.sumstats.columns import ALLELE_RE, RSID_RE, VARIANT_ID_RE
 
 __all__ = [
     "ExportResult",
