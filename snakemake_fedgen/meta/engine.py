@@ -25,20 +25,19 @@ from snakemake_executor_plugin_fedgen.errors import ConfigError, SumstatsError
 from snakemake_fedgen import __version__
 from snakemake_fedgen.meta import stats
 from snakemake_fedgen.meta.harmonise import HARMONISATION_REASONS, Harmonised, harmonise
-from snakemake_fedgen.sumstats.ssf import (
-    CHROM_LABELS,
-    INVALID_REASONS,
-    AtomicTsvGzWriter,
-    ChromBlock,
-    Exclusion,
+from snakemake_fedgen.sumstats.columns import CHROM_LABELS
+from snakemake_fedgen.sumstats.reader import INVALID_REASONS, ChromBlock, Exclusion, StudyTable
+from snakemake_fedgen.sumstats.sidecar import (
     StudyInfo,
-    StudyTable,
     check_compatible,
+    read_study_info,
+    write_sidecar,
+)
+from snakemake_fedgen.sumstats.writer import (
+    AtomicTsvGzWriter,
     float_array,
     p_value_array,
-    read_study_info,
     round_significant,
-    write_sidecar,
     write_text_atomic,
 )
 
@@ -701,7 +700,7 @@ def _write_result_sidecar(
     applied: bool,
     variants: int,
 ) -> None:
-    from snakemake_fedgen.sumstats.ssf import md5sum
+    from snakemake_fedgen.sumstats.sidecar import md5sum
 
     sizes = [i.sample_size for i in infos]
     meta: dict[str, Any] = {

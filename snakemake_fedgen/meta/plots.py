@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from snakemake_fedgen.sumstats.ssf import CHROM_LABELS, publish
+from snakemake_fedgen.sumstats.columns import CHROM_LABELS
+from snakemake_fedgen.sumstats.writer import publish
 
 # Points below this -log10(p) are thinned: they are millions and all look the same.
 _THIN_BELOW = 2.0

@@ -411,7 +411,8 @@ def test_sumstats_cli__export_then_check(glm_run, tmp_path):
 
 
 def test_export_glm__readable_by_the_meta_analysis_reader(glm_run, tmp_path):
-    from snakemake_fedgen.sumstats.ssf import StudyTable, read_study_info
+    from snakemake_fedgen.sumstats.reader import StudyTable
+    from snakemake_fedgen.sumstats.sidecar import read_study_info
 
     glm = glm_run["dir"] / "run.bt.glm.logistic.hybrid"
     result = export_glm(
