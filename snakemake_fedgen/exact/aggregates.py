@@ -33,14 +33,13 @@ from __future__ import annotations
 import gzip
 import io
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from snakemake_executor_plugin_fedgen.errors import ConfigError, EgressRefused, SiteDataError
+from snakemake_executor_plugin_fedgen.fileio import atomic_write, open_text
 
 # The table format and its disclosure check belong to the airlock's aggregates kind; this
 # module writes and reads what that kind admits.
@@ -59,7 +58,6 @@ __all__ = [
     "build_design",
     "compute_aggregates",
     "design_columns",
-    "open_text",
     "read_aggregates",
     "read_variant_table",
     "write_aggregates",
@@ -255,7 +253,7 @@ def read_variant_table(path: Path) -> dict[str, np.ndarray]:
     chrom, pos, vid, ref, alt = [], [], [], [], []
     header: list[str] | None = None
     try:
-        handle = open_text(path)
+        handle = open_text(path, newline="\n")
     except OSError as exc:
         raise ConfigError(f"variant table {path}: cannot be read ({exc.strerror})") from exc
     with handle:
@@ -542,16 +540,6 @@ def _from_triu(values: np.ndarray, k: int) -> np.ndarray:
     return mat + np.triu(mat, 1).T
 
 
-def open_text(path: Path):
-    """Open a text table for reading, gzip-compressed or not (by its magic bytes)."""
-    path = Path(path)
-    with path.open("rb") as f:
-        magic = f.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding="utf-8", newline="\n")
-    return path.open(encoding="utf-8", newline="\n")
-
-
 def _write_lines(binary, lines: Iterable[str]) -> None:
     text = io.TextIOWrapper(binary, encoding="utf-8", newline="\n")
     for line in lines:
@@ -562,26 +550,16 @@ def _write_lines(binary, lines: Iterable[str]) -> None:
 
 
 def atomic_write_text(path: Path, lines: Iterable[str]) -> None:
-    """Write ``lines`` (each without newline) to ``path`` via a temp file and ``os.replace``."""
+    """Write ``lines`` (each without newline) to ``path`` atomically (see
+    :func:`~snakemake_executor_plugin_fedgen.fileio.atomic_write`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            # A ".gz" name gets gzip content (the airlock checks that name and content agree).
-            if path.name.endswith(".gz"):
-                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
-                    _write_lines(gz, lines)
-            else:
-                _write_lines(raw, lines)
-        # mkstemp creates 0600; give the result the mode a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as raw:
+        # A ".gz" name gets gzip content (the airlock checks that name and content agree).
+        if path.name.endswith(".gz"):
+            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
+                _write_lines(gz, lines)
+        else:
+            _write_lines(raw, lines)
 
 
 def write_aggregates(agg: SiteAggregates, path: Path) -> None:
@@ -629,7 +607,7 @@ def read_aggregates(path: Path) -> SiteAggregates:
         The file is not an aggregates table or is malformed (names line and column).
     """
     path = Path(path)
-    with open_text(path) as f:
+    with open_text(path, newline="\n") as f:
         numbered = ((i, line.rstrip("\n")) for i, line in enumerate(f, start=1))
         meta = parse_header(numbered, str(path), FORMAT_LINE)
         rows = [line.split("\t") for _, line in numbered if line]

@@ -39,6 +39,7 @@ from snakemake_executor_plugin_fedgen.errors import (
     SecureAggregationError,
     SiteDataError,
 )
+from snakemake_executor_plugin_fedgen.fileio import open_text
 
 from snakemake_fedgen.egress.airlock.kinds.aggregates import (
     MASKED_FORMAT_LINE,
@@ -53,7 +54,6 @@ from snakemake_fedgen.exact.aggregates import (
     _from_triu,
     _triu,
     atomic_write_text,
-    open_text,
 )
 
 __all__ = [
@@ -536,7 +536,7 @@ def write_masked(upload: MaskedUpload, path: Path) -> None:
 def masked_round(path: Path) -> str | None:
     """The round id in a masked upload's header (the rows are not read); None if not one."""
     path = Path(path)
-    with open_text(path) as f:
+    with open_text(path, newline="\n") as f:
         numbered = ((i, line.rstrip("\n")) for i, line in enumerate(f, start=1))
         try:
             meta = parse_header(numbered, str(path), MASKED_FORMAT_LINE)
@@ -548,7 +548,7 @@ def masked_round(path: Path) -> str | None:
 def read_masked(path: Path) -> MaskedUpload:
     """Read a masked upload written by :func:`write_masked`."""
     path = Path(path)
-    with open_text(path) as f:
+    with open_text(path, newline="\n") as f:
         numbered = ((i, line.rstrip("\n")) for i, line in enumerate(f, start=1))
         meta = parse_header(numbered, str(path), MASKED_FORMAT_LINE)
         rows = [line.split("\t") for _, line in numbered if line]

@@ -13,6 +13,7 @@ Outputs (``PREFIX`` from the caller):
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from snakemake_executor_plugin_fedgen.errors import ConfigError, SumstatsError
+from snakemake_executor_plugin_fedgen.fileio import write_text_atomic
 
 from snakemake_fedgen import __version__
 from snakemake_fedgen.meta import stats
@@ -38,7 +40,6 @@ from snakemake_fedgen.sumstats.writer import (
     float_array,
     p_value_array,
     round_significant,
-    write_text_atomic,
 )
 
 SCHEMES = ("ivw", "samplesize", "both")
@@ -461,11 +462,12 @@ def run_meta(
 
     gc_stage = options.gc_result
     result_path = outputs["sumstats"]
-    stage_path = (
-        Path(tempfile.mkstemp(prefix=".stage-", suffix=".tsv.gz", dir=result_path.parent)[1])
-        if gc_stage
-        else result_path
-    )
+    stage_path = result_path
+    if gc_stage:
+        # A scratch table (re-read and rewritten with the GC correction), not an output.
+        fd, name = tempfile.mkstemp(prefix=".stage-", suffix=".tsv.gz", dir=result_path.parent)
+        os.close(fd)
+        stage_path = Path(name)
     variants = 0
     try:
         with (

@@ -8,12 +8,9 @@ the file is scanned again line by line to name the exact line and column in the 
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import os
 import re
 import tempfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,20 +18,12 @@ from typing import Any
 
 import numpy as np
 from snakemake_executor_plugin_fedgen.errors import SumstatsError
+from snakemake_executor_plugin_fedgen.fileio import DECOMPRESS_ERRORS, open_binary, open_text
 
 from snakemake_fedgen.sumstats.columns import chromosome_code
 from snakemake_fedgen.sumstats.sidecar import StudyInfo
 
-try:  # ISA-L's gzip: the same format, 2-4 times faster to read and write
-    from isal import igzip as _gzip
-    from isal.isal_zlib import error as _isal_error
-
-    _DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (zlib.error, _isal_error)
-except ImportError:  # pragma: no cover - isal is a declared dependency
-    _gzip = gzip  # type: ignore[assignment]
-    _DECOMPRESS_ERRORS = (zlib.error,)
-
-__all__ = ["INVALID_REASONS", "ChromBlock", "Exclusion", "StudyTable", "open_text"]
+__all__ = ["INVALID_REASONS", "ChromBlock", "Exclusion", "StudyTable"]
 
 _NULLS = ["", "NA", "NaN", "nan", "null", "NULL", "."]
 _ALLELE_RE = re.compile(r"^[ACGT]+$")
@@ -99,20 +88,6 @@ INVALID_REASONS: tuple[str, ...] = (
 # Small blocks without reader threads: studies are read in parallel instead, and memory stays
 # bounded at a few MB per study.
 _BLOCK_SIZE = 2 << 20
-
-
-def _open_binary(path: Path) -> io.BufferedIOBase:
-    """Open a plain or gzip-compressed file for binary reading."""
-    if str(path).endswith(".gz"):
-        return _gzip.open(path, "rb")
-    return open(path, "rb")
-
-
-def open_text(path: Path) -> io.TextIOBase:
-    """Open a plain or gzip-compressed text file for reading."""
-    if str(path).endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
 
 
 @dataclass
@@ -240,11 +215,11 @@ class StudyTable:
 
     def _header(self) -> list[str]:
         try:
-            with open_text(self.path) as fh:
+            with open_text(self.path, newline="") as fh:
                 first = fh.readline()
-        except OSError as exc:
+        except (OSError, EOFError, *DECOMPRESS_ERRORS) as exc:  # also a truncated gzip stream
             raise SumstatsError(f"{self.path}: cannot be read ({exc})") from exc
-        except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
+        except UnicodeDecodeError as exc:
             raise SumstatsError(f"{self.path}: not a tab-separated text file ({exc})") from exc
         if not first.strip():
             raise SumstatsError(f"{self.path}, line 1: empty file; expected a GWAS-SSF header")
@@ -260,7 +235,7 @@ class StudyTable:
         """Find the first line whose values the typed reader refused, by scanning in Python."""
         wanted = [*self.numeric, *self.optional, "base_pair_location"]
         idx = {c: self.columns.index(c) for c in wanted}
-        with open_text(self.path) as fh:
+        with open_text(self.path, newline="") as fh:
             reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
             next(reader)
             for lineno, row in enumerate(reader, start=2):
@@ -322,7 +297,7 @@ class StudyTable:
         )
         # Arrow's streaming reader reads tens of MB ahead per open file; cutting the text into
         # blocks ourselves keeps each open study to about one block in memory.
-        with _open_binary(self.path) as source:
+        with open_binary(self.path) as source:
             try:
                 source.readline()  # the header, already checked
                 carry = b""
@@ -347,7 +322,7 @@ class StudyTable:
                         break
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                 raise self._diagnose() from exc
-            except (OSError, EOFError, *_DECOMPRESS_ERRORS) as exc:
+            except (OSError, EOFError, *DECOMPRESS_ERRORS) as exc:
                 raise SumstatsError(f"{self.path}: cannot be read ({exc})") from exc
 
     def _numbers(self, batch: Any, name: str, lines: np.ndarray, bad: np.ndarray) -> np.ndarray:

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from snakemake_executor_plugin_fedgen.errors import HarmonisationError, SumstatsError
-
-from snakemake_fedgen.sumstats.writer import write_text_atomic
+from snakemake_executor_plugin_fedgen.fileio import write_text_atomic
 
 __all__ = [
     "StudyInfo",
@@ -195,7 +194,7 @@ def md5sum(path: Path) -> str:
     """Return the MD5 hex digest of a file (the GWAS-SSF ``file_md5sum`` field)."""
     import hashlib
 
-    digest = hashlib.md5()
+    digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import gzip
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-try:  # ISA-L's gzip: the same format, 2-4 times faster to write
-    from isal import igzip as _gzip
-except ImportError:  # pragma: no cover - isal is a declared dependency
-    _gzip = gzip  # type: ignore[assignment]
+from snakemake_executor_plugin_fedgen.fileio import AtomicFile, fast_gzip
 
 __all__ = [
     "AtomicTsvGzWriter",
     "float_array",
     "format_p_values",
     "p_value_array",
-    "publish",
     "round_significant",
-    "write_text_atomic",
 ]
 
 _POW10 = 10.0 ** np.arange(0, 23)  # exact doubles
@@ -112,7 +103,8 @@ _WRITE_ROWS = 100_000
 class AtomicTsvGzWriter:
     """Write a tab-separated ``.tsv.gz`` table in pieces; it appears at ``path`` only on close.
 
-    Formatting (Arrow's CSV writer) and compression (ISA-L) run in a background thread; both
+    Formatting (Arrow's CSV writer) and compression (ISA-L when installed, see
+    :data:`~snakemake_executor_plugin_fedgen.fileio.fast_gzip`) run in a background thread; both
     release the GIL, so the caller computes the next piece meanwhile. A piece may be given as
     a function that builds the table, so that building it (rounding, string columns) runs in
     that thread too.
@@ -121,7 +113,8 @@ class AtomicTsvGzWriter:
     ----------
     path : Path
         Final path. A temporary file in the same directory is renamed over it on success and
-        removed on failure, so no partial file is ever left at ``path``.
+        removed on failure, so no partial file is ever left at ``path``
+        (:class:`~snakemake_executor_plugin_fedgen.fileio.AtomicFile`).
     compresslevel : int
         gzip level; the default favours speed (the files are read once by a machine).
     """
@@ -131,12 +124,9 @@ class AtomicTsvGzWriter:
         import threading
 
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        self._tmp = Path(tmp)
-        self._raw = os.fdopen(fd, "wb")
-        self._gz = _gzip.GzipFile(
-            filename="", mode="wb", fileobj=self._raw, compresslevel=compresslevel, mtime=0
+        self._out = AtomicFile(self.path, "wb")
+        self._gz = fast_gzip.GzipFile(
+            filename="", mode="wb", fileobj=self._out.file, compresslevel=compresslevel, mtime=0
         )
         self._header_done = False
         self.rows = 0
@@ -220,19 +210,19 @@ class AtomicTsvGzWriter:
         if self._error is not None:
             self.abort()
             raise self._error
-        self._gz.close()
-        self._raw.close()
-        publish(self._tmp, self.path)
+        try:
+            self._gz.close()
+        except BaseException:
+            self._out.discard()
+            raise
+        self._out.commit()
 
     def abort(self) -> None:
         """Remove the temporary file."""
         self._finish_thread()
         with contextlib.suppress(OSError):
             self._gz.close()
-        with contextlib.suppress(OSError):
-            self._raw.close()
-        with contextlib.suppress(FileNotFoundError):
-            self._tmp.unlink()
+        self._out.discard()
 
     def __enter__(self) -> AtomicTsvGzWriter:
         return self
@@ -242,29 +232,3 @@ class AtomicTsvGzWriter:
             self.close()
         else:
             self.abort()
-
-
-def publish(tmp: Path, path: Path) -> None:
-    """Give a finished temporary file the usual permissions and rename it to ``path``.
-
-    ``mkstemp`` creates files readable by their owner only; outputs follow the umask instead.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        publish(Path(tmp), path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
