@@ -49,6 +49,8 @@ class Sniff:
 
 
 def sniff(f: BinaryIO, name: str) -> Sniff:
+    """Read the first :data:`SNIFF_BYTES` of ``f`` (and of its gzip content) and its first line;
+    ``f`` is left at its start. ``name`` is the name the file will be published under."""
     f.seek(0)
     raw = f.read(SNIFF_BYTES)
     compression = None
@@ -200,6 +202,7 @@ _FORBIDDEN_SUFFIXES: tuple[str, ...] = (
 
 
 def forbidden(sniff: Sniff) -> tuple[str, str] | None:
+    """``(label, reason)`` if the file is individual-level data, by its content or its name."""
     # Content first: it names what the file really is, whatever it is called.
     for label, test, why in _FORBIDDEN_CONTENT:
         if test(sniff):
