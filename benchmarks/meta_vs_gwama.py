@@ -68,7 +68,7 @@ def write_study(
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    from snakemake_fedgen.sumstats.ssf import AtomicTsvGzWriter
+    from snakemake_fedgen.sumstats.writer import AtomicTsvGzWriter
 
     m = len(truth["pos"])
     keep = rng.random(m) >= 0.05

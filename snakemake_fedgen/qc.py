@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from snakemake_executor_plugin_fedgen.errors import ConfigError
+from snakemake_executor_plugin_fedgen.fileio import write_text_atomic
 
 from snakemake_fedgen.egress.disclosure import write_counts_table
 
@@ -40,19 +39,6 @@ _COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
 # ------------------------------------------------------------------------------------------
 # small file helpers
 # ------------------------------------------------------------------------------------------
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _table(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -270,12 +256,12 @@ def align(
             ref_allele.append(f"{vid}\t{pv.ref}")
         else:
             exclude.append(vid)
-    _write_atomic(out_prefix.with_name(out_prefix.name + ".update_alleles"), _lines(update))
-    _write_atomic(out_prefix.with_name(out_prefix.name + ".ref_allele"), _lines(ref_allele))
-    _write_atomic(out_prefix.with_name(out_prefix.name + ".exclude"), _lines(exclude))
+    write_text_atomic(out_prefix.with_name(out_prefix.name + ".update_alleles"), _lines(update))
+    write_text_atomic(out_prefix.with_name(out_prefix.name + ".ref_allele"), _lines(ref_allele))
+    write_text_atomic(out_prefix.with_name(out_prefix.name + ".exclude"), _lines(exclude))
     table = ["step\tquantity\tcount"]
     table += [f"align\tvariants_{k}\t{v}" for k, v in counts.items()]
-    _write_atomic(out_prefix.with_name(out_prefix.name + ".counts.tsv"), _lines(table))
+    write_text_atomic(out_prefix.with_name(out_prefix.name + ".counts.tsv"), _lines(table))
     return counts
 
 
@@ -339,7 +325,7 @@ def het_outliers(het: Path, *, output: Path, sd: float = 3.0, eigenvec: Path | N
         for r, v in zip(rows, values, strict=True):
             if std > 0 and abs(v - mean) > sd * std:
                 out.append("\t".join(r[i] for i in id_cols))
-    _write_atomic(output, _lines(out))
+    write_text_atomic(output, _lines(out))
     return len(out) - 1
 
 
@@ -396,7 +382,7 @@ def covariates(
             f"{eigenvec}; the phenotype file does not belong to these genotypes (check the "
             "site's phenotypes dataset and its ID columns)"
         )
-    _write_atomic(output, _lines(out))
+    write_text_atomic(output, _lines(out))
     return len(out) - 1
 
 
@@ -490,7 +476,7 @@ def write_counts(
     if min_cell < 1:
         raise ConfigError(f"--min-cell must be at least 1; got {min_cell}")
     if full_output is not None:
-        _write_atomic(
+        write_text_atomic(
             full_output,
             _lines(["step\tquantity\tcount", *(f"{s}\t{q}\t{c}" for s, q, c in rows)]),
         )

@@ -14,27 +14,15 @@ from __future__ import annotations
 
 import base64
 import os
-import tempfile
 from pathlib import Path
 
 from snakemake_executor_plugin_fedgen.errors import ConfigError, StorageError
+from snakemake_executor_plugin_fedgen.fileio import atomic_write, write_bytes_atomic
 
 #: Every Crypt4GH file starts with these 8 bytes (then version 1, little-endian).
 MAGIC = b"crypt4gh"
 _PUB_BEGIN = b"-----BEGIN CRYPT4GH PUBLIC KEY-----"
 _SEC_BEGIN = b"-----BEGIN CRYPT4GH PRIVATE KEY-----"
-
-
-def _atomic_write(path: Path, data: bytes, *, mode: int) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def generate_keypair(
@@ -82,8 +70,8 @@ def generate_keypair(
             + c4gh.encode_string(sk)
             + (c4gh.encode_string(comment_bytes) if comment_bytes else b"")
         )
-    _atomic_write(sec, _pem(_SEC_BEGIN, encoded), mode=0o600)
-    _atomic_write(pub, _pem(_PUB_BEGIN, bytes(sodium.derive_pk(sk))), mode=0o644)
+    write_bytes_atomic(sec, _pem(_SEC_BEGIN, encoded), perms=0o600)
+    write_bytes_atomic(pub, _pem(_PUB_BEGIN, bytes(sodium.derive_pk(sk))), perms=0o644)
     return sec, pub
 
 
@@ -151,17 +139,11 @@ def encrypt_file(src: str | Path, dst: str | Path, *, recipient_key: bytes | str
     pub = recipient_key if isinstance(recipient_key, bytes) else load_public_key(recipient_key)
     ephemeral = os.urandom(32)  # a fresh sender key per file: the site keeps no secret
     dst = Path(dst)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".c4gh.tmp")
     try:
-        with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+        with open(src, "rb") as fin, atomic_write(dst, "wb") as fout:
             lib.encrypt([(0, ephemeral, pub)], fin, fout)
-        os.replace(tmp, dst)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise StorageError(f"cannot encrypt {src} to {dst}: {exc.strerror or exc}") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def decrypt_file(
@@ -188,20 +170,14 @@ def decrypt_file(
     dst = Path(dst)
     if not is_encrypted(src):
         raise ConfigError(f"{src} is not a Crypt4GH file (no 'crypt4gh' magic bytes).")
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    try:
-        with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-            try:
-                lib.decrypt([(0, sec, None)], fin, fout)
-            except ValueError as exc:
-                raise ConfigError(
-                    f"cannot decrypt {src}: it was not encrypted for this private key "
-                    "(check --fedgen-crypt4gh-key and the site's crypt4gh_recipient_key)."
-                ) from exc
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with open(src, "rb") as fin, atomic_write(dst, "wb") as fout:
+        try:
+            lib.decrypt([(0, sec, None)], fin, fout)
+        except ValueError as exc:
+            raise ConfigError(
+                f"cannot decrypt {src}: it was not encrypted for this private key "
+                "(check --fedgen-crypt4gh-key and the site's crypt4gh_recipient_key)."
+            ) from exc
 
 
 # -- coordinator side (the executor) -----------------------------------------------------------

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from snakemake_executor_plugin_fedgen.errors import SiteDataError
+from snakemake_executor_plugin_fedgen.fileio import write_text_atomic
 
 DIRECTORY_REFERENCE = ".fedgen_ref.json"
 # A reference is a few hundred bytes; anything much larger at an output path is real data.
@@ -103,14 +103,7 @@ def write_reference(path: str | os.PathLike[str], ref: Reference) -> None:
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         target = path
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(ref.to_json())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(target, ref.to_json())
 
 
 def require_local_data(path: str | os.PathLike[str]) -> Path:

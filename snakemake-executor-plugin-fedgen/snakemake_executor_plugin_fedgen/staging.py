@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from urllib.parse import quote, unquote, urlparse
 
 from snakemake_executor_plugin_fedgen.crypt import unseal_download
 from snakemake_executor_plugin_fedgen.errors import SiteDataError, StorageError
+from snakemake_executor_plugin_fedgen.fileio import AtomicFile, write_text_atomic
 from snakemake_executor_plugin_fedgen.reference import Reference, read_reference, write_reference
 from snakemake_executor_plugin_fedgen.sites import Site
 
@@ -205,12 +205,10 @@ def fetch_egress(
             f"output {plan.path} is a directory; only files can leave site {site.name} "
             "through egress. Write individual summary files instead."
         )
-    target = Path(plan.path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     read_url = _join(site.egress_read_url or "", plan.path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    download = AtomicFile(plan.path, "wb")
     try:
-        with os.fdopen(fd, "wb") as sink:
+        with download as sink:
             hashing = _HashingWriter(sink)
             header_sha = None
             if read_url.startswith("file://"):
@@ -219,30 +217,29 @@ def fetch_egress(
             else:
                 headers = client.download(read_url, hashing)
                 header_sha = headers.get("X-Fedgen-Sha256")
-        size, sha = hashing.size, hashing.sha.hexdigest()
-        # Crypt4GH egress (issue 6): check the ciphertext, decrypt in place, then compare.
-        size, sha, header_sha = unseal_download(
-            Path(tmp), size=size, sha256=sha, header_sha256=header_sha, site=site
-        )
-        problems = []
-        if header_sha and header_sha.lower() != sha:
-            problems.append(f"the node announced sha256 {header_sha}")
-        if checksum and (checksum[0] != size or checksum[1] != sha):
-            problems.append(f"the task computed size {checksum[0]} sha256 {checksum[1]}")
-        if problems:
-            raise StorageError(
-                f"site {site.name}: downloaded {plan.path} has size {size} sha256 {sha} but "
-                f"{' and '.join(problems)}; the file was not kept. Rerun the job."
+            sink.flush()
+            size, sha = hashing.size, hashing.sha.hexdigest()
+            # Crypt4GH egress (issue 6): check the ciphertext, decrypt in place (a new file at
+            # download.tmp, which the commit moves into place), then compare.
+            size, sha, header_sha = unseal_download(
+                download.tmp, size=size, sha256=sha, header_sha256=header_sha, site=site
             )
-        os.replace(tmp, target)
+            problems = []
+            if header_sha and header_sha.lower() != sha:
+                problems.append(f"the node announced sha256 {header_sha}")
+            if checksum and (checksum[0] != size or checksum[1] != sha):
+                problems.append(f"the task computed size {checksum[0]} sha256 {checksum[1]}")
+            if problems:
+                raise StorageError(
+                    f"site {site.name}: downloaded {plan.path} has size {size} sha256 {sha} but "
+                    f"{' and '.join(problems)}; the file was not kept. Rerun the job."
+                )
         return size, sha
     except FileNotFoundError:
         raise StorageError(
             f"site {site.name}: published output {plan.path} is not at {read_url}; the airlock "
             "may have refused it (see the site's quarantine) or egress_read_url is wrong."
         ) from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 class _HashingWriter:
@@ -273,12 +270,7 @@ def write_benchmark(path: str, *, seconds: float | None) -> None:
         h, rem = divmod(int(seconds), 3600)
         m, s = divmod(rem, 60)
         row = "\t".join([f"{seconds:.4f}", f"{h}:{m:02d}:{s:02d}", *(["NA"] * 8)])
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(header + "\n" + row + "\n")
-    os.replace(tmp, target)
+    write_text_atomic(path, header + "\n" + row + "\n")
 
 
 def parse_checksums(stdout: str | None) -> dict[str, tuple[int, str]]:

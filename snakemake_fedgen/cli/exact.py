@@ -197,7 +197,7 @@ def _plots(result, *, manhattan: Path | None, qq: Path | None) -> None:
     import numpy as np
 
     from snakemake_fedgen.meta import plots
-    from snakemake_fedgen.sumstats.ssf import chromosome_code
+    from snakemake_fedgen.sumstats.columns import chromosome_code
 
     mlog10p = np.asarray(result.neg_log10_p, dtype=np.float64)
     if manhattan is not None:

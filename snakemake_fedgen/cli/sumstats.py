@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_export(args: argparse.Namespace) -> int:
     from snakemake_executor_plugin_fedgen.errors import ConfigError
 
-    from snakemake_fedgen.sumstats.export import count_cases_controls, export_glm
+    from snakemake_fedgen.egress.export import count_cases_controls, export_glm
 
     n_cases, n_controls = args.n_cases, args.n_controls
     if args.pheno:

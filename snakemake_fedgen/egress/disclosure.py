@@ -15,11 +15,11 @@ not both; the airlock checks each cell, not arithmetic relations between cells.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from snakemake_executor_plugin_fedgen.errors import EgressRefused
+from snakemake_executor_plugin_fedgen.fileio import AtomicFile
 
 from snakemake_fedgen.egress.airlock import COUNTS_HEADER, COUNTS_TOKEN_RE, AirlockPolicy, inspect
 
@@ -148,17 +148,11 @@ def write_counts_table(
     lines = ["\t".join(COUNTS_HEADER)]
     lines += [f"{step}\t{quantity}\t{count}" for step, quantity, count in safe]
     data = ("\n".join(lines) + "\n").encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        decision = inspect(tmp, AirlockPolicy(min_cell=min_cell), name=path.name)
+    staged = AtomicFile(path, "wb", perms=0o644)
+    with staged as f:
+        f.write(data)
+        f.flush()
+        decision = inspect(staged.tmp, AirlockPolicy(min_cell=min_cell), name=path.name)
         if not decision.accepted:
             raise EgressRefused(f"{path}: the airlock would refuse this table: {decision.reason}")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

@@ -33,43 +33,38 @@ from __future__ import annotations
 import gzip
 import io
 import math
-import os
-import re
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from snakemake_executor_plugin_fedgen.errors import ConfigError, EgressRefused, SiteDataError
+from snakemake_executor_plugin_fedgen.fileio import atomic_write, open_text
+
+# The table format and its disclosure check belong to the airlock's aggregates kind; this
+# module writes and reads what that kind admits.
+from snakemake_fedgen.egress.airlock.kinds.aggregates import (
+    ALLELE_RE,
+    FORMAT_LINE,
+    NAME_RE,
+    VARIANT_COLUMNS,
+    parse_header,
+)
 
 __all__ = [
     "FORMAT_LINE",
     "MISSING_TOKENS",
     "SiteAggregates",
     "build_design",
-    "check_aggregates_lines",
     "compute_aggregates",
     "design_columns",
-    "open_text",
     "read_aggregates",
     "read_variant_table",
     "write_aggregates",
 ]
 
-FORMAT_LINE = "#fedgen-aggregates v1"
 #: Values read as missing in phenotype/covariate tables (plink2 also reads -9 as missing).
 MISSING_TOKENS = frozenset({"", "NA", "na", "NaN", "nan", "-9", "."})
-VARIANT_COLUMNS = (
-    "chromosome",
-    "base_pair_location",
-    "variant_id",
-    "other_allele",
-    "effect_allele",
-)
-_ALLELE = re.compile(r"^[ACGTN]+$")
-_VARIANT_LABEL = re.compile(r"^[A-Za-z0-9_:.\-<>*]{1,200}$")
-_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _CHUNK = 2048
 
 
@@ -258,7 +253,7 @@ def read_variant_table(path: Path) -> dict[str, np.ndarray]:
     chrom, pos, vid, ref, alt = [], [], [], [], []
     header: list[str] | None = None
     try:
-        handle = open_text(path)
+        handle = open_text(path, newline="\n")
     except OSError as exc:
         raise ConfigError(f"variant table {path}: cannot be read ({exc.strerror})") from exc
     with handle:
@@ -426,7 +421,7 @@ def compute_aggregates(
             "both shared and site-specific; name each once"
         )
     for name in (pheno_name, *covar_names, *site_covar_names):
-        if not _NAME.match(name):
+        if not NAME_RE.match(name):
             raise ConfigError(f"column name {name!r} must be letters, digits, '_', '.', '-'")
     prefix = str(pfile)
     pgen, pvar, psam = (Path(prefix + ext) for ext in (".pgen", ".pvar", ".psam"))
@@ -455,7 +450,7 @@ def compute_aggregates(
     # A/C/G/T/N alleles, so one such variant would block the whole table.
     skipped = np.array(
         [
-            not (_ALLELE.match(r) and _ALLELE.match(a))
+            not (ALLELE_RE.match(r) and ALLELE_RE.match(a))
             for r, a in zip(variants["ref"], variants["alt"], strict=True)
         ],
         dtype=bool,
@@ -545,16 +540,6 @@ def _from_triu(values: np.ndarray, k: int) -> np.ndarray:
     return mat + np.triu(mat, 1).T
 
 
-def open_text(path: Path):
-    """Open a text table for reading, gzip-compressed or not (by its magic bytes)."""
-    path = Path(path)
-    with path.open("rb") as f:
-        magic = f.read(2)
-    if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding="utf-8", newline="\n")
-    return path.open(encoding="utf-8", newline="\n")
-
-
 def _write_lines(binary, lines: Iterable[str]) -> None:
     text = io.TextIOWrapper(binary, encoding="utf-8", newline="\n")
     for line in lines:
@@ -565,26 +550,16 @@ def _write_lines(binary, lines: Iterable[str]) -> None:
 
 
 def atomic_write_text(path: Path, lines: Iterable[str]) -> None:
-    """Write ``lines`` (each without newline) to ``path`` via a temp file and ``os.replace``."""
+    """Write ``lines`` (each without newline) to ``path`` atomically (see
+    :func:`~snakemake_executor_plugin_fedgen.fileio.atomic_write`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            # A ".gz" name gets gzip content (the airlock checks that name and content agree).
-            if path.name.endswith(".gz"):
-                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
-                    _write_lines(gz, lines)
-            else:
-                _write_lines(raw, lines)
-        # mkstemp creates 0600; give the result the mode a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as raw:
+        # A ".gz" name gets gzip content (the airlock checks that name and content agree).
+        if path.name.endswith(".gz"):
+            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
+                _write_lines(gz, lines)
+        else:
+            _write_lines(raw, lines)
 
 
 def write_aggregates(agg: SiteAggregates, path: Path) -> None:
@@ -623,25 +598,6 @@ def write_aggregates(agg: SiteAggregates, path: Path) -> None:
     atomic_write_text(path, lines())
 
 
-def _parse_header(lines: Iterator[tuple[int, str]], path: str, format_line: str) -> dict:
-    first = next(lines, None)
-    if first is None or first[1] != format_line:
-        got = "" if first is None else first[1][:60]
-        raise SiteDataError(f"{path}: line 1 must be {format_line!r}; got {got!r}")
-    meta: dict[str, str] = {}
-    for lineno, line in lines:
-        if line.startswith("##"):
-            key, sep, value = line[2:].partition("=")
-            if not sep:
-                raise SiteDataError(f"{path}: line {lineno}: expected '##key=value'")
-            meta[key] = value
-            continue
-        meta["__header__"] = line
-        meta["__header_line__"] = str(lineno)
-        break
-    return meta
-
-
 def read_aggregates(path: Path) -> SiteAggregates:
     """Read an aggregates table written by :func:`write_aggregates`.
 
@@ -651,9 +607,9 @@ def read_aggregates(path: Path) -> SiteAggregates:
         The file is not an aggregates table or is malformed (names line and column).
     """
     path = Path(path)
-    with open_text(path) as f:
+    with open_text(path, newline="\n") as f:
         numbered = ((i, line.rstrip("\n")) for i, line in enumerate(f, start=1))
-        meta = _parse_header(numbered, str(path), FORMAT_LINE)
+        meta = parse_header(numbered, str(path), FORMAT_LINE)
         rows = [line.split("\t") for _, line in numbered if line]
     try:
         columns = tuple(meta.pop("columns").split(","))
@@ -698,116 +654,4 @@ def read_aggregates(path: Path) -> SiteAggregates:
         gty=numbers[:, 1].copy(),
         ctg=numbers[:, 2:].copy(),
         meta=meta,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Airlock check (streaming)
-# --------------------------------------------------------------------------------------------
-
-
-_INT = re.compile(r"^[0-9]{1,15}$")
-_NUMBER = re.compile(r"^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
-_META_SHAPES = {
-    "min_n": _INT,
-    "min_mac": _NUMBER,
-    "missing_dosage": re.compile(r"^mean-imputed$"),
-    "variants_suppressed": _INT,
-    "variants_skipped_alleles": _INT,
-}
-
-
-def check_aggregates_lines(lines: Iterable[str], *, min_n: int, min_mac: float) -> tuple[bool, str]:
-    """Disclosure check of a plain aggregates table, streaming its lines.
-
-    The guard is recomputed from the numbers in the file, not trusted from its header:
-    ``n >= min_n`` and, per variant, minor allele count ``min(AC, 2n - AC) >= min_mac`` with
-    ``AC = Ctg.intercept`` (the dosage sum). Variant fields are pinned to allele and label
-    shapes and every statistic must be a finite number, so no free text can ride along.
-
-    Returns
-    -------
-    (bool, str)
-        Accepted or not, and a one-line reason naming the first offending line and column.
-    """
-    it = iter(enumerate(lines, start=1))
-    try:
-        meta = _parse_header(it, "aggregates", FORMAT_LINE)
-    except SiteDataError as exc:
-        return False, str(exc).removeprefix("aggregates: ")
-    allowed_meta = {
-        "site",
-        "sites",
-        "trait",
-        "columns",
-        "n",
-        "yty",
-        "Cty",
-        "CtC",
-        "min_n",
-        "min_mac",
-        "missing_dosage",
-        "variants_suppressed",
-        "variants_skipped_alleles",
-        "__header__",
-        "__header_line__",
-    }
-    unknown = sorted(set(meta) - allowed_meta)
-    if unknown:
-        return False, f"unknown header key(s) {', '.join(unknown)}"
-    # Header values are pinned to their shapes so no free text rides along in them.
-    for key, shape in _META_SHAPES.items():
-        if key in meta and not shape.match(meta[key]):
-            return False, f"header key {key}: value {meta[key][:40]!r} has the wrong shape"
-    try:
-        columns = meta["columns"].split(",")
-        k = len(columns)
-        n = int(meta["n"])
-        once = [float(meta["yty"])]
-        once += [float(v) for v in meta["Cty"].split(",")]
-        once += [float(v) for v in meta["CtC"].split(",")]
-    except (KeyError, ValueError) as exc:
-        return False, f"header key {exc} is missing or not numeric"
-    for name in (meta.get("site", ""), meta.get("trait", ""), *meta.get("sites", "").split(",")):
-        if not _NAME.match(name):
-            return False, f"site/trait name {name[:40]!r} is not a short token"
-    if not all(_NAME.match(c) for c in columns) or columns[0] != "intercept":
-        return False, "header key columns must start with 'intercept' and hold short tokens"
-    if len(once) != 1 + k + k * (k + 1) // 2 or not all(math.isfinite(v) for v in once):
-        return False, "header keys yty/Cty/CtC do not match the number of columns or not finite"
-    if n < min_n:
-        return False, f"header key n: n={n} is below min_n={min_n}"
-    expected = [*VARIANT_COLUMNS, "gtg", "gty", *(f"Ctg.{c}" for c in columns)]
-    if meta.get("__header__", "").split("\t") != expected:
-        return False, f"line {meta.get('__header_line__', '?')}: table header must be " + " ".join(
-            expected
-        )
-    rows = 0
-    for lineno, line in it:
-        rows += 1
-        row = line.split("\t")
-        if len(row) != len(expected):
-            return False, f"line {lineno}: {len(row)} fields but the header has {len(expected)}"
-        if not row[1].isdigit() or not _VARIANT_LABEL.match(row[0]):
-            return False, f"line {lineno}: chromosome/base_pair_location malformed"
-        if not _VARIANT_LABEL.match(row[2]):
-            return False, f"line {lineno} column 'variant_id': not a variant label"
-        if not (_ALLELE.match(row[3]) and _ALLELE.match(row[4])):
-            return False, f"line {lineno}: alleles must be A/C/G/T/N"
-        try:
-            numbers = [float(v) for v in row[5:]]
-        except ValueError:
-            return False, f"line {lineno}: a statistic is not a number"
-        if not all(math.isfinite(v) for v in numbers):
-            return False, f"line {lineno}: a statistic is not finite"
-        ac = numbers[2]
-        mac = min(ac, 2.0 * n - ac)
-        if mac < min_mac:
-            return False, (
-                f"line {lineno} column 'Ctg.intercept': minor allele count {mac:.4g} is below "
-                f"min_mac={min_mac:g}"
-            )
-    return True, (
-        f"exact-mode aggregates with n={n} and {rows} variants pass (min_n={min_n}, "
-        f"min_mac={min_mac:g})"
     )

@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,15 +39,21 @@ from snakemake_executor_plugin_fedgen.errors import (
     SecureAggregationError,
     SiteDataError,
 )
+from snakemake_executor_plugin_fedgen.fileio import open_text
 
-from snakemake_fedgen.exact.aggregates import (
+from snakemake_fedgen.egress.airlock.kinds.aggregates import (
+    MASKED_FORMAT_LINE,
+    MIN_PARTICIPANTS,
+    ROUND_RE,
     VARIANT_COLUMNS,
+    parse_header,
+    variant_value_names,
+)
+from snakemake_fedgen.exact.aggregates import (
     SiteAggregates,
     _from_triu,
-    _parse_header,
     _triu,
     atomic_write_text,
-    open_text,
 )
 
 __all__ = [
@@ -71,14 +76,9 @@ __all__ = [
     "write_masked",
 ]
 
-MASKED_FORMAT_LINE = "#fedgen-aggregates-masked v1"
 DEFAULT_FRAC_BITS = 40
-#: With two participants the sum reveals the other site's aggregates to each of them.
-MIN_PARTICIPANTS = 3
 _HKDF_SALT = b"fedgen-exact-secure-aggregation-v1"
 _TWO64 = 2.0**64
-_HEX_WORD = re.compile(r"^[0-9a-f]{32}$")
-_ROUND = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,10 +252,6 @@ def _once_names(columns: Sequence[str]) -> list[str]:
         *(f"Cty.{c}" for c in columns),
         *(f"CtC.{columns[r]}.{columns[c]}" for r, c in zip(rows, cols, strict=True)),
     ]
-
-
-def _variant_value_names(columns: Sequence[str]) -> list[str]:
-    return ["present", "gtg", "gty", *(f"Ctg.{c}" for c in columns)]
 
 
 def _universe_keys(universe: Mapping[str, np.ndarray]) -> list[str]:
@@ -439,7 +435,7 @@ def mask_aggregates(
     SecureAggregationError
         The round id was used before with different data.
     """
-    if not _ROUND.match(round_id):
+    if not ROUND_RE.match(round_id):
         raise ConfigError(f"round id {round_id!r} must be 1-100 of letters, digits, _ . : -")
     if not 8 <= frac_bits <= 80:
         raise ConfigError(f"frac_bits must be between 8 and 80; got {frac_bits}")
@@ -455,7 +451,7 @@ def mask_aggregates(
         )
     once, table, outside = _flatten(agg, universe)
     limit = 2.0 ** (126 - frac_bits) / len(ordered)
-    names = _once_names(agg.columns) + _variant_value_names(agg.columns)
+    names = _once_names(agg.columns) + variant_value_names(agg.columns)
     for values, offset in ((once[:, None].T, 0), (table, len(once))):
         bad = np.abs(values) >= limit
         if bad.any():
@@ -519,7 +515,7 @@ def write_masked(upload: MaskedUpload, path: Path) -> None:
         for key, value in upload.meta.items():
             yield f"##{key}={value}"
         yield f"##once={','.join(_to_hex(upload.once))}"
-        names = _variant_value_names(upload.columns)
+        names = variant_value_names(upload.columns)
         yield "\t".join((*VARIANT_COLUMNS, *names))
         u = upload.universe
         width = upload.table.shape[1]
@@ -540,10 +536,10 @@ def write_masked(upload: MaskedUpload, path: Path) -> None:
 def masked_round(path: Path) -> str | None:
     """The round id in a masked upload's header (the rows are not read); None if not one."""
     path = Path(path)
-    with open_text(path) as f:
+    with open_text(path, newline="\n") as f:
         numbered = ((i, line.rstrip("\n")) for i, line in enumerate(f, start=1))
         try:
-            meta = _parse_header(numbered, str(path), MASKED_FORMAT_LINE)
+            meta = parse_header(numbered, str(path), MASKED_FORMAT_LINE)
         except SiteDataError:
             return None
     return meta.get("round")
@@ -552,9 +548,9 @@ def masked_round(path: Path) -> str | None:
 def read_masked(path: Path) -> MaskedUpload:
     """Read a masked upload written by :func:`write_masked`."""
     path = Path(path)
-    with open_text(path) as f:
+    with open_text(path, newline="\n") as f:
         numbered = ((i, line.rstrip("\n")) for i, line in enumerate(f, start=1))
-        meta = _parse_header(numbered, str(path), MASKED_FORMAT_LINE)
+        meta = parse_header(numbered, str(path), MASKED_FORMAT_LINE)
         rows = [line.split("\t") for _, line in numbered if line]
     try:
         columns = tuple(meta.pop("columns").split(","))
@@ -574,7 +570,7 @@ def read_masked(path: Path) -> MaskedUpload:
     header = meta.pop("__header__", "").split("\t")
     meta.pop("__header_line__", None)
     width = 3 + len(columns)
-    if header != [*VARIANT_COLUMNS, *_variant_value_names(columns)]:
+    if header != [*VARIANT_COLUMNS, *variant_value_names(columns)]:
         raise SiteDataError(f"{path}: table header does not match the columns key")
     universe = {key: [] for key in ("chrom", "pos", "vid", "ref", "alt")}
     tokens: list[str] = []
@@ -677,91 +673,4 @@ def unmask_sum(uploads: Sequence[MaskedUpload]) -> SiteAggregates:
             "sites_summed": ",".join(first.participants),
             "variants_not_at_every_site": str(int(len(present) - len(keep))),
         },
-    )
-
-
-def check_masked_lines(lines, *, min_n: int, min_mac: float) -> tuple[bool, str]:
-    """Airlock check of a masked upload (streaming); see the airlock's ``aggregates`` kind.
-
-    Masked values are uniform noise, so the n and MAC guards cannot be recomputed here: the
-    site's own ``fedgen exact mask`` applied them before masking and records them in the
-    ``guard`` header, which must be at least as strict as the policy. Every value must be a
-    ring element (32 hex digits) and the round needs at least three participants.
-    """
-    it = iter(enumerate(lines, start=1))
-    try:
-        meta = _parse_header(it, "masked", MASKED_FORMAT_LINE)
-    except SiteDataError as exc:
-        return False, str(exc).removeprefix("masked: ")
-    allowed = {
-        "site", "round", "participants", "sites", "trait", "columns", "ring", "frac_bits",
-        "context", "guard", "missing_dosage", "variants_sha256", "variants_absent_here",
-        "variants_outside_universe", "once", "__header__", "__header_line__",
-    }  # fmt: skip
-    unknown = sorted(set(meta) - allowed)
-    if unknown:
-        return False, f"unknown header key(s) {', '.join(unknown)}"
-    name = r"[A-Za-z0-9_.\-]{1,64}"
-    shapes = {
-        "site": f"^{name}$",
-        "trait": f"^{name}$",
-        "sites": f"^{name}(,{name})*$",
-        "participants": f"^{name}(,{name})*$",
-        "columns": f"^{name}(,{name})*$",
-        "round": _ROUND.pattern,
-        "ring": r"^Z_2\^128$",
-        "frac_bits": r"^[0-9]{1,2}$",
-        "context": r"^[0-9a-f]{64}$",
-        "variants_sha256": r"^[0-9a-f]{64}$",
-        "missing_dosage": r"^mean-imputed$",
-        "variants_absent_here": r"^[0-9]{1,15}$",
-        "variants_outside_universe": r"^[0-9]{1,15}$",
-        "guard": r"^min_n:[0-9]{1,15},min_mac:[0-9.eE+\-]{1,20}$",
-    }
-    for key, pattern in shapes.items():
-        if key not in meta or not re.match(pattern, meta[key]):
-            return False, f"header key {key}: missing or value has the wrong shape"
-    guard = dict(part.split(":", 1) for part in meta.get("guard", "").split(",") if ":" in part)
-    try:
-        g_n, g_mac = int(guard["min_n"]), float(guard["min_mac"])
-    except (KeyError, ValueError):
-        return False, "header key guard must be 'min_n:<int>,min_mac:<number>'"
-    if g_n < min_n or g_mac < min_mac:
-        return False, (
-            f"header key guard: the site applied min_n={g_n}, min_mac={g_mac:g} before masking, "
-            f"weaker than the policy's min_n={min_n}, min_mac={min_mac:g}"
-        )
-    participants = meta.get("participants", "").split(",")
-    if len(participants) < MIN_PARTICIPANTS:
-        return False, (
-            f"only {len(participants)} participants: with fewer than {MIN_PARTICIPANTS} the sum "
-            "reveals a site's aggregates to the other site"
-        )
-    once = meta.get("once", "").split(",")
-    if not all(_HEX_WORD.match(x) for x in once):
-        return False, "header key once: values must be 32 lower-case hex digits"
-    columns = meta.get("columns", "").split(",")
-    expected = [*VARIANT_COLUMNS, *_variant_value_names(columns)]
-    if meta.get("__header__", "").split("\t") != expected or columns[0] != "intercept":
-        return False, "table header does not match the columns key"
-    width = len(expected)
-    rows = 0
-    for lineno, line in it:
-        rows += 1
-        row = line.split("\t")
-        if len(row) != width:
-            return False, f"line {lineno}: {len(row)} fields but the header has {width}"
-        if not (
-            row[1].isdigit() and re.match(r"^[ACGTN]+$", row[3]) and re.match(r"^[ACGTN]+$", row[4])
-        ):
-            return False, f"line {lineno}: variant fields malformed"
-        if not re.match(r"^[A-Za-z0-9_:.\-<>*]{1,200}$", row[2]) or not re.match(
-            r"^[A-Za-z0-9_.\-]{1,20}$", row[0]
-        ):
-            return False, f"line {lineno}: chromosome/variant_id is not a label"
-        if not all(_HEX_WORD.match(x) for x in row[5:]):
-            return False, f"line {lineno}: values must be 32 lower-case hex digits"
-    return True, (
-        f"masked exact-mode aggregates for round {meta.get('round')} with {rows} variants pass "
-        f"(guards min_n={g_n}, min_mac={g_mac:g} applied at the site before masking)"
     )

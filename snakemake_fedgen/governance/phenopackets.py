@@ -16,14 +16,13 @@ site task; its output is individual-level data and stays at the site.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from snakemake_executor_plugin_fedgen.errors import ConfigError
+from snakemake_executor_plugin_fedgen.fileio import write_text_atomic
 
 _DURATION = re.compile(
     r"^P(?:(?P<y>\d+(?:\.\d+)?)Y)?(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<w>\d+(?:\.\d+)?)W)?"
@@ -188,14 +187,5 @@ def write_table(
 ) -> list[PhenotypeRow]:
     """Read ``directory`` and write the table to ``out`` atomically; return the rows."""
     rows = read_folder(directory, qt_assay=qt_assay, bt_terms=bt_terms, unmentioned=unmentioned)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(table_text(rows, qt_name=qt_name, bt_name=bt_name))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(out, table_text(rows, qt_name=qt_name, bt_name=bt_name))
     return rows

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
@@ -30,6 +29,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from snakemake_executor_plugin_fedgen.errors import ProvenanceError
+from snakemake_executor_plugin_fedgen.fileio import atomic_write
 
 SCHEMA_ID = "https://github.com/snakemake-fedgen/snakemake-fedgen/schemas/provenance/v1"
 METADATA_KEY = "fedgen_provenance"
@@ -260,16 +260,9 @@ def _now() -> str:
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file in the same directory, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
 
 
 def task_provenance(

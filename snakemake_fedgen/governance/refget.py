@@ -17,7 +17,6 @@ length=64444167>``) but carries no sequence digests, so fedgen digests the *coor
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
 import json
 import re
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from snakemake_executor_plugin_fedgen.errors import HarmonisationError
+from snakemake_executor_plugin_fedgen.fileio import DECOMPRESS_ERRORS, open_text
 
 _CONTIG = re.compile(r"^##contig=<(?P<body>.*)>\s*$")
 
@@ -144,19 +144,16 @@ def _split_structured(body: str) -> dict[str, str]:
 def read_vcf_header(path: str | Path) -> list[str]:
     """Header lines (``##`` and ``#CHROM``) of a VCF, plain or (b)gzipped."""
     path = Path(path)
-    with path.open("rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gz else open
     lines: list[str] = []
     try:
-        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        with open_text(path, errors="replace") as f:
             for line in f:
                 if not line.startswith("#"):
                     break
                 lines.append(line.rstrip("\n"))
                 if line.startswith("#CHROM"):
                     break
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, *DECOMPRESS_ERRORS) as exc:
         raise HarmonisationError(f"cannot read the VCF header of {path}: {exc}") from exc
     return lines
 

@@ -13,6 +13,7 @@ Outputs (``PREFIX`` from the caller):
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,25 +22,24 @@ from typing import Any
 
 import numpy as np
 from snakemake_executor_plugin_fedgen.errors import ConfigError, SumstatsError
+from snakemake_executor_plugin_fedgen.fileio import write_text_atomic
 
 from snakemake_fedgen import __version__
 from snakemake_fedgen.meta import stats
 from snakemake_fedgen.meta.harmonise import HARMONISATION_REASONS, Harmonised, harmonise
-from snakemake_fedgen.sumstats.ssf import (
-    CHROM_LABELS,
-    INVALID_REASONS,
-    AtomicTsvGzWriter,
-    ChromBlock,
-    Exclusion,
+from snakemake_fedgen.sumstats.columns import CHROM_LABELS
+from snakemake_fedgen.sumstats.reader import INVALID_REASONS, ChromBlock, Exclusion, StudyTable
+from snakemake_fedgen.sumstats.sidecar import (
     StudyInfo,
-    StudyTable,
     check_compatible,
+    read_study_info,
+    write_sidecar,
+)
+from snakemake_fedgen.sumstats.writer import (
+    AtomicTsvGzWriter,
     float_array,
     p_value_array,
-    read_study_info,
     round_significant,
-    write_sidecar,
-    write_text_atomic,
 )
 
 SCHEMES = ("ivw", "samplesize", "both")
@@ -462,11 +462,12 @@ def run_meta(
 
     gc_stage = options.gc_result
     result_path = outputs["sumstats"]
-    stage_path = (
-        Path(tempfile.mkstemp(prefix=".stage-", suffix=".tsv.gz", dir=result_path.parent)[1])
-        if gc_stage
-        else result_path
-    )
+    stage_path = result_path
+    if gc_stage:
+        # A scratch table (re-read and rewritten with the GC correction), not an output.
+        fd, name = tempfile.mkstemp(prefix=".stage-", suffix=".tsv.gz", dir=result_path.parent)
+        os.close(fd)
+        stage_path = Path(name)
     variants = 0
     try:
         with (
@@ -701,7 +702,7 @@ def _write_result_sidecar(
     applied: bool,
     variants: int,
 ) -> None:
-    from snakemake_fedgen.sumstats.ssf import md5sum
+    from snakemake_fedgen.sumstats.sidecar import md5sum
 
     sizes = [i.sample_size for i in infos]
     meta: dict[str, Any] = {

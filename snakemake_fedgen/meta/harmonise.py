@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from snakemake_executor_plugin_fedgen.errors import SumstatsError
 
-from snakemake_fedgen.sumstats.ssf import CHROM_LABELS, ChromBlock, Exclusion
+from snakemake_fedgen.sumstats.columns import CHROM_LABELS
+from snakemake_fedgen.sumstats.reader import ChromBlock, Exclusion
 
 _KEY_BITS = 24
 

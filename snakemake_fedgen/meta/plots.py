@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from snakemake_executor_plugin_fedgen.fileio import atomic_write
 
-from snakemake_fedgen.sumstats.ssf import CHROM_LABELS, publish
+from snakemake_fedgen.sumstats.columns import CHROM_LABELS
 
 # Points below this -log10(p) are thinned: they are millions and all look the same.
 _THIN_BELOW = 2.0
@@ -25,19 +26,9 @@ def _figure(size: tuple[float, float]):
 
 
 def _save(fig, path: Path) -> None:
-    """Save a figure atomically (temporary file in the same directory, then rename)."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, format="png")
-        publish(Path(tmp), path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Save a figure as PNG at ``path``, atomically (nothing is left there on an error)."""
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, dpi=110, format="png")
 
 
 def _thin(neg_log10_p: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from snakemake_executor_plugin_fedgen.errors import SimulationError
+from snakemake_executor_plugin_fedgen.fileio import write_text_atomic
 
 from snakemake_fedgen.simulate import genomes as gen
 from snakemake_fedgen.simulate.array import (
@@ -30,7 +31,7 @@ from snakemake_fedgen.simulate.phenotypes import (
 from snakemake_fedgen.simulate.registry import site_dir, write_registry
 from snakemake_fedgen.simulate.scales import SITE_BATCH, SITE_NAMES, Scale, get_scale
 from snakemake_fedgen.simulate.truth import build_truth, write_truth
-from snakemake_fedgen.simulate.vcf import write_plink_map, write_text, write_vcf
+from snakemake_fedgen.simulate.vcf import write_plink_map, write_vcf
 
 #: Share of array markers the reference panel lacks (failed the panel's own QC).
 PANEL_MISSING_MARKERS = 0.01
@@ -259,7 +260,7 @@ def simulate(
         phased=True,
         source="fedgen-simulate reference panel",
     )
-    write_text(
+    write_text_atomic(
         ref_dir / "panel_populations.tsv",
         "sample\tpopulation\n"
         + "".join(
@@ -283,7 +284,7 @@ def simulate(
             phased=False,
             source=f"fedgen-simulate site {s} array calls",
         )
-        write_text(d / "phenotypes.tsv", phenotype_table(fed.cohorts[s], fed.phenotypes[s]))
+        write_text_atomic(d / "phenotypes.tsv", phenotype_table(fed.cohorts[s], fed.phenotypes[s]))
         if s in phenopackets_sites:
             write_phenopackets(d / "phenopackets", fed.cohorts[s], fed.phenotypes[s])
     packets = sorted(set(phenopackets_sites))

@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from snakemake_executor_plugin_fedgen.fileio import write_text_atomic
 
 from snakemake_fedgen.simulate.cohort import Cohort
 from snakemake_fedgen.simulate.phenotypes import SitePhenotypes
-from snakemake_fedgen.simulate.vcf import write_text
 
 #: The simulated qt is on the scale of LDL cholesterol in mmol/L (mean 3, SD about 1).
 QT_ASSAY = ("LOINC:22748-8", "Cholesterol in LDL [Moles/volume] in Serum or Plasma")
@@ -103,5 +103,7 @@ def write_phenopackets(directory: Path, cohort: Cohort, pheno: SitePhenotypes) -
         p = packet(
             s.iid, sex=int(pheno.sex[i]), age=float(pheno.age[i]), qt=pheno.qt[i], bt=pheno.bt[i]
         )
-        write_text(directory / f"{s.iid}.json", json_format.MessageToJson(p, indent=2) + "\n")
+        write_text_atomic(
+            directory / f"{s.iid}.json", json_format.MessageToJson(p, indent=2) + "\n"
+        )
     return cohort.n

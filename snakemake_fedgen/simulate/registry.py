@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from snakemake_executor_plugin_fedgen.fileio import write_text_atomic
 
 from snakemake_fedgen.simulate.scales import SITE_NAMES
-from snakemake_fedgen.simulate.vcf import write_text
 
 #: Data-use terms per site (DUO, /work/shared/spec/duo.csv): A general research use; B health,
 #: medical or biomedical research, non-commercial only; C health/medical/biomedical research
@@ -103,12 +103,12 @@ def write_registry(out: Path, *, base_port: int, phenopackets_sites: Sequence[st
         d = site_dir(out, site)
         (d / "work").mkdir(parents=True, exist_ok=True)
         (d / "egress").mkdir(parents=True, exist_ok=True)
-        write_text(d / "node.yaml", yaml.safe_dump(node_config(out, site), sort_keys=False))
+        write_text_atomic(d / "node.yaml", yaml.safe_dump(node_config(out, site), sort_keys=False))
     path = out / "sites.yaml"
     header = (
         "# Site registry of a simulated federation (fedgen simulate).\n"
         "# Tokens are read from the environment variables named by token_env.\n"
     )
     entries = registry(out, base_port=base_port, phenopackets_sites=phenopackets_sites)
-    write_text(path, header + yaml.safe_dump(entries, sort_keys=False))
+    write_text_atomic(path, header + yaml.safe_dump(entries, sort_keys=False))
     return path

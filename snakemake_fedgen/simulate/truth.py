@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from snakemake_executor_plugin_fedgen.fileio import write_text_atomic
 
 from snakemake_fedgen.simulate import genomes as gen
 from snakemake_fedgen.simulate.array import SITE_PROBE_FAILURE
 from snakemake_fedgen.simulate.registry import SITE_DUO
 from snakemake_fedgen.simulate.scales import SITE_BATCH
-from snakemake_fedgen.simulate.vcf import write_text
 
 if TYPE_CHECKING:
     from snakemake_fedgen.simulate.federation import Federation
@@ -33,7 +33,7 @@ KINSHIP = {"duplicate": 0.5, "parent-offspring": 0.25, "siblings": 0.25}
 
 def write_truth(path: Path, truth: dict[str, Any]) -> None:
     """Write ``truth`` as stable, sorted JSON (byte-identical for the same seed and scale)."""
-    write_text(path, json.dumps(truth, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(truth, indent=2, sort_keys=True) + "\n")
 
 
 def read_truth(path: Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from snakemake_executor_plugin_fedgen.errors import SimulationError
+from snakemake_executor_plugin_fedgen.fileio import AtomicFile, write_text_atomic
 
 from snakemake_fedgen.simulate.genomes import CHROM, CHROM_LENGTH
 
@@ -73,40 +74,46 @@ def write_vcf(
     """
     table = _PHASED if phased else _UNPHASED
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as out:
-        # BGZF blocks are compressed independently: threads do not change the bytes.
-        proc = subprocess.Popen(
-            [_tool("bgzip"), "-c", "-@", "2"], stdin=subprocess.PIPE, stdout=out
-        )
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write(_header(samples, source=source, phased=phased))
-            prefixes = [
-                f"{CHROM}\t{p}\t{i}\t{r}\t{a}\t.\tPASS\t.\tGT\t".encode()
-                for p, i, r, a in zip(pos.tolist(), ids, ref.tolist(), alt.tolist(), strict=True)
-            ]
-            for start in range(0, codes.shape[0], _CHUNK):
-                block = table[codes[start : start + _CHUNK]]  # (rows, samples, 4) bytes
-                block[:, -1, 3] = ord("\n")
-                body = block.reshape(block.shape[0], -1)
-                proc.stdin.write(
-                    b"".join(prefixes[start + k] + body[k].tobytes() for k in range(body.shape[0]))
-                )
-        finally:
-            proc.stdin.close()
-            rc = proc.wait()
-    if rc != 0:
-        tmp.unlink(missing_ok=True)
-        raise SimulationError(f"bgzip failed (exit {rc}) writing {path}")
-    idx = subprocess.run(
-        [_tool("tabix"), "-f", "-p", "vcf", str(tmp)], capture_output=True, text=True
-    )
-    if idx.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise SimulationError(f"tabix failed on {path}: {idx.stderr.strip()}")
-    os.replace(tmp, path)
-    os.replace(f"{tmp}.tbi", f"{path}.tbi")
+    vcf = AtomicFile(path, "wb")
+    index = Path(f"{vcf.tmp}.tbi")
+    try:
+        with vcf as out:
+            # BGZF blocks are compressed independently: threads do not change the bytes.
+            proc = subprocess.Popen(
+                [_tool("bgzip"), "-c", "-@", "2"], stdin=subprocess.PIPE, stdout=out
+            )
+            assert proc.stdin is not None
+            try:
+                proc.stdin.write(_header(samples, source=source, phased=phased))
+                prefixes = [
+                    f"{CHROM}\t{p}\t{i}\t{r}\t{a}\t.\tPASS\t.\tGT\t".encode()
+                    for p, i, r, a in zip(
+                        pos.tolist(), ids, ref.tolist(), alt.tolist(), strict=True
+                    )
+                ]
+                for start in range(0, codes.shape[0], _CHUNK):
+                    block = table[codes[start : start + _CHUNK]]  # (rows, samples, 4) bytes
+                    block[:, -1, 3] = ord("\n")
+                    body = block.reshape(block.shape[0], -1)
+                    proc.stdin.write(
+                        b"".join(
+                            prefixes[start + k] + body[k].tobytes() for k in range(body.shape[0])
+                        )
+                    )
+            finally:
+                proc.stdin.close()
+                rc = proc.wait()
+            if rc != 0:
+                raise SimulationError(f"bgzip failed (exit {rc}) writing {path}")
+            idx = subprocess.run(
+                [_tool("tabix"), "-f", "-p", "vcf", str(vcf.tmp)], capture_output=True, text=True
+            )
+            if idx.returncode != 0:
+                raise SimulationError(f"tabix failed on {path}: {idx.stderr.strip()}")
+        # The VCF first, then its index (built on the same bytes, so never older than them).
+        os.replace(index, f"{path}.tbi")
+    finally:
+        index.unlink(missing_ok=True)
 
 
 def write_plink_map(path: Path, *, bp: np.ndarray, cm: np.ndarray) -> None:
@@ -114,12 +121,4 @@ def write_plink_map(path: Path, *, bp: np.ndarray, cm: np.ndarray) -> None:
     text = "".join(
         f"{CHROM}\t.\t{c:.6f}\t{b}\n" for b, c in zip(bp.tolist(), cm.tolist(), strict=True)
     )
-    write_text(path, text)
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same directory)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)

@@ -426,12 +426,12 @@ def test_inspect__overlong_line_refused_without_reading_it_whole(tmp_path):
 def test_inspect__provenance_checked_against_schema(tmp_path, monkeypatch):
     import json
 
-    from snakemake_fedgen.egress import airlock
+    from snakemake_fedgen.egress.airlock.kinds import provenance
 
     record = tmp_path / "A.prov.json"
     record.write_text(json.dumps({"version": 1, "tool": "plink2"}))
     # The shipped schema is another part's deliverable; point the airlock at a known one.
-    monkeypatch.setattr(airlock, "PROVENANCE_SCHEMA", tmp_path / "absent.schema.json")
+    monkeypatch.setattr(provenance, "PROVENANCE_SCHEMA", tmp_path / "absent.schema.json")
     assert "no usable provenance schema" in _refused(inspect(record, AirlockPolicy()), "provenance")
 
     schema = tmp_path / "provenance.schema.json"
@@ -446,7 +446,7 @@ def test_inspect__provenance_checked_against_schema(tmp_path, monkeypatch):
             }
         )
     )
-    monkeypatch.setattr(airlock, "PROVENANCE_SCHEMA", schema)
+    monkeypatch.setattr(provenance, "PROVENANCE_SCHEMA", schema)
     d = inspect(record, AirlockPolicy())
     assert d.accepted and d.kind == "provenance", d
     record.write_text(json.dumps({"version": 1, "tool": "plink2", "samples": ["p1", "p2"]}))

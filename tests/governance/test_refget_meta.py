@@ -12,7 +12,7 @@ from snakemake_executor_plugin_fedgen.errors import HarmonisationError
 
 from snakemake_fedgen.governance import refget
 from snakemake_fedgen.meta.engine import run_meta
-from tests.sumstats.test_export import glm_run  # noqa: F401  (module fixture: real plink2 --glm)
+from tests.egress.test_export import glm_run  # noqa: F401  (module fixture: real plink2 --glm)
 
 
 def _export(glm_dir, out, site, vcf):

@@ -198,7 +198,7 @@ def test_study_table__small_blocks_and_missing_final_newline_read_alike(tmp_path
     """Rows are parsed in text blocks cut at newlines; block edges must not change anything."""
     import numpy as np
 
-    from snakemake_fedgen.sumstats import ssf
+    from snakemake_fedgen.sumstats import reader, sidecar
 
     rng = np.random.default_rng(3)
     rows = []
@@ -212,9 +212,9 @@ def test_study_table__small_blocks_and_missing_final_newline_read_alike(tmp_path
     path = tmp_path / "s.tsv.gz"
     with gzip.open(path, "wt") as fh:
         fh.write(text)
-    whole = [b for b in ssf.StudyTable(ssf.read_study_info(path)).chromosomes()]
-    monkeypatch.setattr(ssf, "_BLOCK_SIZE", 333)
-    table = ssf.StudyTable(ssf.read_study_info(path))
+    whole = [b for b in reader.StudyTable(sidecar.read_study_info(path)).chromosomes()]
+    monkeypatch.setattr(reader, "_BLOCK_SIZE", 333)
+    table = reader.StudyTable(sidecar.read_study_info(path))
     pieces = list(table.chromosomes())
     assert table.rows_read == 400
     assert [b.chrom for b in pieces] == [1, 2] == [b.chrom for b in whole]

@@ -14,13 +14,16 @@ says so in ``fedgen.effect_scale``.
 
 The input is streamed; rows are spooled per chromosome to a private temporary directory next to
 the output, so memory is bounded by the largest unsorted chromosome, not the genome.
+
+The exporter is part of egress, the layer above :mod:`snakemake_fedgen.sumstats`: it depends on
+the GWAS-SSF format (:mod:`snakemake_fedgen.sumstats.columns`) and on the airlock it must
+satisfy, and nothing in ``sumstats`` depends on it.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import gzip
-import hashlib
 import io
 import math
 import os
@@ -32,17 +35,22 @@ from pathlib import Path
 
 import yaml
 from snakemake_executor_plugin_fedgen.errors import SumstatsError
+from snakemake_executor_plugin_fedgen.fileio import (
+    DECOMPRESS_ERRORS,
+    AtomicFile,
+    compression,
+    open_text,
+)
 
 from snakemake_fedgen import __version__
 from snakemake_fedgen.egress.airlock import (
-    ALLELE_RE,
-    RSID_RE,
-    VARIANT_ID_RE,
     AirlockDecision,
     AirlockPolicy,
     inspect,
     minor_allele_count,
 )
+from snakemake_fedgen.sumstats.columns import ALLELE_RE, RSID_RE, VARIANT_ID_RE
+from snakemake_fedgen.sumstats.sidecar import md5sum
 
 __all__ = [
     "ExportResult",
@@ -118,19 +126,17 @@ def glm_trait_type(path: str | os.PathLike[str]) -> str:
     return "quantitative" if m.group(1) == "linear" else "binary"
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def _open_report(path: Path) -> io.TextIOBase:
+    """Open a plink2 report, plain or gzipped; refuse Zstandard (plink2's 'zs') with the fix."""
     try:
-        with open(path, "rb") as probe:
-            magic = probe.read(4)
+        packed = compression(path)
     except OSError as exc:
         raise SumstatsError(f"{path}: cannot read the report ({exc.strerror}).") from None
-    if magic[:2] == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="\n")
-    if magic == b"\x28\xb5\x2f\xfd":
+    if packed == "zstd":
         raise SumstatsError(
             f"{path}: Zstandard-compressed report; run plink2 --glm without the 'zs' modifier"
         )
-    return open(path, encoding="utf-8", newline="\n")
+    return open_text(path, newline="\n")
 
 
 class _Columns:
@@ -435,11 +441,6 @@ def _plink_version(glm: Path) -> str:
     return "PLINK 2"
 
 
-def _atomic_target(path: Path) -> tuple[int, Path]:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    return fd, Path(name)
-
-
 def export_glm(
     glm: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -520,7 +521,7 @@ def export_glm(
         spool = _Spool(Path(spool_dir))
         seen: dict[tuple[str, ...], int] = {}
         try:
-            with _open_text(glm) as f:
+            with _open_report(glm) as f:
                 header_line = f.readline()
                 if not header_line.strip():
                     raise SumstatsError(f"{glm} line 1: empty file; expected a plink2 --glm report")
@@ -546,6 +547,8 @@ def export_glm(
                     max_n = max(max_n, n)
         except UnicodeDecodeError as exc:
             raise SumstatsError(f"{glm}: not UTF-8 text ({exc.reason})") from None
+        except (EOFError, *DECOMPRESS_ERRORS) as exc:
+            raise SumstatsError(f"{glm}: cannot be decompressed ({exc})") from None
         finally:
             spool.close()
         suppressed = dropped.get("min_n", 0) + dropped.get("min_mac", 0)
@@ -555,8 +558,9 @@ def export_glm(
                 f"{_format_counts(dropped) or 'none'}); lower min_n/min_mac only if the site's "
                 "disclosure policy allows it"
             )
-        decision, md5, data_tmp = _stage_table(out, _ssf_header(cols), spool.lines(), policy)
+        decision, md5, data = _stage_table(out, _ssf_header(cols), spool.lines(), policy)
 
+    sidecar: AtomicFile | None = None
     try:
         effect_scale = "beta" if trait_type == "quantitative" else "log_odds_ratio"
         sample: dict[str, object] = {
@@ -601,12 +605,15 @@ def export_glm(
                 "source_format": f"plink2 --glm {source.group(1) if source else ''}".strip(),
             },
         }
-        meta_tmp = _stage_meta(meta_path, meta, policy)
+        sidecar = _stage_meta(meta_path, meta, policy)
         # Both files passed the airlock: move them into place together, the sidecar last.
-        os.replace(data_tmp, out)
-        os.replace(meta_tmp, meta_path)
+        data.commit()
+        sidecar.commit()
     finally:
-        data_tmp.unlink(missing_ok=True)
+        # No-ops for a committed file; otherwise nothing is left behind.
+        data.discard()
+        if sidecar is not None:
+            sidecar.discard()
     return ExportResult(
         data_path=out,
         meta_path=meta_path,
@@ -629,48 +636,41 @@ def _format_counts(counts: dict[str, int]) -> str:
 
 def _stage_table(
     out: Path, header: str, lines: Iterator[str], policy: AirlockPolicy
-) -> tuple[AirlockDecision, str, Path]:
-    """Write the table to a temporary file next to ``out``, check it; return (decision, md5,
-    temporary path). The caller moves it into place."""
-    fd, tmp = _atomic_target(out)
+) -> tuple[AirlockDecision, str, AtomicFile]:
+    """Write the table to a temporary file next to ``out`` and check it; return (decision, md5,
+    staged file). The caller commits (or discards) it."""
+    staged = AtomicFile(out, "wb", perms=0o644)
     try:
         # mtime=0 and no file name: the same input gives the same bytes (and checksums).
-        with (
-            os.fdopen(fd, "wb") as raw,
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
-        ):
+        with gzip.GzipFile(filename="", mode="wb", fileobj=staged.file, mtime=0) as gz:
             text = io.TextIOWrapper(gz, encoding="utf-8", newline="\n")
             text.write(header + "\n")
             for line in lines:
                 text.write(line)
             text.flush()
             text.detach()
-        decision = inspect(tmp, policy, name=out.name)
+        staged.file.flush()
+        decision = inspect(staged.tmp, policy, name=out.name)
         if not decision.accepted:
             # A bug, not a user error: the exporter must only write what the airlock accepts.
             raise SumstatsError(f"{out}: exported table fails the airlock: {decision.reason}")
-        md5 = hashlib.md5(usedforsecurity=False)
-        with open(tmp, "rb") as f:
-            while chunk := f.read(1024 * 1024):
-                md5.update(chunk)
-        os.chmod(tmp, 0o644)
+        md5 = md5sum(staged.tmp)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        staged.discard()
         raise
-    return decision, md5.hexdigest(), tmp
+    return decision, md5, staged
 
 
-def _stage_meta(path: Path, meta: dict, policy: AirlockPolicy) -> Path:
-    """Write the sidecar to a temporary file next to ``path`` and check it; return that file."""
-    fd, tmp = _atomic_target(path)
+def _stage_meta(path: Path, meta: dict, policy: AirlockPolicy) -> AtomicFile:
+    """Write the sidecar to a temporary file next to ``path`` and check it; return it staged."""
+    staged = AtomicFile(path, "w", encoding="utf-8", perms=0o644)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yaml.safe_dump(meta, f, sort_keys=False, allow_unicode=True)
-        decision = inspect(tmp, policy, name=path.name)
+        yaml.safe_dump(meta, staged.file, sort_keys=False, allow_unicode=True)
+        staged.file.flush()
+        decision = inspect(staged.tmp, policy, name=path.name)
         if not decision.accepted:
             raise SumstatsError(f"{path}: sidecar fails the airlock: {decision.reason}")
-        os.chmod(tmp, 0o644)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        staged.discard()
         raise
-    return tmp
+    return staged

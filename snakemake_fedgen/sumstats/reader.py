@@ -1,4 +1,4 @@
-"""Read, validate and write GWAS-SSF summary-statistics tables and their ``-meta.yaml`` sidecars.
+"""Read and validate GWAS-SSF summary-statistics tables, one chromosome at a time.
 
 Reading streams one chromosome at a time so that memory is set by the largest chromosome, not by
 the genome. Parsing uses the pyarrow CSV reader (C++, typed columns); when it meets a bad value
@@ -7,47 +7,23 @@ the file is scanned again line by line to name the exact line and column in the 
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import gzip
-import io
-import math
 import os
 import re
 import tempfile
-import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from snakemake_executor_plugin_fedgen.errors import HarmonisationError, SumstatsError
+from snakemake_executor_plugin_fedgen.errors import SumstatsError
+from snakemake_executor_plugin_fedgen.fileio import DECOMPRESS_ERRORS, open_binary, open_text
 
-try:  # ISA-L's gzip: the same format, 2-4 times faster to read and write
-    from isal import igzip as _gzip
-    from isal.isal_zlib import error as _isal_error
+from snakemake_fedgen.sumstats.columns import chromosome_code
+from snakemake_fedgen.sumstats.sidecar import StudyInfo
 
-    _DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (zlib.error, _isal_error)
-except ImportError:  # pragma: no cover - isal is a declared dependency
-    _gzip = gzip  # type: ignore[assignment]
-    _DECOMPRESS_ERRORS = (zlib.error,)
-
-#: Chromosome labels by code (1-22, X=23, Y=24, MT=25), as written in output files.
-CHROM_LABELS: tuple[str, ...] = ("", *(str(i) for i in range(1, 23)), "X", "Y", "MT")
-
-_CHROM_CODES: dict[str, int] = {
-    **{str(i): i for i in range(1, 26)},
-    **{f"chr{i}": i for i in range(1, 26)},
-    "X": 23,
-    "Y": 24,
-    "MT": 25,
-    "M": 25,
-    "chrX": 23,
-    "chrY": 24,
-    "chrM": 25,
-    "chrMT": 25,
-}
+__all__ = ["INVALID_REASONS", "ChromBlock", "Exclusion", "StudyTable"]
 
 _NULLS = ["", "NA", "NaN", "nan", "null", "NULL", "."]
 _ALLELE_RE = re.compile(r"^[ACGT]+$")
@@ -112,190 +88,6 @@ INVALID_REASONS: tuple[str, ...] = (
 # Small blocks without reader threads: studies are read in parallel instead, and memory stays
 # bounded at a few MB per study.
 _BLOCK_SIZE = 2 << 20
-
-_ASSEMBLY_ALIASES = {"hg19": "GRCh37", "grch37": "GRCh37", "hg38": "GRCh38", "grch38": "GRCh38"}
-
-
-def chromosome_code(label: str) -> int:
-    """Return the numeric code (1-25) of a chromosome label, or 0 if it is not one."""
-    return _CHROM_CODES.get(label.strip(), 0)
-
-
-def _open_binary(path: Path) -> io.BufferedIOBase:
-    """Open a plain or gzip-compressed file for binary reading."""
-    if str(path).endswith(".gz"):
-        return _gzip.open(path, "rb")
-    return open(path, "rb")
-
-
-def open_text(path: Path) -> io.TextIOBase:
-    """Open a plain or gzip-compressed text file for reading."""
-    if str(path).endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
-# ----------------------------------------------------------------------------- sidecars
-
-
-@dataclass(frozen=True)
-class StudyInfo:
-    """What the meta-analysis needs to know about one study (from its sidecar, if any).
-
-    Attributes
-    ----------
-    path : Path
-        The GWAS-SSF table.
-    name : str
-        Study name: the sidecar's ``fedgen.site`` or the file name without extensions.
-    sidecar : Path or None
-        The ``-meta.yaml`` sidecar that was read.
-    assembly : str or None
-        Genome assembly (normalised to ``GRCh37``/``GRCh38`` where recognised).
-    trait_type : str or None
-        ``quantitative`` or ``binary``.
-    n_cases, n_controls : int or None
-        Case and control counts for a binary trait.
-    sample_size : float or None
-        Total sample size from the sidecar's ``samples``.
-    refget_digest : str or None
-        GA4GH refget sequence-collection digest of the reference the study used.
-    is_sorted : bool or None
-        The sidecar's ``is_sorted`` flag.
-    """
-
-    path: Path
-    name: str
-    sidecar: Path | None = None
-    assembly: str | None = None
-    trait_type: str | None = None
-    n_cases: int | None = None
-    n_controls: int | None = None
-    sample_size: float | None = None
-    refget_digest: str | None = None
-    is_sorted: bool | None = None
-
-    @property
-    def effective_n(self) -> float | None:
-        """Effective sample size ``4 / (1/N_cases + 1/N_controls)`` for a binary trait."""
-        if self.n_cases and self.n_controls:
-            return 4.0 / (1.0 / self.n_cases + 1.0 / self.n_controls)
-        return None
-
-
-def sidecar_path(path: Path) -> Path | None:
-    """Return the existing ``-meta.yaml`` sidecar of ``path`` or None.
-
-    Both ``x.tsv.gz-meta.yaml`` (GWAS-SSF convention) and ``x-meta.yaml`` are recognised.
-    """
-    path = Path(path)
-    candidates = [path.with_name(path.name + "-meta.yaml")]
-    stem = path.name
-    for ext in (".gz", ".tsv", ".txt"):
-        stem = stem.removesuffix(ext)
-    candidates.append(path.with_name(stem + "-meta.yaml"))
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for ext in (".gz", ".tsv", ".txt"):
-        name = name.removesuffix(ext)
-    return name
-
-
-def read_study_info(path: Path, *, sidecar: Path | None = None) -> StudyInfo:
-    """Read a study's sidecar (if present) into a :class:`StudyInfo`.
-
-    Parameters
-    ----------
-    path : Path
-        The GWAS-SSF table.
-    sidecar : Path, optional
-        Explicit sidecar; by default the one next to ``path`` is used when it exists.
-    """
-    import yaml
-
-    path = Path(path)
-    sidecar = Path(sidecar) if sidecar else sidecar_path(path)
-    if sidecar is None:
-        return StudyInfo(path=path, name=_stem(path))
-    try:
-        with open(sidecar, encoding="utf-8") as fh:
-            meta = yaml.safe_load(fh) or {}
-    except yaml.YAMLError as exc:
-        raise SumstatsError(
-            f"{sidecar}: not valid YAML ({exc}); fix or remove the sidecar of {path}"
-        ) from exc
-    if not isinstance(meta, dict):
-        raise SumstatsError(f"{sidecar}: expected a YAML mapping of GWAS-SSF metadata keys")
-    fed = meta.get("fedgen") or {}
-    samples = meta.get("samples") or []
-    sizes = [s.get("sample_size") for s in samples if isinstance(s, dict)]
-    sample_size = float(sum(x for x in sizes if x)) if any(sizes) else None
-    assembly = meta.get("genome_assembly")
-    if assembly:
-        assembly = _ASSEMBLY_ALIASES.get(str(assembly).lower(), str(assembly))
-
-    def _int(key: str) -> int | None:
-        value = fed.get(key)
-        if value in (None, ""):
-            return None
-        try:
-            return int(value)
-        except (TypeError, ValueError) as exc:
-            raise SumstatsError(
-                f"{sidecar}: fedgen.{key} must be an integer, got {value!r}"
-            ) from exc
-
-    return StudyInfo(
-        path=path,
-        name=str(fed.get("site") or _stem(path)),
-        sidecar=sidecar,
-        assembly=assembly,
-        trait_type=fed.get("trait_type"),
-        n_cases=_int("n_cases"),
-        n_controls=_int("n_controls"),
-        sample_size=sample_size,
-        refget_digest=fed.get("refget_seqcol_digest"),
-        is_sorted=meta.get("is_sorted"),
-    )
-
-
-def check_compatible(studies: list[StudyInfo]) -> str | None:
-    """Refuse studies on different genome assemblies or reference digests.
-
-    Returns
-    -------
-    str or None
-        The common assembly, if any study declared one.
-
-    Raises
-    ------
-    HarmonisationError
-        Naming the studies and their assemblies (or digests).
-    """
-    assemblies = {s.name: s.assembly for s in studies if s.assembly}
-    if len(set(assemblies.values())) > 1:
-        listing = ", ".join(f"{n}={a}" for n, a in assemblies.items())
-        raise HarmonisationError(
-            f"studies are on different genome assemblies ({listing}); lift them over to one "
-            "assembly before meta-analysis"
-        )
-    digests = {s.name: s.refget_digest for s in studies if s.refget_digest}
-    if len(set(digests.values())) > 1:
-        listing = ", ".join(f"{n}={d}" for n, d in digests.items())
-        raise HarmonisationError(
-            f"studies used different reference sequences (refget digests {listing}); "
-            "re-export them against the same reference"
-        )
-    return next(iter(assemblies.values()), None)
-
-
-# ----------------------------------------------------------------------------- reading
 
 
 @dataclass
@@ -423,11 +215,11 @@ class StudyTable:
 
     def _header(self) -> list[str]:
         try:
-            with open_text(self.path) as fh:
+            with open_text(self.path, newline="") as fh:
                 first = fh.readline()
-        except OSError as exc:
+        except (OSError, EOFError, *DECOMPRESS_ERRORS) as exc:  # also a truncated gzip stream
             raise SumstatsError(f"{self.path}: cannot be read ({exc})") from exc
-        except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
+        except UnicodeDecodeError as exc:
             raise SumstatsError(f"{self.path}: not a tab-separated text file ({exc})") from exc
         if not first.strip():
             raise SumstatsError(f"{self.path}, line 1: empty file; expected a GWAS-SSF header")
@@ -443,7 +235,7 @@ class StudyTable:
         """Find the first line whose values the typed reader refused, by scanning in Python."""
         wanted = [*self.numeric, *self.optional, "base_pair_location"]
         idx = {c: self.columns.index(c) for c in wanted}
-        with open_text(self.path) as fh:
+        with open_text(self.path, newline="") as fh:
             reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
             next(reader)
             for lineno, row in enumerate(reader, start=2):
@@ -505,7 +297,7 @@ class StudyTable:
         )
         # Arrow's streaming reader reads tens of MB ahead per open file; cutting the text into
         # blocks ourselves keeps each open study to about one block in memory.
-        with _open_binary(self.path) as source:
+        with open_binary(self.path) as source:
             try:
                 source.readline()  # the header, already checked
                 carry = b""
@@ -530,7 +322,7 @@ class StudyTable:
                         break
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                 raise self._diagnose() from exc
-            except (OSError, EOFError, *_DECOMPRESS_ERRORS) as exc:
+            except (OSError, EOFError, *DECOMPRESS_ERRORS) as exc:
                 raise SumstatsError(f"{self.path}: cannot be read ({exc})") from exc
 
     def _numbers(self, batch: Any, name: str, lines: np.ndarray, bad: np.ndarray) -> np.ndarray:
@@ -794,44 +586,6 @@ class StudyTable:
                 yield block.take(order)
 
 
-# ----------------------------------------------------------------------------- writing
-
-
-_POW10 = 10.0 ** np.arange(0, 23)  # exact doubles
-
-
-def round_significant(values: np.ndarray, digits: int = 7) -> np.ndarray:
-    """Round to ``digits`` significant digits so the shortest decimal form is short.
-
-    Values outside 1e-15..1e15 are left as they are (their decimal form stays exact).
-    """
-    x = np.asarray(values, dtype=np.float64)
-    mag = np.abs(x)
-    ok = np.isfinite(x) & (mag >= 1e-15) & (mag < 1e15)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        k = ((digits - 1) - np.floor(np.log10(np.where(ok, mag, 1.0)))).astype(np.int64)
-    # Multiplying or dividing by an exact power of ten (table lookup, |k| <= 22) gives the
-    # nearest double to the decimal.
-    scale = _POW10[np.clip(np.abs(k), 0, 22)]
-    up = k >= 0
-    r = np.empty_like(x)
-    np.multiply(x, scale, out=r, where=up)
-    np.divide(x, scale, out=r, where=~up)
-    np.rint(r, out=r)
-    np.divide(r, scale, out=r, where=up)
-    np.multiply(r, scale, out=r, where=~up)
-    return np.where(ok, r, x)
-
-
-def float_array(values: np.ndarray) -> Any:
-    """A pyarrow float64 array with NaN as null (written ``NA``), without importing pandas."""
-    import pyarrow as pa
-
-    values = np.asarray(values, dtype=np.float64)
-    nan = np.isnan(values)
-    return pa.array(values, mask=nan) if nan.any() else pa.array(values)
-
-
 def _float_numpy(col: Any) -> np.ndarray:
     """An Arrow float column as numpy, nulls as NaN (zero-copy when there are none)."""
     import pyarrow.compute as pc
@@ -839,228 +593,3 @@ def _float_numpy(col: Any) -> np.ndarray:
     if col.null_count:
         col = pc.fill_null(col, float("nan"))
     return col.to_numpy(zero_copy_only=True)
-
-
-def format_p_values(log10_p: np.ndarray, digits: int = 7) -> np.ndarray:
-    """Format p-values given as log10(p) so that p never prints as 0.
-
-    P-values below the smallest double (p < 1e-300) are written in scientific notation from the
-    log, e.g. ``7.311787e-350``.
-
-    Returns
-    -------
-    np.ndarray of object
-        Strings; ``NA`` where ``log10_p`` is NaN.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    log10_p = np.asarray(log10_p, dtype=np.float64)
-    tiny = log10_p < -300
-    with np.errstate(under="ignore"):
-        p = round_significant(np.power(10.0, np.where(tiny, 0.0, log10_p)), digits)
-    strings = pc.cast(float_array(p), pa.string()).to_numpy(zero_copy_only=False)
-    strings = np.where(np.isnan(log10_p), "NA", strings).astype(object)
-    for i in np.flatnonzero(tiny):
-        exponent = math.floor(log10_p[i])
-        mantissa = 10.0 ** (log10_p[i] - exponent)
-        if round(mantissa, digits - 1) >= 10.0:
-            mantissa, exponent = mantissa / 10.0, exponent + 1
-        strings[i] = f"{mantissa:.{digits - 1}f}e{exponent}"
-    return strings
-
-
-def p_value_array(log10_p: np.ndarray, digits: int = 7) -> Any:
-    """P-values as a pyarrow array for writing: doubles, or strings if any p < 1e-300.
-
-    Nulls (written ``NA``) where ``log10_p`` is NaN. A table is written one piece at a time,
-    so a piece with an extreme p-value may carry strings where the others carry numbers.
-    """
-    import pyarrow as pa
-
-    log10_p = np.asarray(log10_p, dtype=np.float64)
-    if (log10_p < -300).any():
-        return pa.array(format_p_values(log10_p, digits), type=pa.string())
-    return float_array(round_significant(np.power(10.0, log10_p), digits))
-
-
-_WRITE_ROWS = 100_000
-
-
-class AtomicTsvGzWriter:
-    """Write a tab-separated ``.tsv.gz`` table in pieces; it appears at ``path`` only on close.
-
-    Formatting (Arrow's CSV writer) and compression (ISA-L) run in a background thread; both
-    release the GIL, so the caller computes the next piece meanwhile. A piece may be given as
-    a function that builds the table, so that building it (rounding, string columns) runs in
-    that thread too.
-
-    Parameters
-    ----------
-    path : Path
-        Final path. A temporary file in the same directory is renamed over it on success and
-        removed on failure, so no partial file is ever left at ``path``.
-    compresslevel : int
-        gzip level; the default favours speed (the files are read once by a machine).
-    """
-
-    def __init__(self, path: Path, *, compresslevel: int = 1) -> None:
-        import queue
-        import threading
-
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        self._tmp = Path(tmp)
-        self._raw = os.fdopen(fd, "wb")
-        self._gz = _gzip.GzipFile(
-            filename="", mode="wb", fileobj=self._raw, compresslevel=compresslevel, mtime=0
-        )
-        self._header_done = False
-        self.rows = 0
-        # One piece waits while one is formatted: memory for two pieces at most.
-        self._queue: queue.Queue = queue.Queue(maxsize=1)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
-
-    def _drain(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self._error is None:
-                try:
-                    if isinstance(item, bytes):
-                        self._gz.write(item)
-                    else:
-                        self._format(item() if callable(item) else item)
-                except BaseException as exc:  # re-raised in the caller's thread
-                    self._error = exc
-
-    def _format(self, table: Any) -> None:
-        import pyarrow as pa
-        import pyarrow.csv as pacsv
-
-        options = pacsv.WriteOptions(
-            include_header=False,
-            delimiter="\t",
-            quoting_style="none",
-            null_string="NA",
-            batch_size=1 << 16,
-        )
-        # Format in slices so that at most a few MB of text exist before compression.
-        for start in range(0, table.num_rows, _WRITE_ROWS):
-            sink = pa.BufferOutputStream()
-            pacsv.write_csv(table.slice(start, _WRITE_ROWS), sink, write_options=options)
-            self._gz.write(memoryview(sink.getvalue()))
-
-    def _put(self, data: Any) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(data)
-
-    def write_table(
-        self, table: Any, *, columns: Sequence[str] | None = None, rows: int | None = None
-    ) -> None:
-        """Append a pyarrow Table, or a function returning one, formatted in the background.
-
-        Parameters
-        ----------
-        table : pyarrow.Table or callable
-            The rows, or a zero-argument function that builds them (then ``columns`` and
-            ``rows`` are required: the header is written with the first piece).
-        """
-        if callable(table):
-            if columns is None or rows is None:
-                raise TypeError("a table factory needs columns= and rows=")
-        else:
-            columns, rows = table.column_names, table.num_rows
-        # pyarrow quotes header names whatever the quoting style, so the header is ours.
-        self.write_header(list(columns))
-        self._put(table)
-        self.rows += rows
-
-    def write_header(self, names: list[str]) -> None:
-        """Write only a header line (for a table that may get no rows)."""
-        if not self._header_done:
-            self._put(("\t".join(names) + "\n").encode())
-            self._header_done = True
-
-    def _finish_thread(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-
-    def close(self) -> None:
-        """Finish the file and move it to its final path."""
-        self._finish_thread()
-        if self._error is not None:
-            self.abort()
-            raise self._error
-        self._gz.close()
-        self._raw.close()
-        publish(self._tmp, self.path)
-
-    def abort(self) -> None:
-        """Remove the temporary file."""
-        self._finish_thread()
-        with contextlib.suppress(OSError):
-            self._gz.close()
-        with contextlib.suppress(OSError):
-            self._raw.close()
-        with contextlib.suppress(FileNotFoundError):
-            self._tmp.unlink()
-
-    def __enter__(self) -> AtomicTsvGzWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def publish(tmp: Path, path: Path) -> None:
-    """Give a finished temporary file the usual permissions and rename it to ``path``.
-
-    ``mkstemp`` creates files readable by their owner only; outputs follow the umask instead.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        publish(Path(tmp), path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_sidecar(path: Path, meta: dict[str, Any]) -> None:
-    """Write a GWAS-SSF ``-meta.yaml`` sidecar atomically."""
-    import yaml
-
-    write_text_atomic(path, yaml.safe_dump(meta, sort_keys=False))
-
-
-def md5sum(path: Path) -> str:
-    """Return the MD5 hex digest of a file (the GWAS-SSF ``file_md5sum`` field)."""
-    import hashlib
-
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

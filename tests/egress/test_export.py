@@ -16,7 +16,7 @@ import yaml
 from snakemake_executor_plugin_fedgen.errors import SumstatsError
 
 from snakemake_fedgen.egress.airlock import AirlockPolicy, inspect
-from snakemake_fedgen.sumstats.export import count_cases_controls, export_glm, glm_trait_type
+from snakemake_fedgen.egress.export import count_cases_controls, export_glm, glm_trait_type
 
 PLINK2 = "/usr/bin/plink2"
 N_SAMPLES = 400
@@ -411,7 +411,8 @@ def test_sumstats_cli__export_then_check(glm_run, tmp_path):
 
 
 def test_export_glm__readable_by_the_meta_analysis_reader(glm_run, tmp_path):
-    from snakemake_fedgen.sumstats.ssf import StudyTable, read_study_info
+    from snakemake_fedgen.sumstats.reader import StudyTable
+    from snakemake_fedgen.sumstats.sidecar import read_study_info
 
     glm = glm_run["dir"] / "run.bt.glm.logistic.hybrid"
     result = export_glm(
