@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from snakemake_fedgen.node.app import create_app
-    from snakemake_fedgen.node.auth import LoopbackAuthenticator, TokenFileAuthenticator
+    from snakemake_fedgen.node.auth import make_authenticator
     from snakemake_fedgen.node.config import load_config
     from snakemake_fedgen.node.runtime import make_runtime
 
@@ -89,16 +89,7 @@ def run(args: argparse.Namespace) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     cfg = load_config(state_dir, config_file=args.config, overrides=overrides)
     runtime = make_runtime(cfg.runtime, tool_paths=cfg.tool_paths)
-    if cfg.token_file is not None:
-        authenticator = TokenFileAuthenticator.from_file(cfg.token_file)
-    elif not cfg.jwt:
-        log.warning("no token_file: every caller is 'anonymous'; serving loopback only.")
-        authenticator = LoopbackAuthenticator()
-    if cfg.jwt:
-        from snakemake_fedgen.governance.node import jwt_authenticator
-
-        fallback = authenticator if cfg.token_file is not None else None
-        authenticator = jwt_authenticator(cfg, fallback=fallback)
+    authenticator = make_authenticator(cfg)
     if not cfg.allowed_images:
         log.warning("no allowed_images: tasks with any image are accepted.")
     if runtime.name == "host":
