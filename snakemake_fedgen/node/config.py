@@ -44,7 +44,7 @@ def default_tool_paths() -> list[str]:
 
     paths = {str(Path(sys.prefix).resolve()), str(Path(sys.base_prefix).resolve())}
     for package in (snakemake_fedgen, snakemake_executor_plugin_fedgen):
-        paths.add(str(Path(package.__file__).resolve().parent))
+        paths.add(str(Path(package.__file__ or ".").resolve().parent))
     # Paths already under /usr are visible anyway.
     return sorted(p for p in paths if not p.startswith("/usr/"))
 
