@@ -47,7 +47,7 @@ def generate_keypair(
     -------
     (secret_key_path, public_key_path)
     """
-    from crypt4gh import sodium  # type: ignore[attr-defined]
+    from crypt4gh import sodium
     from crypt4gh.keys import c4gh
 
     prefix = Path(prefix)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -110,9 +110,9 @@ class Ontology:
             label_el = cls_el.find(f"{_RDFS}label")
             short_el = cls_el.find(f"{_OBOINOWL}shorthand")
             parents = [
-                p.get(f"{_RDF}resource")
+                resource
                 for p in cls_el.findall(f"{_RDFS}subClassOf")
-                if p.get(f"{_RDF}resource")
+                if (resource := p.get(f"{_RDF}resource"))
             ]
             raw.append(
                 (
@@ -240,7 +240,7 @@ def _parse_terms(terms: Iterable[Any], onto: Ontology) -> tuple[list[_DatasetTer
             disease = item.get("disease") or ()
             if isinstance(disease, str):
                 disease = (disease,)
-            extra = dict(
+            extra: dict[str, Any] = dict(
                 disease=tuple(str(d) for d in disease),
                 value=item.get("value"),
                 until=str(item["until"]) if item.get("until") is not None else None,
@@ -537,7 +537,14 @@ def _apply_modifier(
         refuse("fedgen cannot evaluate this modifier; ask the site's data access committee")
 
 
-def _apply_time_limit(mod, purpose, today, refuse, actions, name) -> None:
+def _apply_time_limit(
+    mod: _DatasetTerm,
+    purpose: Mapping[str, Any],
+    today: dt.date,
+    refuse: Callable[[str], None],
+    actions: list[str],
+    name: str,
+) -> None:
     until = mod.until or (mod.value if isinstance(mod.value, str | dt.date) else None)
     if until is None:
         actions.append(f"{name}: check with the site how long the approval lasts")
@@ -553,7 +560,15 @@ def _apply_time_limit(mod, purpose, today, refuse, actions, name) -> None:
         refuse(f"approved use ended on {end.isoformat()}")
 
 
-def _apply_research_specific(mod, purpose, category, onto, refuse, actions, name) -> None:
+def _apply_research_specific(
+    mod: _DatasetTerm,
+    purpose: Mapping[str, Any],
+    category: str,
+    onto: Ontology,
+    refuse: Callable[[str], None],
+    actions: list[str],
+    name: str,
+) -> None:
     if mod.value is None:
         actions.append(f"{name}: confirm with the site that the research type is approved")
         return

@@ -2,7 +2,7 @@
 
 This module only wires Snakemake's executor interface to the focused modules: task building
 (:mod:`.tasks`), staging of inputs/outputs (:mod:`.staging`), batched status (:mod:`.status`),
-resume (:mod:`.resume`) and the TES client (:mod:`.tes_client`).
+resume (:mod:`.resume`) and the TES package (:mod:`.tes`: models, states, tags, client).
 """
 
 import asyncio
@@ -28,10 +28,13 @@ from snakemake_executor_plugin_fedgen import staging, tasks
 from snakemake_executor_plugin_fedgen.crypt import PRIVATE_KEY_ENV
 from snakemake_executor_plugin_fedgen.duo import executor_gate
 from snakemake_executor_plugin_fedgen.errors import FedgenError, TesError
-from snakemake_executor_plugin_fedgen.resume import FAILED_STATES, LIVE_STATES, ResumeIndex
+from snakemake_executor_plugin_fedgen.resume import ResumeIndex
 from snakemake_executor_plugin_fedgen.sites import load_registry
 from snakemake_executor_plugin_fedgen.status import AdaptiveInterval, StatusPoller
 from snakemake_executor_plugin_fedgen.tes.client import TesClient
+from snakemake_executor_plugin_fedgen.tes.models import TesTask, TesTaskLog
+from snakemake_executor_plugin_fedgen.tes.states import FAILED_STATES, LIVE_STATES, TesState
+from snakemake_executor_plugin_fedgen.tes.tags import RULE_TAG
 
 common_settings = CommonSettings(
     non_local_exec=True,
@@ -142,7 +145,7 @@ class Executor(RemoteExecutor):
         # Every task this run created or reattached, and its site: cancel_jobs uses this rather
         # than Snakemake's active list, which is empty while a status check is running.
         self._live: dict[str, str] = {}
-        self._states: dict[str, str] = {}
+        self._states: dict[str, TesState] = {}
         self._track = threading.Lock()
         self._wake = threading.Event()
         self._submit_lock = threading.Lock()
@@ -204,8 +207,8 @@ class Executor(RemoteExecutor):
             known = None if info.aux.get("no_reuse") else self.resume.find(site, plan.job_key)
             if known is not None:
                 info.external_jobid = known.id
-                info.aux["reused"] = known.state == "COMPLETE"
-                verb = "reusing finished" if known.state == "COMPLETE" else "reattached to"
+                info.aux["reused"] = known.state == TesState.COMPLETE
+                verb = "reusing finished" if known.state == TesState.COMPLETE else "reattached to"
                 self.logger.info(f"fedgen: {verb} task {known.id} at site {site}")
             elif self._live_count(site) >= plan.site.max_parallel_tasks:
                 info.aux["pending"] = True
@@ -269,13 +272,13 @@ class Executor(RemoteExecutor):
                 else:
                     yield info
                 continue
-            state = answer.states.get(task_id, "UNKNOWN")
+            state = answer.states.get(task_id, TesState.UNKNOWN)
             if self._states.get(task_id) != state:
                 self._states[task_id] = state
                 changed = True
-            if state in LIVE_STATES or state == "CANCELING":
+            if state in LIVE_STATES or state == TesState.CANCELING:
                 yield info
-            elif state == "COMPLETE":
+            elif state == TesState.COMPLETE:
                 if self._finish(info):
                     yield info
             elif state in FAILED_STATES:
@@ -285,6 +288,8 @@ class Executor(RemoteExecutor):
         self.next_seconds_between_status_checks = self.interval.update(changed=changed)
 
     def _forget(self, task_id: str | None) -> None:
+        if task_id is None:
+            return
         with self._track:
             self._live.pop(task_id, None)
             self._states.pop(task_id, None)
@@ -315,7 +320,7 @@ class Executor(RemoteExecutor):
         self.report_job_success(info)
         return False
 
-    def _fail(self, info: SubmittedJobInfo, state: str) -> None:
+    def _fail(self, info: SubmittedJobInfo, state: TesState) -> None:
         plan: tasks.TaskPlan = info.aux["plan"]
         task_id = info.external_jobid
         self._forget(task_id)
@@ -324,8 +329,13 @@ class Executor(RemoteExecutor):
         try:
             full = self.clients[plan.site.name].get_task(task_id, view="FULL")
         except TesError as exc:
-            full = {"id": task_id, "state": state, "logs": [{"system_logs": [str(exc)]}]}
-        rule = plan.task["tags"].get("fedgen_rule", "?")
+            full = TesTask(
+                id=task_id,
+                state=state,
+                executors=plan.task.executors,
+                logs=[TesTaskLog(logs=[], outputs=[], system_logs=[str(exc)])],
+            )
+        rule = (plan.task.tags or {}).get(RULE_TAG, "?")
         self.report_job_error(
             info, msg=staging.failure_message(full, site=plan.site.name, rule=rule) + "\n"
         )

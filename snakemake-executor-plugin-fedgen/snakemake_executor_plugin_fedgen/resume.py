@@ -15,11 +15,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from snakemake_executor_plugin_fedgen.tes.client import JOB_KEY_TAG, RUN_TAG
-
-LIVE_STATES = frozenset({"UNKNOWN", "QUEUED", "INITIALIZING", "RUNNING", "PAUSED"})
-FAILED_STATES = frozenset({"EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"})
-TERMINAL_STATES = FAILED_STATES | {"COMPLETE"}
+from snakemake_executor_plugin_fedgen.tes.client import TesClient
+from snakemake_executor_plugin_fedgen.tes.states import LIVE_STATES, TesState
+from snakemake_executor_plugin_fedgen.tes.tags import JOB_KEY_TAG, RUN_TAG
 
 
 def job_key(
@@ -48,7 +46,7 @@ class KnownTask:
     """A task found at a site for a job key."""
 
     id: str
-    state: str
+    state: TesState
 
 
 class ResumeIndex:
@@ -60,7 +58,7 @@ class ResumeIndex:
         self.ignores_tag_filter: dict[str, bool] = {}
         self._lock = threading.Lock()
 
-    def load(self, site_name: str, client: Any) -> None:
+    def load(self, site_name: str, client: TesClient) -> None:
         """List the run's tasks at a site once (BASIC view) and index them by job key.
 
         Also notes whether the server ignored the tag filter (some TES servers do), so status
@@ -73,13 +71,13 @@ class ResumeIndex:
         index: dict[str, list[KnownTask]] = {}
         ignored = False
         for t in tasks:
-            tags = t.get("tags") or {}
+            tags = t.tags or {}
             if tags.get(RUN_TAG) != self.run_id:
                 ignored = True
                 continue
             key = tags.get(JOB_KEY_TAG)
-            if key:
-                index.setdefault(key, []).append(KnownTask(str(t["id"]), str(t.get("state"))))
+            if key and t.id:
+                index.setdefault(key, []).append(KnownTask(t.id, t.state or TesState.UNKNOWN))
         with self._lock:
             self._by_site[site_name] = index
             self.ignores_tag_filter[site_name] = ignored
@@ -91,7 +89,7 @@ class ResumeIndex:
         live = [t for t in known if t.state in LIVE_STATES]
         if live:
             return live[-1]
-        complete = [t for t in known if t.state == "COMPLETE"]
+        complete = [t for t in known if t.state == TesState.COMPLETE]
         return complete[-1] if complete else None
 
     def forget(self, site_name: str, key: str, task_id: str) -> None:
@@ -100,7 +98,9 @@ class ResumeIndex:
             entries = self._by_site.get(site_name, {}).get(key, [])
             self._by_site.get(site_name, {})[key] = [t for t in entries if t.id != task_id]
 
-    def add(self, site_name: str, key: str, task_id: str, state: str = "QUEUED") -> None:
+    def add(
+        self, site_name: str, key: str, task_id: str, state: TesState = TesState.QUEUED
+    ) -> None:
         """Record a task just created, so a second job with the same key reuses it."""
         with self._lock:
             self._by_site.setdefault(site_name, {}).setdefault(key, []).append(

@@ -215,7 +215,8 @@ def validate_registry_data(data: Any, *, source: str, node: yaml.Node | None = N
 
 @cache
 def _schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text())
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+    return schema
 
 
 def _describe(error: Any, *, source: str, node: yaml.Node | None) -> str:

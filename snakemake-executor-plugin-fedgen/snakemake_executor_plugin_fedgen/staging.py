@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import quote, unquote, urlparse
 
 from snakemake_executor_plugin_fedgen.crypt import unseal_download
@@ -21,6 +22,15 @@ from snakemake_executor_plugin_fedgen.errors import SiteDataError, StorageError
 from snakemake_executor_plugin_fedgen.fileio import AtomicFile, write_text_atomic
 from snakemake_executor_plugin_fedgen.reference import Reference, read_reference, write_reference
 from snakemake_executor_plugin_fedgen.sites import Site
+from snakemake_executor_plugin_fedgen.tes.client import TesClient
+from snakemake_executor_plugin_fedgen.tes.models import (
+    TesExecutorLog,
+    TesFileType,
+    TesInput,
+    TesOutput,
+    TesTask,
+)
+from snakemake_executor_plugin_fedgen.tes.states import TesState
 
 CONTAINER_ROOT = "/fedgen/work"
 # Coordinator files up to this size travel inside the task as `content` (config, sample lists).
@@ -70,7 +80,7 @@ def container_path(path: str) -> str:
     return f"{CONTAINER_ROOT}/{task_relpath(path)}"
 
 
-def input_for(path: str, *, site: Site, rule: str) -> tuple[dict[str, Any], str]:
+def input_for(path: str, *, site: Site, rule: str) -> tuple[TesInput, str]:
     """Return the TES input for the Snakemake input ``path`` and a fingerprint for the job key.
 
     Raises
@@ -89,12 +99,12 @@ def input_for(path: str, *, site: Site, rule: str) -> tuple[dict[str, Any], str]
                 f"cannot go to site {site.name}. Run this step at site {ref.site} or bring "
                 "only summary statistics back through egress."
             )
-        spec = {
-            "name": rel,
-            "url": ref.url,
-            "path": f"{CONTAINER_ROOT}/{rel}",
-            "type": "DIRECTORY" if ref.is_directory else "FILE",
-        }
+        spec = TesInput(
+            name=rel,
+            url=ref.url,
+            path=f"{CONTAINER_ROOT}/{rel}",
+            type=TesFileType.DIRECTORY if ref.is_directory else TesFileType.FILE,
+        )
         return spec, f"ref:{ref.url}:{ref.sha256 or ref.task or ''}"
     p = Path(path)
     if p.is_dir():
@@ -121,7 +131,7 @@ def input_for(path: str, *, site: Site, rule: str) -> tuple[dict[str, Any], str]
             f"rule {rule}: input {rel} is a binary coordinator file; TES content must be text. "
             "Make it a site dataset or produce it at the site."
         ) from None
-    spec = {"name": rel, "content": text, "path": f"{CONTAINER_ROOT}/{rel}", "type": "FILE"}
+    spec = TesInput(name=rel, content=text, path=f"{CONTAINER_ROOT}/{rel}", type=TesFileType.FILE)
     return spec, f"content:{hashlib.sha256(raw).hexdigest()}"
 
 
@@ -144,14 +154,27 @@ def output_for(path: str, *, site: Site, rule: str, is_directory: bool = False) 
     return OutputPlan(rel, _join(site.work_url, rel), False, is_directory)
 
 
-def tes_output(plan: OutputPlan) -> dict[str, Any]:
+def tes_output(plan: OutputPlan) -> TesOutput:
     """Return the TES output object for ``plan``."""
-    return {
-        "name": plan.path,
-        "url": plan.url,
-        "path": f"{CONTAINER_ROOT}/{plan.path}",
-        "type": "DIRECTORY" if plan.is_directory else "FILE",
-    }
+    return TesOutput(
+        name=plan.path,
+        url=plan.url,
+        path=f"{CONTAINER_ROOT}/{plan.path}",
+        type=TesFileType.DIRECTORY if plan.is_directory else TesFileType.FILE,
+    )
+
+
+class LandingPlan(Protocol):
+    """What :func:`land_outputs` needs of a task plan (:class:`~.tasks.TaskPlan`)."""
+
+    @property
+    def site(self) -> Site: ...
+
+    @property
+    def outputs(self) -> Sequence[OutputPlan]: ...
+
+    @property
+    def benchmarks(self) -> Sequence[str]: ...
 
 
 def _join(root: str, rel: str) -> str:
@@ -187,7 +210,7 @@ def fetch_egress(
     plan: OutputPlan,
     *,
     site: Site,
-    client: Any,
+    client: TesClient,
     checksum: tuple[int, str] | None,
 ) -> tuple[int, str]:
     """Download a published output to a temp file, verify it, and rename it into place.
@@ -243,7 +266,7 @@ def fetch_egress(
 
 
 class _HashingWriter:
-    def __init__(self, sink: Any) -> None:
+    def __init__(self, sink: BinaryIO) -> None:
         self.sink = sink
         self.sha = hashlib.sha256()
         self.size = 0
@@ -285,20 +308,20 @@ def parse_checksums(stdout: str | None) -> dict[str, tuple[int, str]]:
     return out
 
 
-def executor_logs(task: dict[str, Any]) -> list[dict[str, Any]]:
+def executor_logs(task: TesTask) -> list[TesExecutorLog]:
     """Return the executor logs of the task's last attempt (FULL view)."""
-    attempts = task.get("logs") or []
-    return list(attempts[-1].get("logs") or []) if attempts else []
+    attempts = task.logs or []
+    return list(attempts[-1].logs) if attempts else []
 
 
-def task_seconds(task: dict[str, Any]) -> float | None:
+def task_seconds(task: TesTask) -> float | None:
     """Return the wall time of the task's last attempt from its RFC 3339 start/end times."""
     from datetime import datetime
 
-    attempts = task.get("logs") or []
+    attempts = task.logs or []
     if not attempts:
         return None
-    start, end = attempts[-1].get("start_time"), attempts[-1].get("end_time")
+    start, end = attempts[-1].start_time, attempts[-1].end_time
     if not start or not end:
         return None
     try:
@@ -310,7 +333,7 @@ def task_seconds(task: dict[str, Any]) -> float | None:
 
 
 def land_outputs(
-    plan: Any, task: dict[str, Any], *, client: Any
+    plan: LandingPlan, task: TesTask, *, client: TesClient
 ) -> dict[str, tuple[int, str] | None]:
     """Put every output of a COMPLETE task in place on the coordinator.
 
@@ -318,7 +341,7 @@ def land_outputs(
     files are written from the task's timing. Returns {path: (size, sha256) or None}.
     """
     logs = executor_logs(task)
-    checksums = parse_checksums(logs[-1].get("stdout") if logs else None)
+    checksums = parse_checksums(logs[-1].stdout if logs else None)
     landed: dict[str, tuple[int, str] | None] = {}
     # Downloads first: if one fails, no reference claims the job is done.
     for out in plan.outputs:
@@ -329,7 +352,7 @@ def land_outputs(
     for out in plan.outputs:
         if not out.egress:
             write_site_reference(
-                out, site=plan.site, task_id=str(task["id"]), checksum=checksums.get(out.path)
+                out, site=plan.site, task_id=str(task.id), checksum=checksums.get(out.path)
             )
             landed[out.path] = checksums.get(out.path)
     for bench in plan.benchmarks:
@@ -337,26 +360,24 @@ def land_outputs(
     return landed
 
 
-def failure_message(task: dict[str, Any], *, site: str, rule: str, tail_lines: int = 20) -> str:
+def failure_message(task: TesTask, *, site: str, rule: str, tail_lines: int = 20) -> str:
     """Describe a failed task: site, task id, state, exit code, stderr tail, system logs."""
-    state = task.get("state", "UNKNOWN")
+    state = task.state or TesState.UNKNOWN
     logs = executor_logs(task)
-    failing = next(
-        (e for e in logs if e.get("exit_code") not in (0, None)), logs[-1] if logs else {}
-    )
-    exit_code = failing.get("exit_code")
+    failing = next((e for e in logs if e.exit_code != 0), logs[-1] if logs else None)
+    exit_code = failing.exit_code if failing is not None else None
     lines = [
-        f"site {site}: task {task.get('id')} (rule {rule}) ended in state {state}"
+        f"site {site}: task {task.id} (rule {rule}) ended in state {state}"
         + (f" with exit code {exit_code}" if exit_code not in (None, 0) else "")
         + "."
     ]
-    stderr = (failing.get("stderr") or "").rstrip()
+    stderr = ((failing.stderr if failing is not None else None) or "").rstrip()
     if stderr:
         tail = stderr.splitlines()[-tail_lines:]
         lines.append(f"stderr (last {len(tail)} lines):")
         lines.extend("    " + line for line in tail)
-    attempts = task.get("logs") or []
-    system = [s for a in attempts for s in (a.get("system_logs") or [])]
+    attempts = task.logs or []
+    system = [s for a in attempts for s in (a.system_logs or [])]
     if system:
         lines.append("site system log: " + " | ".join(system[-3:]))
     return "\n".join(lines)

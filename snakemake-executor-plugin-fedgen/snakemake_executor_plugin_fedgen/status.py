@@ -10,20 +10,21 @@ its last answer; then its jobs fail with a message naming the site.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from snakemake_executor_plugin_fedgen.errors import FedgenError, TesError
-from snakemake_executor_plugin_fedgen.tes.client import RUN_TAG
+from snakemake_executor_plugin_fedgen.tes.client import TesClient
+from snakemake_executor_plugin_fedgen.tes.states import TesState
+from snakemake_executor_plugin_fedgen.tes.tags import RUN_TAG
 
 
 @dataclass
 class SiteAnswer:
     """A site's answer in one poll: task states, or the error and how long it has been silent."""
 
-    states: dict[str, str] = field(default_factory=dict)
+    states: dict[str, TesState] = field(default_factory=dict)
     error: str | None = None
     silent_for: float = 0.0
 
@@ -31,7 +32,9 @@ class SiteAnswer:
 class AdaptiveInterval:
     """Poll quickly while jobs are finishing; back off geometrically to ``maximum`` when idle."""
 
-    def __init__(self, *, minimum: float = 0.25, maximum: float = 10.0, factor: float = 1.5):
+    def __init__(
+        self, *, minimum: float = 0.25, maximum: float = 10.0, factor: float = 1.5
+    ) -> None:
         self.minimum = minimum
         self.maximum = max(minimum, maximum)
         self.factor = factor
@@ -54,7 +57,7 @@ class StatusPoller:
         TES clients by site name.
     """
 
-    def __init__(self, run_id: str, clients: dict[str, Any]) -> None:
+    def __init__(self, run_id: str, clients: dict[str, TesClient]) -> None:
         self.run_id = run_id
         self.clients = clients
         self.per_task_fallback: dict[str, bool] = {}
@@ -65,7 +68,7 @@ class StatusPoller:
         """Stop the worker threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def poll(self, wanted: dict[str, Iterable[str]]) -> dict[str, SiteAnswer]:
+    def poll(self, wanted: Mapping[str, Iterable[str]]) -> dict[str, SiteAnswer]:
         """Return the states of the ``wanted`` task ids per site (sites queried in parallel)."""
         futures = {
             site: self._pool.submit(self._poll_site, site, set(ids))
@@ -83,7 +86,7 @@ class StatusPoller:
                 states = {i: _state_of(client, i) for i in ids}
             else:
                 states = {
-                    str(t["id"]): str(t.get("state", "UNKNOWN"))
+                    t.id: t.state
                     for t in client.iter_tasks(tags={RUN_TAG: self.run_id}, view="MINIMAL")
                 }
                 # Tasks reattached from a run with another run id are not in the listing.
@@ -95,11 +98,11 @@ class StatusPoller:
         return SiteAnswer(states={i: states[i] for i in ids if i in states})
 
 
-def _state_of(client: Any, task_id: str) -> str:
+def _state_of(client: TesClient, task_id: str) -> TesState:
     """Return a task's state; a task the site no longer knows counts as a SYSTEM_ERROR."""
     try:
-        return str(client.get_task(task_id, view="MINIMAL")["state"])
+        return client.get_task(task_id, view="MINIMAL").state
     except TesError as exc:
         if exc.status == 404:
-            return "SYSTEM_ERROR"
+            return TesState.SYSTEM_ERROR
         raise

@@ -20,7 +20,13 @@ from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_executor_plugin_fedgen import resume, staging
 from snakemake_executor_plugin_fedgen.crypt import recipient_tags
 from snakemake_executor_plugin_fedgen.sites import Registry, Site
-from snakemake_executor_plugin_fedgen.tes.client import JOB_KEY_TAG, RULE_TAG, RUN_TAG, SITE_TAG
+from snakemake_executor_plugin_fedgen.tes.models import (
+    TesExecutor,
+    TesInput,
+    TesResources,
+    TesTask,
+)
+from snakemake_executor_plugin_fedgen.tes.tags import JOB_KEY_TAG, RULE_TAG, RUN_TAG, SITE_TAG
 
 # Resources that never go to backend_parameters: Snakemake internals, coordinator paths and
 # the ones mapped to TES fields.
@@ -33,7 +39,7 @@ class TaskPlan:
     """A TES task for one job plus what the coordinator needs once it finishes."""
 
     site: Site
-    task: dict[str, Any]
+    task: TesTask
     job_key: str
     outputs: list[staging.OutputPlan] = field(default_factory=list)
     benchmarks: list[str] = field(default_factory=list)
@@ -57,7 +63,7 @@ def site_of(job: Any, registry: Registry) -> Site:
     WorkflowError
         No site can be determined, or the jobs of a group name different sites.
     """
-    names = {}
+    names: dict[str, str] = {}
     for j in subjobs(job):
         name = _named_site(j) or registry.default_site
         if name is None:
@@ -117,7 +123,7 @@ def check_direct_command(job: Any) -> str:
             "(sites have no Snakemake). Rewrite it with shell: calling a CLI (e.g. a fedgen "
             "subcommand or a tool), or mark it `localrule: True` if it needs no site data."
         )
-    cmd = job.shellcmd
+    cmd = str(job.shellcmd)
     if any(getattr(f, "is_pipe", False) or _flagged(f, "pipe") for f in job.output):
         raise WorkflowError(f"rule {rule.name}: pipe() outputs are not supported at sites.")
     return cmd.strip()
@@ -132,7 +138,7 @@ def image_of(job: Any, site: Site) -> str:
     """Return the job's image: the rule's container: or the site's default image."""
     url = job.container_img_url
     if url:
-        return url.removeprefix("docker://")
+        return str(url).removeprefix("docker://")
     if site.default_image:
         return site.default_image
     raise WorkflowError(
@@ -141,21 +147,21 @@ def image_of(job: Any, site: Site) -> str:
     )
 
 
-def resources_of(job: Any) -> tuple[dict[str, Any], dict[str, str]]:
+def resources_of(job: Any) -> TesResources:
     """Map Snakemake resources to TES ``resources`` and ``backend_parameters``.
 
     threads -> cpu_cores; mem_mb -> ram_gb (1 GB = 1000 MB); disk_mb -> disk_gb; runtime (minutes)
     and any other resource -> backend_parameters (as strings).
     """
     res = job.resources
-    out: dict[str, Any] = {"cpu_cores": max(1, int(job.threads))}
+    out = TesResources(cpu_cores=max(1, int(job.threads)))
     mem = _number(res.get("mem_mb"))
     if mem:
-        out["ram_gb"] = round(mem / 1000.0, 3)
+        out.ram_gb = round(mem / 1000.0, 3)
     disk = _number(res.get("disk_mb"))
     if disk:
-        out["disk_gb"] = round(disk / 1000.0, 3)
-    backend = {}
+        out.disk_gb = round(disk / 1000.0, 3)
+    backend: dict[str, str] = {}
     # Snakemake's ResourceList iterates over values, so the keys are asked for explicitly.
     for key in res.keys():  # noqa: SIM118
         if key in _MAPPED or key.startswith("_"):
@@ -164,7 +170,8 @@ def resources_of(job: Any) -> tuple[dict[str, Any], dict[str, str]]:
         if value is None:
             continue
         backend[key] = str(value)
-    return out, backend
+    out.backend_parameters = backend or None
+    return out
 
 
 def _number(value: Any) -> float | None:
@@ -188,7 +195,7 @@ def build_task(job: Any, *, registry: Registry, run_id: str) -> TaskPlan:
     site = site_of(job, registry)
     jobs = subjobs(job)
     produced = {os.path.normpath(str(f)) for j in jobs for f in [*j.output, *j.log]}
-    inputs: list[dict[str, Any]] = []
+    inputs: list[TesInput] = []
     fingerprints: list[str] = []
     seen: set[str] = set()
     commands: list[tuple[str, str, str]] = []
@@ -207,7 +214,7 @@ def build_task(job: Any, *, registry: Registry, run_id: str) -> TaskPlan:
             seen.add(norm)
             spec, fingerprint = staging.input_for(str(f), site=site, rule=j.rule.name)
             inputs.append(spec)
-            fingerprints.append(f"{spec['name']}={fingerprint}")
+            fingerprints.append(f"{spec.name}={fingerprint}")
         for f in [*j.output, *j.log]:
             outputs.append(
                 staging.output_for(
@@ -228,7 +235,7 @@ def build_task(job: Any, *, registry: Registry, run_id: str) -> TaskPlan:
         inputs=fingerprints,
         outputs=[(o.path, o.url) for o in outputs],
     )
-    executors = []
+    executors: list[TesExecutor] = []
     dirs = sorted({os.path.dirname(o.path) for o in outputs if os.path.dirname(o.path)})
     if dirs:
         # Output parent directories exist in a Snakemake run because Snakemake creates them;
@@ -244,22 +251,20 @@ def build_task(job: Any, *, registry: Registry, run_id: str) -> TaskPlan:
                 commands[-1][1], ["bash", "-c", staging.CHECKSUM_SCRIPT, "fedgen-checksum", *files]
             )
         )
-    resources, backend = resources_of(job)
-    if backend:
-        resources["backend_parameters"] = backend
     rule_tag = ",".join(dict.fromkeys(j.rule.name for j in jobs))
     name = f"{rule_tag}:{_wildcard_label(jobs[0])}" if len(jobs) == 1 else f"group:{rule_tag}"
-    task = {
-        "name": name[:200],
-        "description": f"snakemake-fedgen job {job.jobid} at site {site.name}",
-        "inputs": inputs,
-        "outputs": [staging.tes_output(o) for o in outputs],
-        "resources": resources,
-        "executors": executors,
-        "tags": {RUN_TAG: run_id, JOB_KEY_TAG: key, RULE_TAG: rule_tag[:200], SITE_TAG: site.name},
-    }
+    tags = {RUN_TAG: run_id, JOB_KEY_TAG: key, RULE_TAG: rule_tag[:200], SITE_TAG: site.name}
     # Crypt4GH egress (issue 6): the node encrypts published files for the coordinator's key.
-    task["tags"].update(recipient_tags(site))
+    tags.update(recipient_tags(site))
+    task = TesTask(
+        name=name[:200],
+        description=f"snakemake-fedgen job {job.jobid} at site {site.name}",
+        inputs=inputs,
+        outputs=[staging.tes_output(o) for o in outputs],
+        resources=resources_of(job),
+        executors=executors,
+        tags=tags,
+    )
     return TaskPlan(site=site, task=task, job_key=key, outputs=outputs, benchmarks=benchmarks)
 
 
@@ -279,8 +284,8 @@ def _log_tail_on_failure(logs: list[str]) -> str:
     )
 
 
-def _executor(image: str, command: list[str]) -> dict[str, Any]:
-    return {"image": image, "command": command, "workdir": staging.CONTAINER_ROOT}
+def _executor(image: str, command: list[str]) -> TesExecutor:
+    return TesExecutor(image=image, command=command, workdir=staging.CONTAINER_ROOT)
 
 
 def _wildcard_label(job: Any) -> str:
@@ -288,6 +293,6 @@ def _wildcard_label(job: Any) -> str:
     return ",".join(f"{k}={v}" for k, v in wc.items()) or str(job.jobid)
 
 
-def describe_command(task: dict[str, Any]) -> str:
+def describe_command(task: TesTask) -> str:
     """Return the task's commands as shell text (for messages)."""
-    return "\n".join(shlex.join(e["command"]) for e in task.get("executors", []))
+    return "\n".join(shlex.join(e.command) for e in task.executors)

@@ -74,8 +74,8 @@ def _reachability(site: Any, args: argparse.Namespace) -> tuple[str, str, bool]:
         return "service-info", f"unreachable: {exc}", False
     finally:
         client.close()
-    name = info.get("name") or info.get("id") or "?"
-    version = (info.get("type") or {}).get("version") or info.get("version") or "?"
+    name = info.name or info.id
+    version = info.type.version or info.version
     return "service-info", f"ok: {name} (TES {version})", True
 
 

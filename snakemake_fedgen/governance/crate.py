@@ -1,6 +1,7 @@
 """The run's RO-Crate (Workflow Run Crate profile): sites, tasks, DUO decisions and outputs.
 
-Built at the coordinator after a run. Every site task of the run (TES tag ``fedgen_run``) is one
+Built at the coordinator after a run. Every site task of the run (TES tag ``fedgen_run``,
+:data:`~snakemake_executor_plugin_fedgen.tes.tags.RUN_TAG`) is one
 ``CreateAction`` whose facts come from the node's provenance record in the task log (inputs and
 outputs as SHA-256 only: no site data enters the crate), its agent is the site, and each egress
 file carries the airlock decision. The sites' DUO decisions for the declared purpose are
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from snakemake_executor_plugin_fedgen.errors import FedgenError, ProvenanceError
+from snakemake_executor_plugin_fedgen.tes.states import FAILED_STATES, TesState
+from snakemake_executor_plugin_fedgen.tes.tags import JOB_KEY_TAG, RULE_TAG, RUN_TAG, SITE_TAG
 
 from snakemake_fedgen.governance.provenance import sha256_file
 
@@ -27,11 +30,8 @@ PROFILES = {
     "https://w3id.org/workflowhub/workflow-ro-crate/1.0": "Workflow RO-Crate",
 }
 STATUS = {
-    "COMPLETE": "http://schema.org/CompletedActionStatus",
-    "EXECUTOR_ERROR": "http://schema.org/FailedActionStatus",
-    "SYSTEM_ERROR": "http://schema.org/FailedActionStatus",
-    "CANCELED": "http://schema.org/FailedActionStatus",
-    "PREEMPTED": "http://schema.org/FailedActionStatus",
+    TesState.COMPLETE.value: "http://schema.org/CompletedActionStatus",
+    **{state.value: "http://schema.org/FailedActionStatus" for state in FAILED_STATES},
 }
 DUO_IRI = "http://purl.obolibrary.org/obo/"
 
@@ -55,13 +55,13 @@ def collect_tasks(
             # transient error should not cost the run its provenance.
             client = TesClient(site)
             try:
-                by_url[site.tes_url] = client.list_tasks(tags={"fedgen_run": run_id}, view="FULL")
+                by_url[site.tes_url] = [
+                    t.document() for t in client.list_tasks(tags={RUN_TAG: run_id}, view="FULL")
+                ]
             finally:
                 client.close()
         out[name] = [
-            t
-            for t in by_url[site.tes_url]
-            if (t.get("tags") or {}).get("fedgen_site", name) == name
+            t for t in by_url[site.tes_url] if (t.get("tags") or {}).get(SITE_TAG, name) == name
         ]
     return out
 
@@ -224,14 +224,14 @@ def _run_status(tasks: Mapping[str, list[dict[str, Any]]], site_names: list[str]
     """Completed when every job's latest attempt completed.
 
     A resumed or retried run keeps the failed or cancelled attempts of a job (same
-    ``fedgen_job_key``) as tasks of the run; they appear in the crate as failed actions but do
+    ``fedgen_job_key``, :data:`JOB_KEY_TAG`) as tasks of the run; they appear in the crate as failed actions but do
     not make the run failed once a later attempt of the same job completed.
     """
     done: dict[str, bool] = {}
     for site in site_names:
         for doc in tasks.get(site, []):
-            key = (doc.get("tags") or {}).get("fedgen_job_key") or doc["id"]
-            ok = doc.get("state") == "COMPLETE"
+            key = (doc.get("tags") or {}).get(JOB_KEY_TAG) or doc["id"]
+            ok = doc.get("state") == TesState.COMPLETE
             done[f"{site}/{key}"] = done.get(f"{site}/{key}", False) or ok
     if all(done.values()):
         return "http://schema.org/CompletedActionStatus"
@@ -253,7 +253,7 @@ def _task_action(crate: Any, site_entity: Any, doc: Mapping[str, Any], from_task
     ]
     props: dict[str, Any] = {
         "@type": "CreateAction",
-        "name": f"{tags.get('fedgen_rule', doc.get('name', 'task'))} at {site_entity['name']}",
+        "name": f"{tags.get(RULE_TAG, doc.get('name', 'task'))} at {site_entity['name']}",
         "identifier": task_id,
         "agent": _ref(site_entity),
         "instrument": instruments,

@@ -4,7 +4,9 @@ The node (``snakemake_fedgen.node``) calls these few functions at fixed points s
 modules stay about TES and the governance logic stays here:
 
 * ``check_node_config`` when the config is loaded (bad ``jwt``/key settings fail at startup);
-* ``jwt_authenticator`` when ``jwt`` is configured;
+* ``jwt`` settings are turned into the node's authenticator by
+  :func:`snakemake_fedgen.node.auth.make_authenticator` (with
+  :class:`~snakemake_fedgen.governance.passport.PassportVerifier`);
 * ``check_task_visas`` in CreateTask (403 without a visa for a governed dataset);
 * ``seal_egress`` after the airlock accepted a task's egress files and before publication;
 * ``task_provenance`` when a task ends (the node's own, trusted, provenance record).
@@ -45,17 +47,6 @@ def check_node_config(cfg: Any, source: str) -> None:
         )
     if cfg.egress_recipient_key is not None:
         load_public_key(cfg.egress_recipient_key)
-
-
-def jwt_authenticator(cfg: Any, *, fallback: Any = None) -> Any:
-    """A :class:`~snakemake_fedgen.governance.passport.JwtAuthenticator` for ``cfg.jwt``."""
-    from snakemake_fedgen.governance.passport import (
-        JwtAuthenticator,
-        JwtSettings,
-        PassportVerifier,
-    )
-
-    return JwtAuthenticator(PassportVerifier(JwtSettings.from_mapping(cfg.jwt)), fallback=fallback)
 
 
 def check_task_visas(caller: Any, doc: Mapping[str, Any], cfg: Any) -> None:

@@ -18,6 +18,9 @@ caller name is its ``sub``. Its ``ga4gh_passport_v1`` claim is a list of visa JW
 and checked the same way (no audience; the visa ``sub`` must be the passport's); only
 ``ControlledAccessGrants`` visas whose ``value`` names a dataset grant access. A task whose inputs
 start with a configured URL prefix needs a visa for that dataset (HTTP 403 otherwise).
+
+The node's authenticator that uses :class:`PassportVerifier` is
+:class:`snakemake_fedgen.node.auth.JwtAuthenticator` (governance never imports the node).
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from snakemake_executor_plugin_fedgen.errors import AccessDenied, AuthError, ConfigError
-from snakemake_executor_plugin_fedgen.tokens import looks_like_jwt
 
 PASSPORT_CLAIM = "ga4gh_passport_v1"
 VISA_CLAIM = "ga4gh_visa_v1"
@@ -316,25 +318,3 @@ def require_visas(
             f"no valid GA4GH ControlledAccessGrants visa for dataset(s) {', '.join(missing)}; "
             "ask the data access committee for access and present a passport that carries it."
         )
-
-
-@dataclass
-class JwtAuthenticator:
-    """The node's authenticator for JWTs, falling back to static tokens for other tokens.
-
-    Implements ``snakemake_fedgen.node.auth.Authenticator``; the caller name is ``sub``.
-    """
-
-    verifier: PassportVerifier
-    fallback: Any = None
-
-    def authenticate(self, authorization_header: str | None) -> Any:
-        from snakemake_fedgen.node.auth import Caller, bearer_token
-
-        token = bearer_token(authorization_header)
-        if looks_like_jwt(token):
-            claims = self.verifier.verify(token)
-            return Caller(str(claims["sub"]), claims)
-        if self.fallback is not None:
-            return self.fallback.authenticate(authorization_header)
-        raise AuthError("this node accepts JWT bearer tokens only.")

@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlparse
 
 from snakemake_executor_plugin_fedgen.errors import ProvenanceError
 from snakemake_executor_plugin_fedgen.fileio import atomic_write
+from snakemake_executor_plugin_fedgen.tes.tags import SITE_TAG
 
 SCHEMA_ID = "https://github.com/snakemake-fedgen/snakemake-fedgen/schemas/provenance/v1"
 METADATA_KEY = "fedgen_provenance"
@@ -235,7 +236,7 @@ def node_record(
         "schema": SCHEMA_ID,
         "generator": "node",
         "node_id": node_id,
-        "site": tags.get("fedgen_site"),
+        "site": tags.get(SITE_TAG),
         "task_id": doc["id"],
         "task_name": doc.get("name"),
         "caller": owner,

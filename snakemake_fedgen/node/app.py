@@ -1,17 +1,39 @@
-"""The HTTP API: GA4GH TES 1.1 under ``/ga4gh/tes/v1`` and published egress files."""
+"""The HTTP API: GA4GH TES 1.1 under ``/ga4gh/tes/v1`` and published egress files.
 
-from __future__ import annotations
+Every endpoint but service-info depends on :func:`create_app`'s one ``authenticated``
+dependency (FastAPI ``Depends``): it turns the ``Authorization`` header into a
+:class:`~snakemake_fedgen.node.auth.Caller` or answers 401 (audited with the endpoint's action
+name and task id). CreateTask's typed body (:class:`~snakemake_executor_plugin_fedgen.tes.models.TesTask`)
+is read by a dependency that itself depends on ``authenticated``: FastAPI would read a declared
+body before solving any dependency, so an unauthenticated caller could make the node buffer a
+body of any size; this way nothing of the body is read before the caller is known.
+"""
 
+# No ``from __future__ import annotations``: FastAPI reads the handlers' annotations, and the
+# dependency aliases (CallerDep, OwnTask) are local to create_app.
 import logging
 import os
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
 from snakemake_executor_plugin_fedgen.errors import AuthError, InvalidTask, StorageError
+from snakemake_executor_plugin_fedgen.tes.models import (
+    ServiceOrganization,
+    TaskView,
+    TesCancelTaskResponse,
+    TesCreateTaskResponse,
+    TesServiceInfo,
+    TesServiceType,
+    TesTask,
+    describe_errors,
+)
+from snakemake_executor_plugin_fedgen.tes.states import TesState
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from snakemake_fedgen import __version__
@@ -22,15 +44,8 @@ from snakemake_fedgen.node.config import NodeConfig
 from snakemake_fedgen.node.runtime import Runtime
 from snakemake_fedgen.node.scheduler import Scheduler
 from snakemake_fedgen.node.storage import check_input_url, check_output_url, url_scheme
-from snakemake_fedgen.node.store import TaskStore
-from snakemake_fedgen.node.task import (
-    STATES,
-    VIEWS,
-    check_task,
-    new_task_id,
-    now_rfc3339,
-    view_of,
-)
+from snakemake_fedgen.node.store import StoredTask, TaskStore
+from snakemake_fedgen.node.task import check_task, new_task_id, now_rfc3339, view_of
 
 log = logging.getLogger("snakemake_fedgen.node")
 
@@ -49,6 +64,30 @@ class ApiError(Exception):
         self.message = message
 
 
+class FedgenNodeInfo(BaseModel):
+    """The ``fedgen`` block of this node's service-info (what the executor and stewards see)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node_id: str
+    runtime: str
+    image_allow_list: bool
+    allowed_images: list[str]
+    storage_schemes: list[str]
+    cpu_cores: int
+    egress_root: str | None
+    egress_read_path: str
+    auth: str
+
+
+class NodeServiceInfo(TesServiceInfo):
+    """``tesServiceInfo`` of a fedgen node: the TES fields plus the ``fedgen`` block."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    fedgen: FedgenNodeInfo
+
+
 def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticator) -> FastAPI:
     """Build the node's FastAPI application (the scheduler starts with the app's lifespan)."""
     store = TaskStore(cfg.db_path)
@@ -57,7 +96,7 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
     blocked = list(cfg.tool_paths)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler.recover()
         audit.record(caller="node", action="Start", outcome="ok", runtime=runtime.name)
         yield
@@ -88,8 +127,10 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for err in exc.errors():
-            loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
-            parts.append(f"{loc}: {err.get('msg')}")
+            loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path"))
+            given = err.get("input")
+            shown = f", got {given!r}" if isinstance(given, str) and len(given) < 80 else ""
+            parts.append(f"{loc}: {err.get('msg')}{shown}")
         message = "invalid request: " + "; ".join(parts)
         return JSONResponse({"message": message, "status": 400}, status_code=400)
 
@@ -99,79 +140,103 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
             {"message": str(exc.detail), "status": exc.status_code}, status_code=exc.status_code
         )
 
-    def caller_of(request: Request, action: str, task: str | None = None) -> Caller:
+    # -- dependencies -------------------------------------------------------------------------
+
+    async def authenticated(request: Request) -> Caller:
+        """The caller of this request, or 401 (audited under the route's action name)."""
         try:
             return authenticator.authenticate(request.headers.get("authorization"))
         except AuthError as exc:
-            audit.record(caller="unauthenticated", action=action, task=task, outcome="401")
+            route = request.scope.get("route")
+            audit.record(
+                caller="unauthenticated",
+                action=getattr(route, "name", request.url.path),
+                task=request.path_params.get("task_id"),
+                outcome="401",
+            )
             raise ApiError(401, str(exc)) from None
 
-    def own_task(caller: Caller, task_id: str, action: str):
+    CallerDep = Annotated[Caller, Depends(authenticated)]
+
+    async def task_body(request: Request, caller: CallerDep) -> TesTask:
+        """The CreateTask body as a :class:`TesTask`, read only once the caller is known."""
+        raw = await request.body()
+        try:
+            return TesTask.model_validate_json(raw)
+        except ValidationError as exc:
+            if any(e["type"] == "json_invalid" for e in exc.errors()):
+                message = "the request body is not valid JSON."
+            else:
+                message = f"invalid task: {describe_errors(exc)}."
+            audit.record(caller=caller.name, action="CreateTask", outcome="400", reason=message)
+            raise ApiError(400, message) from None
+
+    async def own_task(request: Request, task_id: str, caller: CallerDep) -> StoredTask:
+        """The caller's task ``task_id``; another caller's task answers exactly like a missing
+        one (404), so task ids reveal nothing."""
         stored = store.get(task_id)
-        # Another caller's task answers exactly like a missing one: ids reveal nothing.
         if stored is None or stored.owner != caller.name:
+            route = request.scope.get("route")
+            action = getattr(route, "name", request.url.path)
             audit.record(caller=caller.name, action=action, task=task_id, outcome="404")
             raise ApiError(404, f"task {task_id} not found.")
         return stored
 
-    def check_view(view: str) -> str:
-        if view not in VIEWS:
-            raise ApiError(400, f"view must be one of {', '.join(VIEWS)}, got {view!r}.")
-        return view
+    OwnTask = Annotated[StoredTask, Depends(own_task)]
 
-    @app.get(f"{TES_PREFIX}/service-info")
-    async def service_info() -> dict[str, Any]:
-        allow = cfg.allowed_images
-        return {
-            "id": f"org.fedgen.node.{cfg.node_id}",
-            "name": f"fedgen node {cfg.node_id}",
-            "type": {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"},
-            "description": (
-                f"snakemake-fedgen site node; runtime {runtime.name}; "
-                + (
-                    f"image allow-list active ({len(allow)} pattern(s))"
-                    if allow
-                    else "no image allow-list: every image is accepted"
-                )
-            ),
-            "organization": {
-                "name": "snakemake-fedgen",
-                "url": "https://github.com/snakemake-fedgen",
-            },
-            "documentationUrl": "https://github.com/snakemake-fedgen/snakemake-fedgen/blob/main/docs/site-admin.md",
-            "environment": "production",
-            "version": __version__,
-            # Write roots only: read roots would tell anonymous callers where site data lives.
-            "storage": [r.as_uri() for r in cfg.write_roots]
-            + (["http://", "https://"] if cfg.allowed_input_hosts else []),
-            "tesResources_backend_parameters": [],
-            "fedgen": {
-                "node_id": cfg.node_id,
-                "runtime": runtime.name,
-                "image_allow_list": bool(allow),
-                "allowed_images": list(allow),
-                "storage_schemes": ["file", "content"]
-                + (["http", "https"] if cfg.allowed_input_hosts else []),
-                "cpu_cores": cfg.node_cores,
-                "egress_root": cfg.egress_root.as_uri() if cfg.egress_root else None,
-                "egress_read_path": EGRESS_PREFIX,
-                "auth": ("jwt" if cfg.jwt else "bearer")
-                if (cfg.jwt or cfg.token_file)
-                else "none (loopback only)",
-            },
-        }
+    # -- TES ----------------------------------------------------------------------------------
 
-    @app.post(f"{TES_PREFIX}/tasks")
-    async def create_task(request: Request) -> dict[str, str]:
-        caller = caller_of(request, "CreateTask")
-        try:
-            body = await request.json()
-        except ValueError:
-            audit.record(caller=caller.name, action="CreateTask", outcome="400")
-            raise ApiError(400, "the request body is not valid JSON.") from None
+    allow = cfg.allowed_images
+    info = NodeServiceInfo(
+        id=f"org.fedgen.node.{cfg.node_id}",
+        name=f"fedgen node {cfg.node_id}",
+        type=TesServiceType(group="org.ga4gh", artifact="tes", version="1.1.0"),
+        description=(
+            f"snakemake-fedgen site node; runtime {runtime.name}; "
+            + (
+                f"image allow-list active ({len(allow)} pattern(s))"
+                if allow
+                else "no image allow-list: every image is accepted"
+            )
+        ),
+        organization=ServiceOrganization(
+            name="snakemake-fedgen", url="https://github.com/snakemake-fedgen"
+        ),
+        documentationUrl="https://github.com/snakemake-fedgen/snakemake-fedgen/blob/main/docs/site-admin.md",
+        environment="production",
+        version=__version__,
+        # Write roots only: read roots would tell anonymous callers where site data lives.
+        storage=[r.as_uri() for r in cfg.write_roots]
+        + (["http://", "https://"] if cfg.allowed_input_hosts else []),
+        tesResources_backend_parameters=[],
+        fedgen=FedgenNodeInfo(
+            node_id=cfg.node_id,
+            runtime=runtime.name,
+            image_allow_list=bool(allow),
+            allowed_images=list(allow),
+            storage_schemes=["file", "content"]
+            + (["http", "https"] if cfg.allowed_input_hosts else []),
+            cpu_cores=cfg.node_cores,
+            egress_root=cfg.egress_root.as_uri() if cfg.egress_root else None,
+            egress_read_path=EGRESS_PREFIX,
+            auth=("jwt" if cfg.jwt else "bearer")
+            if (cfg.jwt or cfg.token_file)
+            else "none (loopback only)",
+        ),
+    )
+
+    @app.get(f"{TES_PREFIX}/service-info", name="GetServiceInfo", response_model_exclude_unset=True)
+    async def service_info() -> NodeServiceInfo:
+        # Public: clients discover the node before they authenticate.
+        return info
+
+    @app.post(f"{TES_PREFIX}/tasks", name="CreateTask")
+    async def create_task(
+        caller: CallerDep, task: Annotated[TesTask, Depends(task_body)]
+    ) -> TesCreateTaskResponse:
         try:
             doc = check_task(
-                body,
+                task,
                 allowed_images=cfg.allowed_images,
                 max_content_bytes=cfg.max_content_bytes,
                 blocked_paths=blocked,
@@ -185,27 +250,28 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
         except AuthError as exc:
             audit.record(caller=caller.name, action="CreateTask", outcome="403", reason=str(exc))
             raise ApiError(403, str(exc)) from None
-        doc = {"id": new_task_id(), "state": "QUEUED", **doc, "creation_time": now_rfc3339()}
+        doc = {
+            "id": new_task_id(),
+            "state": TesState.QUEUED.value,
+            **doc,
+            "creation_time": now_rfc3339(),
+        }
         store.create(doc, owner=caller.name)
         audit.record(caller=caller.name, action="CreateTask", task=doc["id"], outcome="QUEUED")
         scheduler.submit(doc)
-        return {"id": doc["id"]}
+        return TesCreateTaskResponse(id=doc["id"])
 
-    @app.get(f"{TES_PREFIX}/tasks")
+    @app.get(f"{TES_PREFIX}/tasks", name="ListTasks")
     async def list_tasks(
-        request: Request,
+        caller: CallerDep,
         name_prefix: str | None = None,
-        state: str | None = None,
+        state: TesState | None = None,
         tag_key: Annotated[list[str] | None, Query()] = None,
         tag_value: Annotated[list[str] | None, Query()] = None,
         page_size: int | None = None,
         page_token: str | None = None,
-        view: str = "MINIMAL",
+        view: TaskView = "MINIMAL",
     ) -> dict[str, Any]:
-        caller = caller_of(request, "ListTasks")
-        check_view(view)
-        if state is not None and state not in STATES:
-            raise ApiError(400, f"state must be one of {', '.join(STATES)}, got {state!r}.")
         size = DEFAULT_PAGE_SIZE if page_size is None else page_size
         if size < 1:
             raise ApiError(400, f"page_size must be >= 1, got {page_size}.")
@@ -227,7 +293,7 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
         tasks, next_token = store.list(
             owner=caller.name,
             name_prefix=name_prefix,
-            state=state,
+            state=state.value if state is not None else None,
             tags=tags,
             page_size=size,
             page_token=token,
@@ -236,30 +302,30 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
         if view == "BASIC":
             tasks = [view_of(t, "BASIC") for t in tasks]
         audit.record(caller=caller.name, action="ListTasks", outcome=f"{len(tasks)} tasks")
+        # Task documents are returned as stored (checked by TesTask when they were created;
+        # tests/tes/test_models.py parses what the node serves), not validated again per page.
         out: dict[str, Any] = {"tasks": tasks}
         if next_token is not None:
             out["next_page_token"] = str(next_token)
         return out
 
-    @app.get(TES_PREFIX + "/tasks/{task_id}")
-    async def get_task(request: Request, task_id: str, view: str = "MINIMAL") -> dict[str, Any]:
-        caller = caller_of(request, "GetTask", task_id)
-        check_view(view)
-        stored = own_task(caller, task_id, "GetTask")
-        audit.record(caller=caller.name, action="GetTask", task=task_id, outcome=stored.state)
+    @app.get(TES_PREFIX + "/tasks/{task_id}", name="GetTask")
+    async def get_task(
+        caller: CallerDep, stored: OwnTask, view: TaskView = "MINIMAL"
+    ) -> dict[str, Any]:
+        audit.record(caller=caller.name, action="GetTask", task=stored.id, outcome=stored.state)
         return view_of(stored.doc, view)
 
-    @app.post(TES_PREFIX + "/tasks/{task_id}:cancel")
-    async def cancel_task(request: Request, task_id: str) -> dict[str, Any]:
-        caller = caller_of(request, "CancelTask", task_id)
-        own_task(caller, task_id, "CancelTask")
-        state = scheduler.cancel(task_id)
-        audit.record(caller=caller.name, action="CancelTask", task=task_id, outcome=state)
-        return {}
+    @app.post(TES_PREFIX + "/tasks/{task_id}:cancel", name="CancelTask")
+    async def cancel_task(caller: CallerDep, stored: OwnTask) -> TesCancelTaskResponse:
+        state = scheduler.cancel(stored.id)
+        audit.record(caller=caller.name, action="CancelTask", task=stored.id, outcome=state)
+        return TesCancelTaskResponse()
 
-    @app.get(EGRESS_PREFIX + "/{path:path}")
-    async def egress_file(request: Request, path: str):
-        caller = caller_of(request, "GetEgress")
+    # -- egress -------------------------------------------------------------------------------
+
+    @app.get(EGRESS_PREFIX + "/{path:path}", name="GetEgress", response_model=None)
+    async def egress_file(caller: CallerDep, path: str) -> FileResponse:
         if cfg.egress_root is None:
             raise ApiError(404, "this node has no egress_root.")
         parts = path.split("/")

@@ -1,20 +1,31 @@
-"""Who is calling: bearer tokens from a token file, behind a small pluggable interface.
+"""Who is calling: bearer tokens from a token file or JWTs, behind a small pluggable interface.
 
-An :class:`Authenticator` turns the ``Authorization`` header into a :class:`Caller`. The token
-file authenticator is the default; a JWT/GA4GH Passport verifier can implement the same
-protocol and be passed to :func:`snakemake_fedgen.node.app.create_app`.
+An :class:`Authenticator` turns the ``Authorization`` header into a :class:`Caller`:
+:class:`TokenFileAuthenticator` (static tokens), :class:`JwtAuthenticator` (JWT/GA4GH Passport,
+verified by :class:`snakemake_fedgen.governance.passport.PassportVerifier`, static tokens as
+fallback) or :class:`LoopbackAuthenticator` (no tokens, loopback only).
+:func:`make_authenticator` picks them from the node config; the app
+(:mod:`snakemake_fedgen.node.app`) calls the one it is given from a single FastAPI dependency.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 from snakemake_executor_plugin_fedgen.errors import AuthError, ConfigError
+from snakemake_executor_plugin_fedgen.tokens import looks_like_jwt
+
+if TYPE_CHECKING:
+    from snakemake_fedgen.governance.passport import PassportVerifier
+    from snakemake_fedgen.node.config import NodeConfig
+
+log = logging.getLogger("snakemake_fedgen.node")
 
 ANONYMOUS = "anonymous"
 
@@ -89,3 +100,41 @@ class LoopbackAuthenticator:
 
     def authenticate(self, authorization_header: str | None) -> Caller:
         return Caller(ANONYMOUS)
+
+
+@dataclass
+class JwtAuthenticator:
+    """JWT bearer tokens (GA4GH Passports), falling back to static tokens for other tokens.
+
+    The caller name is the token's ``sub``; its claims (with the verified visas) go with the
+    caller, for the visa check of CreateTask.
+    """
+
+    verifier: PassportVerifier
+    fallback: Authenticator | None = None
+
+    def authenticate(self, authorization_header: str | None) -> Caller:
+        token = bearer_token(authorization_header)
+        if looks_like_jwt(token):
+            claims = self.verifier.verify(token)
+            return Caller(str(claims["sub"]), claims)
+        if self.fallback is not None:
+            return self.fallback.authenticate(authorization_header)
+        raise AuthError("this node accepts JWT bearer tokens only.")
+
+
+def make_authenticator(cfg: NodeConfig) -> Authenticator:
+    """The authenticator ``cfg`` asks for: JWT (``jwt``), static tokens (``token_file``), both
+    (JWTs first, other tokens from the file), or neither (every caller ``anonymous``)."""
+    static: Authenticator | None = None
+    if cfg.token_file is not None:
+        static = TokenFileAuthenticator.from_file(cfg.token_file)
+    if cfg.jwt:
+        from snakemake_fedgen.governance.passport import JwtSettings, PassportVerifier
+
+        verifier = PassportVerifier(JwtSettings.from_mapping(cfg.jwt))
+        return JwtAuthenticator(verifier, fallback=static)
+    if static is not None:
+        return static
+    log.warning("no token_file: every caller is 'anonymous'; serving loopback only.")
+    return LoopbackAuthenticator()

@@ -1,18 +1,33 @@
-"""The node configuration: ``node.yaml`` keys, the equivalent CLI flags, and their checks."""
+"""The node configuration: ONE typed model, read from ``node.yaml`` and from ``fedgen node`` flags.
+
+:class:`NodeConfig` is the single list of settings. Each field is a ``node.yaml`` key and a
+``fedgen node serve`` flag of the same name (``max_task_seconds`` -> ``--max-task-seconds``):
+:func:`add_config_flags` generates the flags from the fields (the field's ``description`` is the
+``--help`` text, a :class:`Setting` marker may add a metavar, a YAML-only switch and the wording
+of type errors), :func:`config_overrides` reads them back, and :func:`load_config` merges file
+and flags, validates types with pydantic and then checks what needs the file system (roots
+exist, egress inside a write root, ...). Adding a setting is adding one field.
+"""
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import os
 import sys
+import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticUndefined
 from snakemake_executor_plugin_fedgen.errors import ConfigError
 
-RUNTIMES = ("auto", "bwrap", "host", "docker", "podman")
+Runtime = Literal["auto", "bwrap", "host", "docker", "podman"]
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -29,47 +44,139 @@ def default_tool_paths() -> list[str]:
 
     paths = {str(Path(sys.prefix).resolve()), str(Path(sys.base_prefix).resolve())}
     for package in (snakemake_fedgen, snakemake_executor_plugin_fedgen):
-        paths.add(str(Path(package.__file__).resolve().parent))
+        paths.add(str(Path(package.__file__ or ".").resolve().parent))
     # Paths already under /usr are visible anyway.
     return sorted(p for p in paths if not p.startswith("/usr/"))
 
 
-@dataclass
-class NodeConfig:
-    """Everything a node needs to serve one site.
+@dataclass(frozen=True)
+class Setting:
+    """How a :class:`NodeConfig` field appears besides its YAML key (``Annotated`` metadata).
 
-    Attributes mirror the keys of ``node.yaml`` (and the ``fedgen node`` flags of the same name).
+    Attributes
+    ----------
+    metavar
+        Placeholder in ``--help`` (e.g. ``DIR``).
+    flag
+        False: a ``node.yaml`` key only (no command-line flag).
+    expected
+        What the value must be, for type errors ("a list of directories").
     """
 
-    state_dir: Path
-    host: str = "127.0.0.1"
-    port: int = 8101
-    node_id: str = "fedgen-node"
-    read_roots: list[Path] = field(default_factory=list)
-    write_roots: list[Path] = field(default_factory=list)
-    egress_root: Path | None = None
-    quarantine_dir: Path | None = None
-    allowed_images: list[str] = field(default_factory=list)
-    runtime: str = "auto"
-    token_file: Path | None = None
-    cpu_cores: int | None = None
-    airlock: dict[str, Any] = field(default_factory=dict)
-    max_task_seconds: float | None = None
-    max_output_bytes: int = 10 * 1024**3
-    max_content_bytes: int = 1024 * 1024
-    log_tail_bytes: int = 64 * 1024
-    # Files holding the site's sample IDs (VCF, .psam/.fam, phenotype tables): every ID is
-    # replaced in the stdout/stderr a task log returns (snakemake_fedgen.node.redact).
-    redact_ids_from: list[Path] = field(default_factory=list)
-    # Hosts (fnmatch patterns on host or host:port) http(s) task inputs may come from; none by
-    # default, since the node fetches from inside the site network.
-    allowed_input_hosts: list[str] = field(default_factory=list)
-    tool_paths: list[str] = field(default_factory=default_tool_paths)
-    # Governance (issue 6, snakemake_fedgen.governance): JWT/Passport auth, visa-gated datasets,
+    metavar: str | None = None
+    flag: bool = True
+    expected: str | None = None
+
+
+def _listify(value: Any) -> Any:
+    """A single string where a list is expected is a one-element list."""
+    return [value] if isinstance(value, str | Path) else value
+
+
+def _blank_is_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _absolute(path: Path) -> Path:
+    return path.expanduser().absolute()
+
+
+def _absolute_all(paths: list[Path]) -> list[Path]:
+    return [_absolute(p) for p in paths]
+
+
+AbsPath = Annotated[Path, AfterValidator(_absolute)]
+OptionalAbsPath = Annotated[AbsPath | None, BeforeValidator(_blank_is_none)]
+AbsPathList = Annotated[list[Path], BeforeValidator(_listify), AfterValidator(_absolute_all)]
+StrList = Annotated[list[str], BeforeValidator(_listify)]
+
+
+class NodeConfig(BaseModel):
+    """Everything a node needs to serve one site.
+
+    Fields are the keys of ``node.yaml`` and the ``fedgen node`` flags of the same name
+    (``state_dir`` is the ``--state-dir`` argument only).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_default=False)
+
+    state_dir: Annotated[Path, Setting(flag=False)] = Field(
+        description="directory for the task database, task directories and audit.jsonl"
+    )
+    host: str = Field("127.0.0.1", description="address to bind")
+    port: int = Field(8101, description="port to bind")
+    node_id: str = Field("fedgen-node", description="name of this node in service-info")
+    read_roots: Annotated[AbsPathList, Setting("DIR", expected="a list of directories")] = Field(
+        default_factory=list,
+        description="directories task inputs may be read from (write roots are readable too)",
+    )
+    write_roots: Annotated[AbsPathList, Setting("DIR", expected="a list of directories")] = Field(
+        default_factory=list, description="directories task outputs may be written to"
+    )
+    egress_root: Annotated[OptionalAbsPath, Setting("DIR")] = Field(
+        None, description="outputs here pass the airlock (must lie inside a write root)"
+    )
+    quarantine_dir: Annotated[OptionalAbsPath, Setting("DIR")] = Field(
+        None, description="where refused egress files are kept (default STATE/quarantine)"
+    )
+    allowed_images: Annotated[StrList, Setting("PATTERN")] = Field(
+        default_factory=list,
+        description="image allow-list (fnmatch patterns); empty accepts every image",
+    )
+    runtime: Runtime = Field("auto", description="how tasks run (auto: bwrap where it works)")
+    token_file: Annotated[OptionalAbsPath, Setting("FILE")] = Field(
+        None, description="YAML mapping 'caller: token'"
+    )
+    cpu_cores: int | None = Field(
+        None, description="cores tasks may keep busy (default and maximum: all)"
+    )
+    airlock: Annotated[dict[str, Any], Setting("YAML")] = Field(
+        default_factory=dict, description="disclosure policy of the airlock (min_n, min_mac, ...)"
+    )
+    max_task_seconds: float | None = Field(
+        None, description="kill tasks running longer (SYSTEM_ERROR with the reason)"
+    )
+    max_output_bytes: int = Field(
+        10 * 1024**3, description="total size of one task's outputs (also caps http inputs)"
+    )
+    max_content_bytes: int = Field(1024 * 1024, description="largest inline `content` input")
+    log_tail_bytes: int = Field(
+        64 * 1024, description="stdout/stderr kept in the task log per executor"
+    )
+    redact_ids_from: Annotated[
+        AbsPathList,
+        Setting(
+            "FILE",
+            expected="a list of files holding sample IDs (genotype VCF, .psam/.fam, phenotype "
+            "table)",
+        ),
+    ] = Field(
+        default_factory=list,
+        description="files with the site's sample IDs (VCF, .psam/.fam, phenotype table); these "
+        "IDs are replaced by [sample-id] in the task logs callers get",
+    )
+    allowed_input_hosts: Annotated[StrList, Setting("PATTERN")] = Field(
+        default_factory=list,
+        description="hosts (fnmatch on host or host:port) http(s) inputs may be fetched from; "
+        "default none",
+    )
+    tool_paths: Annotated[StrList, Setting("PATH")] = Field(
+        default_factory=default_tool_paths,
+        description="host paths visible read-only in the sandbox (default: this Python "
+        "installation and the fedgen packages)",
+    )
+    # Governance (snakemake_fedgen.governance): JWT/Passport auth, visa-gated datasets,
     # Crypt4GH encryption of published egress files for the coordinator's public key.
-    jwt: dict[str, Any] = field(default_factory=dict)
-    datasets_requiring_visa: dict[str, str] = field(default_factory=dict)
-    egress_recipient_key: Path | None = None
+    jwt: Annotated[dict[str, Any], Setting("YAML")] = Field(
+        default_factory=dict,
+        description="JWT/GA4GH Passport authentication: {jwks, issuer, audience, ...}",
+    )
+    datasets_requiring_visa: Annotated[dict[str, Any], Setting("YAML")] = Field(
+        default_factory=dict, description="input URL prefix -> dataset id that needs a visa"
+    )
+    egress_recipient_key: Annotated[OptionalAbsPath, Setting("FILE")] = Field(
+        None, description="Crypt4GH public key published egress files are encrypted for"
+    )
 
     @property
     def node_cores(self) -> int:
@@ -90,8 +197,18 @@ class NodeConfig:
         return self.state_dir / "tasks"
 
 
-_PATH_KEYS = {"egress_root", "quarantine_dir", "token_file", "state_dir", "egress_recipient_key"}
-_PATH_LIST_KEYS = {"read_roots", "write_roots"}
+def _setting(name: str) -> Setting:
+    for meta in NodeConfig.model_fields[name].metadata:
+        if isinstance(meta, Setting):
+            return meta
+    return Setting()
+
+
+#: The node.yaml keys (every field but ``state_dir``).
+CONFIG_KEYS: tuple[str, ...] = tuple(k for k in NodeConfig.model_fields if k != "state_dir")
+
+
+# -- reading ------------------------------------------------------------------------------------
 
 
 def load_config(
@@ -110,6 +227,11 @@ def load_config(
         Optional YAML file with the keys of :class:`NodeConfig`.
     overrides
         Values from CLI flags; ``None`` values are ignored. They win over the file.
+
+    Raises
+    ------
+    ConfigError
+        One message naming the file (or "command line"), the key and the fix.
     """
     data: dict[str, Any] = {}
     if config_file is not None:
@@ -129,77 +251,51 @@ def load_config(
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = value
-    known = {f.name for f in fields(NodeConfig)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(str(k) for k in set(data) - set(CONFIG_KEYS))
     if unknown:
+        named = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, CONFIG_KEYS, n=1)
+            named.append(f"{key} (did you mean {close[0]}?)" if close else key)
         raise ConfigError(
-            f"node config {source}: unknown key(s) {', '.join(unknown)}; "
-            f"known keys are {', '.join(sorted(known - {'state_dir'}))}."
+            f"node config {source}: unknown key(s) {', '.join(named)}; "
+            f"known keys are {', '.join(sorted(CONFIG_KEYS))}."
         )
-    data["state_dir"] = state_dir
-    return _check(_convert(data, source), source)
+    try:
+        cfg = NodeConfig.model_validate({**data, "state_dir": state_dir})
+    except ValidationError as exc:
+        raise ConfigError(f"node config {source}: {_type_problem(exc)}") from None
+    return _check(cfg, source)
 
 
-def _convert(data: dict[str, Any], source: str) -> NodeConfig:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in _PATH_KEYS:
-            out[key] = None if value in (None, "") else Path(value).expanduser().absolute()
-        elif key in _PATH_LIST_KEYS:
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list):
-                raise ConfigError(f"node config {source}: {key} must be a list of directories.")
-            out[key] = [Path(v).expanduser().absolute() for v in value]
-        elif key == "redact_ids_from":
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(
-                    f"node config {source}: redact_ids_from must be a list of files holding "
-                    "sample IDs (genotype VCF, .psam/.fam, phenotype table)."
-                )
-            out[key] = [Path(v).expanduser().absolute() for v in value]
-        elif key in ("allowed_images", "tool_paths", "allowed_input_hosts"):
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"node config {source}: {key} must be a list of strings.")
-            out[key] = list(value)
-        elif key in (
-            "port",
-            "cpu_cores",
-            "max_output_bytes",
-            "max_content_bytes",
-            "log_tail_bytes",
-        ):
-            try:
-                out[key] = int(value)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(
-                    f"node config {source}: {key} must be an integer, got {value!r}."
-                ) from exc
-        elif key == "max_task_seconds":
-            try:
-                out[key] = float(value)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(
-                    f"node config {source}: max_task_seconds must be a number, got {value!r}."
-                ) from exc
-        elif key in ("airlock", "jwt", "datasets_requiring_visa"):
-            if not isinstance(value, dict):
-                raise ConfigError(f"node config {source}: {key} must be a mapping.")
-            out[key] = dict(value)
-        else:
-            out[key] = value
-    return NodeConfig(**out)
+_EXPECTED = {
+    "int": "an integer",
+    "float": "a number",
+    "list": "a list",
+    "dict": "a mapping",
+    "string": "a string",
+    "path": "a path",
+}
+
+
+def _type_problem(exc: ValidationError) -> str:
+    """The first problem of a config that does not parse: ``key must be <expected>, got <v>.``"""
+    err = exc.errors(include_url=False)[0]
+    key = str(err["loc"][0]) if err["loc"] else "?"
+    given = err.get("input")
+    if err["type"] == "literal_error" and key == "runtime":
+        return f"runtime {given!r} is not one of {', '.join(RUNTIMES)}."
+    expected = _setting(key).expected if key in NodeConfig.model_fields else None
+    if expected is None:
+        kind = str(err["type"]).split("_")[0]
+        expected = _EXPECTED.get(kind)
+    if expected is None:
+        return f"{key}: {err['msg']}, got {given!r}."
+    return f"{key} must be {expected}, got {given!r}."
 
 
 def _check(cfg: NodeConfig, source: str) -> NodeConfig:
-    if cfg.runtime not in RUNTIMES:
-        raise ConfigError(
-            f"node config {source}: runtime {cfg.runtime!r} is not one of {', '.join(RUNTIMES)}."
-        )
+    """What types cannot say: ranges, existing directories, egress inside a write root, ..."""
     if cfg.cpu_cores is not None and cfg.cpu_cores < 1:
         raise ConfigError(f"node config {source}: cpu_cores must be >= 1, got {cfg.cpu_cores}.")
     if cfg.max_task_seconds is not None and cfg.max_task_seconds <= 0:
@@ -245,3 +341,71 @@ def _check(cfg: NodeConfig, source: str) -> NodeConfig:
             "set token_file (YAML caller: token) or bind 127.0.0.1."
         )
     return cfg
+
+
+# -- command-line flags -----------------------------------------------------------------------
+
+
+def _base_type(annotation: Any) -> tuple[Any, bool]:
+    """(the value type, is a list) of a field annotation, with Optional/Annotated removed."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        elif origin is list:
+            return get_args(annotation)[0], True
+        else:
+            return annotation, False
+
+
+def _yaml_mapping(text: str) -> dict[str, Any]:
+    """Parse a flag value given as an inline YAML mapping (``'{min_n: 100}'``)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"not valid YAML: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a YAML mapping such as '{key: value}'")
+    return value
+
+
+def flag_of(key: str) -> str:
+    """The command-line flag of a node.yaml key (``max_task_seconds`` -> ``--max-task-seconds``)."""
+    return "--" + key.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per :class:`NodeConfig` field (help from the field's description).
+
+    Every flag defaults to None, so :func:`config_overrides` passes on only what was given.
+    """
+    for key in CONFIG_KEYS:
+        setting = _setting(key)
+        if not setting.flag:
+            continue
+        field = NodeConfig.model_fields[key]
+        value_type, is_list = _base_type(field.annotation)
+        help_text = field.description or ""
+        if field.default_factory is None and field.default not in (None, "", PydanticUndefined):
+            help_text += f" (default {field.default})"
+        kwargs: dict[str, Any] = {"default": None, "help": help_text, "dest": key}
+        if setting.metavar:
+            kwargs["metavar"] = setting.metavar
+        if get_origin(value_type) is Literal:
+            kwargs["choices"] = list(get_args(value_type))
+        elif value_type in (int, float):
+            kwargs["type"] = value_type
+            kwargs.setdefault("metavar", "N")
+        elif value_type is dict or get_origin(value_type) is dict:
+            kwargs["type"] = _yaml_mapping
+            kwargs["help"] = help_text + "; an inline YAML mapping"
+        if is_list:
+            kwargs.update(nargs="+", action="extend")
+        parser.add_argument(flag_of(key), **kwargs)
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The values of the config flags in parsed ``args`` (None where a flag was not given)."""
+    return {key: getattr(args, key, None) for key in CONFIG_KEYS if _setting(key).flag}

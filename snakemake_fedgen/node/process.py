@@ -27,7 +27,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago on ``host``."""
     with socket.socket() as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 class NodeProcess:
@@ -65,7 +65,7 @@ class NodeProcess:
         self.config_path = self.state_dir / "node.yaml"
         self.config_path.write_text(yaml.safe_dump(_plain(self.config), sort_keys=True))
         self.log_path = self.state_dir / "node.log"
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
     @property
@@ -151,6 +151,8 @@ class NodeProcess:
         self.start()
 
     def _signal(self, sig: int) -> None:
+        if self.proc is None:
+            return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, sig)
 

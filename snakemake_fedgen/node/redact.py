@@ -19,6 +19,7 @@ import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from snakemake_executor_plugin_fedgen.errors import ConfigError, HarmonisationError
 
@@ -36,7 +37,7 @@ _WORD = re.compile(r"[^\s\"'`,;()\[\]{}<>=|]+")
 _TRIM = ".:!?"
 
 
-def _open_text(path: Path):
+def _open_text(path: Path) -> TextIO:
     with open(path, "rb") as fh:
         magic = fh.read(2)
     if magic == b"\x1f\x8b":

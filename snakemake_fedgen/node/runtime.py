@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from snakemake_executor_plugin_fedgen.errors import ConfigError
 
@@ -66,7 +67,7 @@ class Runtime:
     name = "base"
     binds_inputs = False  # True: file inputs are bound read-only, not copied
 
-    def launch(self, executor: Mapping, layout: TaskLayout, *, task_id: str) -> Launch:
+    def launch(self, executor: Mapping[str, Any], layout: TaskLayout, *, task_id: str) -> Launch:
         raise NotImplementedError
 
     def kill_argv(self, task_id: str) -> list[str] | None:
@@ -82,7 +83,7 @@ class HostRuntime(Runtime):
 
     name = "host"
 
-    def launch(self, executor: Mapping, layout: TaskLayout, *, task_id: str) -> Launch:
+    def launch(self, executor: Mapping[str, Any], layout: TaskLayout, *, task_id: str) -> Launch:
         workdir = executor.get("workdir") or "/"
         cwd = layout.root if workdir == "/" else host_path(layout.root, workdir)
         cwd.mkdir(parents=True, exist_ok=True)
@@ -108,7 +109,7 @@ class BwrapRuntime(Runtime):
         # A fork bomb run as root ignores RLIMIT_NPROC; a pids cgroup bounds it (see below).
         self.pids_root = pids_root
 
-    def launch(self, executor: Mapping, layout: TaskLayout, *, task_id: str) -> Launch:
+    def launch(self, executor: Mapping[str, Any], layout: TaskLayout, *, task_id: str) -> Launch:
         argv = [
             self.bwrap,
             "--die-with-parent",
@@ -191,7 +192,7 @@ class EngineRuntime(Runtime):
         self.name = engine
         self.engine = engine
 
-    def launch(self, executor: Mapping, layout: TaskLayout, *, task_id: str) -> Launch:
+    def launch(self, executor: Mapping[str, Any], layout: TaskLayout, *, task_id: str) -> Launch:
         argv = [self.engine, "run", "--rm", "--network", "none", "--name", f"fedgen-{task_id}"]
         if executor.get("stdin"):
             argv.append("-i")

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from snakemake_executor_plugin_fedgen.errors import EgressRefused, FedgenError, StorageError
+from snakemake_executor_plugin_fedgen.tes.models import has_wildcard
+from snakemake_executor_plugin_fedgen.tes.states import TesState
 
-from snakemake_fedgen.egress.airlock import AirlockPolicy, inspect
+from snakemake_fedgen.egress.airlock import AirlockDecision, AirlockPolicy, inspect
 from snakemake_fedgen.governance.node import seal_egress
 from snakemake_fedgen.governance.provenance import task_provenance
 from snakemake_fedgen.node.audit import AuditLog
@@ -31,6 +33,7 @@ from snakemake_fedgen.node.config import NodeConfig
 from snakemake_fedgen.node.redact import IdRedactor
 from snakemake_fedgen.node.runtime import Runtime, TaskLayout
 from snakemake_fedgen.node.storage import (
+    OutputFile,
     check_input_url,
     collect_outputs,
     fetch_http,
@@ -40,7 +43,7 @@ from snakemake_fedgen.node.storage import (
     url_scheme,
 )
 from snakemake_fedgen.node.store import TaskStore
-from snakemake_fedgen.node.task import FINAL_STATES, has_wildcard, now_rfc3339
+from snakemake_fedgen.node.task import now_rfc3339
 
 log = logging.getLogger("snakemake_fedgen.node")
 
@@ -57,7 +60,7 @@ class _Active:
     cancel: bool = False
     stopping: bool = False
     timed_out: bool = False
-    runner: asyncio.Task | None = field(default=None, repr=False)
+    runner: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
 class Scheduler:
@@ -92,19 +95,19 @@ class Scheduler:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pgid, signal.SIGKILL)
             self.store.set_process(task_id, pgid=None, pstart=None)
-        for stored in self.store.in_states(["INITIALIZING", "RUNNING"]):
+        for stored in self.store.in_states([TesState.INITIALIZING, TesState.RUNNING]):
             doc = stored.doc
-            self._end(doc, "SYSTEM_ERROR", reason=RESTART_REASON)
+            self._end(doc, TesState.SYSTEM_ERROR, reason=RESTART_REASON)
             self.audit.record(
-                caller="node", action="Recover", task=doc["id"], outcome="SYSTEM_ERROR"
+                caller="node", action="Recover", task=doc["id"], outcome=TesState.SYSTEM_ERROR
             )
             # Whatever survived the crash in the task's pids cgroup dies with it here.
             self.runtime.release(doc["id"])
             self._remove_task_dir(doc["id"])
-        for stored in self.store.in_states(["CANCELING"]):
-            self._end(stored.doc, "CANCELED")
+        for stored in self.store.in_states([TesState.CANCELING]):
+            self._end(stored.doc, TesState.CANCELED)
             self._remove_task_dir(stored.doc["id"])
-        for stored in self.store.in_states(["QUEUED"]):
+        for stored in self.store.in_states([TesState.QUEUED]):
             self._queue.append((stored.id, self._cores(stored.doc)))
         self._pump()
 
@@ -132,18 +135,18 @@ class Scheduler:
                 del self._queue[i]
                 stored = self.store.get(task_id)
                 if stored is not None:
-                    self._end(stored.doc, "CANCELED")
-                return "CANCELED"
+                    self._end(stored.doc, TesState.CANCELED)
+                return TesState.CANCELED
         active = self._active.get(task_id)
         if active is not None:
             if not active.cancel:
                 active.cancel = True
-                active.doc["state"] = "CANCELING"
+                active.doc["state"] = TesState.CANCELING
                 self.store.save(active.doc)
                 self._kill(active)
-            return active.doc["state"]
+            return str(active.doc["state"])
         stored = self.store.get(task_id)
-        return stored.state if stored else "UNKNOWN"
+        return stored.state if stored else TesState.UNKNOWN
 
     @property
     def running_count(self) -> int:
@@ -160,7 +163,7 @@ class Scheduler:
         while not self._stopping and self._queue and self._queue[0][1] <= self.cores_free:
             task_id, cores = self._queue.popleft()
             stored = self.store.get(task_id)
-            if stored is None or stored.state != "QUEUED":
+            if stored is None or stored.state != TesState.QUEUED:
                 continue
             self.cores_free -= cores
             active = _Active(stored.doc, stored.owner, cores)
@@ -175,7 +178,10 @@ class Scheduler:
             # Any unexpected failure still ends the task with a reason instead of leaving it.
             log.exception("task %s failed inside the node", doc["id"])
             self._end(
-                doc, "SYSTEM_ERROR", reason=f"node error: {type(exc).__name__}: {exc}", save=False
+                doc,
+                TesState.SYSTEM_ERROR,
+                reason=f"node error: {type(exc).__name__}: {exc}",
+                save=False,
             )
         finally:
             try:
@@ -207,7 +213,7 @@ class Scheduler:
 
     async def _execute(self, active: _Active) -> None:
         doc = active.doc
-        task_log = {
+        task_log: dict[str, Any] = {
             "logs": [],
             "outputs": [],
             "start_time": now_rfc3339(),
@@ -215,16 +221,16 @@ class Scheduler:
             "system_logs": [],
         }
         doc["logs"] = [task_log]
-        doc["state"] = "INITIALIZING"
+        doc["state"] = TesState.INITIALIZING
         self.store.save(doc)
         try:
             layout = await asyncio.to_thread(self._prepare, doc)
         except FedgenError as exc:
-            self._end(doc, "SYSTEM_ERROR", reason=str(exc), save=False)
+            self._end(doc, TesState.SYSTEM_ERROR, reason=str(exc), save=False)
             return
         if self._interrupted(active):
             return
-        doc["state"] = "RUNNING"
+        doc["state"] = TesState.RUNNING
         self.store.save(doc)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.max_task_seconds if self.cfg.max_task_seconds else None
@@ -232,32 +238,34 @@ class Scheduler:
             try:
                 exit_code = await self._run_executor(active, index, executor, layout, deadline)
             except FedgenError as exc:
-                self._end(doc, "SYSTEM_ERROR", reason=f"executors[{index}]: {exc}", save=False)
+                self._end(
+                    doc, TesState.SYSTEM_ERROR, reason=f"executors[{index}]: {exc}", save=False
+                )
                 return
             if self._interrupted(active):
                 return
             if exit_code != 0 and not executor.get("ignore_error", False):
-                self._end(doc, "EXECUTOR_ERROR", save=False)
+                self._end(doc, TesState.EXECUTOR_ERROR, save=False)
                 return
         try:
             task_log["outputs"] = await asyncio.to_thread(self._upload, active, layout)
         except FedgenError as exc:
-            self._end(doc, "SYSTEM_ERROR", reason=str(exc), save=False)
+            self._end(doc, TesState.SYSTEM_ERROR, reason=str(exc), save=False)
             return
         if self._interrupted(active):
             return
-        self._end(doc, "COMPLETE", save=False)
+        self._end(doc, TesState.COMPLETE, save=False)
 
     def _interrupted(self, active: _Active) -> bool:
         """End the task if it was canceled, stopped or timed out; True if so."""
         if active.cancel:
-            self._end(active.doc, "CANCELED", reason="canceled by the caller", save=False)
+            self._end(active.doc, TesState.CANCELED, reason="canceled by the caller", save=False)
         elif active.stopping:
-            self._end(active.doc, "SYSTEM_ERROR", reason=STOP_REASON, save=False)
+            self._end(active.doc, TesState.SYSTEM_ERROR, reason=STOP_REASON, save=False)
         elif active.timed_out:
             self._end(
                 active.doc,
-                "SYSTEM_ERROR",
+                TesState.SYSTEM_ERROR,
                 reason=f"task exceeded max_task_seconds={self.cfg.max_task_seconds:g} "
                 "and was killed",
                 save=False,
@@ -267,7 +275,7 @@ class Scheduler:
         return True
 
     def _end(
-        self, doc: dict[str, Any], state: str, *, reason: str | None = None, save: bool = True
+        self, doc: dict[str, Any], state: TesState, *, reason: str | None = None, save: bool = True
     ) -> None:
         """Put ``doc`` in its final state; ``save=False`` leaves storing it to the caller."""
         doc["state"] = state
@@ -281,7 +289,12 @@ class Scheduler:
             self.store.save(doc)
 
     async def _run_executor(
-        self, active: _Active, index: int, executor: dict, layout: TaskLayout, deadline
+        self,
+        active: _Active,
+        index: int,
+        executor: dict[str, Any],
+        layout: TaskLayout,
+        deadline: float | None,
     ) -> int:
         doc = active.doc
         task_dir = self.cfg.tasks_dir / doc["id"]
@@ -347,7 +360,7 @@ class Scheduler:
         exec_log["stdout"] = self.redactor.redact(_tail(out_path, self.cfg.log_tail_bytes))
         exec_log["stderr"] = self.redactor.redact(_tail(err_path, self.cfg.log_tail_bytes))
         self.store.save(doc)
-        return exec_log["exit_code"]
+        return int(exec_log["exit_code"])
 
     def _kill(self, active: _Active) -> None:
         if active.proc is not None and active.proc.returncode is None:
@@ -433,7 +446,7 @@ class Scheduler:
             )
         egress_root = self.cfg.egress_root
         egress = [f for f in files if egress_root is not None and inside(f.dest, [egress_root])]
-        decisions: dict = {}
+        decisions: dict[Path, AirlockDecision] = {}
         rounds: dict[Path, str] = {}
         if egress:
             decisions, rounds = self._airlock(active, egress)
@@ -451,6 +464,7 @@ class Scheduler:
             publish(f.source, f.dest, expect_sha256=expected)
         for f in egress:
             d = decisions[f.dest]
+            assert egress_root is not None  # egress is empty without an egress root
             self.store.add_published(
                 str(f.dest.relative_to(egress_root)),
                 owner=active.owner,
@@ -466,13 +480,15 @@ class Scheduler:
             for f in files
         ]
 
-    def _airlock(self, active: _Active, egress: list) -> tuple[dict, dict[Path, str]]:
+    def _airlock(
+        self, active: _Active, egress: list[OutputFile]
+    ) -> tuple[dict[Path, AirlockDecision], dict[Path, str]]:
         """Inspect every egress file; quarantine and raise if any is refused.
 
         Returns the decisions and, for masked secure-aggregation uploads, their round ids.
         """
         doc = active.doc
-        decisions = {}
+        decisions: dict[Path, AirlockDecision] = {}
         rounds: dict[Path, str] = {}
         refused = []
         for f in egress:
@@ -552,4 +568,4 @@ def _process_start(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
-__all__ = ["FINAL_STATES", "RESTART_REASON", "Scheduler"]
+__all__ = ["RESTART_REASON", "Scheduler"]

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse, urlsplit
 
 from snakemake_executor_plugin_fedgen.errors import StorageError
@@ -202,7 +203,7 @@ class OutputFile:
 
 
 def collect_outputs(
-    outputs: Sequence[dict], *, task_root: Path, write_roots: Sequence[Path]
+    outputs: Sequence[dict[str, Any]], *, task_root: Path, write_roots: Sequence[Path]
 ) -> list[OutputFile]:
     """Expand the task's outputs (FILE, DIRECTORY, wildcard) into single files, all checked.
 

@@ -1,4 +1,13 @@
-"""TES task documents: checking a CreateTask body, container paths, and the three views."""
+"""TES task documents at the node: this node's rules for a CreateTask body, and the three views.
+
+The body is parsed by :class:`~snakemake_executor_plugin_fedgen.tes.models.TesTask` (types,
+required fields, enums, absolute paths: the TES 1.1 specification). :func:`check_task` adds
+what this node requires on top: at least one executor with a non-empty command, images on the
+allow-list, container paths that neither climb (``..``) nor cover system or tool directories,
+inputs with a url or a (small enough) content, and at least one core. The stored document is the
+model's JSON without the read-only fields and without ``backend_parameters`` (the specification:
+unsupported keys are not stored or returned).
+"""
 
 from __future__ import annotations
 
@@ -11,30 +20,32 @@ from pathlib import Path
 from typing import Any
 
 from snakemake_executor_plugin_fedgen.errors import InvalidTask
-
-STATES = (
-    "UNKNOWN",
-    "QUEUED",
-    "INITIALIZING",
-    "RUNNING",
-    "PAUSED",
-    "COMPLETE",
-    "EXECUTOR_ERROR",
-    "SYSTEM_ERROR",
-    "CANCELED",
-    "PREEMPTED",
-    "CANCELING",
+from snakemake_executor_plugin_fedgen.tes.models import (
+    TaskView,
+    TesExecutor,
+    TesFileType,
+    TesInput,
+    TesTask,
+    has_wildcard,
 )
-FINAL_STATES = frozenset({"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"})
-VIEWS = ("MINIMAL", "BASIC", "FULL")
-FILE_TYPES = ("FILE", "DIRECTORY")
+
+__all__ = [
+    "SYSTEM_DIRS",
+    "check_container_path",
+    "check_task",
+    "has_wildcard",
+    "new_task_id",
+    "now_rfc3339",
+    "view_of",
+]
+
 # Container paths may not shadow the system the sandbox shows read-only.
 SYSTEM_DIRS = frozenset(
     {"usr", "etc", "proc", "sys", "dev", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "run"}
     | {"boot", "var"}
 )
-_READ_ONLY_FIELDS = ("id", "state", "logs", "creation_time")
-_WILDCARD = frozenset("*?[")
+# Set by the node, never taken from a CreateTask body.
+_READ_ONLY_FIELDS = frozenset({"id", "state", "logs", "creation_time"})
 
 
 def now_rfc3339() -> str:
@@ -46,11 +57,7 @@ def new_task_id() -> str:
     return str(uuid.uuid4())
 
 
-def has_wildcard(path: str) -> bool:
-    return any(c in _WILDCARD for c in path)
-
-
-def check_container_path(path: Any, *, what: str, blocked: Sequence[str] = ()) -> str:
+def check_container_path(path: str, *, what: str, blocked: Sequence[str] = ()) -> str:
     """Return ``path`` normalised; InvalidTask unless it is a safe absolute container path.
 
     Parameters
@@ -63,7 +70,7 @@ def check_container_path(path: Any, *, what: str, blocked: Sequence[str] = ()) -
         Host paths that are shown read-only in the sandbox (tool installations); a container
         path may neither lie inside one nor contain one.
     """
-    if not isinstance(path, str) or not path.startswith("/"):
+    if not path.startswith("/"):
         raise InvalidTask(f"{what} must be an absolute container path, got {path!r}.")
     if "\x00" in path or ".." in path.split("/"):
         raise InvalidTask(f"{what} {path!r} contains '..'; use a plain absolute path.")
@@ -82,143 +89,87 @@ def check_container_path(path: Any, *, what: str, blocked: Sequence[str] = ()) -
 
 
 def check_task(
-    body: Any,
+    task: TesTask,
     *,
     allowed_images: Sequence[str],
     max_content_bytes: int,
     blocked_paths: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Check a CreateTask body and return the task document to store (without id/state).
+    """Check a parsed CreateTask body against this node's rules; return the document to store.
+
+    The document has no id, state, logs or creation time (the node sets them), container paths
+    of inputs and outputs normalised, and input types filled in (``FILE`` by default).
 
     Raises
     ------
     InvalidTask
         With one message naming the field, the value and the fix.
     """
-    if not isinstance(body, dict):
-        raise InvalidTask("the task must be a JSON object.")
-    doc = {k: v for k, v in body.items() if k not in _READ_ONLY_FIELDS}
-    for key in ("name", "description"):
-        if key in doc and not isinstance(doc[key], str):
-            raise InvalidTask(f"{key} must be a string.")
-    executors = doc.get("executors")
-    if not isinstance(executors, list) or not executors:
+    if not task.executors:
         raise InvalidTask("executors must be a non-empty list.")
-    for i, ex in enumerate(executors):
+    for i, ex in enumerate(task.executors):
         _check_executor(ex, i, allowed_images=allowed_images, blocked=blocked_paths)
-    inputs = doc.get("inputs") or []
-    if not isinstance(inputs, list):
-        raise InvalidTask("inputs must be a list.")
-    for i, item in enumerate(inputs):
+    for i, item in enumerate(task.inputs or []):
         _check_input(item, i, max_content_bytes=max_content_bytes, blocked=blocked_paths)
-    outputs = doc.get("outputs") or []
-    if not isinstance(outputs, list):
-        raise InvalidTask("outputs must be a list.")
-    for i, item in enumerate(outputs):
-        _check_output(item, i, blocked=blocked_paths)
-    volumes = doc.get("volumes") or []
-    if not isinstance(volumes, list):
-        raise InvalidTask("volumes must be a list of absolute paths.")
-    for i, vol in enumerate(volumes):
+    for i, out in enumerate(task.outputs or []):
+        out.path = check_container_path(out.path, what=f"outputs[{i}].path", blocked=blocked_paths)
+        if not out.url:
+            raise InvalidTask(f"outputs[{i}].url must be a non-empty string.")
+    for i, vol in enumerate(task.volumes or []):
         check_container_path(vol, what=f"volumes[{i}]", blocked=blocked_paths)
-    tags = doc.get("tags") or {}
-    if not isinstance(tags, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in tags.items()
-    ):
-        raise InvalidTask("tags must map strings to strings.")
-    resources = doc.get("resources")
+    resources = task.resources
     if resources is not None:
-        if not isinstance(resources, dict):
-            raise InvalidTask("resources must be an object.")
-        cores = resources.get("cpu_cores")
-        if cores is not None and (not isinstance(cores, int) or isinstance(cores, bool)):
-            raise InvalidTask(f"resources.cpu_cores must be an integer, got {cores!r}.")
+        cores = resources.cpu_cores
         if cores is not None and cores < 1:
             raise InvalidTask(f"resources.cpu_cores must be >= 1, got {cores}.")
-        if resources.get("backend_parameters_strict") and resources.get("backend_parameters"):
-            keys = ", ".join(sorted(resources["backend_parameters"]))
+        if resources.backend_parameters_strict and resources.backend_parameters:
+            keys = ", ".join(sorted(resources.backend_parameters))
             raise InvalidTask(f"backend_parameters {keys} are not supported by this node.")
         # The spec says unsupported backend parameters are not stored or returned.
-        resources.pop("backend_parameters", None)
-    return doc
+        resources.backend_parameters = None
+    return task.model_dump(mode="json", exclude_none=True, exclude=set(_READ_ONLY_FIELDS))
 
 
-def _check_executor(ex: Any, i: int, *, allowed_images: Sequence[str], blocked) -> None:
+def _check_executor(
+    ex: TesExecutor, i: int, *, allowed_images: Sequence[str], blocked: Sequence[str]
+) -> None:
     where = f"executors[{i}]"
-    if not isinstance(ex, dict):
-        raise InvalidTask(f"{where} must be an object.")
-    image = ex.get("image")
-    if not isinstance(image, str) or not image:
+    if not ex.image:
         raise InvalidTask(f"{where}.image must be a non-empty string.")
-    if allowed_images and not any(fnmatch.fnmatchcase(image, p) for p in allowed_images):
+    if allowed_images and not any(fnmatch.fnmatchcase(ex.image, p) for p in allowed_images):
         raise InvalidTask(
-            f"{where}.image {image!r} is not on this site's image allow-list "
+            f"{where}.image {ex.image!r} is not on this site's image allow-list "
             f"({', '.join(allowed_images)}); ask the site to approve it or use an approved image."
         )
-    command = ex.get("command")
-    if not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command):
+    if not ex.command:
         raise InvalidTask(f"{where}.command must be a non-empty list of strings.")
-    for key in ("workdir", "stdin", "stdout", "stderr"):
-        if ex.get(key) is not None:
-            if key == "workdir" and ex[key] == "/":
-                continue
-            check_container_path(ex[key], what=f"{where}.{key}", blocked=blocked)
-    env = ex.get("env") or {}
-    if not isinstance(env, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+    for key, value in (
+        ("workdir", ex.workdir),
+        ("stdin", ex.stdin),
+        ("stdout", ex.stdout),
+        ("stderr", ex.stderr),
     ):
-        raise InvalidTask(f"{where}.env must map strings to strings.")
-    if "ignore_error" in ex and not isinstance(ex["ignore_error"], bool):
-        raise InvalidTask(f"{where}.ignore_error must be true or false.")
+        if value is not None and not (key == "workdir" and value == "/"):
+            check_container_path(value, what=f"{where}.{key}", blocked=blocked)
 
 
-def _check_input(item: Any, i: int, *, max_content_bytes: int, blocked) -> None:
+def _check_input(item: TesInput, i: int, *, max_content_bytes: int, blocked: Sequence[str]) -> None:
     where = f"inputs[{i}]"
-    if not isinstance(item, dict):
-        raise InvalidTask(f"{where} must be an object.")
-    item["path"] = check_container_path(item.get("path"), what=f"{where}.path", blocked=blocked)
-    kind = item.setdefault("type", "FILE")
-    if kind not in FILE_TYPES:
-        raise InvalidTask(f"{where}.type must be FILE or DIRECTORY, got {kind!r}.")
-    content = item.get("content")
-    if content:
-        if not isinstance(content, str):
-            raise InvalidTask(f"{where}.content must be a string.")
-        if len(content.encode()) > max_content_bytes:
+    item.path = check_container_path(item.path, what=f"{where}.path", blocked=blocked)
+    if item.content:
+        if len(item.content.encode()) > max_content_bytes:
             raise InvalidTask(
                 f"{where}.content is larger than this node's limit of {max_content_bytes} bytes; "
                 "pass the file by URL instead."
             )
-        if kind != "FILE":
+        if item.type != TesFileType.FILE:
             raise InvalidTask(f"{where}: content inputs must be of type FILE.")
         return
-    url = item.get("url")
-    if not isinstance(url, str) or not url:
+    if not item.url:
         raise InvalidTask(f"{where} needs a url or a content.")
 
 
-def _check_output(item: Any, i: int, *, blocked) -> None:
-    where = f"outputs[{i}]"
-    if not isinstance(item, dict):
-        raise InvalidTask(f"{where} must be an object.")
-    item["path"] = check_container_path(item.get("path"), what=f"{where}.path", blocked=blocked)
-    if not isinstance(item.get("url"), str) or not item["url"]:
-        raise InvalidTask(f"{where}.url must be a non-empty string.")
-    kind = item.setdefault("type", "FILE")
-    if kind not in FILE_TYPES:
-        raise InvalidTask(f"{where}.type must be FILE or DIRECTORY, got {kind!r}.")
-    if has_wildcard(item["path"]):
-        prefix = item.get("path_prefix")
-        if not isinstance(prefix, str) or not prefix.startswith("/"):
-            raise InvalidTask(
-                f"{where}.path {item['path']!r} has wildcards, so path_prefix (an absolute "
-                "container path) is required."
-            )
-        if not item["path"].startswith(prefix):
-            raise InvalidTask(f"{where}.path_prefix {prefix!r} is not a prefix of the path.")
-
-
-def view_of(doc: Mapping[str, Any], view: str) -> dict[str, Any]:
+def view_of(doc: Mapping[str, Any], view: TaskView) -> dict[str, Any]:
     """Return the task document as the TES ``view`` shows it (MINIMAL, BASIC or FULL)."""
     if view == "MINIMAL":
         return {"id": doc["id"], "state": doc["state"]}

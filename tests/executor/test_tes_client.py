@@ -17,7 +17,9 @@ from snakemake_executor_plugin_fedgen.errors import TesError
 from snakemake_executor_plugin_fedgen.resume import ResumeIndex
 from snakemake_executor_plugin_fedgen.sites import Site
 from snakemake_executor_plugin_fedgen.status import StatusPoller
-from snakemake_executor_plugin_fedgen.tes.client import JOB_KEY_TAG, TesClient
+from snakemake_executor_plugin_fedgen.tes.client import TesClient
+from snakemake_executor_plugin_fedgen.tes.models import TesTask
+from snakemake_executor_plugin_fedgen.tes.tags import JOB_KEY_TAG, RUN_TAG
 
 from .conftest import start_site
 
@@ -117,21 +119,23 @@ def proxied(tmp_path: Path, monkeypatch):
         site_node.node.stop()
 
 
-def _task(key: str, run: str = "test-run") -> dict:
-    return {
-        "name": "probe",
-        "executors": [
-            {"image": "fedgen/tools:0.1", "command": ["true"], "workdir": "/fedgen/work"}
-        ],
-        "tags": {JOB_KEY_TAG: key, "fedgen_run": run},
-    }
+def _task(key: str, run: str = "test-run") -> TesTask:
+    return TesTask.model_validate(
+        {
+            "name": "probe",
+            "executors": [
+                {"image": "fedgen/tools:0.1", "command": ["true"], "workdir": "/fedgen/work"}
+            ],
+            "tags": {JOB_KEY_TAG: key, RUN_TAG: run},
+        }
+    )
 
 
 def test_request__retries_5xx_then_succeeds(proxied):
     proxy, client, _ = proxied
     proxy.faults = [("GET", "/ga4gh/tes/v1/service-info", 503)] * 2
     info = client.service_info()
-    assert info["type"]["artifact"] == "tes"
+    assert info.type.artifact == "tes"
     assert proxy.seen.count("GET /ga4gh/tes/v1/service-info") == 3
 
 
@@ -151,7 +155,7 @@ def test_create_task_once__lost_response_does_not_create_a_second_task(proxied):
     proxy.faults = [("POST", "/ga4gh/tes/v1/tasks", "drop-after-forward")]
     task_id = client.create_task_once(_task("key-1"), job_key="key-1")
     tasks = client.list_tasks(tags={JOB_KEY_TAG: "key-1"}, view="BASIC")
-    assert [t["id"] for t in tasks] == [task_id]
+    assert [t.id for t in tasks] == [task_id]
     assert proxy.seen.count("POST /ga4gh/tes/v1/tasks") == 1
 
 
@@ -160,7 +164,7 @@ def test_create_task_once__5xx_before_creation_retries_and_creates_once(proxied)
     proxy.faults = [("POST", "/ga4gh/tes/v1/tasks", 503)]
     task_id = client.create_task_once(_task("key-2"), job_key="key-2")
     tasks = client.list_tasks(tags={JOB_KEY_TAG: "key-2"}, view="BASIC")
-    assert [t["id"] for t in tasks] == [task_id]
+    assert [t.id for t in tasks] == [task_id]
     assert proxy.seen.count("POST /ga4gh/tes/v1/tasks") == 2
 
 
@@ -168,8 +172,8 @@ def test_list_tasks__follows_every_page(proxied, monkeypatch):
     _, client, _ = proxied
     ids = {client.create_task(_task(f"page-{i}")) for i in range(5)}
     monkeypatch.setattr("snakemake_executor_plugin_fedgen.tes.client.LIST_PAGE_SIZE", 2)
-    listed = client.list_tasks(tags={"fedgen_run": "test-run"})
-    assert {t["id"] for t in listed} == ids
+    listed = client.list_tasks(tags={RUN_TAG: "test-run"})
+    assert {t.id for t in listed} == ids
     assert client.counts["GET /tasks"] >= 3
 
 

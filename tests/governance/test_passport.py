@@ -148,9 +148,9 @@ def test_jwks__served_over_http_and_cached(issuer, tmp_path):
 
 
 def test_jwt_authenticator__falls_back_to_static_tokens(issuer, verifier):
-    from snakemake_fedgen.node.auth import TokenFileAuthenticator
+    from snakemake_fedgen.node.auth import JwtAuthenticator, TokenFileAuthenticator
 
-    auth = passport.JwtAuthenticator(
+    auth = JwtAuthenticator(
         verifier, fallback=TokenFileAuthenticator({"coordinator": "static-token-123"})
     )
     assert auth.authenticate("Bearer static-token-123").name == "coordinator"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -26,6 +27,24 @@ def test_auth__missing_or_wrong_token_is_401(site, start_node, tmp_path):
             assert resp.status_code == 401, (headers, path)
             assert resp.json()["message"]
             assert resp.headers["www-authenticate"] == "Bearer"
+
+
+def test_auth__unauthenticated_body_is_refused_before_it_is_read(site, start_node, tmp_path):
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(yaml.safe_dump({"alice": ALICE}))
+    node = start_node(site.state, config=site.config(token_file=str(tokens)))
+    # A 1 GB body is announced and only its first bytes are sent: a node that read (buffered)
+    # the body before checking the caller would wait for the rest instead of answering.
+    head = (
+        b"POST /ga4gh/tes/v1/tasks HTTP/1.1\r\nHost: node\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n"
+    )
+    for auth in (b"", b"Authorization: Bearer wrong-token-xyz\r\n"):
+        request = head.replace(b"Host: node\r\n", b"Host: node\r\n" + auth)
+        with socket.create_connection((node.host, node.port), timeout=10) as sock:
+            sock.sendall(request + b'{"executors": [' + b" " * 65536)
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
 
 
 def test_auth__callers_see_and_cancel_only_their_own_tasks(site, start_node, tmp_path):

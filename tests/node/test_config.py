@@ -97,3 +97,46 @@ def test_cli_flags__configure_the_node_without_a_file(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+def test_config_model__every_key_is_a_flag_with_its_description_as_help(tmp_path):
+    import argparse
+
+    from snakemake_fedgen.cli import node as node_cli
+    from snakemake_fedgen.node.config import CONFIG_KEYS, NodeConfig, config_overrides, flag_of
+
+    parser = argparse.ArgumentParser()
+    node_cli.configure(parser)
+    flags = {a.dest: a for a in parser._actions}
+    for key in CONFIG_KEYS:
+        assert flag_of(key) in flags[key].option_strings, key
+        assert flags[key].help.startswith(NodeConfig.model_fields[key].description), key
+    work = tmp_path / "work"
+    work.mkdir()
+    given = ["--cpu-cores", "3", "--airlock", "{min_n: 100}", "--runtime", "host"]
+    args = parser.parse_args(
+        ["--state-dir", str(tmp_path / "state"), "--write-roots", str(work), *given]
+    )
+    overrides = config_overrides(args)
+    assert overrides["cpu_cores"] == 3 and overrides["host"] is None
+    cfg = load_config(tmp_path / "state", overrides=overrides)
+    assert cfg.cpu_cores == 3 and cfg.airlock == {"min_n": 100} and cfg.runtime == "host"
+    assert cfg.write_roots == [work.resolve()]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("cpu_core: 2\n", "unknown key(s) cpu_core (did you mean cpu_cores?)"),
+        ("port: eighty\n", "port must be an integer, got 'eighty'"),
+        ("max_task_seconds: soon\n", "max_task_seconds must be a number, got 'soon'"),
+        ("write_roots: 5\n", "write_roots must be a list of directories, got 5"),
+        ("jwt: yes\n", "jwt must be a mapping, got True"),
+    ],
+)
+def test_load_config__types_and_typos_name_the_key(tmp_path, text, fragment):
+    cfg_file = tmp_path / "node.yaml"
+    cfg_file.write_text(text)
+    with pytest.raises(ConfigError, match=r"node config .*node\.yaml") as err:
+        load_config(tmp_path / "state", config_file=cfg_file)
+    assert fragment in str(err.value)

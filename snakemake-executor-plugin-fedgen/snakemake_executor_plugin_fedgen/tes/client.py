@@ -6,35 +6,53 @@ reached the server (connection refused); otherwise :meth:`TesClient.create_task_
 the server for a task with the same job-key tag, so a retry never creates a second task.
 The token is read from the site at each request and only ever placed in the Authorization
 header; error messages carry the site, method, path and status, never headers.
+
+Answers are parsed with the models of :mod:`.models` (types strict, fields other servers add
+ignored); an answer that does not parse is a :class:`TesError` naming the site and the field.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal, Protocol, TypeVar, overload
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from snakemake_executor_plugin_fedgen.errors import TesError
 from snakemake_executor_plugin_fedgen.sites import Site
-
-JOB_KEY_TAG = "fedgen_job_key"
-RUN_TAG = "fedgen_run"
-RULE_TAG = "fedgen_rule"
-SITE_TAG = "fedgen_site"
+from snakemake_executor_plugin_fedgen.tes.models import (
+    MinimalListTasksResponse,
+    MinimalTask,
+    Service,
+    TaskView,
+    TesCreateTaskResponse,
+    TesListTasksResponse,
+    TesServiceInfo,
+    TesTask,
+    describe_errors,
+)
+from snakemake_executor_plugin_fedgen.tes.states import ENDED_BADLY
+from snakemake_executor_plugin_fedgen.tes.tags import JOB_KEY_TAG
 
 # Large pages keep "one ListTasks per site per poll" true for thousands of tasks; servers may
 # cap it lower, and then the client follows next_page_token.
 LIST_PAGE_SIZE = 2048
 
-
-_ENDED_BADLY = frozenset({"CANCELED", "CANCELING", "EXECUTOR_ERROR", "SYSTEM_ERROR", "PREEMPTED"})
+_Model = TypeVar("_Model", bound=BaseModel)
+_Page = TypeVar("_Page", MinimalListTasksResponse, TesListTasksResponse)
 
 
 class _Uncertain(Exception):
     """A POST may or may not have reached the server."""
+
+
+class BinarySink(Protocol):
+    """Where :meth:`TesClient.download` writes (a binary file, or a wrapper with ``restart``)."""
+
+    def write(self, block: bytes, /) -> int: ...
 
 
 class TesClient:
@@ -77,50 +95,78 @@ class TesClient:
 
     # -- public API ---------------------------------------------------------------------------
 
-    def service_info(self) -> dict[str, Any]:
+    def service_info(self) -> TesServiceInfo:
         """GET /service-info."""
-        return self._request("GET", "/service-info").json()
+        return self._parse(
+            TesServiceInfo, self._request("GET", "/service-info"), "GET /service-info"
+        )
 
-    def get_task(self, task_id: str, *, view: str = "FULL") -> dict[str, Any]:
+    @overload
+    def get_task(self, task_id: str, *, view: Literal["MINIMAL"]) -> MinimalTask: ...
+
+    @overload
+    def get_task(self, task_id: str, *, view: Literal["BASIC", "FULL"] = ...) -> TesTask: ...
+
+    def get_task(self, task_id: str, *, view: TaskView = "FULL") -> TesTask | MinimalTask:
         """GET /tasks/{id} in the given view (MINIMAL, BASIC or FULL)."""
-        return self._request("GET", f"/tasks/{task_id}", params={"view": view}).json()
+        resp = self._request("GET", f"/tasks/{task_id}", params={"view": view})
+        if view == "MINIMAL":
+            return self._parse(MinimalTask, resp, "GET /tasks/{id}")
+        return self._parse(TesTask, resp, "GET /tasks/{id}")
 
     def cancel_task(self, task_id: str) -> None:
         """POST /tasks/{id}:cancel."""
         self._request("POST", f"/tasks/{task_id}:cancel", json={})
 
+    @overload
     def list_tasks(
-        self, *, tags: dict[str, str] | None = None, view: str = "MINIMAL"
-    ) -> list[dict[str, Any]]:
+        self, *, tags: Mapping[str, str] | None = ..., view: Literal["MINIMAL"] = ...
+    ) -> list[MinimalTask]: ...
+
+    @overload
+    def list_tasks(
+        self, *, tags: Mapping[str, str] | None = ..., view: Literal["BASIC", "FULL"]
+    ) -> list[TesTask]: ...
+
+    def list_tasks(
+        self, *, tags: Mapping[str, str] | None = None, view: TaskView = "MINIMAL"
+    ) -> list[MinimalTask] | list[TesTask]:
         """Return every task matching ``tags`` (all pages) in the given view."""
+        if view == "MINIMAL":
+            return list(self.iter_tasks(tags=tags, view="MINIMAL"))
         return list(self.iter_tasks(tags=tags, view=view))
 
+    @overload
     def iter_tasks(
-        self, *, tags: dict[str, str] | None = None, view: str = "MINIMAL"
-    ) -> Iterator[dict[str, Any]]:
-        """Yield tasks matching ``tags`` page by page (one GET /tasks per page)."""
-        params: list[tuple[str, str]] = [("view", view), ("page_size", str(LIST_PAGE_SIZE))]
-        for key, value in (tags or {}).items():
-            params += [("tag_key", key), ("tag_value", value)]
-        token: str | None = None
-        while True:
-            page = params + ([("page_token", token)] if token else [])
-            body = self._request("GET", "/tasks", params=page).json()
-            yield from body.get("tasks") or []
-            token = body.get("next_page_token")
-            if not token:
-                return
+        self, *, tags: Mapping[str, str] | None = ..., view: Literal["MINIMAL"] = ...
+    ) -> Iterator[MinimalTask]: ...
 
-    def create_task(self, task: dict[str, Any]) -> str:
+    @overload
+    def iter_tasks(
+        self, *, tags: Mapping[str, str] | None = ..., view: Literal["BASIC", "FULL"]
+    ) -> Iterator[TesTask]: ...
+
+    def iter_tasks(
+        self, *, tags: Mapping[str, str] | None = None, view: TaskView = "MINIMAL"
+    ) -> Iterator[MinimalTask] | Iterator[TesTask]:
+        """Yield tasks matching ``tags`` page by page (one GET /tasks per page)."""
+        if view == "MINIMAL":
+            return (
+                t for page in self._pages(MinimalListTasksResponse, tags, view) for t in page.tasks
+            )
+        return (t for page in self._pages(TesListTasksResponse, tags, view) for t in page.tasks)
+
+    def create_task(self, task: TesTask) -> str:
         """POST /tasks; retried only while the request cannot have reached the server."""
         return self._post_task(task)
 
-    def create_task_once(self, task: dict[str, Any], *, job_key: str) -> str:
+    def create_task_once(self, task: TesTask, *, job_key: str) -> str:
         """Create ``task`` unless a task with the same job-key tag already exists.
 
         When a POST may have reached the server (timeout, reset, 5xx), the server is asked for
         tasks tagged with ``job_key`` before trying again, so at most one task exists per key.
         """
+        last: _Uncertain | None = None
         for attempt in range(self.max_attempts):
             try:
                 return self._post_task(task)
@@ -130,18 +176,18 @@ class TesClient:
                 existing = [
                     t
                     for t in self.list_tasks(tags={JOB_KEY_TAG: job_key}, view="BASIC")
-                    if (t.get("tags") or {}).get(JOB_KEY_TAG) == job_key
+                    if (t.tags or {}).get(JOB_KEY_TAG) == job_key
                     # An earlier failed attempt of the same job (Snakemake --retries) is not it.
-                    and t.get("state") not in _ENDED_BADLY
+                    and t.state not in ENDED_BADLY
                 ]
-                if existing:
-                    return str(existing[0]["id"])
+                if existing and existing[0].id:
+                    return existing[0].id
         raise TesError(
             f"site {self.site.name}: creating a task at {self.site.tes_url} failed "
             f"{self.max_attempts} times ({last}); the site may be down."
         )
 
-    def download(self, url: str, sink: Any, *, chunk: int = 1 << 20) -> httpx.Headers:
+    def download(self, url: str, sink: BinarySink, *, chunk: int = 1 << 20) -> httpx.Headers:
         """Stream ``url`` (an http(s) egress URL of this site) into the binary file ``sink``.
 
         A cut or lost connection or an HTTP 5xx is retried from the start when ``sink`` has a
@@ -186,12 +232,40 @@ class TesClient:
         with self._counts_lock:
             self.counts[key] = self.counts.get(key, 0) + 1
 
-    def _post_task(self, task: dict[str, Any]) -> str:
+    def _pages(
+        self, model: type[_Page], tags: Mapping[str, str] | None, view: TaskView
+    ) -> Iterator[_Page]:
+        params: list[tuple[str, str]] = [("view", view), ("page_size", str(LIST_PAGE_SIZE))]
+        for key, value in (tags or {}).items():
+            params += [("tag_key", key), ("tag_value", value)]
+        token: str | None = None
+        while True:
+            page = params + ([("page_token", token)] if token else [])
+            body = self._parse(model, self._request("GET", "/tasks", params=page), "GET /tasks")
+            yield body
+            token = body.next_page_token
+            if not token:
+                return
+
+    def _parse(self, model: type[_Model], resp: httpx.Response, label: str) -> _Model:
+        """Validate an answer; fields other servers add are ignored, types are checked."""
+        try:
+            if issubclass(model, Service):
+                return model.model_validate_json(resp.content)
+            return model.model_validate_json(resp.content, extra="ignore")
+        except ValidationError as exc:
+            raise TesError(
+                f"site {self.site.name}: {label} answered a document that is not a TES 1.1 "
+                f"{model.__name__}: {describe_errors(exc)}"
+            ) from None
+
+    def _post_task(self, task: TesTask) -> str:
         url = self.site.tes_url + "/tasks"
+        body = task.document()
         for attempt in range(self.max_attempts):
             self._count("POST /tasks")
             try:
-                resp = self._http.post(url, json=task, headers=self._auth_headers())
+                resp = self._http.post(url, json=body, headers=self._auth_headers())
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt + 1 == self.max_attempts:
                     raise TesError(
@@ -210,7 +284,7 @@ class TesClient:
                     f"{_short(resp.text)}",
                     status=resp.status_code,
                 )
-            return str(resp.json()["id"])
+            return self._parse(TesCreateTaskResponse, resp, "POST /tasks").id
         raise AssertionError("unreachable")
 
     def _request(
