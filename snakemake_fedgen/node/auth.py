@@ -21,10 +21,15 @@ ANONYMOUS = "anonymous"
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated caller: a stable name (task owner) and any claims (JWT, visas)."""
+    """An authenticated caller: a name, any claims (JWT, visas) and the kind of credential.
+
+    ``kind`` is ``static`` (token file), ``jwt`` (identity ``(claims["iss"], name)``) or
+    ``anonymous``; tasks and files belong to the whole identity (``node.areas.area_of``).
+    """
 
     name: str
     claims: Mapping[str, Any] = field(default_factory=dict)
+    kind: str = "static"
 
 
 class Authenticator(Protocol):
@@ -88,4 +93,4 @@ class LoopbackAuthenticator:
     """No token file: every caller is ``anonymous`` (the node then binds loopback only)."""
 
     def authenticate(self, authorization_header: str | None) -> Caller:
-        return Caller(ANONYMOUS)
+        return Caller(ANONYMOUS, kind="anonymous")
