@@ -35,6 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--runtime", default=None, choices=["auto", "bwrap", "host", "docker", "podman"]
     )
     parser.add_argument("--token-file", default=None, help="YAML mapping 'caller: token'")
+    parser.add_argument(
+        "--task-user", default=None, help="unprivileged user[:group] tasks run as (node as root)"
+    )
     parser.add_argument("--cpu-cores", type=int, default=None, help="cores tasks may use")
     parser.add_argument("--node-id", default=None, help="name of this node in service-info")
     parser.add_argument(
@@ -83,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
             "max_task_seconds",
             "redact_ids_from",
             "allowed_input_hosts",
+            "task_user",
         )
     }
     state_dir = Path(args.state_dir).absolute()

@@ -65,6 +65,9 @@ class NodeConfig:
     # default, since the node fetches from inside the site network.
     allowed_input_hosts: list[str] = field(default_factory=list)
     tool_paths: list[str] = field(default_factory=default_tool_paths)
+    # Unprivileged user (name or uid[:gid]) tasks run as when the node runs as root; default
+    # nobody, except runtime host, which refuses to start as root without one.
+    task_user: str | None = None
     # Governance (issue 6, snakemake_fedgen.governance): JWT/Passport auth, visa-gated datasets,
     # Crypt4GH encryption of published egress files for the coordinator's public key.
     jwt: dict[str, Any] = field(default_factory=dict)
