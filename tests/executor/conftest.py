@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import yaml
@@ -40,6 +41,23 @@ class SiteNode:
     @property
     def egress(self) -> Path:
         return self.root / "egress"
+
+    @property
+    def area(self) -> Path:
+        """Where the node keeps the coordinator's files of the work root (its caller area)."""
+        return self.work / f"static-{CALLER}"
+
+    @property
+    def egress_area(self) -> Path:
+        return self.egress / f"static-{CALLER}"
+
+    def held(self, url: str) -> Path:
+        """The host file a site URL of the coordinator names (the node maps it to its area)."""
+        path = Path(unquote(url.removeprefix("file://")))
+        for root, area in ((self.egress, self.egress_area), (self.work, self.area)):
+            if path.is_relative_to(root):
+                return area / path.relative_to(root)
+        return path
 
     def audit(self) -> list[dict[str, Any]]:
         path = self.node.state_dir / "audit.jsonl"
@@ -103,6 +121,8 @@ def start_site(base: Path, name: str, *, runtime: str = "host", cpu_cores: int =
             "runtime": runtime,
             "token_file": str(token_file),
             "cpu_cores": cpu_cores,
+            # A node running as root runs host tasks only as an unprivileged task user.
+            **({"task_user": "nobody"} if runtime == "host" and os.geteuid() == 0 else {}),
             "allowed_images": ["fedgen/tools:*"],
             "airlock": {"min_n": 5, "min_mac": 1, "min_cell": 1},
         },
