@@ -74,12 +74,11 @@ class _Rule:
         """The rule governs the file or directory at resolved path ``real``."""
         if self.directory is not None:
             return real == self.directory or real.is_relative_to(self.directory)
-        if self.parent is None:
+        if self.parent is None or real == self.parent or not real.is_relative_to(self.parent):
             return False
-        if real.parent == self.parent and real.name.startswith(self.name_prefix):
-            return True
-        first = real.relative_to(self.parent).parts[0] if real.is_relative_to(self.parent) else ""
-        return bool(first) and first.startswith(self.name_prefix)
+        # The first name below the parent starts with the prefix: the file itself, or a
+        # directory (and everything in it) whose name does.
+        return real.relative_to(self.parent).parts[0].startswith(self.name_prefix)
 
     def inside(self, directory: Path) -> bool:
         """Some governed file may lie inside ``directory`` (resolved)."""

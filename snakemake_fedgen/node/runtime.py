@@ -105,6 +105,16 @@ def task_user_for(setting: object, *, runtime: str) -> TaskUser | None:
     return user
 
 
+def reachable_by(path: Path, user: TaskUser) -> bool:
+    """Whether ``user`` may search every directory above ``path`` (mode bits only)."""
+    for parent in Path(os.path.realpath(path)).parents:
+        st = parent.stat()
+        bit = 0o100 if st.st_uid == user.uid else 0o010 if st.st_gid == user.gid else 0o001
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
 def _need_setpriv() -> None:
     if shutil.which("setpriv") is None:
         raise ConfigError(

@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections import deque
 from dataclasses import dataclass, field
@@ -37,7 +38,13 @@ from snakemake_fedgen.node.areas import SiteRoots, Target
 from snakemake_fedgen.node.audit import AuditLog
 from snakemake_fedgen.node.config import NodeConfig
 from snakemake_fedgen.node.redact import IdRedactor
-from snakemake_fedgen.node.runtime import Runtime, TaskLayout, TaskUser, task_user_for
+from snakemake_fedgen.node.runtime import (
+    Runtime,
+    TaskLayout,
+    TaskUser,
+    reachable_by,
+    task_user_for,
+)
 from snakemake_fedgen.node.storage import (
     OutputFile,
     collect_outputs,
@@ -103,6 +110,17 @@ class Scheduler:
         )
         self.roots = SiteRoots.of(cfg)
         _harden(cfg, self.task_user)
+        if (
+            self.task_user is not None
+            and not runtime.binds_inputs
+            and not reachable_by(Path(sys.executable), self.task_user)
+        ):
+            log.warning(
+                "task_user %s cannot reach this node's Python (%s): host tasks cannot run "
+                "fedgen tools; install Python where other users can read it, or use bwrap",
+                self.task_user.name or self.task_user.uid,
+                os.path.realpath(sys.executable),
+            )
         self.redactor = IdRedactor(cfg.redact_ids_from)
         if cfg.redact_ids_from:
             log.info(
@@ -574,6 +592,7 @@ class Scheduler:
         outbox.mkdir(mode=0o700, exist_ok=True)
         owner_uid = self.task_user.uid if self.task_user is not None else None
         staged: dict[Path, _Staged] = {}
+        budget = self.cfg.max_output_bytes
         for n, f in enumerate(files):
             copy = outbox / str(n)
             fd = open_output(layout.root, f, owner_uid=owner_uid)
@@ -581,6 +600,12 @@ class Scheduler:
                 with open(copy, "xb") as sink:
                     os.lseek(fd, 0, os.SEEK_SET)
                     while chunk := os.read(fd, 1 << 20):
+                        budget -= len(chunk)
+                        if budget < 0:
+                            raise StorageError(
+                                f"egress outputs grew above max_output_bytes "
+                                f"{self.cfg.max_output_bytes} while they were copied."
+                            )
                         sink.write(chunk)
             finally:
                 os.close(fd)

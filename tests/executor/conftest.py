@@ -148,11 +148,23 @@ def federation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fede
             site.node.stop()
 
 
+def host_tasks_run_python() -> bool:
+    """Whether a host task can run this node's Python (tests as root: tasks run as nobody)."""
+    if os.geteuid() != 0:
+        return True
+    python = Path(os.path.realpath(sys.executable))
+    return all(p.stat().st_mode & 0o001 for p in python.parents)
+
+
 @pytest.fixture
 def one_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Federation]:
-    """One site node A on loopback."""
+    """One site node A on loopback (host runtime, or bwrap where host tasks cannot run the
+    node's Python as the task user, e.g. an interpreter under /root)."""
+    from snakemake_fedgen.node.runtime import bwrap_works
+
     fed = Federation()
-    site = start_site(tmp_path / "sites", "A")
+    runtime = "host" if host_tasks_run_python() or not bwrap_works() else "bwrap"
+    site = start_site(tmp_path / "sites", "A", runtime=runtime)
     fed.sites["A"] = site
     fed.env[site.token_env] = site.token
     monkeypatch.setenv(site.token_env, site.token)
