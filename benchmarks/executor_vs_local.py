@@ -90,6 +90,8 @@ def main() -> int:
                     "write_roots": [str(root / "work"), str(root / "egress")],
                     "egress_root": str(root / "egress"),
                     "runtime": "host",
+                    # A node running as root runs host tasks only as an unprivileged user.
+                    **({"task_user": "nobody"} if os.geteuid() == 0 else {}),
                     "token_file": str(root / "tokens.yaml"),
                     "allowed_images": ["fedgen/tools:*"],
                 },

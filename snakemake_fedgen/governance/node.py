@@ -40,6 +40,12 @@ def check_node_config(cfg: Any, source: str) -> None:
                 f"node config {source}: datasets_requiring_visa maps URL prefixes to dataset ids "
                 f"(strings); got {prefix!r}: {dataset!r}."
             )
+        from snakemake_fedgen.governance.datasets import DatasetRules
+
+        try:
+            DatasetRules({prefix: dataset})
+        except StorageError as exc:
+            raise ConfigError(f"node config {source}: datasets_requiring_visa: {exc}") from None
     if cfg.datasets_requiring_visa and not cfg.jwt:
         raise ConfigError(
             f"node config {source}: datasets_requiring_visa needs jwt (visas come in a GA4GH "
@@ -50,11 +56,19 @@ def check_node_config(cfg: Any, source: str) -> None:
 
 
 def check_task_visas(caller: Any, doc: Mapping[str, Any], cfg: Any) -> None:
-    """Raise AccessDenied unless ``caller`` holds a visa for every governed input dataset."""
+    """Raise AccessDenied unless ``caller`` holds a visa for every governed input dataset.
+
+    Inputs are matched on their resolved paths, so no spelling of a governed file, symlink to
+    it or DIRECTORY holding it gets past (see :mod:`snakemake_fedgen.governance.datasets`).
+    """
     from snakemake_fedgen.governance.passport import require_visas
 
-    urls = [i["url"] for i in doc.get("inputs") or () if i.get("url")]
-    require_visas(caller.claims, urls, cfg.datasets_requiring_visa)
+    inputs = [
+        (i["url"], i.get("type") or "FILE")
+        for i in doc.get("inputs") or ()
+        if i.get("url") and not i.get("content")
+    ]
+    require_visas(caller.claims, (), cfg.datasets_requiring_visa, inputs=inputs)
 
 
 def egress_recipient(cfg: Any, doc: Mapping[str, Any]) -> bytes | None:

@@ -17,7 +17,8 @@ A bearer token that is a JWT is verified (signature, ``iss``, ``aud``, ``exp``, 
 caller name is its ``sub``. Its ``ga4gh_passport_v1`` claim is a list of visa JWTs, each signed
 and checked the same way (no audience; the visa ``sub`` must be the passport's); only
 ``ControlledAccessGrants`` visas whose ``value`` names a dataset grant access. A task whose inputs
-start with a configured URL prefix needs a visa for that dataset (HTTP 403 otherwise).
+read a file under a configured prefix needs a visa for that dataset (HTTP 403 otherwise); the
+check is made on resolved paths (:mod:`snakemake_fedgen.governance.datasets`).
 
 The node's authenticator that uses :class:`PassportVerifier` is
 :class:`snakemake_fedgen.node.auth.JwtAuthenticator` (governance never imports the node).
@@ -281,19 +282,23 @@ def granted_datasets(claims: Mapping[str, Any]) -> set[str]:
 
 
 def datasets_for_urls(urls: Iterable[str], rules: Mapping[str, str]) -> dict[str, str]:
-    """Map each URL that starts with a configured prefix to its dataset id (longest prefix)."""
-    out: dict[str, str] = {}
-    prefixes = sorted(rules, key=len, reverse=True)
-    for url in urls:
-        for prefix in prefixes:
-            if url.startswith(prefix):
-                out[url] = rules[prefix]
-                break
-    return out
+    """Map each URL that reads a governed dataset to its dataset id.
+
+    Decided on the resolved path (any spelling of a file, or a symlink to it, is the same
+    file); see :mod:`snakemake_fedgen.governance.datasets`.
+    """
+    from snakemake_fedgen.governance.datasets import datasets_for_inputs
+
+    found = datasets_for_inputs(((u, "FILE") for u in urls), rules)
+    return {url: sorted(ids)[0] for url, ids in found.items()}
 
 
 def require_visas(
-    claims: Mapping[str, Any], urls: Iterable[str], rules: Mapping[str, str] | None
+    claims: Mapping[str, Any],
+    urls: Iterable[str],
+    rules: Mapping[str, str] | None,
+    *,
+    inputs: Iterable[tuple[str, str]] | None = None,
 ) -> None:
     """Raise AccessDenied (HTTP 403) unless the caller has a visa for every dataset read.
 
@@ -302,17 +307,23 @@ def require_visas(
     claims
         ``Caller.claims`` from :meth:`PassportVerifier.verify` (static-token callers have none).
     urls
-        The task's input URLs.
+        The task's input URLs (read as FILE inputs).
     rules
         ``datasets_requiring_visa``: URL prefix -> dataset id.
+    inputs
+        (url, ``FILE``/``DIRECTORY``) pairs, checked in addition to ``urls``: a DIRECTORY
+        needs the visas of every governed dataset inside it.
     """
+    from snakemake_fedgen.governance.datasets import datasets_for_inputs
+
     if not rules:
         return
-    needed = datasets_for_urls(urls, rules)
+    pairs = [(u, "FILE") for u in urls] + list(inputs or ())
+    needed = datasets_for_inputs(pairs, rules)
     if not needed:
         return
     granted = granted_datasets(claims)
-    missing = sorted({ds for ds in needed.values() if ds not in granted})
+    missing = sorted({ds for ids in needed.values() for ds in ids if ds not in granted})
     if missing:
         raise AccessDenied(
             f"no valid GA4GH ControlledAccessGrants visa for dataset(s) {', '.join(missing)}; "

@@ -22,13 +22,13 @@ import json
 import os
 import subprocess
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from snakemake_executor_plugin_fedgen.errors import ProvenanceError
+from snakemake_executor_plugin_fedgen.errors import FedgenError, ProvenanceError
 from snakemake_executor_plugin_fedgen.fileio import atomic_write
 from snakemake_executor_plugin_fedgen.tes.tags import SITE_TAG
 
@@ -128,6 +128,18 @@ def _file_path(url: str | None) -> Path | None:
     return Path(unquote(parsed.path))
 
 
+def _located(locate: Callable[[str], Path | None]) -> Callable[[str | None], Path | None]:
+    def file_path(url: str | None) -> Path | None:
+        if not url:
+            return None
+        try:
+            return locate(url)
+        except FedgenError:
+            return None
+
+    return file_path
+
+
 def _hash_or_none(path: Path | None) -> str | None:
     if path is None:
         return None
@@ -164,12 +176,16 @@ def node_record(
     audit_path: Path,
     host_tools: bool = True,
     entries: list[dict[str, Any]] | None = None,
+    locate: Callable[[str], Path | None] | None = None,
 ) -> dict[str, Any]:
     """Build the provenance record of a finished task from its TES document and the audit log.
 
     ``host_tools``: tasks ran the host's tools (bwrap/host runtimes), so their versions are
     recorded; under docker/podman the image defines the tools and only the image is recorded.
+    ``locate``: the host file a task URL names (the node maps URLs under its write roots to
+    the caller's area); default: the URL's own path.
     """
+    file_path = _file_path if locate is None else _located(locate)
     if entries is None:
         entries = audit_entries(audit_path, doc["id"])
     airlock = {e.get("file"): e for e in entries if e.get("action") == "Airlock"}
@@ -184,14 +200,14 @@ def node_record(
             url = None
         else:
             url = item.get("url")
-            path = _file_path(url)
+            path = file_path(url)
             sha = _hash_or_none(path)
             size = path.stat().st_size if sha and path else None
         inputs.append({"path": item.get("path", ""), "url": url, "sha256": sha, "size": size})
 
     outputs = []
     for item in task_log.get("outputs") or []:
-        path = _file_path(item.get("url"))
+        path = file_path(item.get("url"))
         entry: dict[str, Any] = {"path": item.get("path", ""), "url": item.get("url")}
         decision = airlock.get(item.get("path"))
         published = _hash_or_none(path)
@@ -272,6 +288,7 @@ def task_provenance(
     *,
     owner: str,
     entries: list[dict[str, Any]] | None = None,
+    locate: Callable[[str], Path | None] | None = None,
 ) -> None:
     """The node hook: record provenance of an ended task at the site and in its TES log.
 
@@ -289,6 +306,7 @@ def task_provenance(
             audit_path=cfg.audit_path,
             host_tools=getattr(cfg, "runtime", "auto") not in ("docker", "podman"),
             entries=entries,
+            locate=locate,
         )
     except (OSError, ProvenanceError) as exc:
         logging.getLogger("snakemake_fedgen.node").warning(

@@ -38,12 +38,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from snakemake_fedgen import __version__
 from snakemake_fedgen.governance.node import check_task_visas
+from snakemake_fedgen.node.areas import area_of
 from snakemake_fedgen.node.audit import AuditLog
 from snakemake_fedgen.node.auth import Authenticator, Caller
 from snakemake_fedgen.node.config import NodeConfig
 from snakemake_fedgen.node.runtime import Runtime
 from snakemake_fedgen.node.scheduler import Scheduler
-from snakemake_fedgen.node.storage import check_input_url, check_output_url, url_scheme
+from snakemake_fedgen.node.storage import check_task_urls
 from snakemake_fedgen.node.store import StoredTask, TaskStore
 from snakemake_fedgen.node.task import check_task, new_task_id, now_rfc3339, view_of
 
@@ -175,7 +176,8 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
         """The caller's task ``task_id``; another caller's task answers exactly like a missing
         one (404), so task ids reveal nothing."""
         stored = store.get(task_id)
-        if stored is None or stored.owner != caller.name:
+        # Another caller's task answers exactly like a missing one: ids reveal nothing.
+        if stored is None or stored.owner != area_of(caller):
             route = request.scope.get("route")
             action = getattr(route, "name", request.url.path)
             audit.record(caller=caller.name, action=action, task=task_id, outcome="404")
@@ -241,7 +243,7 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
                 max_content_bytes=cfg.max_content_bytes,
                 blocked_paths=blocked,
             )
-            _check_urls(cfg, doc)
+            check_task_urls(cfg, doc, area=area_of(caller))
         except (InvalidTask, StorageError) as exc:
             audit.record(caller=caller.name, action="CreateTask", outcome="400", reason=str(exc))
             raise ApiError(400, f"invalid task: {exc}") from None
@@ -256,7 +258,7 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
             **doc,
             "creation_time": now_rfc3339(),
         }
-        store.create(doc, owner=caller.name)
+        store.create(doc, owner=area_of(caller))
         audit.record(caller=caller.name, action="CreateTask", task=doc["id"], outcome="QUEUED")
         scheduler.submit(doc)
         return TesCreateTaskResponse(id=doc["id"])
@@ -291,7 +293,7 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
             raise ApiError(400, "more tag_value than tag_key parameters.")
         tags = {k: (values[i] if i < len(values) else "") for i, k in enumerate(keys)}
         tasks, next_token = store.list(
-            owner=caller.name,
+            owner=area_of(caller),
             name_prefix=name_prefix,
             state=state.value if state is not None else None,
             tags=tags,
@@ -332,12 +334,14 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
         if not path or ".." in parts or "" in parts or "\x00" in path:
             audit.record(caller=caller.name, action="GetEgress", outcome="400", file=path)
             raise ApiError(400, f"egress path {path!r} is not a plain relative path.")
-        record = store.published(path)
-        target = cfg.egress_root / path
+        # Published files are per caller: the same path names each caller's own file.
+        key = f"{area_of(caller)}/{path}"
+        record = store.published(key)
+        target = cfg.egress_root / key
         real = Path(os.path.realpath(target))
         if (
             record is None
-            or record[0] != caller.name
+            or record[0] != area_of(caller)
             or not real.is_relative_to(cfg.egress_root)
             or not real.is_file()
             or real.stat().st_size != record[3]
@@ -350,21 +354,3 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
         return FileResponse(real, headers={"X-Fedgen-Sha256": record[2]})
 
     return app
-
-
-def _check_urls(cfg: NodeConfig, doc: dict[str, Any]) -> None:
-    """Refuse, at submission, inputs and outputs outside the site's roots."""
-    readable = [*cfg.read_roots, *cfg.write_roots]
-    for i, item in enumerate(doc.get("inputs") or []):
-        if not item.get("content"):
-            check_input_url(
-                item["url"],
-                kind=item.get("type", "FILE"),
-                read_roots=readable,
-                what=f"inputs[{i}]",
-                allowed_hosts=cfg.allowed_input_hosts,
-            )
-    for i, item in enumerate(doc.get("outputs") or []):
-        if url_scheme(item["url"]) != "file":
-            raise StorageError(f"outputs[{i}].url {item['url']!r}: outputs must be file:// URLs.")
-        check_output_url(item["url"], write_roots=cfg.write_roots, what=f"outputs[{i}].url")

@@ -21,7 +21,9 @@ class AuditLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        # Only the node reads its audit log (and the site's admins, as the node's user).
+        os.fchmod(self._fd, 0o600)
         # Airlock/encryption records of running tasks, kept so the provenance record of a task
         # does not rescan a log that grows for the node's whole lifetime.
         self._per_task: dict[str, list[dict[str, Any]]] = {}

@@ -32,10 +32,15 @@ ANONYMOUS = "anonymous"
 
 @dataclass(frozen=True)
 class Caller:
-    """An authenticated caller: a stable name (task owner) and any claims (JWT, visas)."""
+    """An authenticated caller: a name, any claims (JWT, visas) and the kind of credential.
+
+    ``kind`` is ``static`` (token file), ``jwt`` (identity ``(claims["iss"], name)``) or
+    ``anonymous``; tasks and files belong to the whole identity (``node.areas.area_of``).
+    """
 
     name: str
     claims: Mapping[str, Any] = field(default_factory=dict)
+    kind: str = "static"
 
 
 class Authenticator(Protocol):
@@ -99,15 +104,16 @@ class LoopbackAuthenticator:
     """No token file: every caller is ``anonymous`` (the node then binds loopback only)."""
 
     def authenticate(self, authorization_header: str | None) -> Caller:
-        return Caller(ANONYMOUS)
+        return Caller(ANONYMOUS, kind="anonymous")
 
 
 @dataclass
 class JwtAuthenticator:
     """JWT bearer tokens (GA4GH Passports), falling back to static tokens for other tokens.
 
-    The caller name is the token's ``sub``; its claims (with the verified visas) go with the
-    caller, for the visa check of CreateTask.
+    The caller name is the token's ``sub``; its identity (tasks, files) is ``(iss, sub)``:
+    ``kind="jwt"`` keeps it apart from static tokens. Its claims (with the verified visas) go
+    with the caller, for the visa check of CreateTask.
     """
 
     verifier: PassportVerifier
@@ -117,7 +123,8 @@ class JwtAuthenticator:
         token = bearer_token(authorization_header)
         if looks_like_jwt(token):
             claims = self.verifier.verify(token)
-            return Caller(str(claims["sub"]), claims)
+            # The owner of tasks and files is (issuer, subject), never the bare subject.
+            return Caller(str(claims["sub"]), claims, kind="jwt")
         if self.fallback is not None:
             return self.fallback.authenticate(authorization_header)
         raise AuthError("this node accepts JWT bearer tokens only.")

@@ -165,6 +165,11 @@ class NodeConfig(BaseModel):
         description="host paths visible read-only in the sandbox (default: this Python "
         "installation and the fedgen packages)",
     )
+    task_user: str | None = Field(
+        None,
+        description="unprivileged user (name or uid[:gid]) tasks run as when the node runs as "
+        "root; default nobody, except runtime host, which refuses to start as root without one",
+    )
     # Governance (snakemake_fedgen.governance): JWT/Passport auth, visa-gated datasets,
     # Crypt4GH encryption of published egress files for the coordinator's public key.
     jwt: Annotated[dict[str, Any], Setting("YAML")] = Field(

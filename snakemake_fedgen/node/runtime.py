@@ -5,13 +5,20 @@ directory at the container paths, its file inputs bound read-only at their conta
 private /tmp, no network and its own PID namespace; nothing else of the host. Under ``host``
 the command runs in the task directory with the workdir mapped into it (commands must use
 relative paths). ``docker``/``podman`` get the equivalent ``run`` command line.
+
+Tasks never run as root: a node running as root runs them as its task user (``task_user``,
+default ``nobody`` for bwrap/docker/podman; required for ``host``), switched to with
+``setpriv`` inside the sandbox after bubblewrap has set up its mounts, so the task holds a real
+unprivileged uid on the host, no capabilities and ``no_new_privs``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import grp
 import logging
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -24,7 +31,7 @@ from typing import Any
 
 from snakemake_executor_plugin_fedgen.errors import ConfigError
 
-from snakemake_fedgen.node.storage import host_path
+from snakemake_fedgen.node import paths
 
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -39,12 +46,116 @@ class Launch:
 
 
 @dataclass(frozen=True)
+class TaskUser:
+    """The unprivileged uid/gid tasks run as (when the node runs as root)."""
+
+    uid: int
+    gid: int
+    name: str = ""
+
+    def setpriv(self, exe: str = "setpriv") -> list[str]:
+        """The command prefix that becomes this user: no groups, no capabilities, no new privs."""
+        return [
+            exe,
+            f"--reuid={self.uid}",
+            f"--regid={self.gid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--no-new-privs",
+            "--",
+        ]
+
+
+NOBODY = 65534
+
+
+def task_user_for(setting: object, *, runtime: str) -> TaskUser | None:
+    """Who tasks run as, from the ``task_user`` setting; None: as the node's own user.
+
+    A node running as root never runs tasks as root: the configured user, else ``nobody``
+    (65534) for sandboxed runtimes; ``host`` without a task user is refused, it would hand
+    every caller root on the host. A node not running as root runs tasks as itself.
+
+    Raises
+    ------
+    ConfigError
+        Unknown user, uid/gid 0, a task user on a node that cannot switch to it, host as root
+        without one.
+    """
+    if setting in (None, ""):
+        if os.geteuid() != 0:
+            return None
+        if runtime == "host":
+            raise ConfigError(
+                "runtime host on a node running as root would run every task as root; set "
+                "task_user (an unprivileged user such as nobody, or uid:gid) or use runtime bwrap."
+            )
+        _need_setpriv()
+        return TaskUser(NOBODY, NOBODY, "nobody")
+    user = _parse_task_user(setting)
+    if user.uid == 0 or user.gid == 0:
+        raise ConfigError(f"task_user {setting!r} is root; name an unprivileged user.")
+    if os.geteuid() != 0:
+        if (user.uid, user.gid) == (os.geteuid(), os.getegid()):
+            return None
+        raise ConfigError(
+            f"task_user {setting!r}: only a node running as root can run tasks as another user; "
+            "remove task_user or start the node as root."
+        )
+    _need_setpriv()
+    return user
+
+
+def reachable_by(path: Path, user: TaskUser) -> bool:
+    """Whether ``user`` may search every directory above ``path`` (mode bits only)."""
+    for parent in Path(os.path.realpath(path)).parents:
+        st = parent.stat()
+        bit = 0o100 if st.st_uid == user.uid else 0o010 if st.st_gid == user.gid else 0o001
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+def _need_setpriv() -> None:
+    if shutil.which("setpriv") is None:
+        raise ConfigError(
+            "a node running as root runs tasks as an unprivileged task_user with the setpriv "
+            "command (util-linux); install it."
+        )
+
+
+def _parse_task_user(setting: object) -> TaskUser:
+    text = str(setting).strip()
+    name, _, group = text.partition(":")
+    try:
+        if name.isdigit():
+            uid = int(name)
+            try:
+                entry = pwd.getpwuid(uid)
+                gid, shown = entry.pw_gid, entry.pw_name
+            except KeyError:
+                gid, shown = uid, name
+        else:
+            entry = pwd.getpwnam(name)
+            uid, gid, shown = entry.pw_uid, entry.pw_gid, name
+        if group:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(
+            f"task_user {text!r}: no such user or group on this host; use an existing user "
+            "name or uid[:gid]."
+        ) from None
+    return TaskUser(uid, gid, shown)
+
+
+@dataclass(frozen=True)
 class TaskLayout:
     """Host side of one task: its root directory, private tmp and read-only input binds."""
 
     root: Path
     tmp: Path
     binds: tuple[tuple[Path, str], ...] = ()  # (host path, container path), read-only
+    user: TaskUser | None = None  # run as this uid/gid (the node runs as root)
 
 
 def task_env(extra: Mapping[str, str], *, home: str, tmp: str) -> dict[str, str]:
@@ -78,17 +189,27 @@ class Runtime:
         """Free what the runtime holds for a finished executor (called after it ended)."""
 
 
+_CD_AND_EXEC = 'cd -P -- "$1" && shift && exec "$@"'
+
+
 class HostRuntime(Runtime):
-    """Runs the command directly on the host, in the task directory. No isolation."""
+    """Runs the command on the host, in the task directory. No isolation: for development.
+
+    The node starts the process in the task root (a directory it made) and the process itself
+    changes into the workdir, after it became the task user: a symlink the task planted there
+    is followed with the task user's rights only, never the node's.
+    """
 
     name = "host"
 
     def launch(self, executor: Mapping[str, Any], layout: TaskLayout, *, task_id: str) -> Launch:
         workdir = executor.get("workdir") or "/"
-        cwd = layout.root if workdir == "/" else host_path(layout.root, workdir)
-        cwd.mkdir(parents=True, exist_ok=True)
         env = task_env(executor.get("env") or {}, home=str(layout.tmp), tmp=str(layout.tmp))
-        return Launch(list(executor["command"]), cwd, env)
+        argv = ["/bin/sh", "-c", _CD_AND_EXEC, "fedgen-task", "." + workdir.rstrip("/")]
+        argv += list(executor["command"])
+        if layout.user is not None:
+            argv = [*layout.user.setpriv(), *argv]
+        return Launch(argv, layout.root, env)
 
 
 class BwrapRuntime(Runtime):
@@ -105,6 +226,8 @@ class BwrapRuntime(Runtime):
         pids_root: Path | None = None,
     ) -> None:
         self.bwrap = bwrap
+        # setpriv runs inside the sandbox: it must come from the read-only /usr.
+        self.setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
         self.tool_paths = [p for p in tool_paths if Path(p).exists()]
         # A fork bomb run as root ignores RLIMIT_NPROC; a pids cgroup bounds it (see below).
         self.pids_root = pids_root
@@ -117,6 +240,8 @@ class BwrapRuntime(Runtime):
             # remount the read-only binds writable (or mknod a disk) and write to the host.
             "--cap-drop",
             "ALL",
+            # Only setpriv (below) uses these, to become the task user before the command runs.
+            *(["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"] if layout.user else []),
             "--unshare-net",
             "--unshare-pid",
             "--unshare-ipc",
@@ -135,13 +260,21 @@ class BwrapRuntime(Runtime):
             elif host.is_dir():
                 argv += ["--ro-bind", str(host), str(host)]
         argv += ["--ro-bind", "/etc", "/etc", "--proc", "/proc", "--dev", "/dev"]
-        tops = sorted(p.name for p in layout.root.iterdir() if p.is_dir())
+        tops = sorted(p.name for p in layout.root.iterdir() if p.is_dir() and not p.is_symlink())
         if "tmp" not in tops:
             argv += ["--bind", str(layout.tmp), "/tmp"]
         for top in tops:
             argv += ["--bind", str(layout.root / top), f"/{top}"]
         # Tool paths after the task directories, so a task path like /root cannot hide them.
         for path in self.tool_paths:
+            parts = Path(path).parts
+            if len(parts) > 2 and parts[1] in tops:
+                # Their mount point lies in the task's directory: make its parents (bwrap would
+                # create them 0700) searchable by the task user, without following links.
+                os.close(paths.open_dir(layout.root, "/".join(parts[1:-1]), create=True))
+            else:
+                for i in range(2, len(parts)):
+                    argv += ["--perms", "0755", "--dir", "/" + "/".join(parts[1:i])]
             argv += ["--ro-bind", path, path]
         for host, container in layout.binds:
             argv += ["--ro-bind", str(host), container]
@@ -150,7 +283,10 @@ class BwrapRuntime(Runtime):
         env = task_env(executor.get("env") or {}, home="/tmp", tmp="/tmp")
         for key, value in env.items():
             argv += ["--setenv", key, value]
-        argv += ["--", *executor["command"]]
+        command = list(executor["command"])
+        if layout.user is not None:
+            command = [*layout.user.setpriv(self.setpriv), *command]
+        argv += ["--", *command]
         if self.pids_root is not None:
             # The shim joins the task's pids cgroup before bwrap forks anything.
             cgroup = self.pids_root / f"fedgen-{task_id}"
@@ -194,6 +330,9 @@ class EngineRuntime(Runtime):
 
     def launch(self, executor: Mapping[str, Any], layout: TaskLayout, *, task_id: str) -> Launch:
         argv = [self.engine, "run", "--rm", "--network", "none", "--name", f"fedgen-{task_id}"]
+        if layout.user is not None:
+            argv += ["--user", f"{layout.user.uid}:{layout.user.gid}", "--cap-drop", "ALL"]
+            argv += ["--security-opt", "no-new-privileges"]
         if executor.get("stdin"):
             argv.append("-i")
         for top in sorted(p.name for p in layout.root.iterdir() if p.is_dir()):

@@ -16,30 +16,45 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from snakemake_executor_plugin_fedgen.errors import EgressRefused, FedgenError, StorageError
+from snakemake_executor_plugin_fedgen.errors import (
+    ConfigError,
+    EgressRefused,
+    FedgenError,
+    StorageError,
+)
 from snakemake_executor_plugin_fedgen.tes.models import has_wildcard
 from snakemake_executor_plugin_fedgen.tes.states import TesState
 
 from snakemake_fedgen.egress.airlock import AirlockDecision, AirlockPolicy, inspect
 from snakemake_fedgen.governance.node import seal_egress
 from snakemake_fedgen.governance.provenance import task_provenance
+from snakemake_fedgen.node import paths
+from snakemake_fedgen.node.areas import SiteRoots, Target
 from snakemake_fedgen.node.audit import AuditLog
 from snakemake_fedgen.node.config import NodeConfig
 from snakemake_fedgen.node.redact import IdRedactor
-from snakemake_fedgen.node.runtime import Runtime, TaskLayout
+from snakemake_fedgen.node.runtime import (
+    Runtime,
+    TaskLayout,
+    TaskUser,
+    reachable_by,
+    task_user_for,
+)
 from snakemake_fedgen.node.storage import (
     OutputFile,
-    check_input_url,
     collect_outputs,
     fetch_http,
     host_path,
-    inside,
+    open_output,
     publish,
+    publish_fd,
     url_scheme,
 )
 from snakemake_fedgen.node.store import TaskStore
@@ -49,6 +64,19 @@ log = logging.getLogger("snakemake_fedgen.node")
 
 RESTART_REASON = "node restarted while task was running"
 STOP_REASON = "node stopped while task was running"
+
+
+HOST_TMP_RECORD = "host-tmp"
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """An egress file copied out of the task into the node's private outbox."""
+
+    source: Path  # the node's copy: the airlock, sealing and publication read only this
+    dest: Path
+    container_path: str
+    target: Target
 
 
 @dataclass
@@ -78,6 +106,23 @@ class Scheduler:
         self._active: dict[str, _Active] = {}
         self._stopping = False
         self.policy = AirlockPolicy.from_mapping(cfg.airlock)
+        # Tasks never run as root (ConfigError if this node cannot make sure of it).
+        self.task_user: TaskUser | None = task_user_for(
+            getattr(cfg, "task_user", None), runtime=runtime.name
+        )
+        self.roots = SiteRoots.of(cfg)
+        _harden(cfg, self.task_user)
+        if (
+            self.task_user is not None
+            and not runtime.binds_inputs
+            and not reachable_by(Path(sys.executable), self.task_user)
+        ):
+            log.warning(
+                "task_user %s cannot reach this node's Python (%s): host tasks cannot run "
+                "fedgen tools; install Python where other users can read it, or use bwrap",
+                self.task_user.name or self.task_user.uid,
+                os.path.realpath(sys.executable),
+            )
         self.redactor = IdRedactor(cfg.redact_ids_from)
         if cfg.redact_ids_from:
             log.info(
@@ -201,6 +246,7 @@ class Scheduler:
                     doc,
                     owner=active.owner,
                     entries=self.audit.pop_task_entries(doc["id"]),
+                    locate=functools.partial(self._locate, owner=active.owner),
                 )
                 await asyncio.to_thread(self._remove_task_dir, doc["id"])
             finally:
@@ -224,7 +270,7 @@ class Scheduler:
         doc["state"] = TesState.INITIALIZING
         self.store.save(doc)
         try:
-            layout = await asyncio.to_thread(self._prepare, doc)
+            layout = await asyncio.to_thread(self._prepare, doc, active.owner)
         except FedgenError as exc:
             self._end(doc, TesState.SYSTEM_ERROR, reason=str(exc), save=False)
             return
@@ -299,26 +345,11 @@ class Scheduler:
         doc = active.doc
         task_dir = self.cfg.tasks_dir / doc["id"]
         launch = self.runtime.launch(executor, layout, task_id=doc["id"])
-        out_path = (
-            host_path(layout.root, executor["stdout"])
-            if executor.get("stdout")
-            else task_dir / f"executor-{index}.stdout"
-        )
-        err_path = (
-            host_path(layout.root, executor["stderr"])
-            if executor.get("stderr")
-            else task_dir / f"executor-{index}.stderr"
-        )
-        in_path = host_path(layout.root, executor["stdin"]) if executor.get("stdin") else None
-        if in_path is not None and not in_path.is_file():
-            raise StorageError(f"stdin {executor['stdin']} does not exist in the task.")
-        exec_log: dict[str, Any] = {"start_time": now_rfc3339(), "exit_code": -1}
-        doc["logs"][-1]["logs"].append(exec_log)
-        with (
-            open(in_path or os.devnull, "rb") as fin,
-            open(out_path, "wb") as fout,
-            open(err_path, "wb") as ferr,
-        ):
+        fds: list[int] = []
+        try:
+            fin, fout, ferr = self._stdio(executor, index, layout, task_dir, fds)
+            exec_log: dict[str, Any] = {"start_time": now_rfc3339(), "exit_code": -1}
+            doc["logs"][-1]["logs"].append(exec_log)
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *launch.argv,
@@ -333,34 +364,84 @@ class Scheduler:
                 raise StorageError(
                     f"cannot start {launch.argv[0]!r}: {exc.strerror or exc}"
                 ) from exc
-        active.proc = proc
-        self.store.set_process(doc["id"], pgid=proc.pid, pstart=_process_start(proc.pid))
-        if active.cancel or active.stopping:
-            self._kill(active)
-        try:
-            timeout = (
-                None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
-            )
-            try:
-                rc = await asyncio.wait_for(proc.wait(), timeout)
-            except TimeoutError:
-                active.timed_out = True
+            os.close(fin)
+            fds.remove(fin)
+            active.proc = proc
+            self.store.set_process(doc["id"], pgid=proc.pid, pstart=_process_start(proc.pid))
+            if active.cancel or active.stopping:
                 self._kill(active)
-                rc = await proc.wait()
+            try:
+                timeout = (
+                    None
+                    if deadline is None
+                    else max(0.0, deadline - asyncio.get_running_loop().time())
+                )
+                try:
+                    rc = await asyncio.wait_for(proc.wait(), timeout)
+                except TimeoutError:
+                    active.timed_out = True
+                    self._kill(active)
+                    rc = await proc.wait()
+            finally:
+                # Reap anything the command left behind in its process group.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await asyncio.to_thread(self.runtime.release, doc["id"])
+                active.proc = None
+                self.store.set_process(doc["id"], pgid=None, pstart=None)
+            exec_log["end_time"] = now_rfc3339()
+            exec_log["exit_code"] = rc if rc >= 0 else 128 - rc
+            # The tails come from the node's own descriptors, never from re-opening a path the
+            # task may have replaced meanwhile. Task logs go back to the caller: no sample ID
+            # of this site may be in them.
+            limit = self.cfg.log_tail_bytes
+            exec_log["stdout"] = self.redactor.redact(paths.tail(fout, limit))
+            exec_log["stderr"] = self.redactor.redact(paths.tail(ferr, limit))
         finally:
-            # Reap anything the command left behind in its process group.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await asyncio.to_thread(self.runtime.release, doc["id"])
-            active.proc = None
-            self.store.set_process(doc["id"], pgid=None, pstart=None)
-        exec_log["end_time"] = now_rfc3339()
-        exec_log["exit_code"] = rc if rc >= 0 else 128 - rc
-        # Task logs go back to the caller: no sample ID of this site may be in them.
-        exec_log["stdout"] = self.redactor.redact(_tail(out_path, self.cfg.log_tail_bytes))
-        exec_log["stderr"] = self.redactor.redact(_tail(err_path, self.cfg.log_tail_bytes))
+            for fd in fds:
+                os.close(fd)
         self.store.save(doc)
         return int(exec_log["exit_code"])
+
+    def _stdio(
+        self, executor: dict, index: int, layout: TaskLayout, task_dir: Path, fds: list[int]
+    ) -> tuple[int, int, int]:
+        """Open stdin/stdout/stderr of an executor (appended to ``fds``).
+
+        Paths in the task are opened beneath its root without following symlinks (see
+        :mod:`snakemake_fedgen.node.paths`); without a path, stdout/stderr go to the node's own
+        files next to the task root, which no task can reach.
+        """
+        user = self.task_user
+        owner = (user.uid, user.gid) if user is not None else None
+        if executor.get("stdin"):
+            fin = paths.open_file(
+                layout.root,
+                executor["stdin"],
+                owner_uid=user.uid if user is not None else None,
+                what=f"stdin {executor['stdin']}:",
+            )
+        else:
+            fin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        fds.append(fin)
+        opened: dict[str, int] = {}
+        out = []
+        for key in ("stdout", "stderr"):
+            path = executor.get(key)
+            if path and path in opened:
+                fd = os.dup(opened[path])
+            elif path:
+                fd = paths.create_file(layout.root, path, owner=owner, what=f"{key} {path}:")
+                opened[path] = fd
+            else:
+                fd = os.open(
+                    task_dir / f"executor-{index}.{key}",
+                    os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600,
+                )
+            fds.append(fd)
+            out.append(fd)
+        return fin, out[0], out[1]
 
     def _kill(self, active: _Active) -> None:
         if active.proc is not None and active.proc.returncode is None:
@@ -379,13 +460,23 @@ class Scheduler:
 
     # -- blocking file work (worker threads) ------------------------------------------------------
 
-    def _prepare(self, doc: dict[str, Any]) -> TaskLayout:
+    def _prepare(self, doc: dict[str, Any], owner: str) -> TaskLayout:
         task_dir = self.cfg.tasks_dir / doc["id"]
-        root = task_dir / "root"
-        tmp = task_dir / "tmp"
-        root.mkdir(parents=True, exist_ok=True)
+        task_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        user = self.task_user
+        if user is not None and not self.runtime.binds_inputs:
+            # A host task runs as the task user, who must reach its directory by absolute
+            # path, but not the state directory: its root and tmp live in a private directory
+            # of the system temp dir (0711, the node's: the task cannot swap its root).
+            scratch = Path(tempfile.mkdtemp(prefix=f"fedgen-task-{doc['id'][:8]}-"))
+            (task_dir / HOST_TMP_RECORD).write_text(str(scratch))
+            scratch.chmod(0o711)
+        else:
+            scratch = task_dir
+        root = scratch / "root"
+        tmp = scratch / "tmp"
+        root.mkdir(exist_ok=True)
         tmp.mkdir(exist_ok=True)
-        readable = [*self.cfg.read_roots, *self.cfg.write_roots]
         binds: list[tuple[Path, str]] = []
         for i, item in enumerate(doc.get("inputs") or []):
             dest = host_path(root, item["path"])
@@ -402,11 +493,9 @@ class Scheduler:
                     allowed_hosts=self.cfg.allowed_input_hosts,
                 )
                 continue
-            real = check_input_url(
-                url, kind=item.get("type", "FILE"), read_roots=readable, what=f"inputs[{i}]"
+            real = self.roots.input_path(
+                url, kind=item.get("type", "FILE"), area=owner, what=f"inputs[{i}]"
             )
-            if real is None:  # check_input_url returns None only for http(s)
-                raise StorageError(f"inputs[{i}]: {url!r} is not a local file.")
             if self.runtime.binds_inputs:
                 # Bound read-only at its container path; the placeholder is the mount point.
                 if real.is_dir():
@@ -431,38 +520,60 @@ class Scheduler:
                 host_path(root, out["path_prefix"]).mkdir(parents=True, exist_ok=True)
             else:
                 host_path(root, out["path"]).parent.mkdir(parents=True, exist_ok=True)
-        return TaskLayout(root=root, tmp=tmp, binds=tuple(binds))
+        if user is not None:
+            # Nothing of the task has run yet: the tree holds only what the node made.
+            paths.chown_tree(root, user.uid, user.gid)
+            paths.chown_tree(tmp, user.uid, user.gid)
+        return TaskLayout(root=root, tmp=tmp, binds=tuple(binds), user=user)
+
+    def _locate(self, url: str, *, owner: str) -> Path | None:
+        """The host file a task URL names for ``owner`` (provenance hashes it)."""
+        if url_scheme(url) != "file":
+            return None
+        return self.roots.physical(url, owner)
 
     def _upload(self, active: _Active, layout: TaskLayout) -> list[dict[str, str]]:
         doc = active.doc
         files = collect_outputs(
-            doc.get("outputs") or [], task_root=layout.root, write_roots=self.cfg.write_roots
+            doc.get("outputs") or [], task_root=layout.root, roots=self.roots, area=active.owner
         )
-        total = sum(f.source.stat().st_size for f in files)
-        if total > self.cfg.max_output_bytes:
+        limit = self.cfg.max_output_bytes
+        total = sum(f.size for f in files)
+        if total > limit:
             raise StorageError(
-                f"outputs total {total} bytes, above the node's max_output_bytes "
-                f"{self.cfg.max_output_bytes}."
+                f"outputs total {total} bytes, above the node's max_output_bytes {limit}."
             )
+        owner_uid = self.task_user.uid if self.task_user is not None else None
         egress_root = self.cfg.egress_root
-        egress = [f for f in files if egress_root is not None and inside(f.dest, [egress_root])]
+        staged = self._stage_egress(active, layout, [f for f in files if f.target.root.egress])
         decisions: dict[Path, AirlockDecision] = {}
         rounds: dict[Path, str] = {}
-        if egress:
-            decisions, rounds = self._airlock(active, egress)
+        if staged:
+            decisions, rounds = self._airlock(active, list(staged.values()))
             # Crypt4GH: accepted plaintext is encrypted for the coordinator before publication.
             decisions = seal_egress(
-                egress,
+                list(staged.values()),
                 decisions,
                 cfg=self.cfg,
                 doc=doc,
                 record=functools.partial(self.audit.record, caller=active.owner, task=doc["id"]),
             )
+        sizes: list[int] = []
+        copied = 0
         for f in files:
-            # Egress bytes must be exactly the bytes the airlock (and sealing) saw.
-            expected = decisions[f.dest].sha256 if f.dest in decisions else None
-            publish(f.source, f.dest, expect_sha256=expected)
-        for f in egress:
+            if f.dest in staged:
+                # Egress bytes must be exactly the bytes the airlock (and sealing) saw.
+                publish(staged[f.dest].source, f.target, expect_sha256=decisions[f.dest].sha256)
+                size = decisions[f.dest].size
+            else:
+                fd = open_output(layout.root, f, owner_uid=owner_uid)
+                try:
+                    _sha, size = publish_fd(fd, f.target, max_bytes=limit - copied)
+                finally:
+                    os.close(fd)
+            copied += size
+            sizes.append(size)
+        for f in staged.values():
             d = decisions[f.dest]
             assert egress_root is not None  # egress is empty without an egress root
             self.store.add_published(
@@ -476,12 +587,46 @@ class Scheduler:
             if round_id is not None:
                 self.store.add_secure_round(round_id, sha256=d.sha256, task=doc["id"])
         return [
-            {"url": f.url, "path": f.container_path, "size_bytes": str(f.dest.stat().st_size)}
-            for f in files
+            {"url": f.url, "path": f.container_path, "size_bytes": str(size)}
+            for f, size in zip(files, sizes, strict=True)
         ]
 
+    def _stage_egress(
+        self, active: _Active, layout: TaskLayout, files: list[OutputFile]
+    ) -> dict[Path, _Staged]:
+        """Copy egress files out of the task into the node's private outbox (by destination).
+
+        The airlock, the encryption and the publication then work on bytes no task process
+        can change or swap for a link any more.
+        """
+        if not files:
+            return {}
+        outbox = self.cfg.tasks_dir / active.doc["id"] / "outbox"
+        outbox.mkdir(mode=0o700, exist_ok=True)
+        owner_uid = self.task_user.uid if self.task_user is not None else None
+        staged: dict[Path, _Staged] = {}
+        budget = self.cfg.max_output_bytes
+        for n, f in enumerate(files):
+            copy = outbox / str(n)
+            fd = open_output(layout.root, f, owner_uid=owner_uid)
+            try:
+                with open(copy, "xb") as sink:
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    while chunk := os.read(fd, 1 << 20):
+                        budget -= len(chunk)
+                        if budget < 0:
+                            raise StorageError(
+                                f"egress outputs grew above max_output_bytes "
+                                f"{self.cfg.max_output_bytes} while they were copied."
+                            )
+                        sink.write(chunk)
+            finally:
+                os.close(fd)
+            staged[f.dest] = _Staged(copy, f.dest, f.container_path, f.target)
+        return staged
+
     def _airlock(
-        self, active: _Active, egress: list[OutputFile]
+        self, active: _Active, egress: list[_Staged]
     ) -> tuple[dict[Path, AirlockDecision], dict[Path, str]]:
         """Inspect every egress file; quarantine and raise if any is refused.
 
@@ -532,10 +677,13 @@ class Scheduler:
             if not decision.accepted:
                 refused.append((f, decision.reason))
         if refused:
-            qdir = self.cfg.quarantine_dir / doc["id"]
+            # Quarantine is per caller, like everything else a caller's tasks write.
+            area_dir = self.cfg.quarantine_dir / active.owner
+            area_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            qdir = area_dir / doc["id"]
             for f, _reason in refused:
                 target = qdir / f.container_path.lstrip("/")
-                target.parent.mkdir(parents=True, exist_ok=True)
+                target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 shutil.move(str(f.source), target)
             detail = "; ".join(f"{f.container_path}: {reason}" for f, reason in refused)
             raise EgressRefused(
@@ -545,18 +693,47 @@ class Scheduler:
         return decisions, rounds
 
     def _remove_task_dir(self, task_id: str) -> None:
-        shutil.rmtree(self.cfg.tasks_dir / task_id, ignore_errors=True)
+        # shutil.rmtree removes symlinks, never what they point at (fd-based on Linux).
+        task_dir = self.cfg.tasks_dir / task_id
+        record = task_dir / HOST_TMP_RECORD
+        if record.is_file() and not record.is_symlink():
+            host_tmp = Path(record.read_text().strip())
+            if host_tmp.name.startswith("fedgen-task-"):
+                shutil.rmtree(host_tmp, ignore_errors=True)
+        shutil.rmtree(task_dir, ignore_errors=True)
 
 
-def _tail(path: Path, limit: int) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - limit))
-            return fh.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
+def _harden(cfg: NodeConfig, user: TaskUser | None) -> None:
+    """Close the state directory, quarantine and token file to everyone but the node.
+
+    Tasks never see them inside the sandbox; this keeps them out of reach of a host task run as
+    the task user (and of other local users) too.
+    """
+    euid = os.geteuid()
+    for directory in (cfg.state_dir, cfg.tasks_dir, cfg.quarantine_dir):
+        if directory is None:
+            continue
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = directory.stat()
+        if st.st_uid == euid and st.st_mode & 0o077:
+            directory.chmod(0o700)
+    token = cfg.token_file
+    if token is None:
+        return
+    st = token.stat()
+    readable = st.st_mode & 0o004 or (
+        user is not None and st.st_mode & 0o040 and st.st_gid == user.gid
+    )
+    if st.st_uid == euid:
+        if st.st_mode & 0o077:
+            if readable:
+                log.warning("token_file %s was readable by others; it is now mode 600", token)
+            token.chmod(0o600)
+    elif readable:
+        raise ConfigError(
+            f"token_file {token} can be read by other users or the task user (mode "
+            f"{st.st_mode & 0o777:o}); chmod 600 it."
+        )
 
 
 def _process_start(pid: int) -> int | None:

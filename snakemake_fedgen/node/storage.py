@@ -1,27 +1,40 @@
 """Task inputs and outputs: ``file://`` under the configured roots, ``http(s)://``, ``content``.
 
-Every site path is resolved (symlinks followed) and must stay inside an allowed root; ``..``
-is refused before resolving so a request never even names a path outside. Outputs are copied
-to a temporary file in the destination directory and renamed into place.
+Every input URL is parsed and canonicalised (:func:`snakemake_fedgen.governance.datasets.
+local_path`), mapped to the caller's area if it lies under a write root
+(:mod:`snakemake_fedgen.node.areas`), resolved (symlinks followed) and must stay inside what
+the caller may read; ``..`` is refused before resolving. Outputs are read from the task
+directory without following anything the task planted (:mod:`snakemake_fedgen.node.paths`) and
+written beneath the caller's area the same way: a temporary file in the destination directory,
+renamed into place.
 """
 
 from __future__ import annotations
 
-import glob
+import contextlib
 import hashlib
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse, urlsplit
+from urllib.parse import urlparse, urlsplit
 
 from snakemake_executor_plugin_fedgen.errors import StorageError
 
+from snakemake_fedgen.governance.datasets import local_path
+from snakemake_fedgen.node import paths
+from snakemake_fedgen.node.areas import SiteRoots, Target
+
 
 def host_path(task_root: Path, container_path: str) -> Path:
-    """Where a (checked, normalised) container path lives in the task's host directory."""
+    """Where a (checked, normalised) container path lives in the task's host directory.
+
+    Only for paths the node itself creates before any executor ran; everything a task may
+    have touched goes through :mod:`snakemake_fedgen.node.paths`.
+    """
     return task_root / container_path.lstrip("/")
 
 
@@ -32,39 +45,12 @@ def url_scheme(url: str) -> str:
 
 
 def file_url_path(url: str, *, what: str) -> Path:
-    """The local path of a ``file://`` URL (or a bare absolute path), ``..`` refused."""
-    if url.startswith("/"):
-        raw = url
-    else:
-        parts = urlsplit(url)
-        if parts.scheme.lower() != "file":
-            raise StorageError(f"{what} {url!r} is not a file:// URL.")
-        if parts.netloc not in ("", "localhost"):
-            raise StorageError(f"{what} {url!r} names host {parts.netloc!r}; use file:///path.")
-        raw = unquote(parts.path)
-    if not raw.startswith("/") or "\x00" in raw:
-        raise StorageError(f"{what} {url!r} is not an absolute path.")
-    if ".." in raw.split("/"):
-        raise StorageError(f"{what} {url!r} contains '..'; path traversal is refused.")
-    return Path(raw)
+    """The canonical local path of a ``file:`` URL (or a bare absolute path), ``..`` refused."""
+    return Path(local_path(url, what=what))
 
 
 def inside(path: Path, roots: Sequence[Path]) -> bool:
     return any(path == r or path.is_relative_to(r) for r in roots)
-
-
-def resolve_under(path: Path, roots: Sequence[Path], *, what: str, url: str) -> Path:
-    """Resolve symlinks in ``path`` and require the result inside one of ``roots``."""
-    real = Path(os.path.realpath(path))
-    if not inside(real, roots):
-        shown = ", ".join(str(r) for r in roots) or "(none configured)"
-        if real != path:
-            raise StorageError(
-                f"{what} {url!r} resolves (through a symlink) to {real}, outside the allowed "
-                f"roots {shown}; symlink escapes are refused."
-            )
-        raise StorageError(f"{what} {url!r} is outside the allowed roots {shown}.")
-    return real
 
 
 def check_http_host(url: str, allowed_hosts: Sequence[str], *, what: str) -> None:
@@ -90,63 +76,48 @@ def check_http_host(url: str, allowed_hosts: Sequence[str], *, what: str) -> Non
         )
 
 
-def check_input_url(
-    url: str,
-    *,
-    kind: str,
-    read_roots: Sequence[Path],
-    what: str,
-    allowed_hosts: Sequence[str] = (),
-) -> Path | None:
-    """Check an input URL; return the resolved local path for ``file://`` inputs."""
-    scheme = url_scheme(url)
-    if scheme in ("http", "https"):
-        check_http_host(url, allowed_hosts, what=what)
-        return None
-    if scheme != "file":
-        raise StorageError(
-            f"{what} {url!r}: scheme {scheme!r} is not supported; use file://, http(s):// or "
-            "content."
-        )
-    path = file_url_path(url, what=what)
-    real = resolve_under(path, read_roots, what=what, url=url)
-    if not real.exists():
-        raise StorageError(f"{what} {url!r} does not exist.")
-    if kind == "FILE" and not real.is_file():
-        raise StorageError(f"{what} {url!r} is not a file (type is FILE).")
-    if kind == "DIRECTORY":
-        if not real.is_dir():
-            raise StorageError(f"{what} {url!r} is not a directory (type is DIRECTORY).")
-        # A symlink inside an input directory must not lead out of the roots either.
-        for dirpath, dirnames, filenames in os.walk(real):
-            for name in [*dirnames, *filenames]:
-                entry = Path(dirpath, name)
-                if entry.is_symlink():
-                    resolve_under(
-                        entry, read_roots, what=what, url=f"{url}/{entry.relative_to(real)}"
-                    )
-    return real
+def check_task_urls(cfg: Any, doc: dict[str, Any], *, area: str) -> None:
+    """Refuse, at submission, inputs and outputs the caller of ``area`` may not use.
+
+    Raises StorageError naming the field: http(s) hosts off the allow-list, local inputs
+    outside the read roots and the caller's area (in any spelling, through any symlink),
+    outputs outside the write roots or through a symlink in the caller's area.
+    """
+    roots = SiteRoots.of(cfg)
+    for i, item in enumerate(doc.get("inputs") or []):
+        if item.get("content"):
+            continue
+        url, what = item["url"], f"inputs[{i}]"
+        scheme = url_scheme(url)
+        if scheme in ("http", "https"):
+            check_http_host(url, cfg.allowed_input_hosts, what=what)
+        elif scheme == "file":
+            roots.input_path(url, kind=item.get("type", "FILE"), area=area, what=what)
+        else:
+            raise StorageError(
+                f"{what} {url!r}: scheme {scheme!r} is not supported; use file://, http(s):// or "
+                "content."
+            )
+    for i, item in enumerate(doc.get("outputs") or []):
+        what = f"outputs[{i}].url"
+        if url_scheme(item["url"]) != "file":
+            raise StorageError(f"{what} {item['url']!r}: outputs must be file:// URLs.")
+        target = roots.output_target(item["url"], area=area, what=what)
+        _check_no_link(target, url=item["url"], what=what)
 
 
-def check_output_url(url: str, *, write_roots: Sequence[Path], what: str) -> Path:
-    """Check an output URL; return the local destination (its parent resolved)."""
-    scheme = url_scheme(url)
-    if scheme != "file":
-        raise StorageError(
-            f"{what} {url!r}: outputs must be file:// URLs under the node's write roots."
-        )
-    path = file_url_path(url, what=what)
-    # Resolve the deepest existing ancestor: the destination itself may not exist yet.
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    real_parent = resolve_under(parent, write_roots, what=what, url=url)
-    dest = real_parent / path.relative_to(parent)
-    if dest.is_symlink():
-        dest = resolve_under(dest, write_roots, what=what, url=url)
-    elif not inside(dest, write_roots):
-        raise StorageError(f"{what} {url!r} is outside the write roots.")
-    return dest
+def _check_no_link(target: Target, *, url: str, what: str) -> None:
+    """Refuse an output whose existing part in the caller's area is or crosses a symlink."""
+    path = target.area_dir
+    for part in ["", *(target.rel.split("/") if target.rel else [])]:
+        path = path / part if part else path
+        if path.is_symlink():
+            raise StorageError(
+                f"{what} {url!r} passes through a symlink in your area; symlink escapes are "
+                "refused."
+            )
+        if not path.exists():
+            return
 
 
 def fetch_http(
@@ -194,108 +165,166 @@ def fetch_http(
 
 @dataclass(frozen=True)
 class OutputFile:
-    """One file to upload: where it is in the task, its container path and destination."""
+    """One file to upload: its container path, the URL the caller named, where it goes."""
 
-    source: Path
     container_path: str
     url: str
-    dest: Path
+    target: Target
+    size: int
+
+    @property
+    def dest(self) -> Path:
+        return self.target.path
+
+    @property
+    def rel(self) -> str:
+        """The path below the task root."""
+        return self.container_path.lstrip("/")
 
 
 def collect_outputs(
-    outputs: Sequence[dict[str, Any]], *, task_root: Path, write_roots: Sequence[Path]
+    outputs: Sequence[dict[str, Any]], *, task_root: Path, roots: SiteRoots, area: str
 ) -> list[OutputFile]:
     """Expand the task's outputs (FILE, DIRECTORY, wildcard) into single files, all checked.
+
+    The task directory is read without following symlinks: a symlink (or a special file) on
+    or under a declared output refuses the task. Files are opened later, one at a time,
+    with :func:`open_output`.
 
     Raises
     ------
     StorageError
-        A declared output is missing, leaves the task root through a symlink, or its
-        destination is outside the write roots.
+        A declared output is missing, is or contains a symlink, or its destination is outside
+        the write roots.
     """
     files: list[OutputFile] = []
     for i, out in enumerate(outputs):
         what = f"outputs[{i}]"
         cpath = out["path"]
+        target = roots.output_target(out["url"], area=area, what=what)
         if any(c in cpath for c in "*?["):
             prefix = out["path_prefix"].rstrip("/")
-            pattern = str(host_path(task_root, cpath))
-            for match in sorted(glob.glob(pattern)):
-                mpath = Path(match)
-                rel_container = "/" + str(mpath.relative_to(task_root))
+            for match in paths.glob(task_root, cpath, what=what):
+                rel_container = "/" + match
                 pruned = rel_container[len(prefix) :].lstrip("/")
-                for src, sub in _files_of(mpath, task_root, what=what):
-                    tail = f"{pruned}/{sub}" if sub else pruned
-                    url = out["url"].rstrip("/") + "/" + tail
-                    dest = check_output_url(url, write_roots=write_roots, what=what)
-                    files.append(OutputFile(src, f"{rel_container}/{sub}".rstrip("/"), url, dest))
+                sub_target = target.child(pruned)
+                url = out["url"].rstrip("/") + "/" + pruned
+                files.extend(
+                    _files_of(task_root, rel_container, url, sub_target, directory=True, what=what)
+                )
             continue
-        src = host_path(task_root, cpath)
-        if not src.exists() and not src.is_symlink():
+        st = paths.lstat(task_root, cpath, what=what)
+        if st is None:
             raise StorageError(f"{what}: the task did not create {cpath}.")
-        if out.get("type", "FILE") == "FILE" and src.is_dir() and not src.is_symlink():
+        if out.get("type", "FILE") == "FILE" and stat.S_ISDIR(st.st_mode):
             raise StorageError(f"{what}: {cpath} is a directory but the output type is FILE.")
-        for file, sub in _files_of(src, task_root, what=what):
-            url = out["url"].rstrip("/") + "/" + sub if sub else out["url"]
-            dest = check_output_url(url, write_roots=write_roots, what=what)
-            files.append(OutputFile(file, f"{cpath}/{sub}" if sub else cpath, url, dest))
+        files.extend(_files_of(task_root, cpath, out["url"], target, directory=True, what=what))
     return files
 
 
-def _files_of(path: Path, task_root: Path, *, what: str) -> Iterator[tuple[Path, str]]:
-    """Regular files at or under ``path`` with their path relative to it; symlinks checked."""
-    real_root = Path(os.path.realpath(task_root))
-    real = Path(os.path.realpath(path))
-    if not inside(real, [real_root]):
+def _files_of(
+    task_root: Path, cpath: str, url: str, target: Target, *, directory: bool, what: str
+) -> Iterator[OutputFile]:
+    st = paths.lstat(task_root, cpath, what=what)
+    if st is None:
+        raise StorageError(f"{what}: the task did not create {cpath}.")
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
         raise StorageError(
-            f"{what}: {path.relative_to(task_root)} is a symlink leading outside the task "
-            f"(to {real}); outputs must be files the task wrote."
+            f"{what}: {cpath} is a symlink; outputs must be regular files the task wrote "
+            "(a symlink could lead outside the task)."
         )
-    if real.is_file():
-        yield real, ""
+    if stat.S_ISREG(mode):
+        yield OutputFile(cpath, url, target, st.st_size)
         return
-    if not real.is_dir():
-        raise StorageError(f"{what}: {path.relative_to(task_root)} is not a regular file.")
-    for dirpath, _dirnames, filenames in os.walk(real):
-        for name in sorted(filenames):
-            entry = Path(dirpath, name)
-            sub = str(entry.relative_to(real))
-            target = Path(os.path.realpath(entry))
-            if not inside(target, [real_root]) or not target.is_file():
-                raise StorageError(
-                    f"{what}: {sub} inside {path.relative_to(task_root)} leads outside the "
-                    "task or is not a regular file."
-                )
-            yield target, sub
+    if not (directory and stat.S_ISDIR(mode)):
+        raise StorageError(f"{what}: {cpath} is not a regular file.")
+    for sub, size in paths.walk_files(task_root, cpath, what=what):
+        yield OutputFile(
+            f"{cpath.rstrip('/')}/{sub}", url.rstrip("/") + "/" + sub, target.child(sub), size
+        )
 
 
-def publish(src: Path, dest: Path, *, expect_sha256: str | None = None) -> str:
-    """Copy ``src`` to ``dest`` atomically (temporary file in the same directory, rename).
+def open_output(task_root: Path, f: OutputFile, *, owner_uid: int | None) -> int:
+    """An fd of an output file, opened beneath the task root without following links."""
+    return paths.open_file(task_root, f.rel, owner_uid=owner_uid, what=f"output {f.container_path}")
 
-    Returns the SHA-256 of the bytes written. With ``expect_sha256`` a different content
-    (the file changed after it was checked) is refused and nothing is written.
+
+def publish_fd(
+    src_fd: int, target: Target, *, expect_sha256: str | None = None, max_bytes: int | None = None
+) -> tuple[str, int]:
+    """Copy the open file ``src_fd`` to ``target`` beneath its root; return (sha256, size).
+
+    The caller's area (0700) and the parent directories are created without following any
+    symlink; the bytes go to a temporary file created with ``O_EXCL`` in the destination
+    directory, which is then renamed over the destination. With ``expect_sha256`` a different
+    content (the file changed after it was checked) is refused and nothing is written.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(dest)
-    digest = hashlib.sha256()
+    root_fd = paths.open_dir(target.root.path, "", what="write root")
     try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            for chunk in iter(lambda: fin.read(1 << 20), b""):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(target.area, 0o700, dir_fd=root_fd)
+        parent, name = paths.split(target.rel) if target.rel else ("", "")
+        if not name:
+            raise StorageError(f"output {target.path} names a write root, not a file.")
+        dfd = paths.open_dir(
+            root_fd, f"{target.area}/{parent}".rstrip("/"), create=True, what="output destination"
+        )
+    finally:
+        os.close(root_fd)
+    tmp = f".{name[:200]}.{secrets.token_hex(6)}.part"
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        out = os.open(
+            tmp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=dfd,
+        )
+        try:
+            os.lseek(src_fd, 0, os.SEEK_SET)
+            while chunk := os.read(src_fd, 1 << 20):
                 digest.update(chunk)
-                fout.write(chunk)
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise StorageError(
+                        f"output {target.rel} grew beyond {max_bytes} bytes while it was copied."
+                    )
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out, view) :]
+            os.fchmod(out, 0o644)
+        finally:
+            os.close(out)
         if expect_sha256 is not None and digest.hexdigest() != expect_sha256:
             raise StorageError(
-                f"{src.name} changed after the airlock checked it; it was not published."
+                f"{name} changed after the airlock checked it; it was not published."
             )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        tmp = ""
+    except IsADirectoryError:
+        raise StorageError(f"output {target.rel}: a directory is in the way.") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    return digest.hexdigest()
+        if tmp:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dfd)
+        os.close(dfd)
+    return digest.hexdigest(), size
+
+
+def publish(src: Path, target: Target, *, expect_sha256: str | None = None) -> str:
+    """Copy the node-private file ``src`` to ``target`` (see :func:`publish_fd`)."""
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return publish_fd(fd, target, expect_sha256=expect_sha256)[0]
+    finally:
+        os.close(fd)
 
 
 def _tmp_beside(dest: Path) -> Path:
+    import tempfile
+
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     os.close(fd)
     return Path(name)

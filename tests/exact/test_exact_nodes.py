@@ -127,7 +127,7 @@ def test_nodes__secure_round_over_three_sites(tmp_path):
         assert docs["A"]["state"] == docs["B"]["state"] == "COMPLETE", docs["A"]["logs"]
         assert docs["C"]["state"] == "SYSTEM_ERROR"
         assert "secure_aggregation: true" in docs["C"]["logs"][0]["system_logs"][-1]
-        assert not (dirs["C"][3] / "qt.aggregates.masked.tsv").exists()
+        assert not list(dirs["C"][3].rglob("qt.aggregates.masked.tsv"))
 
         # Site C turns secure aggregation on; the round is rerun under a new id by all three.
         nodes["C"].stop()
@@ -157,7 +157,7 @@ def test_nodes__secure_round_over_three_sites(tmp_path):
             path.write_bytes(resp.content)
             uploads.append(secure.read_masked(path))
             # The plain aggregates stayed at the site and are not served.
-            assert (dirs[s][2] / "qt.aggregates.tsv").is_file()
+            assert (dirs[s][2] / "static-centre" / "qt.aggregates.tsv").is_file()
             private = httpx.get(f"{nodes[s].egress_read_url}/../qt.aggregates.tsv", headers=AUTH)
             assert private.status_code in (400, 404)
 

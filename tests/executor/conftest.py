@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import yaml
@@ -40,6 +41,23 @@ class SiteNode:
     @property
     def egress(self) -> Path:
         return self.root / "egress"
+
+    @property
+    def area(self) -> Path:
+        """Where the node keeps the coordinator's files of the work root (its caller area)."""
+        return self.work / f"static-{CALLER}"
+
+    @property
+    def egress_area(self) -> Path:
+        return self.egress / f"static-{CALLER}"
+
+    def held(self, url: str) -> Path:
+        """The host file a site URL of the coordinator names (the node maps it to its area)."""
+        path = Path(unquote(url.removeprefix("file://")))
+        for root, area in ((self.egress, self.egress_area), (self.work, self.area)):
+            if path.is_relative_to(root):
+                return area / path.relative_to(root)
+        return path
 
     def audit(self) -> list[dict[str, Any]]:
         path = self.node.state_dir / "audit.jsonl"
@@ -103,6 +121,8 @@ def start_site(base: Path, name: str, *, runtime: str = "host", cpu_cores: int =
             "runtime": runtime,
             "token_file": str(token_file),
             "cpu_cores": cpu_cores,
+            # A node running as root runs host tasks only as an unprivileged task user.
+            **({"task_user": "nobody"} if runtime == "host" and os.geteuid() == 0 else {}),
             "allowed_images": ["fedgen/tools:*"],
             "airlock": {"min_n": 5, "min_mac": 1, "min_cell": 1},
         },
@@ -128,11 +148,23 @@ def federation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fede
             site.node.stop()
 
 
+def host_tasks_run_python() -> bool:
+    """Whether a host task can run this node's Python (tests as root: tasks run as nobody)."""
+    if os.geteuid() != 0:
+        return True
+    python = Path(os.path.realpath(sys.executable))
+    return all(p.stat().st_mode & 0o001 for p in python.parents)
+
+
 @pytest.fixture
 def one_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Federation]:
-    """One site node A on loopback."""
+    """One site node A on loopback (host runtime, or bwrap where host tasks cannot run the
+    node's Python as the task user, e.g. an interpreter under /root)."""
+    from snakemake_fedgen.node.runtime import bwrap_works
+
     fed = Federation()
-    site = start_site(tmp_path / "sites", "A")
+    runtime = "host" if host_tasks_run_python() or not bwrap_works() else "bwrap"
+    site = start_site(tmp_path / "sites", "A", runtime=runtime)
     fed.sites["A"] = site
     fed.env[site.token_env] = site.token
     monkeypatch.setenv(site.token_env, site.token)

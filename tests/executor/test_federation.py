@@ -153,23 +153,24 @@ def test_fedgen_executor__three_sites_keep_data_home_and_return_only_counts(tmp_
         for rel in (f"work/{name}/n.txt", f"work/{name}/summary.txt", f"logs/{name}/count.log"):
             ref = read_reference(workdir / rel)
             assert ref is not None, rel
-            held = Path(ref.url.removeprefix("file://"))
-            assert ref.site == name and held == site.work / rel
+            held = site.held(ref.url)
+            assert ref.site == name and ref.url == f"file://{site.work}/{rel}"
+            assert held == site.area / rel
             assert ref.size == held.stat().st_size and ref.sha256 == sha256(held)
-        assert (site.work / f"work/{name}/n.txt").read_text().strip() == str(SAMPLES[name])
+        assert (site.area / f"work/{name}/n.txt").read_text().strip() == str(SAMPLES[name])
         # The small coordinator file reached the task as content.
-        assert "min_n: 5" in (site.work / f"logs/{name}/count.log").read_text()
+        assert "min_n: 5" in (site.area / f"logs/{name}/count.log").read_text()
         # Egress output: a real file, identical to what the node published.
         counts = workdir / f"results/sumstats/{name}/counts.tsv"
         assert read_reference(counts) is None
-        published = site.egress / f"results/sumstats/{name}/counts.tsv"
+        published = site.egress_area / f"results/sumstats/{name}/counts.tsv"
         assert sha256(counts) == sha256(published)
         assert counts.read_text().splitlines()[1] == f"qc\tsamples\t{SAMPLES[name]}"
         # A directory() output: a directory holding the reference; the data stays at the site.
         chunks = read_reference(workdir / f"work/{name}/chunks")
         assert chunks is not None and chunks.is_directory and chunks.site == name
         n_chunks = -(-SAMPLES[name] // 10)
-        assert len(list(Path(chunks.url.removeprefix("file://")).iterdir())) == n_chunks
+        assert len(list(site.held(chunks.url).iterdir())) == n_chunks
         chunk_table = (workdir / f"results/sumstats/{name}/chunks.tsv").read_text()
         assert chunk_table.splitlines()[1] == f"split\tchunks\t{n_chunks}"
         # Benchmark written from the task's own timing (the command sleeps 1 s).

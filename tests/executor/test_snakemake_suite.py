@@ -50,9 +50,9 @@ class TestWorkflows(snakemake.common.tests.TestWorkflowsLocalStorageBase):
         out = Path(tmp_path) / test_name / "test3.out"
         ref = read_reference(out)
         assert ref is not None and ref.site == "A"
-        held = Path(ref.url.removeprefix("file://"))
+        held = self.site.held(ref.url)
         assert held.is_file() and held.stat().st_size == ref.size
-        assert held.is_relative_to(self.site.work)
+        assert held.is_relative_to(self.site.area)
         resp = httpx.get(
             self.site.node.url + "/tasks",
             params={"view": "BASIC"},

@@ -88,4 +88,4 @@ def test_build_task__maps_command_image_resources_paths_and_tags(tmp_path, one_s
     assert task["tags"]["fedgen_rule"] == "make" and task["tags"]["fedgen_site"] == "A"
     assert "env" not in main and site.token not in json.dumps(task)
     # The site really ran it: the sorted file is at the site, a reference here.
-    assert (site.work / "out" / "x.txt").read_text() == "a\nb\n"
+    assert (site.area / "out" / "x.txt").read_text() == "a\nb\n"

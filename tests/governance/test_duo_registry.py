@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -67,7 +68,9 @@ def test_executor_gate__without_purpose_says_terms_are_not_checked(tmp_path):
 
 
 def test_sites_check__shows_each_sites_data_use_decision(tmp_path):
-    node = NodeProcess(tmp_path / "node", config={"runtime": "host"})
+    # A node running as root runs host tasks only as an unprivileged task user.
+    config = {"runtime": "host", **({"task_user": "nobody"} if os.geteuid() == 0 else {})}
+    node = NodeProcess(tmp_path / "node", config=config)
     try:
         sites = _registry(tmp_path, node.url)
         purpose = tmp_path / "config.yaml"

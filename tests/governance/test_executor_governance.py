@@ -184,7 +184,7 @@ def test_snakemake_phenopackets__table_made_at_the_site_stays_there(one_site, tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     ref = read_reference(wd / "work/A/phenotypes.tsv")
     assert ref is not None and ref.site == "A"  # the coordinator holds only a reference
-    table = (site.work / "work/A/phenotypes.tsv").read_text().splitlines()
+    table = (site.area / "work/A/phenotypes.tsv").read_text().splitlines()
     assert table[0] == "#FID\tIID\tsex\tage\tqt\tbt"
     assert table[1] == "S1\tS1\t1\t45.5\t130.5\t2"
     assert len(table) == 1 + len(PEOPLE)
@@ -243,6 +243,7 @@ def test_snakemake_passport__token_command_jwt_needs_a_visa(tmp_path):
             "write_roots": [str(work), str(egress)],
             "egress_root": str(egress),
             "runtime": "host",
+            **({"task_user": "nobody"} if os.geteuid() == 0 else {}),
             "airlock": {"min_cell": 5},
             "jwt": {
                 "jwks": str(issuer.write_jwks(tmp_path / "jwks.json")),

@@ -10,6 +10,8 @@ import httpx
 import pytest
 from snakemake_executor_plugin_fedgen import crypt
 
+from snakemake_fedgen.node.areas import area_of
+from snakemake_fedgen.node.auth import Caller
 from tests.node.conftest import simple_task, site, start_node, wait_task  # noqa: F401
 
 from .issuer import AUDIENCE, ISSUER, Issuer
@@ -80,7 +82,9 @@ def test_node_visa__403_without_visa_and_runs_with_one(jwt_node, issuer, site): 
     assert resp.status_code == 200, resp.text
     doc = wait_task(jwt_node.url, resp.json()["id"], headers=_auth(token))
     assert doc["state"] == "COMPLETE", doc
-    assert (site.work / "n.txt").read_text().strip() == "1"
+    # A JWT caller's files are in the area of its (issuer, subject).
+    area = area_of(Caller("alice", {"iss": ISSUER}, kind="jwt"))
+    assert (site.work / area / "n.txt").read_text().strip() == "1"
 
     audit = [json.loads(line) for line in (site.state / "audit.jsonl").read_text().splitlines()]
     outcomes = [(r.get("caller"), r.get("action"), r.get("outcome")) for r in audit]
@@ -114,7 +118,7 @@ def test_node_crypt4gh__outbox_holds_ciphertext_and_decrypts_identically(
     doc = wait_task(node.url, resp.json()["id"], headers=headers)
     assert doc["state"] == "COMPLETE", doc
 
-    published = site.egress / "A" / "qc_counts.tsv"
+    published = site.egress_area("coordinator") / "A" / "qc_counts.tsv"
     outbox = [p for p in site.egress.rglob("*") if p.is_file()]
     assert outbox == [published]
     assert published.read_bytes().startswith(crypt.MAGIC)
@@ -157,6 +161,7 @@ def test_node_crypt4gh__recipient_from_task_tag(site, start_node, tmp_path):  # 
     )
     doc = wait_task(node.url, httpx.post(f"{node.url}/tasks", json=task).json()["id"])
     assert doc["state"] == "COMPLETE", doc
-    assert crypt.is_encrypted(site.egress / "qc_counts.tsv")
-    crypt.decrypt_file(site.egress / "qc_counts.tsv", tmp_path / "plain.tsv", private_key=sec)
+    published = site.egress_area() / "qc_counts.tsv"
+    assert crypt.is_encrypted(published)
+    crypt.decrypt_file(published, tmp_path / "plain.tsv", private_key=sec)
     assert (tmp_path / "plain.tsv").read_text() == COUNTS

@@ -56,6 +56,7 @@ def finished_run(tmp_path_factory):
             "write_roots": [str(work)],
             "egress_root": str(egress),
             "runtime": "host",
+            **({"task_user": "nobody"} if os.geteuid() == 0 else {}),
             "node_id": "node-A",
             "token_file": str(root / "tokens.yaml"),
         },
@@ -208,7 +209,8 @@ def test_node_record__hashes_versions_and_airlock(finished_run):
     outs = {o["path"]: o for o in qc["outputs"]}
     n_txt = outs["/fedgen/work/out/n.txt"]
     assert n_txt["egress"] is False
-    assert n_txt["sha256"] == hashlib.sha256((root / "work" / "n.txt").read_bytes()).hexdigest()
+    held = root / "work" / "static-coordinator" / "n.txt"  # the coordinator's area
+    assert n_txt["sha256"] == hashlib.sha256(held.read_bytes()).hexdigest()
     counts = outs["/fedgen/work/out/qc_counts.tsv"]
     assert counts["airlock"] == {
         "accepted": True,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,7 +37,32 @@ class Site:
             "node_id": "test-site",
         }
         cfg.update(extra)
+        if cfg.get("runtime") == "host" and os.geteuid() == 0:
+            # A node running as root runs host tasks only as an unprivileged task user.
+            cfg.setdefault("task_user", "nobody")
         return cfg
+
+    def area(self, caller: str | None = None) -> Path:
+        """Where the node keeps ``caller``'s files of the work root (None: anonymous)."""
+        return area(self.work, caller)
+
+    def egress_area(self, caller: str | None = None) -> Path:
+        """Where the node publishes ``caller``'s egress files (None: anonymous)."""
+        return area(self.egress, caller)
+
+
+def area(root: Path, caller: str | None = None) -> Path:
+    """A caller's area of a write root: static token callers by name, None for anonymous."""
+    return root / ("anonymous" if caller is None else f"static-{caller}")
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory host tasks (run as the task user) and the test can both write to."""
+    path = Path(tempfile.mkdtemp(prefix="fedgen-shared-"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

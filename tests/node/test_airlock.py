@@ -55,8 +55,8 @@ def test_airlock__per_sample_files_refused_and_quarantined(site, start_node):
         assert doc["state"] == "SYSTEM_ERROR", (name, doc["logs"])
         reason = doc["logs"][0]["system_logs"][-1]
         assert "airlock refused" in reason and name in reason
-        assert not (site.egress / "A" / name).exists()
-        quarantined = site.state / "quarantine" / task_id / "fedgen" / "work" / name
+        assert not (site.egress_area() / "A" / name).exists()
+        quarantined = site.state / "quarantine" / "anonymous" / task_id / "fedgen/work" / name
         assert quarantined.is_file(), name
     records = [json.loads(line) for line in (site.state / "audit.jsonl").read_text().splitlines()]
     airlock = {r["task"]: r for r in records if r["action"] == "Airlock"}
@@ -64,7 +64,7 @@ def test_airlock__per_sample_files_refused_and_quarantined(site, start_node):
     for name, task_id in ids.items():
         rec = airlock[task_id]
         assert rec["accepted"] is False
-        quarantined = site.state / "quarantine" / task_id / "fedgen" / "work" / name
+        quarantined = site.state / "quarantine" / "anonymous" / task_id / "fedgen/work" / name
         assert rec["sha256"] == hashlib.sha256(quarantined.read_bytes()).hexdigest()
     assert list(site.egress.rglob("*.*")) == []
 
@@ -88,7 +88,7 @@ def test_airlock__valid_sumstats_published_and_served(site, start_node, tmp_path
     task_id = httpx.post(f"{node.url}/tasks", json=task, headers=centre).json()["id"]
     doc = wait_task(node.url, task_id, headers=centre)
     assert doc["state"] == "COMPLETE", doc["logs"]
-    assert (site.egress / "A" / "gwas.tsv").read_text() == SUMSTATS
+    assert (site.egress_area("centre") / "A" / "gwas.tsv").read_text() == SUMSTATS
     resp = httpx.get(f"{node.egress_read_url}/A/gwas.tsv", headers=centre)
     assert resp.status_code == 200
     assert resp.text == SUMSTATS
@@ -96,7 +96,7 @@ def test_airlock__valid_sumstats_published_and_served(site, start_node, tmp_path
     assert httpx.get(f"{node.egress_read_url}/A/gwas.tsv").status_code == 401
     assert httpx.get(f"{node.egress_read_url}/A/gwas.tsv", headers=other).status_code == 404
     # A file that is in the egress root but was not published by the airlock is not served.
-    (site.egress / "A" / "planted.tsv").write_text(SUMSTATS)
+    (site.egress_area("centre") / "A" / "planted.tsv").write_text(SUMSTATS)
     assert httpx.get(f"{node.egress_read_url}/A/planted.tsv", headers=centre).status_code == 404
     resp = httpx.get(f"{node.egress_read_url}/A/%2E%2E/%2E%2E/data", headers=centre)
     assert resp.status_code in (400, 404)
@@ -119,9 +119,10 @@ def test_airlock__one_refused_file_blocks_the_whole_task(site, start_node):
     task_id = httpx.post(f"{node.url}/tasks", json=task).json()["id"]
     doc = wait_task(node.url, task_id)
     assert doc["state"] == "SYSTEM_ERROR"
-    assert not (site.egress / "A" / "gwas.tsv").exists()
-    assert not (site.egress / "A" / "geno.vcf").exists()
-    assert (site.state / "quarantine" / task_id / "fedgen" / "work" / "geno.vcf").is_file()
+    assert not (site.egress_area() / "A" / "gwas.tsv").exists()
+    assert not (site.egress_area() / "A" / "geno.vcf").exists()
+    quarantine = site.state / "quarantine" / "anonymous" / task_id
+    assert (quarantine / "fedgen" / "work" / "geno.vcf").is_file()
 
 
 def test_airlock__low_n_rows_refused(site, start_node):

@@ -89,7 +89,7 @@ def test_py_tes__creates_lists_gets_cancels_and_writes_outputs(site, start_node)
     task_id = client.create_task(task)
     done = client.wait(task_id, timeout=60)
     assert done.state == "COMPLETE"
-    assert (site.work / "res" / "upper.txt").read_text() == "HELLO SITE\n"
+    assert (site.area() / "res" / "upper.txt").read_text() == "HELLO SITE\n"
     full = client.get_task(task_id, view="FULL")
     assert int(full.logs[0].outputs[0].size_bytes) == 11  # py-tes converts it
     assert full.logs[0].logs[0].exit_code == 0

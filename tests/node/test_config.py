@@ -76,6 +76,7 @@ def test_cli_flags__configure_the_node_without_a_file(tmp_path):
             "host",
             "--node-id",
             "flagged",
+            *(["--task-user", "nobody"] if os.geteuid() == 0 else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -64,8 +64,8 @@ def test_executors__run_in_order_with_env_stdin_stdout_and_ignore_error(site, st
     starts = [datetime.fromisoformat(e["start_time"]) for e in logs]
     ends = [datetime.fromisoformat(e["end_time"]) for e in logs]
     assert starts[1] >= ends[0] and starts[2] >= ends[1]
-    assert (site.work / "sorted.txt").read_text() == "a\nb\nc\n"
-    assert (site.work / "env.txt").read_text() == "hi a\n"
+    assert (site.area() / "sorted.txt").read_text() == "a\nb\nc\n"
+    assert (site.area() / "env.txt").read_text() == "hi a\n"
 
 
 def test_executors__first_failure_ends_task_executor_error(site, start_node):
@@ -78,7 +78,7 @@ def test_executors__first_failure_ends_task_executor_error(site, start_node):
     assert len(doc["logs"][0]["logs"]) == 1
     assert doc["logs"][0]["logs"][0]["exit_code"] == 3
     assert doc["logs"][0]["logs"][0]["stderr"] == "boom\n"
-    assert not (site.work / "x").exists()
+    assert not (site.area() / "x").exists()
 
 
 def test_outputs__directory_and_wildcard_with_path_prefix(site, start_node):
@@ -107,10 +107,10 @@ def test_outputs__directory_and_wildcard_with_path_prefix(site, start_node):
     )
     doc = wait_task(node.url, _post(node, task))
     assert doc["state"] == "COMPLETE", doc["logs"]
-    assert (site.work / "dir" / "a.txt").read_text() == "A"
-    assert (site.work / "dir" / "sub" / "b.txt").read_text() == "B"
-    assert (site.work / "glob" / "c1.tsv").read_text() == "1\n"
-    assert (site.work / "glob" / "c2.tsv").read_text() == "2\n"
+    assert (site.area() / "dir" / "a.txt").read_text() == "A"
+    assert (site.area() / "dir" / "sub" / "b.txt").read_text() == "B"
+    assert (site.area() / "glob" / "c1.tsv").read_text() == "1\n"
+    assert (site.area() / "glob" / "c2.tsv").read_text() == "2\n"
     urls = {o["url"] for o in doc["logs"][0]["outputs"]}
     assert (site.work / "glob" / "c2.tsv").as_uri() in urls
     assert (site.work / "dir" / "sub" / "b.txt").as_uri() in urls
@@ -145,9 +145,9 @@ def test_inputs__http_url_is_fetched(site, start_node, tmp_path):
         server.server_close()
 
 
-def test_cancel__kills_the_whole_process_group(site, start_node):
+def test_cancel__kills_the_whole_process_group(site, start_node, shared_dir):
     node = start_node(site.state, config=site.config(runtime="host"))
-    pidfile = site.work / "child.pid"
+    pidfile = shared_dir / "child.pid"
     task = simple_task(f"sleep 300 & echo $! > {pidfile}; wait")
     task_id = _post(node, task)
     deadline = time.monotonic() + 30
@@ -163,10 +163,10 @@ def test_cancel__kills_the_whole_process_group(site, start_node):
     assert not _alive(child)
 
 
-def test_cancel__queued_task_never_runs(site, start_node):
+def test_cancel__queued_task_never_runs(site, start_node, shared_dir):
     node = start_node(site.state, config=site.config(runtime="host", cpu_cores=1))
     blocker = _post(node, simple_task("sleep 60"))
-    marker = site.work / "ran"
+    marker = shared_dir / "ran"
     queued = _post(node, simple_task(f"touch {marker}"))
     assert httpx.get(f"{node.url}/tasks/{queued}").json()["state"] == "QUEUED"
     httpx.post(f"{node.url}/tasks/{queued}:cancel")
@@ -197,7 +197,7 @@ def _max_overlap(intervals) -> int:
     return peak
 
 
-def test_scheduler__never_more_cores_busy_than_configured(site, start_node):
+def test_scheduler__never_more_cores_busy_than_configured(site, start_node, shared_dir):
     node = start_node(site.state, config=site.config(runtime="host", cpu_cores=2))
     two_core = [_post(node, simple_task("sleep 0.4", resources={"cpu_cores": 2})) for _ in range(3)]
     assert _max_overlap(_intervals(node, two_core)) == 1
@@ -206,7 +206,7 @@ def test_scheduler__never_more_cores_busy_than_configured(site, start_node):
     barrier = (
         "touch {me}; for i in $(seq 600); do [ -e {other} ] && exit 0; sleep 0.1; done; exit 1"
     )
-    a, b = site.work / "a", site.work / "b"
+    a, b = shared_dir / "a", shared_dir / "b"
     one_core = [
         _post(node, simple_task(barrier.format(me=a, other=b))),
         _post(node, simple_task(barrier.format(me=b, other=a))),
@@ -236,7 +236,7 @@ def test_host_runtime__runs_in_mapped_workdir(site, start_node):
     assert doc["state"] == "COMPLETE"
     assert doc["logs"][0]["metadata"]["runtime"] == "host"
     assert doc["logs"][0]["logs"][0]["stdout"].strip().endswith("/root/fedgen/work")
-    assert (site.work / "o.txt").read_text() == "host\n"
+    assert (site.area() / "o.txt").read_text() == "host\n"
 
 
 def test_engine_runtime__builds_docker_run_command_line(tmp_path):
@@ -290,7 +290,7 @@ def test_outputs__above_max_output_bytes_are_refused(site, start_node):
     doc = wait_task(node.url, _post(node, task))
     assert doc["state"] == "SYSTEM_ERROR"
     assert "max_output_bytes 100" in doc["logs"][0]["system_logs"][0]
-    assert not (site.work / "big.bin").exists()
+    assert not (site.area() / "big.bin").exists()
 
 
 def test_volumes__shared_between_executors(site, start_node):

@@ -18,17 +18,17 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_restart_after_sigkill__tasks_kept_running_ended_queued_run(site, start_node):
+def test_restart_after_sigkill__tasks_kept_running_ended_queued_run(site, start_node, shared_dir):
     # Host runtime on purpose: its executors outlive a killed node, so the restart must find
     # and end them (under bwrap --die-with-parent the kernel already does).
     node = start_node(site.state, config=site.config(runtime="host", cpu_cores=1))
     done = httpx.post(f"{node.url}/tasks", json=simple_task("echo finished")).json()["id"]
     assert wait_task(node.url, done)["state"] == "COMPLETE"
-    pidfile = site.work / "sleeper.pid"
+    pidfile = shared_dir / "sleeper.pid"
     running = httpx.post(
         f"{node.url}/tasks", json=simple_task(f"echo $$ > {pidfile}; exec sleep 300")
     ).json()["id"]
-    marker = site.work / "queued-ran"
+    marker = shared_dir / "queued-ran"
     queued = httpx.post(f"{node.url}/tasks", json=simple_task(f"touch {marker}")).json()["id"]
     assert wait_state(node.url, running, ("RUNNING",)) == "RUNNING"
     deadline = time.monotonic() + 20

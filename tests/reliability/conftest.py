@@ -70,7 +70,8 @@ class HostileSite:
             timeout=60,
         )
         assert doc["state"] == "COMPLETE", doc["logs"]
-        assert (self.work / name).read_text() == "fine\n"
+        # The node keeps the caller's files in its own area of the write root.
+        assert (self.work / f"static-{CALLER}" / name).read_text() == "fine\n"
 
 
 def shell_task(command: str, **extra: Any) -> dict[str, Any]:

@@ -61,7 +61,7 @@ _ROWS = [
         "symlink_output",
         "hostile task",
         "task output is a symlink to a host file (/etc/passwd)",
-        "symlink leading outside the task",
+        "is a symlink; outputs must be regular files the task wrote",
         "SYSTEM_ERROR; nothing at the output or egress path",
     ),
     Scenario(

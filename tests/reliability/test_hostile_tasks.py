@@ -14,6 +14,7 @@ import pytest
 
 from snakemake_fedgen.node.runtime import TASK_MAX_PIDS, bwrap_works, pids_cgroup_root
 from tests.reliability.conftest import (
+    CALLER,
     HostileSite,
     output,
     shell_task,
@@ -52,7 +53,8 @@ def _refused_by_airlock(site: HostileSite, doc: dict, name: str) -> str:
     assert doc["state"] == "SYSTEM_ERROR", doc["state"]
     message = system_log(doc)
     assert list(site.egress.rglob("*")) == [], "nothing may be published"
-    quarantined = site.node.state_dir / "quarantine" / doc["id"] / "fedgen" / "work" / name
+    quarantine = site.node.state_dir / "quarantine" / f"static-{CALLER}" / doc["id"]
+    quarantined = quarantine / "fedgen" / "work" / name
     assert quarantined.is_file(), "the refused file is kept at the site"
     records = site.audit(doc["id"])
     airlock = [r for r in records if r["action"] == "Airlock"]
@@ -74,7 +76,8 @@ def test_airlock__genotype_vcf_copied_to_egress_is_quarantined(hostile_site):
     )
     message = _refused_by_airlock(site, doc, "leak.tsv.gz")
     observed("genotypes_to_egress", message)
-    quarantined = site.node.state_dir / "quarantine" / doc["id"] / "fedgen/work/leak.tsv.gz"
+    quarantine = site.node.state_dir / "quarantine" / f"static-{CALLER}" / doc["id"]
+    quarantined = quarantine / "fedgen/work/leak.tsv.gz"
     assert _sha(quarantined) == _sha(vcf)
     site.still_serves()
 
@@ -89,7 +92,8 @@ def test_airlock__sample_id_table_to_egress_is_quarantined(hostile_site):
     )
     message = _refused_by_airlock(site, doc, "ids.tsv")
     observed("sample_ids_to_egress", message)
-    quarantined = site.node.state_dir / "quarantine" / doc["id"] / "fedgen/work/ids.tsv"
+    quarantine = site.node.state_dir / "quarantine" / f"static-{CALLER}" / doc["id"]
+    quarantined = quarantine / "fedgen/work/ids.tsv"
     assert "PATIENT_0001" in quarantined.read_text()
     site.still_serves()
 

@@ -106,7 +106,7 @@ def test_nodes__2000_tasks_none_lost_memory_flat(tmp_path):
         assert sum(len(v) for v in expected.values()) == TOTAL
         for i in range(TOTAL):
             site = sites[names[i % 3]]
-            assert (site.work / f"load/{i}.txt").read_text() == f"{i}\n"
+            assert (site.area / f"load/{i}.txt").read_text() == f"{i}\n"
         # Four times the tasks may not cost more than a quarter more memory (plus 16 MiB slack).
         for name in sites:
             assert rss_all[name] <= rss_first[name] * 1.25 + 16 * 1024, (rss_first, rss_all)
