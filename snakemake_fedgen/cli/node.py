@@ -88,7 +88,13 @@ def run(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir).absolute()
     state_dir.mkdir(parents=True, exist_ok=True)
     cfg = load_config(state_dir, config_file=args.config, overrides=overrides)
-    runtime = make_runtime(cfg.runtime, tool_paths=cfg.tool_paths)
+    runtime = make_runtime(
+        cfg.runtime,
+        tool_paths=cfg.tool_paths,
+        allowed_images=cfg.allowed_images,
+        container_user=cfg.container_user,
+        containers_conf=cfg.containers_conf,
+    )
     if cfg.token_file is not None:
         authenticator = TokenFileAuthenticator.from_file(cfg.token_file)
     elif not cfg.jwt:

@@ -70,6 +70,10 @@ class NodeConfig:
     jwt: dict[str, Any] = field(default_factory=dict)
     datasets_requiring_visa: dict[str, str] = field(default_factory=dict)
     egress_recipient_key: Path | None = None
+    # runtime docker/podman (snakemake_fedgen.node.runtime.EngineRuntime): the uid:gid tasks
+    # run as inside the container, and a containers.conf the node hands podman (CONTAINERS_CONF).
+    container_user: str = "65534:65534"
+    containers_conf: Path | None = None
 
     @property
     def node_cores(self) -> int:
@@ -90,7 +94,14 @@ class NodeConfig:
         return self.state_dir / "tasks"
 
 
-_PATH_KEYS = {"egress_root", "quarantine_dir", "token_file", "state_dir", "egress_recipient_key"}
+_PATH_KEYS = {
+    "egress_root",
+    "quarantine_dir",
+    "token_file",
+    "state_dir",
+    "egress_recipient_key",
+    "containers_conf",
+}
 _PATH_LIST_KEYS = {"read_roots", "write_roots"}
 
 

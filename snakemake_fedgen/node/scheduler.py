@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import os
 import shutil
 import signal
@@ -224,6 +225,8 @@ class Scheduler:
             return
         if self._interrupted(active):
             return
+        # What the task was granted; container engines enforce it (--cpus, --memory).
+        layout = dataclasses.replace(layout, cpus=active.cores, memory_bytes=_memory_bytes(doc))
         doc["state"] = "RUNNING"
         self.store.save(doc)
         loop = asyncio.get_running_loop()
@@ -530,6 +533,16 @@ class Scheduler:
 
     def _remove_task_dir(self, task_id: str) -> None:
         shutil.rmtree(self.cfg.tasks_dir / task_id, ignore_errors=True)
+
+
+def _memory_bytes(doc: dict[str, Any]) -> int | None:
+    """``resources.ram_gb`` in bytes (1 GB = 10**9 bytes, at least 64 MiB), or None."""
+    ram_gb = (doc.get("resources") or {}).get("ram_gb")
+    if isinstance(ram_gb, bool) or not isinstance(ram_gb, int | float):
+        return None
+    if not math.isfinite(ram_gb) or ram_gb <= 0:
+        return None
+    return max(int(ram_gb * 10**9), 64 * 1024**2)
 
 
 def _tail(path: Path, limit: int) -> str:

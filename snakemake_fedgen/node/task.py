@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import posixpath
 import uuid
 from collections.abc import Mapping, Sequence
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from snakemake_executor_plugin_fedgen.errors import InvalidTask
+
+from snakemake_fedgen.node.images import image_allowed, parse_image
 
 STATES = (
     "UNKNOWN",
@@ -150,7 +151,9 @@ def _check_executor(ex: Any, i: int, *, allowed_images: Sequence[str], blocked) 
     image = ex.get("image")
     if not isinstance(image, str) or not image:
         raise InvalidTask(f"{where}.image must be a non-empty string.")
-    if allowed_images and not any(fnmatch.fnmatchcase(image, p) for p in allowed_images):
+    # An image reference and nothing else: under docker/podman it goes on the command line.
+    ref = parse_image(image, what=f"{where}.image")
+    if allowed_images and not image_allowed(ref, allowed_images):
         raise InvalidTask(
             f"{where}.image {image!r} is not on this site's image allow-list "
             f"({', '.join(allowed_images)}); ask the site to approve it or use an approved image."
