@@ -122,6 +122,7 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
     @app.get(f"{TES_PREFIX}/service-info")
     async def service_info() -> dict[str, Any]:
         allow = cfg.allowed_images
+        schemes = ["file", "content"] + (["http", "https"] if cfg.allowed_input_hosts else [])
         return {
             "id": f"org.fedgen.node.{cfg.node_id}",
             "name": f"fedgen node {cfg.node_id}",
@@ -133,6 +134,8 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
                     if allow
                     else "no image allow-list: every image is accepted"
                 )
+                + f"; storage: {', '.join(schemes)} only (outputs: file:// under the write "
+                "roots); s3://, gs://, ftp://, drs:// and every other scheme are refused"
             ),
             "organization": {
                 "name": "snakemake-fedgen",
@@ -150,8 +153,8 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
                 "runtime": runtime.name,
                 "image_allow_list": bool(allow),
                 "allowed_images": list(allow),
-                "storage_schemes": ["file", "content"]
-                + (["http", "https"] if cfg.allowed_input_hosts else []),
+                "storage_schemes": schemes,
+                "storage_refused": "every other scheme (s3, gs, ftp, drs, ...), deliberately",
                 "cpu_cores": cfg.node_cores,
                 "egress_root": cfg.egress_root.as_uri() if cfg.egress_root else None,
                 "egress_read_path": EGRESS_PREFIX,

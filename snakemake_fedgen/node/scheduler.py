@@ -208,12 +208,14 @@ class Scheduler:
 
     async def _execute(self, active: _Active) -> None:
         doc = active.doc
+        # Warnings recorded at submission (unsupported backend_parameters) stay in the log.
+        warnings = [w for log in doc.get("logs") or [] for w in log.get("system_logs") or []]
         task_log = {
             "logs": [],
             "outputs": [],
             "start_time": now_rfc3339(),
             "metadata": {"node_id": self.cfg.node_id, "runtime": self.runtime.name},
-            "system_logs": [],
+            "system_logs": warnings,
         }
         doc["logs"] = [task_log]
         doc["state"] = "INITIALIZING"
@@ -300,10 +302,15 @@ class Scheduler:
             else task_dir / f"executor-{index}.stderr"
         )
         in_path = host_path(layout.root, executor["stdin"]) if executor.get("stdin") else None
-        if in_path is not None and not in_path.is_file():
-            raise StorageError(f"stdin {executor['stdin']} does not exist in the task.")
+        # The executor's log entry is visible from its start (exit_code -1 until it ends).
         exec_log: dict[str, Any] = {"start_time": now_rfc3339(), "exit_code": -1}
         doc["logs"][-1]["logs"].append(exec_log)
+        self.store.save(doc)
+        if in_path is not None and not in_path.is_file():
+            # Like a shell's "cmd < missing": the executor fails (ignore_error may go on).
+            return self._failed_to_start(
+                doc, exec_log, 1, f"stdin {executor['stdin']}: no such file in the task"
+            )
         with (
             open(in_path or os.devnull, "rb") as fin,
             open(out_path, "wb") as fout,
@@ -320,9 +327,12 @@ class Scheduler:
                     start_new_session=True,
                 )
             except OSError as exc:
-                raise StorageError(
-                    f"cannot start {launch.argv[0]!r}: {exc.strerror or exc}"
-                ) from exc
+                # A missing or non-executable command (runtime host) fails the executor with
+                # the shell's exit code, as it does inside bwrap or a container.
+                code = 127 if isinstance(exc, FileNotFoundError) else 126
+                return self._failed_to_start(
+                    doc, exec_log, code, f"{launch.argv[0]}: {exc.strerror or exc}"
+                )
         active.proc = proc
         self.store.set_process(doc["id"], pgid=proc.pid, pstart=_process_start(proc.pid))
         if active.cancel or active.stopping:
@@ -351,6 +361,15 @@ class Scheduler:
         exec_log["stderr"] = self.redactor.redact(_tail(err_path, self.cfg.log_tail_bytes))
         self.store.save(doc)
         return exec_log["exit_code"]
+
+    def _failed_to_start(self, doc: dict, exec_log: dict, code: int, message: str) -> int:
+        """Record an executor that could not start as ended with ``code`` and ``message``."""
+        exec_log["end_time"] = now_rfc3339()
+        exec_log["exit_code"] = code
+        exec_log["stdout"] = ""
+        exec_log["stderr"] = self.redactor.redact(message + "\n")
+        self.store.save(doc)
+        return code
 
     def _kill(self, active: _Active) -> None:
         if active.proc is not None and active.proc.returncode is None:

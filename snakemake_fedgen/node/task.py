@@ -139,8 +139,13 @@ def check_task(
         if resources.get("backend_parameters_strict") and resources.get("backend_parameters"):
             keys = ", ".join(sorted(resources["backend_parameters"]))
             raise InvalidTask(f"backend_parameters {keys} are not supported by this node.")
-        # The spec says unsupported backend parameters are not stored or returned.
-        resources.pop("backend_parameters", None)
+        # The spec says unsupported backend parameters are not stored or returned, and that
+        # the backend logs a system warning: their names go to the task's system_logs.
+        dropped = resources.pop("backend_parameters", None)
+        if isinstance(dropped, dict) and dropped:
+            keys = ", ".join(sorted(str(k)[:64] for k in dropped)[:20])
+            warning = f"warning: backend_parameters not supported by this node, ignored: {keys}"
+            doc["logs"] = [{"logs": [], "outputs": [], "system_logs": [warning]}]
     return doc
 
 
