@@ -182,10 +182,14 @@ def test_podman__real_task_runs_confined(site, start_node, podman_image, tmp_pat
             f"test -e {site.data} && echo data-root-visible || echo data-root-hidden",
             "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status | tr -s '\\t' ' '",
             "cat /fedgen/work/in/cohort.txt",
-            "echo x >> /fedgen/work/in/cohort.txt 2>/dev/null && echo input-writable"
+            "(echo x >> /fedgen/work/in/cohort.txt) 2>/dev/null && echo input-writable"
             " || echo input-read-only",
             "env | sort > /fedgen/work/env.txt",
             "echo written > /tmp/t && cat /tmp/t",
+            # Limits: resources.ram_gb and the node's pids limit (cgroup v1 or v2 layout).
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null"
+            " || cat /sys/fs/cgroup/memory.max",
+            "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max",
         ]
     )
     task = {
@@ -218,7 +222,10 @@ def test_podman__real_task_runs_confined(site, start_node, podman_image, tmp_pat
     assert report[2].split() == ["lo"]  # no network but loopback
     assert report[3:7] == ["root-read-only", "state-hidden", "token-hidden", "data-root-hidden"]
     assert report[7:9] == ["CapEff: 0000000000000000", "NoNewPrivs: 1"]
-    assert report[9:] == ["sample data", "input-read-only", "written"]
+    assert report[9:12] == ["sample data", "input-read-only", "written"]
+    assert 0.49e9 <= int(report[12]) <= 0.5e9  # ram_gb 0.5
+    assert report[13] == "1024"
+    assert doc["logs"][0]["logs"][0]["stderr"] == ""  # no engine noise in the task's log
     env = (site.work / "env.txt").read_text()
     assert "GREETING=hello" in env
     assert "node-secret-value-42" not in env and "FEDGEN_NODE_SECRET" not in env
