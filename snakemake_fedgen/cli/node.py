@@ -29,7 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quarantine-dir", default=None, help="default STATE/quarantine")
     parser.add_argument(
         "--allowed-images", nargs="+", action="extend", default=None, metavar="PATTERN",
-        help="image allow-list (fnmatch patterns); empty accepts every image",
+        help="image allow-list (fnmatch patterns, name@sha256:... pins a digest); empty "
+        "accepts every image under bwrap/host, docker/podman refuse to start without one",
     )  # fmt: skip
     parser.add_argument(
         "--runtime", default=None, choices=["auto", "bwrap", "host", "docker", "podman"]
