@@ -327,3 +327,33 @@ def test_image_reference__grammar_and_digest_pinned_allow_list():
     assert image_allowed(parse_image("fedgen/tools:0.1"), ["fedgen/tools:*"])
     assert not image_allowed(parse_image("fedgen/other:0.1"), ["fedgen/tools:*"])
     assert pinned(pin[0]) and not pinned("fedgen/tools:*")
+
+
+@pytest.mark.slow
+@pytest.mark.podman
+def test_podman__container_that_survived_a_node_crash_is_removed(site, start_node, podman_image):
+    node = start_node(site.state, config=podman_config(site, allowed_images=[podman_image]))
+    task = {"executors": [{"image": podman_image, "command": ["sleep", "300"]}]}
+    task_id = httpx.post(f"{node.url}/tasks", json=task).json()["id"]
+    name = f"fedgen-{task_id}"
+
+    def names(*flags: str) -> list[str]:
+        out = subprocess.run(
+            ["podman", "ps", *flags, "--format", "{{.Names}}"],
+            env=podman_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return out.split()
+
+    deadline = time.monotonic() + 60
+    while name not in names() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert name in names()
+    node.kill()  # SIGKILL the node's process group: the engine keeps the container
+    assert name in names()
+    node.start()
+    doc = wait_task(node.url, task_id, timeout=60)
+    assert doc["state"] == "SYSTEM_ERROR"
+    assert name not in names("-a")
