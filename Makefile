@@ -3,9 +3,12 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := plink2 plink1.9 bcftools tabix beagle minimac4 gwama bubblewrap default-jre-headless
+# podman + runc (runtime: podman; docs/site-admin.md) and debootstrap (builds the test image).
+APT_PACKAGES := plink2 plink1.9 bcftools tabix beagle minimac4 gwama bubblewrap default-jre-headless \
+	podman runc debootstrap
 # Command each apt package provides; a package is installed only when its command is missing.
-APT_COMMANDS := plink2 plink1.9 bcftools tabix beagle minimac4 GWAMA bwrap java
+APT_COMMANDS := plink2 plink1.9 bcftools tabix beagle minimac4 GWAMA bwrap java \
+	podman runc debootstrap
 
 .PHONY: install demo test test-fast lint format bench clean help
 

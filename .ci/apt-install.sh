@@ -8,6 +8,8 @@ for a in "$@"; do
   if (( seen_sep )); then cmds+=("$a"); else pkgs+=("$a"); fi
 done
 missing=0
+# runc and debootstrap live in /usr/sbin, which a non-root PATH may lack.
+export PATH="$PATH:/usr/sbin:/sbin"
 for c in "${cmds[@]}"; do command -v "$c" >/dev/null 2>&1 || { echo "make install: '$c' missing"; missing=1; }; done
 (( missing )) || exit 0
 if [[ $(id -u) -ne 0 ]]; then

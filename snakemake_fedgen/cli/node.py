@@ -39,7 +39,12 @@ def run(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir).absolute()
     state_dir.mkdir(parents=True, exist_ok=True)
     cfg = load_config(state_dir, config_file=args.config, overrides=config_overrides(args))
-    runtime = make_runtime(cfg.runtime, tool_paths=cfg.tool_paths)
+    runtime = make_runtime(
+        cfg.runtime,
+        tool_paths=cfg.tool_paths,
+        allowed_images=cfg.allowed_images,
+        containers_conf=cfg.containers_conf,
+    )
     authenticator = make_authenticator(cfg)
     if not cfg.allowed_images:
         log.warning("no allowed_images: tasks with any image are accepted.")

@@ -75,6 +75,7 @@ class FedgenNodeInfo(BaseModel):
     image_allow_list: bool
     allowed_images: list[str]
     storage_schemes: list[str]
+    storage_refused: str
     cpu_cores: int
     egress_root: str | None
     egress_read_path: str
@@ -189,6 +190,7 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
     # -- TES ----------------------------------------------------------------------------------
 
     allow = cfg.allowed_images
+    schemes = ["file", "content"] + (["http", "https"] if cfg.allowed_input_hosts else [])
     info = NodeServiceInfo(
         id=f"org.fedgen.node.{cfg.node_id}",
         name=f"fedgen node {cfg.node_id}",
@@ -200,6 +202,8 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
                 if allow
                 else "no image allow-list: every image is accepted"
             )
+            + f"; storage: {', '.join(schemes)} only (outputs: file:// under the write roots); "
+            "s3://, gs://, ftp://, drs:// and every other scheme are refused"
         ),
         organization=ServiceOrganization(
             name="snakemake-fedgen", url="https://github.com/snakemake-fedgen"
@@ -216,8 +220,8 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
             runtime=runtime.name,
             image_allow_list=bool(allow),
             allowed_images=list(allow),
-            storage_schemes=["file", "content"]
-            + (["http", "https"] if cfg.allowed_input_hosts else []),
+            storage_schemes=schemes,
+            storage_refused="every other scheme (s3, gs, ftp, drs, ...), deliberately",
             cpu_cores=cfg.node_cores,
             egress_root=cfg.egress_root.as_uri() if cfg.egress_root else None,
             egress_read_path=EGRESS_PREFIX,

@@ -182,6 +182,9 @@ class NodeConfig(BaseModel):
     egress_recipient_key: Annotated[OptionalAbsPath, Setting("FILE")] = Field(
         None, description="Crypt4GH public key published egress files are encrypted for"
     )
+    containers_conf: Annotated[OptionalAbsPath, Setting("FILE")] = Field(
+        None, description="containers.conf the node hands podman (CONTAINERS_CONF)"
+    )
 
     @property
     def node_cores(self) -> int:

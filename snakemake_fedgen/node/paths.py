@@ -35,6 +35,10 @@ def _parts(rel: str) -> list[str]:
     return parts
 
 
+class MissingTaskPath(StorageError):
+    """A path in the task does not exist (the executor fails, as ``cmd < missing`` would)."""
+
+
 def _refuse(exc: OSError, shown: str, what: str) -> StorageError:
     if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
         return StorageError(
@@ -42,7 +46,7 @@ def _refuse(exc: OSError, shown: str, what: str) -> StorageError:
             "the node does not follow links a task made."
         )
     if exc.errno == errno.ENOENT:
-        return StorageError(f"{what} {shown} does not exist.")
+        return MissingTaskPath(f"{what} {shown} does not exist.")
     return StorageError(f"{what} {shown}: {exc.strerror or exc}.")
 
 

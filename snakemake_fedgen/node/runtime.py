@@ -19,6 +19,7 @@ import grp
 import logging
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -29,11 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from snakemake_executor_plugin_fedgen.errors import ConfigError
+from snakemake_executor_plugin_fedgen.errors import ConfigError, InvalidTask, StorageError
 
 from snakemake_fedgen.node import paths
+from snakemake_fedgen.node.images import check_image, pinned
 
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Who a task is inside a docker/podman container by default: nobody:nogroup.
+DEFAULT_CONTAINER_USER = "65534:65534"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,9 @@ class TaskLayout:
     tmp: Path
     binds: tuple[tuple[Path, str], ...] = ()  # (host path, container path), read-only
     user: TaskUser | None = None  # run as this uid/gid (the node runs as root)
+    # Limits the scheduler granted (enforced by the container engines): cores, memory in bytes.
+    cpus: int | None = None
+    memory_bytes: int | None = None
 
 
 def task_env(extra: Mapping[str, str], *, home: str, tmp: str) -> dict[str, str]:
@@ -317,37 +325,180 @@ class BwrapRuntime(Runtime):
 
 
 class EngineRuntime(Runtime):
-    """``docker run``/``podman run`` with no network and the task directories as volumes.
+    """``docker run``/``podman run``: the image really is the container image here.
 
-    The image really is the container image here (under bwrap/host it is only an identifier).
+    The container gets no network, no capabilities, no new privileges, a read-only root file
+    system, a non-root user, the task's own directories (read-write) and file inputs
+    (read-only) and nothing else of the host; its environment is the task's ``env`` only. The
+    image must be an image reference on the allow-list and comes after ``--``, so nothing a
+    caller sends can become an engine option. The engine never pulls: approved images are
+    loaded by the site.
     """
 
     binds_inputs = True
 
-    def __init__(self, engine: str) -> None:
+    def __init__(
+        self,
+        engine: str,
+        *,
+        allowed_images: Sequence[str],
+        user: str = DEFAULT_CONTAINER_USER,
+        containers_conf: Path | None = None,
+    ) -> None:
         self.name = engine
         self.engine = engine
+        self.allowed_images = list(allowed_images)
+        self.uid, self.gid = parse_container_user(user)
+        self.containers_conf = containers_conf
+        # A node running as root owns the task directories; the container user must own them.
+        # A rootless node maps its own uid into the container instead (--userns keep-id).
+        self.rootless = os.geteuid() != 0
+
+    def _client_env(self) -> dict[str, str]:
+        env = {"PATH": BASE_PATH}
+        if self.containers_conf is not None:
+            env["CONTAINERS_CONF"] = str(self.containers_conf)
+        if self.rootless:
+            for key in ("HOME", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
+                if key in os.environ:
+                    env[key] = os.environ[key]
+        return env
 
     def launch(self, executor: Mapping[str, Any], layout: TaskLayout, *, task_id: str) -> Launch:
-        argv = [self.engine, "run", "--rm", "--network", "none", "--name", f"fedgen-{task_id}"]
-        if layout.user is not None:
-            argv += ["--user", f"{layout.user.uid}:{layout.user.gid}", "--cap-drop", "ALL"]
-            argv += ["--security-opt", "no-new-privileges"]
+        # Checked at submission too; again here so a stored task can never smuggle options.
+        ref = check_image(executor.get("image"), self.allowed_images, what="image")
+        env = task_env_for_container(executor.get("env") or {})
+        tops = sorted(p.name for p in layout.root.iterdir() if p.is_dir())
+        mounts = [(layout.root / top, f"/{top}", False) for top in tops]
+        if "tmp" not in tops:
+            mounts.append((layout.tmp, "/tmp", False))
+        mounts += [(host, container, True) for host, container in layout.binds]
+        if self.rootless:
+            uid, gid = os.getuid(), os.getgid()
+        else:
+            # The node's task user (task_user, default nobody) when it runs as root.
+            uid, gid = (layout.user.uid, layout.user.gid) if layout.user else (self.uid, self.gid)
+            _give_to(uid, gid, [layout.root, layout.tmp])
+        argv = [
+            self.engine,
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--name",
+            f"fedgen-{task_id}",
+            "--hostname",
+            "fedgen-task",
+            "--network",
+            "none",
+            "--ipc",
+            "private",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--user",
+            f"{uid}:{gid}",
+            "--read-only",
+            "--pids-limit",
+            str(TASK_MAX_PIDS),
+            # Task output never lands in the engine's log files (it goes to the task's files).
+            "--log-driver",
+            "none",
+        ]
+        if self.engine == "podman":
+            # No writable tmpfs on /run, /var/tmp; no proxy variables from the host.
+            argv += ["--read-only-tmpfs=false", "--http-proxy=false"]
+            if self.rootless:
+                argv += ["--userns", "keep-id"]
+        if layout.cpus:
+            argv += ["--cpus", str(layout.cpus)]
+        if layout.memory_bytes:
+            argv += [
+                "--memory",
+                str(layout.memory_bytes),
+                "--memory-swap",
+                str(layout.memory_bytes),
+            ]
         if executor.get("stdin"):
             argv.append("-i")
-        for top in sorted(p.name for p in layout.root.iterdir() if p.is_dir()):
-            argv += ["-v", f"{layout.root / top}:/{top}"]
-        for host, container in layout.binds:
-            argv += ["-v", f"{host}:{container}:ro"]
+        for host, container, read_only in mounts:
+            argv += ["-v", _volume(host, container, read_only=read_only)]
         argv += ["-w", executor.get("workdir") or "/"]
-        for key, value in (executor.get("env") or {}).items():
+        for key, value in env.items():
             argv += ["-e", f"{key}={value}"]
-        argv += [executor["image"], *executor["command"]]
-        return Launch(argv, None, {"PATH": BASE_PATH})
+        argv += ["--", str(ref), *executor["command"]]
+        return Launch(argv, None, self._client_env())
 
     def kill_argv(self, task_id: str) -> list[str]:
-        # The container belongs to the engine's daemon, not to the killed client process.
+        # The container belongs to the engine (daemon or conmon), not to the killed client.
         return [self.engine, "kill", f"fedgen-{task_id}"]
+
+    def release(self, task_id: str) -> None:
+        """Remove the task's container if it outlived its client (kill, timeout, node crash)."""
+        argv = [self.engine, "rm", "--force"]
+        if self.engine == "podman":
+            argv.append("--ignore")
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(
+                [*argv, f"fedgen-{task_id}"],
+                env=self._client_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
+                check=False,
+            )
+
+
+def parse_container_user(user: object) -> tuple[int, int]:
+    """``"uid:gid"`` (numbers, uid not 0) as a pair; ConfigError otherwise."""
+    if not isinstance(user, str) or re.fullmatch(r"[0-9]+:[0-9]+", user, re.ASCII) is None:
+        raise ConfigError(
+            f"container_user must be a quoted string 'uid:gid' of numbers, got {user!r}."
+        )
+    uid, gid = (int(x) for x in user.split(":"))
+    if uid == 0:
+        raise ConfigError("container_user must not be root (uid 0); the default is 65534:65534.")
+    return uid, gid
+
+
+def task_env_for_container(extra: Mapping[str, str]) -> dict[str, str]:
+    """The container's environment: the image's PATH plus HOME/TMPDIR/locale and the task's env.
+
+    Names must be plain variable names: an engine reads ``-e NAME`` (no ``=``) or ``NAME*`` as
+    "copy from the host", which would hand a task the node's own environment.
+    """
+    env = {"HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    for key, value in extra.items():
+        if not isinstance(key, str) or _ENV_NAME.fullmatch(key) is None:
+            raise InvalidTask(
+                f"env name {key!r} is not a plain variable name ([A-Za-z_][A-Za-z0-9_]*)."
+            )
+        if not isinstance(value, str) or "\x00" in value:
+            raise InvalidTask(f"env {key}: the value must be a string without NUL.")
+        env[key] = value
+    return env
+
+
+def _volume(host: Path, container: str, *, read_only: bool) -> str:
+    # ':' separates the fields of -v and ',' the options of --mount: neither may be in a path.
+    for path in (str(host), container):
+        if any(c in path for c in ":,\n\x00"):
+            raise StorageError(f"path {path!r} cannot be mounted into a container (':' or ',').")
+    return f"{host}:{container}:ro" if read_only else f"{host}:{container}"
+
+
+def _give_to(uid: int, gid: int, tops: Sequence[Path]) -> None:
+    """Hand the task's own directories to the container user (never following symlinks)."""
+    for top in tops:
+        if not top.exists():
+            continue
+        os.chown(top, uid, gid, follow_symlinks=False)
+        for dirpath, dirnames, filenames in os.walk(top):
+            for name in [*dirnames, *filenames]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
 
 
 TASK_MAX_PIDS = 1024
@@ -401,8 +552,20 @@ def bwrap_works(bwrap: str = "bwrap") -> bool:
     return res.returncode == 0
 
 
-def make_runtime(name: str, *, tool_paths: Sequence[str]) -> Runtime:
-    """Build the configured runtime; ``auto`` is bwrap where it works, else host."""
+def make_runtime(
+    name: str,
+    *,
+    tool_paths: Sequence[str],
+    allowed_images: Sequence[str] = (),
+    container_user: object = DEFAULT_CONTAINER_USER,
+    containers_conf: Path | None = None,
+) -> Runtime:
+    """Build the configured runtime; ``auto`` is bwrap where it works, else host.
+
+    Under ``docker``/``podman`` the allow-list must not be empty (the image is real software
+    there, so "any image" would mean any software, pulled from anywhere), ``container_user``
+    must be a non-root ``uid:gid`` and ``containers_conf``, if set, an existing file.
+    """
     if name == "auto":
         name = "bwrap" if bwrap_works() else "host"
     if name == "bwrap":
@@ -421,7 +584,66 @@ def make_runtime(name: str, *, tool_paths: Sequence[str]) -> Runtime:
     if name == "host":
         return HostRuntime()
     if name in ("docker", "podman"):
-        if shutil.which(name) is None:
-            raise ConfigError(f"runtime {name}: the {name} command is not installed.")
-        return EngineRuntime(name)
+        return _engine_runtime(
+            name,
+            allowed_images=allowed_images,
+            container_user=container_user,
+            containers_conf=containers_conf,
+        )
     raise ConfigError(f"unknown runtime {name!r}.")
+
+
+def _engine_runtime(
+    name: str, *, allowed_images: Sequence[str], container_user: object, containers_conf
+) -> EngineRuntime:
+    log = logging.getLogger("snakemake_fedgen.node")
+    if shutil.which(name) is None:
+        raise ConfigError(f"runtime {name}: the {name} command is not installed.")
+    if not allowed_images:
+        raise ConfigError(
+            f"runtime {name}: allowed_images is empty; under a container engine the image is "
+            "the software a task runs, so list the approved images, pinned by digest "
+            "(e.g. localhost/fedgen-tools@sha256:...)."
+        )
+    loose = [p for p in allowed_images if not pinned(p)]
+    if loose:
+        log.warning(
+            "runtime %s: allowed_images %s are not pinned by digest; whatever image the engine "
+            "has under such a name runs (pin them as name@sha256:...)",
+            name,
+            ", ".join(loose),
+        )
+    try:
+        parse_container_user(container_user)
+    except ConfigError as exc:
+        raise ConfigError(f"runtime {name}: {exc}") from None
+    if containers_conf is not None:
+        conf = Path(containers_conf)
+        if not conf.is_file():
+            raise ConfigError(f"runtime {name}: containers_conf {conf} is not a file.")
+        if name != "podman":
+            log.warning("runtime %s: containers_conf is read by podman only; ignored", name)
+            containers_conf = None
+    runtime = EngineRuntime(
+        name,
+        allowed_images=allowed_images,
+        user=container_user,  # type: ignore[arg-type]  # checked above
+        containers_conf=Path(containers_conf) if containers_conf is not None else None,
+    )
+    try:
+        probe = subprocess.run(
+            [name, "info"],
+            env=runtime._client_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"runtime {name}: '{name} info' failed: {exc}") from None
+    if probe.returncode != 0:
+        raise ConfigError(
+            f"runtime {name}: '{name} info' failed: {probe.stderr.strip()[-500:]} "
+            "(see docs/site-admin.md, 'Container runtimes')."
+        )
+    return runtime

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import os
 import shutil
 import signal
@@ -259,12 +260,14 @@ class Scheduler:
 
     async def _execute(self, active: _Active) -> None:
         doc = active.doc
+        # Warnings recorded at submission (unsupported backend_parameters) stay in the log.
+        warnings = [w for log in doc.get("logs") or [] for w in log.get("system_logs") or []]
         task_log: dict[str, Any] = {
             "logs": [],
             "outputs": [],
             "start_time": now_rfc3339(),
             "metadata": {"node_id": self.cfg.node_id, "runtime": self.runtime.name},
-            "system_logs": [],
+            "system_logs": warnings,
         }
         doc["logs"] = [task_log]
         doc["state"] = TesState.INITIALIZING
@@ -276,6 +279,8 @@ class Scheduler:
             return
         if self._interrupted(active):
             return
+        # What the task was granted; container engines enforce it (--cpus, --memory).
+        layout = dataclasses.replace(layout, cpus=active.cores, memory_bytes=_memory_bytes(doc))
         doc["state"] = TesState.RUNNING
         self.store.save(doc)
         loop = asyncio.get_running_loop()
@@ -345,11 +350,17 @@ class Scheduler:
         doc = active.doc
         task_dir = self.cfg.tasks_dir / doc["id"]
         launch = self.runtime.launch(executor, layout, task_id=doc["id"])
+        # The executor's log entry is visible from its start (exit_code -1 until it ends).
+        exec_log: dict[str, Any] = {"start_time": now_rfc3339(), "exit_code": -1}
+        doc["logs"][-1]["logs"].append(exec_log)
+        self.store.save(doc)
         fds: list[int] = []
         try:
-            fin, fout, ferr = self._stdio(executor, index, layout, task_dir, fds)
-            exec_log: dict[str, Any] = {"start_time": now_rfc3339(), "exit_code": -1}
-            doc["logs"][-1]["logs"].append(exec_log)
+            try:
+                fin, fout, ferr = self._stdio(executor, index, layout, task_dir, fds)
+            except paths.MissingTaskPath as exc:
+                # Like a shell's "cmd < missing": the executor fails (ignore_error may go on).
+                return self._failed_to_start(doc, exec_log, 1, str(exc))
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *launch.argv,
@@ -361,9 +372,12 @@ class Scheduler:
                     start_new_session=True,
                 )
             except OSError as exc:
-                raise StorageError(
-                    f"cannot start {launch.argv[0]!r}: {exc.strerror or exc}"
-                ) from exc
+                # A missing or non-executable command (runtime host) fails the executor with
+                # the shell's exit code, as it does inside bwrap or a container.
+                code = 127 if isinstance(exc, FileNotFoundError) else 126
+                return self._failed_to_start(
+                    doc, exec_log, code, f"{launch.argv[0]}: {exc.strerror or exc}"
+                )
             os.close(fin)
             fds.remove(fin)
             active.proc = proc
@@ -442,6 +456,15 @@ class Scheduler:
             fds.append(fd)
             out.append(fd)
         return fin, out[0], out[1]
+
+    def _failed_to_start(self, doc: dict, exec_log: dict, code: int, message: str) -> int:
+        """Record an executor that could not start as ended with ``code`` and ``message``."""
+        exec_log["end_time"] = now_rfc3339()
+        exec_log["exit_code"] = code
+        exec_log["stdout"] = ""
+        exec_log["stderr"] = self.redactor.redact(message + "\n")
+        self.store.save(doc)
+        return code
 
     def _kill(self, active: _Active) -> None:
         if active.proc is not None and active.proc.returncode is None:
@@ -734,6 +757,16 @@ def _harden(cfg: NodeConfig, user: TaskUser | None) -> None:
             f"token_file {token} can be read by other users or the task user (mode "
             f"{st.st_mode & 0o777:o}); chmod 600 it."
         )
+
+
+def _memory_bytes(doc: dict[str, Any]) -> int | None:
+    """``resources.ram_gb`` in bytes (1 GB = 10**9 bytes, at least 64 MiB), or None."""
+    ram_gb = (doc.get("resources") or {}).get("ram_gb")
+    if isinstance(ram_gb, bool) or not isinstance(ram_gb, int | float):
+        return None
+    if not math.isfinite(ram_gb) or ram_gb <= 0:
+        return None
+    return max(int(ram_gb * 10**9), 64 * 1024**2)
 
 
 def _process_start(pid: int) -> int | None:

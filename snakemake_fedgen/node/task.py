@@ -11,7 +11,6 @@ unsupported keys are not stored or returned).
 
 from __future__ import annotations
 
-import fnmatch
 import posixpath
 import uuid
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,8 @@ from snakemake_executor_plugin_fedgen.tes.models import (
     TesTask,
     has_wildcard,
 )
+
+from snakemake_fedgen.node.images import image_allowed, parse_image
 
 __all__ = [
     "SYSTEM_DIRS",
@@ -118,6 +119,7 @@ def check_task(
     for i, vol in enumerate(task.volumes or []):
         check_container_path(vol, what=f"volumes[{i}]", blocked=blocked_paths)
     resources = task.resources
+    dropped: dict[str, str] | None = None
     if resources is not None:
         cores = resources.cpu_cores
         if cores is not None and cores < 1:
@@ -125,9 +127,16 @@ def check_task(
         if resources.backend_parameters_strict and resources.backend_parameters:
             keys = ", ".join(sorted(resources.backend_parameters))
             raise InvalidTask(f"backend_parameters {keys} are not supported by this node.")
-        # The spec says unsupported backend parameters are not stored or returned.
+        # The spec says unsupported backend parameters are not stored or returned, and that
+        # the backend logs a system warning: their names go to the task's system_logs.
+        dropped = resources.backend_parameters
         resources.backend_parameters = None
-    return task.model_dump(mode="json", exclude_none=True, exclude=set(_READ_ONLY_FIELDS))
+    doc = task.model_dump(mode="json", exclude_none=True, exclude=set(_READ_ONLY_FIELDS))
+    if dropped:
+        keys = ", ".join(sorted(str(k)[:64] for k in dropped)[:20])
+        warning = f"warning: backend_parameters not supported by this node, ignored: {keys}"
+        doc["logs"] = [{"logs": [], "outputs": [], "system_logs": [warning]}]
+    return doc
 
 
 def _check_executor(
@@ -136,7 +145,9 @@ def _check_executor(
     where = f"executors[{i}]"
     if not ex.image:
         raise InvalidTask(f"{where}.image must be a non-empty string.")
-    if allowed_images and not any(fnmatch.fnmatchcase(ex.image, p) for p in allowed_images):
+    # An image reference and nothing else: under docker/podman it goes on the command line.
+    ref = parse_image(ex.image, what=f"{where}.image")
+    if allowed_images and not image_allowed(ref, allowed_images):
         raise InvalidTask(
             f"{where}.image {ex.image!r} is not on this site's image allow-list "
             f"({', '.join(allowed_images)}); ask the site to approve it or use an approved image."

@@ -23,6 +23,8 @@ import yaml
 
 from snakemake_fedgen.node.process import NodeProcess
 from snakemake_fedgen.node.runtime import bwrap_works
+from tests.node.conftest import site, start_node  # noqa: F401  (podman tests)
+from tests.security.podman import podman_image  # noqa: F401
 
 ACTIVE = ("QUEUED", "INITIALIZING", "RUNNING", "CANCELING")
 CALLERS = ("alice", "bob")
@@ -128,7 +130,7 @@ def make_site() -> Iterator[Callable[..., Site]]:
     def make() -> Site:
         base = Path(tempfile.mkdtemp(prefix="fedgen-sec-"))
         base.chmod(0o755)
-        site = Site(
+        new_site = Site(
             base=base,
             data=base / "data",
             work=base / "work",
@@ -137,18 +139,18 @@ def make_site() -> Iterator[Callable[..., Site]]:
             token_file=base / "tokens.yaml",
             tokens={name: f"{name}-{secrets.token_hex(16)}" for name in CALLERS},
         )
-        for d in (site.data, site.egress):
+        for d in (new_site.data, new_site.egress):
             d.mkdir(parents=True)
-        site.token_file.write_text(yaml.safe_dump(site.tokens))
-        site.token_file.chmod(0o600)
-        made.append(site)
-        return site
+        new_site.token_file.write_text(yaml.safe_dump(new_site.tokens))
+        new_site.token_file.chmod(0o600)
+        made.append(new_site)
+        return new_site
 
     yield make
-    for site in made:
-        if site.node is not None:
-            site.node.stop()
-        shutil.rmtree(site.base, ignore_errors=True)
+    for made_site in made:
+        if made_site.node is not None:
+            made_site.node.stop()
+        shutil.rmtree(made_site.base, ignore_errors=True)
 
 
 @pytest.fixture
