@@ -22,12 +22,16 @@ import os
 import secrets
 import zlib
 from pathlib import Path
-from types import ModuleType
-from typing import IO, Any
+from types import ModuleType, TracebackType
+from typing import IO, Any, cast
 
+_igzip: ModuleType | None
+_isal_error: type[BaseException] | None
 try:  # optional: snakemake-fedgen installs it, the executor plugin alone does not need it
     from isal import igzip as _igzip
-    from isal.isal_zlib import error as _isal_error
+    from isal.isal_zlib import error as _isal_error_class
+
+    _isal_error = cast(type[BaseException], _isal_error_class)
 except ImportError:  # pragma: no cover - depends on the environment
     _igzip = None
     _isal_error = None
@@ -165,7 +169,12 @@ class AtomicFile:
     def __enter__(self) -> IO[Any]:
         return self.file
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc_type is None:
             self.commit()
         else:
@@ -264,7 +273,8 @@ def open_binary(path: str | os.PathLike[str]) -> IO[bytes]:
     :data:`DECOMPRESS_ERRORS` while it is read.
     """
     if compression(path) == "gzip":
-        return fast_gzip.open(path, "rb")
+        stream: IO[bytes] = fast_gzip.open(path, "rb")
+        return stream
     return open(path, "rb")
 
 

@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import IO, Any, Protocol
 from urllib.parse import quote, unquote, urlparse
 
 from snakemake_executor_plugin_fedgen.crypt import unseal_download
@@ -266,7 +266,7 @@ def fetch_egress(
 
 
 class _HashingWriter:
-    def __init__(self, sink: BinaryIO) -> None:
+    def __init__(self, sink: IO[bytes]) -> None:
         self.sink = sink
         self.sha = hashlib.sha256()
         self.size = 0

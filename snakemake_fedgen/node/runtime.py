@@ -594,7 +594,11 @@ def make_runtime(
 
 
 def _engine_runtime(
-    name: str, *, allowed_images: Sequence[str], container_user: object, containers_conf
+    name: str,
+    *,
+    allowed_images: Sequence[str],
+    container_user: object,
+    containers_conf: Path | None,
 ) -> EngineRuntime:
     log = logging.getLogger("snakemake_fedgen.node")
     if shutil.which(name) is None:

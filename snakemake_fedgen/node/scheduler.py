@@ -418,7 +418,12 @@ class Scheduler:
         return int(exec_log["exit_code"])
 
     def _stdio(
-        self, executor: dict, index: int, layout: TaskLayout, task_dir: Path, fds: list[int]
+        self,
+        executor: dict[str, Any],
+        index: int,
+        layout: TaskLayout,
+        task_dir: Path,
+        fds: list[int],
     ) -> tuple[int, int, int]:
         """Open stdin/stdout/stderr of an executor (appended to ``fds``).
 
@@ -457,7 +462,9 @@ class Scheduler:
             out.append(fd)
         return fin, out[0], out[1]
 
-    def _failed_to_start(self, doc: dict, exec_log: dict, code: int, message: str) -> int:
+    def _failed_to_start(
+        self, doc: dict[str, Any], exec_log: dict[str, Any], code: int, message: str
+    ) -> int:
         """Record an executor that could not start as ended with ``code`` and ``message``."""
         exec_log["end_time"] = now_rfc3339()
         exec_log["exit_code"] = code
@@ -596,17 +603,17 @@ class Scheduler:
                     os.close(fd)
             copied += size
             sizes.append(size)
-        for f in staged.values():
-            d = decisions[f.dest]
+        for st in staged.values():
+            d = decisions[st.dest]
             assert egress_root is not None  # egress is empty without an egress root
             self.store.add_published(
-                str(f.dest.relative_to(egress_root)),
+                str(st.dest.relative_to(egress_root)),
                 owner=active.owner,
                 task=doc["id"],
                 sha256=d.sha256,
                 size=d.size,
             )
-            round_id = rounds.get(f.dest)
+            round_id = rounds.get(st.dest)
             if round_id is not None:
                 self.store.add_secure_round(round_id, sha256=d.sha256, task=doc["id"])
         return [
@@ -701,6 +708,9 @@ class Scheduler:
                 refused.append((f, decision.reason))
         if refused:
             # Quarantine is per caller, like everything else a caller's tasks write.
+            assert (
+                self.cfg.quarantine_dir is not None
+            )  # set by load_config (default STATE/quarantine)
             area_dir = self.cfg.quarantine_dir / active.owner
             area_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             qdir = area_dir / doc["id"]
