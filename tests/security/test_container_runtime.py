@@ -216,7 +216,7 @@ def test_podman__real_task_runs_confined(site, start_node, podman_image, tmp_pat
     assert resp.status_code == 200, resp.text
     doc = wait_task(node.url, resp.json()["id"], headers=headers, timeout=120)
     assert doc["state"] == "COMPLETE", (doc, node.log_tail())
-    report = (site.work / "report.txt").read_text().splitlines()
+    report = (site.area("steward") / "report.txt").read_text().splitlines()
     assert report[0] != "0" and report[0] == "65534", report
     assert report[1] == "65534"
     assert report[2].split() == ["lo"]  # no network but loopback
@@ -226,7 +226,7 @@ def test_podman__real_task_runs_confined(site, start_node, podman_image, tmp_pat
     assert 0.49e9 <= int(report[12]) <= 0.5e9  # ram_gb 0.5
     assert report[13] == "1024"
     assert doc["logs"][0]["logs"][0]["stderr"] == ""  # no engine noise in the task's log
-    env = (site.work / "env.txt").read_text()
+    env = (site.area("steward") / "env.txt").read_text()
     assert "GREETING=hello" in env
     assert "node-secret-value-42" not in env and "FEDGEN_NODE_SECRET" not in env
     assert doc["logs"][0]["metadata"]["runtime"] == "podman"

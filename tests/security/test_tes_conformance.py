@@ -181,7 +181,8 @@ def test_service_info__storage_lists_exactly_what_the_node_accepts(site, start_n
             resp = httpx.post(f"{node.url}/tasks", json=task)
             assert resp.status_code == 400, (url, resp.text)
         # What it lists, it accepts: a file:// input under a root and an output to a root.
-        (site.work / "in.txt").write_text("x\n")
+        site.area().mkdir(parents=True, exist_ok=True)
+        (site.area() / "in.txt").write_text("x\n")
         task = {
             "executors": [{"image": "alpine", "command": ["cp", "data/in.txt", "data/out.txt"]}],
             "inputs": [{"url": (site.work / "in.txt").as_uri(), "path": "/data/in.txt"}],
