@@ -15,7 +15,7 @@ APT_COMMANDS := plink2 plink1.9 bcftools tabix beagle minimac4 GWAMA bwrap java 
 help:
 	@echo "make demo   - set up, simulate three sites, run the federated GWAS, show results"
 	@echo "make test   - set up and run the full test suite"
-	@echo "make lint   - ruff check, ruff format --check, snakefmt --check, snakemake --lint"
+	@echo "make lint   - ruff, ruff format --check, snakefmt --check, snakemake --lint, mypy, lint-imports"
 	@echo "make bench  - run the benchmarks (minutes to an hour)"
 
 install: $(STAMP)
@@ -46,6 +46,8 @@ lint: install
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/snakefmt --check workflows/federated-gwas/workflow
 	@cd workflows/federated-gwas && ../../$(VENV)/bin/snakemake --lint --directory .test
+	@$(VENV)/bin/mypy
+	@$(VENV)/bin/lint-imports
 
 bench: install
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
