@@ -1,6 +1,8 @@
 """Throughput of one ``fedgen node``: trivial tasks per second and ListTasks latency.
 
-Run: ``.venv/bin/python benchmarks/node_throughput.py [--tasks 500] [--stored 10000]``
+Run: ``.venv/bin/python benchmarks/node_throughput.py [--tasks 500] [--stored 10000]
+[--podman-image localhost/fedgen-test-minbase@sha256:...]`` (an image built by
+``images/build-debian-image.sh``; then podman is measured too, with ``--podman-tasks`` tasks)
 
 1. For each runtime (bwrap where it works, and host): N trivial tasks (``true``) are created
    one after another by one client; reported are create latency p50/p95 and tasks/s from the
@@ -30,12 +32,15 @@ from snakemake_fedgen.node.runtime import bwrap_works
 TASK_USER = {"task_user": "nobody"} if os.geteuid() == 0 else {}
 
 
-def trivial(name: str, run: str) -> dict:
+def trivial(name: str, run: str, image: str = "fedgen/tools:0.1") -> dict:
     return {
         "name": name,
         "tags": {"fedgen_run": run},
-        "executors": [{"image": "fedgen/tools:0.1", "command": ["true"]}],
+        "executors": [{"image": image, "command": ["true"]}],
     }
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -56,10 +61,13 @@ def load_average() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
 
-def throughput(runtime: str, n: int, workdir: Path) -> None:
-    with NodeProcess(
-        workdir / f"state-{runtime}", config={"runtime": runtime, "cpu_cores": 2, **TASK_USER}
-    ) as node:
+def throughput(runtime: str, n: int, workdir: Path, *, image: str | None = None) -> None:
+    config = {"runtime": runtime, "cpu_cores": 2, **TASK_USER}
+    if runtime == "podman":
+        config.update(
+            allowed_images=[image], containers_conf=str(REPO / "images" / "containers.conf")
+        )
+    with NodeProcess(workdir / f"state-{runtime}", config=config) as node:
         run = f"bench-{runtime}"
         latencies = []
         cpu0 = cpu_seconds(node.proc.pid)
@@ -67,7 +75,9 @@ def throughput(runtime: str, n: int, workdir: Path) -> None:
             t0 = time.perf_counter()
             for i in range(n):
                 t = time.perf_counter()
-                resp = client.post("/tasks", json=trivial(f"t{i}", run))
+                resp = client.post(
+                    "/tasks", json=trivial(f"t{i}", run, image or "fedgen/tools:0.1")
+                )
                 latencies.append(time.perf_counter() - t)
                 resp.raise_for_status()
             created = time.perf_counter() - t0
@@ -156,12 +166,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--stored", type=int, default=10_000)
+    parser.add_argument("--podman-image", default=None, help="digest reference to run under podman")
+    parser.add_argument("--podman-tasks", type=int, default=100)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fedgen-bench-") as tmp:
         workdir = Path(tmp)
         runtimes = (["bwrap"] if bwrap_works() else []) + ["host"]
         for runtime in runtimes:
             throughput(runtime, args.tasks, workdir)
+        if args.podman_image:
+            throughput("podman", args.podman_tasks, workdir, image=args.podman_image)
         list_latency(args.stored, workdir)
 
 
