@@ -245,4 +245,37 @@ def render() -> str:
     for row in _ROWS:
         sees = " or ".join(f"`{f}`" for f in row.sees.split(" | "))
         lines.append(f"| {row.area} | {row.scenario} | {sees} | {row.verified} |")
+    lines += [
+        "",
+        "## The node as a security boundary (`tests/security/`)",
+        "",
+        "Listed from the test files themselves (each an attack driven against a real node, or a",
+        "hostile node against the real coordinator; written first and seen to fail). Which",
+        "mechanism stops each one: [threat-model.md](threat-model.md).",
+        "",
+        "| Test file | Test | What it checks |",
+        "| --- | --- | --- |",
+    ]
+    for path, name, doc in security_tests():
+        lines.append(f"| `{path}` | `{name}` | {doc} |")
     return "\n".join(lines) + "\n"
+
+
+def security_tests() -> list[tuple[str, str, str]]:
+    """(file, test name, first docstring line or the name in words) of every security test."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "security"
+    found = []
+    for path in sorted(root.glob("test_*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith(
+                "test_"
+            ):
+                doc = ast.get_docstring(node)
+                text = doc.strip().splitlines()[0] if doc else ""
+                if not text:
+                    text = node.name.removeprefix("test_").replace("__", ": ").replace("_", " ")
+                found.append((f"tests/security/{path.name}", node.name, text.replace("|", "/")))
+    return found
