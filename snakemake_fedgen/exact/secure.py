@@ -125,7 +125,14 @@ def load_private_key(path: Path):
 
     path = Path(path)
     try:
-        lines = [x for x in path.read_text().splitlines() if x and not x.startswith("#")]
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot read the X25519 private key ({exc.strerror}); at a site the node's "
+            "task user must be able to read it (e.g. group-readable by its group)"
+        ) from exc
+    try:
+        lines = [x for x in text.splitlines() if x and not x.startswith("#")]
         raw = base64.b64decode(lines[0], validate=True)
         if len(raw) != 32:
             raise ValueError

@@ -7,6 +7,7 @@ reference analysis hold the very same stored dosages.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -184,6 +185,17 @@ def write_pfile(prefix: Path, iids: list[str], dos: np.ndarray, *, chrom="20") -
     prefix.with_suffix(".psam").write_text("#FID\tIID\n" + "".join(f"{i}\t{i}\n" for i in iids))
 
 
+def readable_by_task_user(path: Path) -> None:
+    """Let the node's task user read a site secret, as a steward does (group, not world).
+
+    A node running as root runs tasks as ``nobody``; the key keeps mode 0640 with the group
+    ``nogroup`` (65534), the task user's group.
+    """
+    if os.geteuid() == 0:
+        os.chown(path, -1, 65534)
+        path.chmod(0o640)
+
+
 def add_site_keys(registry: dict, key_path: Callable[[str], Path]) -> None:
     """Give every site of ``registry`` an X25519 key pair made by ``fedgen exact keygen``.
 
@@ -199,3 +211,4 @@ def add_site_keys(registry: dict, key_path: Callable[[str], Path]) -> None:
         ).stdout  # fmt: skip
         entry["public_key_x25519"] = printed.split(":", 1)[1].strip()
         entry["datasets"]["x25519_key"] = {"url": key.as_uri()}
+        readable_by_task_user(key)

@@ -23,7 +23,7 @@ from snakemake_fedgen.exact.solve import solve, sum_aggregates
 from snakemake_fedgen.node.process import NodeProcess
 
 from .conftest import site_aggregates
-from .exact_study import make_study
+from .exact_study import make_study, readable_by_task_user
 
 TOKEN = "centre-token-0123456789"
 INPUTS = (
@@ -90,6 +90,7 @@ def test_nodes__secure_round_over_three_sites(tmp_path):
         shutil.copy(study.site_pheno[s], data / "pheno.tsv")
         shutil.copy(study.pooled.with_suffix(".pvar"), data / "panel.pvar")
         public = secure.generate_key(data / "x25519.key")
+        readable_by_task_user(data / "x25519.key")
         dirs[s] = (root, data, work, egress)
         registry["sites"][s] = {
             "tes_url": "http://127.0.0.1:1/ga4gh/tes/v1",

@@ -10,6 +10,7 @@ import hashlib
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import httpx
 import yaml
@@ -17,6 +18,7 @@ from snakemake_executor_plugin_fedgen.reference import read_reference
 
 from snakemake_fedgen.node.runtime import bwrap_works
 from tests.executor.conftest import Federation, SiteNode, start_site
+from tests.site_paths import held_file
 
 SAMPLES = {"A": 21, "B": 34, "C": 55}
 SITE_TASKS = 12  # per run: 3 sites x (3 shards + 1 counts table)
@@ -125,10 +127,18 @@ def results(workdir: Path) -> dict[str, str]:
         if ref is None:
             out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
         else:
-            held = Path(ref.url.removeprefix("file://"))
+            # The node keeps the file in the coordinator's area of the write root.
+            held = held_file(ref.url, _write_roots(workdir, ref.site))
             assert hashlib.sha256(held.read_bytes()).hexdigest() == ref.sha256, rel
             out[rel] = f"{ref.site}:{ref.sha256}"
     return out
+
+
+def _write_roots(workdir: Path, site: str) -> list[Path]:
+    """The site's work and egress roots, from the registry ``write_workflow`` wrote."""
+    registry = yaml.safe_load((workdir.parent / f"{workdir.name}-sites.yaml").read_text())
+    entry = registry["sites"][site]
+    return [Path(unquote(urlparse(entry[k]).path)) for k in ("work_url", "egress_url")]
 
 
 def expected_total() -> str:

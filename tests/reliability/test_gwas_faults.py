@@ -19,6 +19,7 @@ import yaml
 from snakemake_fedgen import demo
 from tests.reliability.faultproxy import FaultProxy
 from tests.reliability.scenarios import observed
+from tests.site_paths import caller_area
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -119,7 +120,8 @@ def test_federated_gwas__through_faults_identical_to_clean_run(tmp_path):
         downloaded = sorted((work / "results" / "sumstats" / name).iterdir())
         assert downloaded
         for path in downloaded:
-            assert _sha(path) == _sha(faulty["egress"][name] / path.relative_to(work)), path
+            published = caller_area(faulty["egress"][name]) / path.relative_to(work)
+            assert _sha(path) == _sha(published), path
     causal = max(faulty["truth"]["causal_variants"], key=lambda c: c["variance_explained"])
     rows = _rows(work / "results" / "meta" / "qt.tsv.gz")
     top = max(rows, key=lambda r: float(r["neg_log_10_p_value"]))

@@ -32,6 +32,7 @@ from snakemake_executor_plugin_fedgen.reference import is_reference, read_refere
 
 from snakemake_fedgen import demo
 from tests.exact.exact_study import add_site_keys
+from tests.site_paths import caller_area
 from tests.workflow.coordinator_scan import assert_no_individual_level_data, table_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -308,7 +309,8 @@ def test_exact_workflow__only_aggregates_passed_the_airlock(run: Run):
         assert plain == [(f"{sumstats}/qt.aggregates.tsv.gz", "aggregates", True)]
         # With secure aggregation only the masked upload left; the plain table stayed.
         assert secure == [(f"{sumstats}/qt.aggregates.masked.tsv", "aggregates", True)]
-        egress = run.data / "sites" / site / "egress"
+        # Published into the coordinator's area of the egress root.
+        egress = caller_area(run.data / "sites" / site / "egress")
         published = sorted(str(p.relative_to(egress)) for p in egress.rglob("*") if p.is_file())
         assert published == [
             f"results/sumstats/{site}/qt.aggregates.masked.tsv",

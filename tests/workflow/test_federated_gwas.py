@@ -28,6 +28,7 @@ from snakemake_executor_plugin_fedgen.executor import default_run_id
 from snakemake_executor_plugin_fedgen.reference import is_reference, read_reference
 
 from snakemake_fedgen import demo
+from tests.site_paths import held_file
 from tests.workflow.coordinator_scan import (
     assert_no_individual_level_data,
     coordinator_files,
@@ -61,7 +62,9 @@ class Run:
         """The site-side file behind a reference on the coordinator (the site admin's view)."""
         ref = read_reference(self.work / path)
         assert ref is not None, f"{path} should be a reference on the coordinator"
-        return Path(unquote(urlparse(ref.url).path))
+        site = yaml.safe_load((self.work / "sites.yaml").read_text())["sites"][ref.site]
+        roots = [Path(unquote(urlparse(site[k]).path)) for k in ("work_url", "egress_url")]
+        return held_file(ref.url, roots)
 
 
 @pytest.fixture(scope="module")
