@@ -32,7 +32,7 @@ from snakemake_executor_plugin_fedgen.reference import is_reference, read_refere
 
 from snakemake_fedgen import demo
 from tests.exact.exact_study import add_site_keys
-from tests.site_paths import caller_area
+from tests.site_paths import caller_area, held_file
 from tests.workflow.coordinator_scan import assert_no_individual_level_data, table_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -62,7 +62,9 @@ class Run:
         """The site-side file behind a reference on the coordinator (the site admin's view)."""
         ref = read_reference(self.work / path)
         assert ref is not None, f"{path} should be a reference on the coordinator"
-        return Path(unquote(urlparse(ref.url).path))
+        site = yaml.safe_load((self.work / "sites.yaml").read_text())["sites"][ref.site]
+        roots = [Path(unquote(urlparse(site[k]).path)) for k in ("work_url", "egress_url")]
+        return held_file(ref.url, roots)
 
 
 def _command(work: Path, *configfiles: Path) -> list[str]:
