@@ -87,3 +87,15 @@ class ProvenanceError(FedgenError):
 
 class InvalidTask(FedgenError):
     """A TES task document is not valid for this node (the node answers HTTP 400)."""
+
+
+class NodeBusy(FedgenError):
+    """A node cannot take new work now; the caller may retry later."""
+
+
+class QueueFull(NodeBusy):
+    """The caller already has as many tasks waiting as the node allows (HTTP 429)."""
+
+
+class DiskFull(NodeBusy):
+    """The disk under the node's state directory is (nearly) full (HTTP 507)."""

@@ -11,8 +11,10 @@ body of any size; this way nothing of the body is read before the caller is know
 
 # No ``from __future__ import annotations``: FastAPI reads the handlers' annotations, and the
 # dependency aliases (CallerDep, OwnTask) are local to create_app.
+import contextlib
 import logging
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,7 +24,14 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
-from snakemake_executor_plugin_fedgen.errors import AuthError, InvalidTask, StorageError
+from snakemake_executor_plugin_fedgen.errors import (
+    AuthError,
+    DiskFull,
+    InvalidTask,
+    NodeBusy,
+    QueueFull,
+    StorageError,
+)
 from snakemake_executor_plugin_fedgen.tes.models import (
     ServiceOrganization,
     TaskView,
@@ -43,7 +52,7 @@ from snakemake_fedgen.node.audit import AuditLog
 from snakemake_fedgen.node.auth import Authenticator, Caller
 from snakemake_fedgen.node.config import NodeConfig
 from snakemake_fedgen.node.runtime import Runtime
-from snakemake_fedgen.node.scheduler import Scheduler
+from snakemake_fedgen.node.scheduler import Scheduler, is_disk_full
 from snakemake_fedgen.node.storage import check_task_urls
 from snakemake_fedgen.node.store import StoredTask, TaskStore
 from snakemake_fedgen.node.task import check_task, new_task_id, now_rfc3339, view_of
@@ -53,16 +62,18 @@ log = logging.getLogger("snakemake_fedgen.node")
 TES_PREFIX = "/ga4gh/tes/v1"
 EGRESS_PREFIX = "/fedgen/v1/egress"
 MAX_PAGE_SIZE = 2048
+RETRY_AFTER_SECONDS = 10
 DEFAULT_PAGE_SIZE = 256
 
 
 class ApiError(Exception):
     """An error answered as JSON ``{"message": ..., "status": ...}``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 class FedgenNodeInfo(BaseModel):
@@ -88,6 +99,22 @@ class NodeServiceInfo(TesServiceInfo):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     fedgen: FedgenNodeInfo
+
+
+def _busy(exc: Exception, cfg: NodeConfig) -> ApiError:
+    """The answer to a CreateTask the node cannot take now: 429 (queue) or 507 (disk)."""
+    if isinstance(exc, QueueFull):
+        return ApiError(429, str(exc), retry_after=RETRY_AFTER_SECONDS)
+    if isinstance(exc, DiskFull):
+        return ApiError(507, str(exc), retry_after=RETRY_AFTER_SECONDS)
+    if isinstance(exc, OSError | sqlite3.OperationalError) and is_disk_full(exc):
+        return ApiError(
+            507,
+            f"the disk under the node's state directory {cfg.state_dir} is full ({exc}); "
+            "the site must free space",
+            retry_after=RETRY_AFTER_SECONDS,
+        )
+    raise exc
 
 
 def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticator) -> FastAPI:
@@ -120,7 +147,9 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
         return JSONResponse(
             {"message": exc.message, "status": exc.status}, status_code=exc.status, headers=headers
         )
@@ -262,9 +291,22 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
             **doc,
             "creation_time": now_rfc3339(),
         }
-        store.create(doc, owner=area_of(caller))
+        owner = area_of(caller)
+        try:
+            scheduler.admit(owner)
+            store.create(doc, owner=owner)
+        except (NodeBusy, OSError, sqlite3.Error) as exc:
+            busy = _busy(exc, cfg)
+            with contextlib.suppress(OSError):
+                audit.record(
+                    caller=caller.name,
+                    action="CreateTask",
+                    outcome=str(busy.status),
+                    reason=busy.message,
+                )
+            raise busy from None
         audit.record(caller=caller.name, action="CreateTask", task=doc["id"], outcome="QUEUED")
-        scheduler.submit(doc)
+        scheduler.submit(doc, owner=owner)
         return TesCreateTaskResponse(id=doc["id"])
 
     @app.get(f"{TES_PREFIX}/tasks", name="ListTasks")

@@ -185,6 +185,31 @@ class NodeConfig(BaseModel):
     containers_conf: Annotated[OptionalAbsPath, Setting("FILE")] = Field(
         None, description="containers.conf the node hands podman (CONTAINERS_CONF)"
     )
+    # Resource limits per task and per caller (exhaustion by a caller with a token).
+    max_task_disk_gb: float = Field(
+        100,
+        description="scratch disk quota of a task: resources.disk_gb, at most this (also the "
+        "default); past it the task is killed (SYSTEM_ERROR)",
+    )
+    max_task_ram_gb: float | None = Field(
+        None,
+        description="memory limit of a task: resources.ram_gb, at most this (also the default); "
+        "default: no cap beyond the machine",
+    )
+    disk_check_seconds: float = Field(
+        1.0, description="how often a running task's scratch usage and the free disk are checked"
+    )
+    min_free_disk_mb: int = Field(
+        512,
+        description="free space kept under the state directory: below it tasks are stopped "
+        "and CreateTask answers 507",
+    )
+    max_queued_per_caller: int = Field(
+        1000, description="tasks one caller may have waiting; more are answered 429"
+    )
+    max_running_per_caller: int | None = Field(
+        None, description="tasks one caller may have running at once (default: no limit)"
+    )
 
     @property
     def node_cores(self) -> int:
@@ -308,6 +333,15 @@ def _check(cfg: NodeConfig, source: str) -> NodeConfig:
         raise ConfigError(f"node config {source}: cpu_cores must be >= 1, got {cfg.cpu_cores}.")
     if cfg.max_task_seconds is not None and cfg.max_task_seconds <= 0:
         raise ConfigError(f"node config {source}: max_task_seconds must be > 0.")
+    for key in ("max_task_disk_gb", "max_task_ram_gb", "disk_check_seconds"):
+        value = getattr(cfg, key)
+        if value is not None and not value > 0:
+            raise ConfigError(f"node config {source}: {key} must be > 0, got {value}.")
+    for key in ("min_free_disk_mb", "max_queued_per_caller", "max_running_per_caller"):
+        value = getattr(cfg, key)
+        least = 0 if key == "min_free_disk_mb" else 1
+        if value is not None and value < least:
+            raise ConfigError(f"node config {source}: {key} must be >= {least}, got {value}.")
     for root in [*cfg.read_roots, *cfg.write_roots]:
         if not root.is_dir():
             raise ConfigError(

@@ -161,9 +161,19 @@ class TaskLayout:
     tmp: Path
     binds: tuple[tuple[Path, str], ...] = ()  # (host path, container path), read-only
     user: TaskUser | None = None  # run as this uid/gid (the node runs as root)
-    # Limits the scheduler granted (enforced by the container engines): cores, memory in bytes.
+    # Limits the scheduler granted: cores (container engines), memory in bytes (a memory
+    # cgroup, or the engine's --memory) and scratch disk in bytes (also the largest file a
+    # task may write: RLIMIT_FSIZE; the scheduler's watchdog bounds the total).
     cpus: int | None = None
     memory_bytes: int | None = None
+    disk_bytes: int | None = None
+
+
+def file_size_limit(layout: TaskLayout) -> list[str]:
+    """``prlimit`` prefix capping every file the task writes at its disk quota (or nothing)."""
+    if not layout.disk_bytes:
+        return []
+    return [PRLIMIT, f"--fsize={layout.disk_bytes}:{layout.disk_bytes}", "--"]
 
 
 def task_env(extra: Mapping[str, str], *, home: str, tmp: str) -> dict[str, str]:
@@ -196,6 +206,13 @@ class Runtime:
     def release(self, task_id: str) -> None:
         """Free what the runtime holds for a finished executor (called after it ended)."""
 
+    def memory_exceeded(self, task_id: str) -> bool:
+        """True if the kernel killed a process of the executor at its memory limit.
+
+        Called after the executor ended and before :meth:`release`.
+        """
+        return False
+
 
 _CD_AND_EXEC = 'cd -P -- "$1" && shift && exec "$@"'
 
@@ -217,7 +234,7 @@ class HostRuntime(Runtime):
         argv += list(executor["command"])
         if layout.user is not None:
             argv = [*layout.user.setpriv(), *argv]
-        return Launch(argv, layout.root, env)
+        return Launch([*file_size_limit(layout), *argv], layout.root, env)
 
 
 class BwrapRuntime(Runtime):
@@ -232,6 +249,7 @@ class BwrapRuntime(Runtime):
         tool_paths: Sequence[str] = (),
         bwrap: str = "bwrap",
         pids_root: Path | None = None,
+        memory_root: Path | None = None,
     ) -> None:
         self.bwrap = bwrap
         # setpriv runs inside the sandbox: it must come from the read-only /usr.
@@ -239,6 +257,8 @@ class BwrapRuntime(Runtime):
         self.tool_paths = [p for p in tool_paths if Path(p).exists()]
         # A fork bomb run as root ignores RLIMIT_NPROC; a pids cgroup bounds it (see below).
         self.pids_root = pids_root
+        # resources.ram_gb is enforced by a per-task memory cgroup (none: not enforced).
+        self.memory_root = memory_root
 
     def launch(self, executor: Mapping[str, Any], layout: TaskLayout, *, task_id: str) -> Launch:
         argv = [
@@ -295,33 +315,31 @@ class BwrapRuntime(Runtime):
         if layout.user is not None:
             command = [*layout.user.setpriv(self.setpriv), *command]
         argv += ["--", *command]
+        argv = [*file_size_limit(layout), *argv]
+        cgroups = []
         if self.pids_root is not None:
-            # The shim joins the task's pids cgroup before bwrap forks anything.
             cgroup = self.pids_root / f"fedgen-{task_id}"
             cgroup.mkdir(exist_ok=True)
             (cgroup / "pids.max").write_text(f"{TASK_MAX_PIDS}\n")
-            argv = ["/bin/sh", "-c", _JOIN_CGROUP, "fedgen-task", str(cgroup), *argv]
+            cgroups.append(str(cgroup))
+        if self.memory_root is not None and layout.memory_bytes:
+            cgroups.append(str(_memory_cgroup(self.memory_root, task_id, layout.memory_bytes)))
+        if cgroups:
+            # The shim joins the task's cgroups before bwrap forks anything.
+            argv = ["/bin/sh", "-c", _JOIN_CGROUPS, "fedgen-task", *cgroups, "--", *argv]
         # bwrap itself needs no environment; keep the node's out of reach.
         return Launch(argv, None, {"PATH": BASE_PATH})
 
+    def memory_exceeded(self, task_id: str) -> bool:
+        if self.memory_root is None:
+            return False
+        return _oom_kills(self.memory_root / f"fedgen-{task_id}") > 0
+
     def release(self, task_id: str) -> None:
-        """Kill whatever is left in the task's pids cgroup (even setsid escapees), remove it."""
-        if self.pids_root is None:
-            return
-        cgroup = self.pids_root / f"fedgen-{task_id}"
-        for _ in range(50):
-            try:
-                pids = (cgroup / "cgroup.procs").read_text().split()
-            except OSError:
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            try:
-                cgroup.rmdir()
-                return
-            except OSError:
-                time.sleep(0.02)
+        """Kill whatever is left in the task's cgroups (even setsid escapees), remove them."""
+        for root in (self.pids_root, self.memory_root):
+            if root is not None:
+                _empty_and_remove(root / f"fedgen-{task_id}")
 
 
 class EngineRuntime(Runtime):
@@ -502,7 +520,85 @@ def _give_to(uid: int, gid: int, tops: Sequence[Path]) -> None:
 
 
 TASK_MAX_PIDS = 1024
-_JOIN_CGROUP = 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
+PRLIMIT = shutil.which("prlimit") or "/usr/bin/prlimit"
+# Join every cgroup named before "--", then exec the rest.
+_JOIN_CGROUPS = (
+    'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 125; shift; done; '
+    'shift; exec "$@"'
+)
+
+
+def _empty_and_remove(cgroup: Path) -> None:
+    """SIGKILL every process in ``cgroup`` until it can be removed (gone: nothing to do)."""
+    for _ in range(50):
+        try:
+            pids = (cgroup / "cgroup.procs").read_text().split()
+        except OSError:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        try:
+            cgroup.rmdir()
+            return
+        except OSError:
+            time.sleep(0.02)
+
+
+def _memory_cgroup(root: Path, task_id: str, limit: int) -> Path:
+    """Create the task's memory cgroup under ``root`` with ``limit`` bytes (swap included)."""
+    cgroup = root / f"fedgen-{task_id}"
+    cgroup.mkdir(exist_ok=True)
+    if (cgroup / "memory.limit_in_bytes").exists():  # cgroup v1
+        (cgroup / "memory.limit_in_bytes").write_text(f"{limit}\n")
+        memsw = cgroup / "memory.memsw.limit_in_bytes"
+        if memsw.exists():
+            memsw.write_text(f"{limit}\n")
+    else:  # cgroup v2
+        (cgroup / "memory.max").write_text(f"{limit}\n")
+        swap = cgroup / "memory.swap.max"
+        if swap.exists():
+            swap.write_text("0\n")
+    return cgroup
+
+
+def _oom_kills(cgroup: Path) -> int:
+    """How many processes the kernel killed in ``cgroup`` at its memory limit."""
+    for name in ("memory.oom_control", "memory.events"):  # v1, v2
+        try:
+            text = (cgroup / name).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    return 0
+
+
+def memory_cgroup_root() -> Path | None:
+    """A cgroup directory where the node may create per-task memory cgroups, or None.
+
+    cgroup v1: the node's own memory cgroup (so the node's own limit still bounds its tasks);
+    cgroup v2: the root, with the memory controller delegated to children. None where the
+    node cannot write there (then ``resources.ram_gb`` is not enforced under bwrap).
+    """
+    v1 = Path("/sys/fs/cgroup/memory")
+    if (v1 / "cgroup.procs").is_file():
+        own = "/"
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/self/cgroup").read_text().splitlines():
+                _n, controllers, path = line.split(":", 2)
+                if "memory" in controllers.split(","):
+                    own = path
+        parent = v1 / own.lstrip("/")
+        return parent if os.access(parent, os.W_OK) else None
+    v2 = Path("/sys/fs/cgroup")
+    try:
+        delegated = "memory" in (v2 / "cgroup.subtree_control").read_text().split()
+    except OSError:
+        return None
+    return v2 if delegated and os.access(v2, os.W_OK) else None
 
 
 def pids_cgroup_root() -> Path | None:
@@ -580,7 +676,12 @@ def make_runtime(
                 "no writable pids cgroup: tasks are bounded by max_task_seconds only, "
                 "not by a process count"
             )
-        return BwrapRuntime(tool_paths=tool_paths, pids_root=pids_root)
+        memory_root = memory_cgroup_root()
+        if memory_root is None:
+            logging.getLogger("snakemake_fedgen.node").warning(
+                "no writable memory cgroup: resources.ram_gb is not enforced under bwrap"
+            )
+        return BwrapRuntime(tool_paths=tool_paths, pids_root=pids_root, memory_root=memory_root)
     if name == "host":
         return HostRuntime()
     if name in ("docker", "podman"):

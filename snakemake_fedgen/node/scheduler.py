@@ -10,24 +10,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import functools
+import itertools
 import logging
 import math
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from snakemake_executor_plugin_fedgen.errors import (
     ConfigError,
+    DiskFull,
     EgressRefused,
     FedgenError,
+    QueueFull,
     StorageError,
 )
 from snakemake_executor_plugin_fedgen.tes.models import has_wildcard
@@ -89,7 +94,16 @@ class _Active:
     cancel: bool = False
     stopping: bool = False
     timed_out: bool = False
+    # Why the node stopped the task for a resource (disk quota, memory, full disk), if it did.
+    resource_error: str | None = None
     runner: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class _Queued:
+    seq: int  # submission order (FIFO within a caller)
+    task_id: str
+    cores: int
 
 
 class Scheduler:
@@ -103,8 +117,12 @@ class Scheduler:
         self.audit = audit
         self.runtime = runtime
         self.cores_free = cfg.node_cores
-        self._queue: deque[tuple[str, int]] = deque()
+        # Waiting tasks, FIFO per caller; callers take turns (see _pump).
+        self._queues: dict[str, deque[_Queued]] = {}
+        self._seq = itertools.count()
+        self._last_served: dict[str, int] = {}
         self._active: dict[str, _Active] = {}
+        self._unsaved: dict[str, dict[str, Any]] = {}
         self._stopping = False
         self.policy = AirlockPolicy.from_mapping(cfg.airlock)
         # Tasks never run as root (ConfigError if this node cannot make sure of it).
@@ -154,7 +172,7 @@ class Scheduler:
             self._end(stored.doc, TesState.CANCELED)
             self._remove_task_dir(stored.doc["id"])
         for stored in self.store.in_states([TesState.QUEUED]):
-            self._queue.append((stored.id, self._cores(stored.doc)))
+            self._enqueue(stored.id, stored.owner, self._cores(stored.doc))
         self._pump()
 
     async def stop(self) -> None:
@@ -169,20 +187,42 @@ class Scheduler:
 
     # -- requests -----------------------------------------------------------------------------
 
-    def submit(self, doc: dict[str, Any]) -> None:
-        """Queue a freshly stored task."""
-        self._queue.append((doc["id"], self._cores(doc)))
+    def admit(self, owner: str) -> None:
+        """Raise if ``owner`` may not queue another task now.
+
+        Raises
+        ------
+        QueueFull
+            The caller has ``max_queued_per_caller`` tasks waiting (HTTP 429).
+        DiskFull
+            Less than ``min_free_disk_mb`` is free under the state directory (HTTP 507).
+        """
+        waiting = len(self._queues.get(owner, ()))
+        limit = self.cfg.max_queued_per_caller
+        if waiting >= limit:
+            raise QueueFull(
+                f"this caller already has {waiting} tasks waiting, the node's "
+                f"max_queued_per_caller is {limit}; retry when some have started."
+            )
+        problem = self._free_disk_problem()
+        if problem is not None:
+            raise DiskFull(problem)
+
+    def submit(self, doc: dict[str, Any], *, owner: str) -> None:
+        """Queue a freshly stored task of ``owner`` (its caller area)."""
+        self._enqueue(doc["id"], owner, self._cores(doc))
         self._pump()
 
     def cancel(self, task_id: str) -> str:
         """Cancel a task; returns its state afterwards."""
-        for i, (queued_id, _cores) in enumerate(self._queue):
-            if queued_id == task_id:
-                del self._queue[i]
-                stored = self.store.get(task_id)
-                if stored is not None:
-                    self._end(stored.doc, TesState.CANCELED)
-                return TesState.CANCELED
+        for queue in self._queues.values():
+            for i, queued in enumerate(queue):
+                if queued.task_id == task_id:
+                    del queue[i]
+                    stored = self.store.get(task_id)
+                    if stored is not None:
+                        self._end(stored.doc, TesState.CANCELED)
+                    return TesState.CANCELED
         active = self._active.get(task_id)
         if active is not None:
             if not active.cancel:
@@ -204,16 +244,41 @@ class Scheduler:
         wanted = (doc.get("resources") or {}).get("cpu_cores") or 1
         return max(1, min(int(wanted), self.cfg.node_cores))
 
+    def _enqueue(self, task_id: str, owner: str, cores: int) -> None:
+        self._queues.setdefault(owner, deque()).append(_Queued(next(self._seq), task_id, cores))
+
+    def _next_owner(self) -> str | None:
+        """The caller whose turn it is: the least recently served among those with a waiting
+        task and below ``max_running_per_caller`` (ties: the earliest waiting task)."""
+        limit = self.cfg.max_running_per_caller
+        running = Counter(a.owner for a in self._active.values())
+        eligible = [
+            (self._last_served.get(owner, -1), queue[0].seq, owner)
+            for owner, queue in self._queues.items()
+            if queue and (limit is None or running[owner] < limit)
+        ]
+        return min(eligible)[2] if eligible else None
+
     def _pump(self) -> None:
-        # Strict FIFO: a large task at the head is not starved by smaller ones behind it.
-        while not self._stopping and self._queue and self._queue[0][1] <= self.cores_free:
-            task_id, cores = self._queue.popleft()
-            stored = self.store.get(task_id)
+        # Callers take turns; within a caller, FIFO. The task whose turn it is waits for its
+        # cores (nothing overtakes it), so a large task is not starved by smaller ones.
+        while not self._stopping:
+            owner = self._next_owner()
+            if owner is None:
+                return
+            queue = self._queues[owner]
+            if queue[0].cores > self.cores_free:
+                return
+            queued = queue.popleft()
+            if not queue:
+                del self._queues[owner]
+            stored = self.store.get(queued.task_id)
             if stored is None or stored.state != TesState.QUEUED:
                 continue
-            self.cores_free -= cores
-            active = _Active(stored.doc, stored.owner, cores)
-            self._active[task_id] = active
+            self._last_served[owner] = next(self._seq)
+            self.cores_free -= queued.cores
+            active = _Active(stored.doc, stored.owner, queued.cores)
+            self._active[queued.task_id] = active
             active.runner = asyncio.get_running_loop().create_task(self._run(active))
 
     async def _run(self, active: _Active) -> None:
@@ -222,15 +287,17 @@ class Scheduler:
             await self._execute(active)
         except Exception as exc:
             # Any unexpected failure still ends the task with a reason instead of leaving it.
-            log.exception("task %s failed inside the node", doc["id"])
-            self._end(
-                doc,
-                TesState.SYSTEM_ERROR,
-                reason=f"node error: {type(exc).__name__}: {exc}",
-                save=False,
-            )
+            if is_disk_full(exc):
+                reason = f"the node's disk is full ({exc}); the task was stopped"
+                log.error("task %s: %s", doc["id"], reason)
+            else:
+                log.exception("task %s failed inside the node", doc["id"])
+                reason = f"node error: {type(exc).__name__}: {exc}"
+            self._end(doc, TesState.SYSTEM_ERROR, reason=reason, save=False)
         finally:
             try:
+                # Scratch goes first: on a full disk it is what frees the space for the rest.
+                await asyncio.to_thread(self._remove_task_dir, doc["id"])
                 # The reason (timeout, size cap, airlock...) goes into the audit trail too.
                 reasons = (doc.get("logs") or [{}])[-1].get("system_logs") or [None]
                 self.audit.record(
@@ -249,14 +316,34 @@ class Scheduler:
                     entries=self.audit.pop_task_entries(doc["id"]),
                     locate=functools.partial(self._locate, owner=active.owner),
                 )
-                await asyncio.to_thread(self._remove_task_dir, doc["id"])
+            except OSError as exc:
+                # A full disk must not leave the task RUNNING: record what we can, go on.
+                log.error("task %s: audit/provenance not written: %s", doc["id"], exc)
             finally:
                 self.cores_free += active.cores
                 self._active.pop(doc["id"], None)
                 # The final state becomes visible only now: a caller that sees it finds the
                 # scratch directory gone and the task's cores free.
-                self.store.save(doc)
+                self._save_final(doc)
                 self._pump()
+
+    def _save_final(self, doc: dict[str, Any]) -> None:
+        """Store a task's final state; on a full disk keep retrying until it is stored."""
+        try:
+            self.store.save(doc)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("task %s: final state not stored yet (%s); retrying", doc["id"], exc)
+            first = doc["id"] not in self._unsaved
+            self._unsaved[doc["id"]] = doc
+            if first:
+                asyncio.get_running_loop().call_later(1.0, self._retry_save, doc["id"])
+        else:
+            self._unsaved.pop(doc["id"], None)
+
+    def _retry_save(self, task_id: str) -> None:
+        doc = self._unsaved.pop(task_id, None)
+        if doc is not None and not self._stopping:
+            self._save_final(doc)
 
     async def _execute(self, active: _Active) -> None:
         doc = active.doc
@@ -279,25 +366,39 @@ class Scheduler:
             return
         if self._interrupted(active):
             return
-        # What the task was granted; container engines enforce it (--cpus, --memory).
-        layout = dataclasses.replace(layout, cpus=active.cores, memory_bytes=_memory_bytes(doc))
+        # What the task was granted: cores (container engines), memory (a memory cgroup or
+        # the engine) and scratch disk (RLIMIT_FSIZE per file, the watchdog for the total).
+        layout = dataclasses.replace(
+            layout,
+            cpus=active.cores,
+            memory_bytes=_limit_bytes(doc, "ram_gb", self.cfg.max_task_ram_gb, floor=64 * 2**20),
+            disk_bytes=_limit_bytes(doc, "disk_gb", self.cfg.max_task_disk_gb, floor=10**6),
+        )
         doc["state"] = TesState.RUNNING
         self.store.save(doc)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.max_task_seconds if self.cfg.max_task_seconds else None
-        for index, executor in enumerate(doc["executors"]):
-            try:
-                exit_code = await self._run_executor(active, index, executor, layout, deadline)
-            except FedgenError as exc:
-                self._end(
-                    doc, TesState.SYSTEM_ERROR, reason=f"executors[{index}]: {exc}", save=False
-                )
-                return
-            if self._interrupted(active):
-                return
-            if exit_code != 0 and not executor.get("ignore_error", False):
-                self._end(doc, TesState.EXECUTOR_ERROR, save=False)
-                return
+        watchdog = loop.create_task(self._watch_disk(active, layout))
+        try:
+            for index, executor in enumerate(doc["executors"]):
+                try:
+                    exit_code = await self._run_executor(active, index, executor, layout, deadline)
+                except FedgenError as exc:
+                    self._end(
+                        doc, TesState.SYSTEM_ERROR, reason=f"executors[{index}]: {exc}", save=False
+                    )
+                    return
+                if active.resource_error is None:
+                    # A file stopped at the size limit ends the executor before the watchdog
+                    # looks again: check now.
+                    active.resource_error = await asyncio.to_thread(self._disk_problem, layout)
+                if self._interrupted(active):
+                    return
+                if exit_code != 0 and not executor.get("ignore_error", False):
+                    self._end(doc, TesState.EXECUTOR_ERROR, save=False)
+                    return
+        finally:
+            watchdog.cancel()
         try:
             task_log["outputs"] = await asyncio.to_thread(self._upload, active, layout)
         except FedgenError as exc:
@@ -308,9 +409,11 @@ class Scheduler:
         self._end(doc, TesState.COMPLETE, save=False)
 
     def _interrupted(self, active: _Active) -> bool:
-        """End the task if it was canceled, stopped or timed out; True if so."""
+        """End the task if it was canceled, stopped, timed out or over a limit; True if so."""
         if active.cancel:
             self._end(active.doc, TesState.CANCELED, reason="canceled by the caller", save=False)
+        elif active.resource_error is not None:
+            self._end(active.doc, TesState.SYSTEM_ERROR, reason=active.resource_error, save=False)
         elif active.stopping:
             self._end(active.doc, TesState.SYSTEM_ERROR, reason=STOP_REASON, save=False)
         elif active.timed_out:
@@ -400,6 +503,12 @@ class Scheduler:
                 # Reap anything the command left behind in its process group.
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
+                if active.resource_error is None and self.runtime.memory_exceeded(doc["id"]):
+                    active.resource_error = (
+                        f"executors[{index}] exceeded the task's memory limit of "
+                        f"{layout.memory_bytes} bytes (resources.ram_gb, at most the node's "
+                        "max_task_ram_gb) and was killed by the kernel; ask for more ram_gb"
+                    )
                 await asyncio.to_thread(self.runtime.release, doc["id"])
                 active.proc = None
                 self.store.set_process(doc["id"], pgid=None, pstart=None)
@@ -487,6 +596,47 @@ class Scheduler:
                         stderr=subprocess.DEVNULL,
                         start_new_session=True,
                     )
+
+    async def _watch_disk(self, active: _Active, layout: TaskLayout) -> None:
+        """Stop the task when its scratch passes its quota or the node's disk runs low."""
+        while active.resource_error is None:
+            await asyncio.sleep(self.cfg.disk_check_seconds)
+            problem = await asyncio.to_thread(self._disk_problem, layout)
+            if problem is not None and active.resource_error is None:
+                active.resource_error = problem
+                self._kill(active)
+
+    def _free_disk_problem(self) -> str | None:
+        """Why the disk under the state directory is too full for tasks, or None."""
+        floor = self.cfg.min_free_disk_mb * 1024**2
+        try:
+            st = os.statvfs(self.cfg.state_dir)
+        except OSError:
+            return None
+        free = st.f_bavail * st.f_frsize
+        if free >= floor:
+            return None
+        return (
+            f"the disk under the node's state directory {self.cfg.state_dir} has {free} bytes "
+            f"free, below min_free_disk_mb={self.cfg.min_free_disk_mb}; the site must free space"
+        )
+
+    def _disk_problem(self, layout: TaskLayout) -> str | None:
+        """Why the task must stop for disk (quota passed, node disk low), or None."""
+        low = self._free_disk_problem()
+        if low is not None:
+            return f"{low}; the task was stopped to keep the node working"
+        quota = layout.disk_bytes
+        if quota is None:
+            return None
+        used, largest = _disk_usage(layout.root.parent)
+        if used <= quota and largest < quota:
+            return None
+        return (
+            f"the task's scratch reached its disk quota of {quota} bytes (resources.disk_gb, "
+            f"at most the node's max_task_disk_gb; {used} bytes in use) and the task was "
+            "stopped; ask for more disk_gb"
+        )
 
     # -- blocking file work (worker threads) ------------------------------------------------------
 
@@ -769,14 +919,44 @@ def _harden(cfg: NodeConfig, user: TaskUser | None) -> None:
         )
 
 
-def _memory_bytes(doc: dict[str, Any]) -> int | None:
-    """``resources.ram_gb`` in bytes (1 GB = 10**9 bytes, at least 64 MiB), or None."""
-    ram_gb = (doc.get("resources") or {}).get("ram_gb")
-    if isinstance(ram_gb, bool) or not isinstance(ram_gb, int | float):
-        return None
-    if not math.isfinite(ram_gb) or ram_gb <= 0:
-        return None
-    return max(int(ram_gb * 10**9), 64 * 1024**2)
+def _limit_bytes(doc: dict[str, Any], key: str, cap_gb: float | None, *, floor: int) -> int | None:
+    """``resources[key]`` (GB, 1 GB = 10**9 bytes) in bytes, at most ``cap_gb``; the cap when
+    the task asks for nothing; None when neither is set. At least ``floor`` bytes."""
+    given = (doc.get("resources") or {}).get(key)
+    wanted = None
+    if isinstance(given, int | float) and not isinstance(given, bool):
+        wanted = float(given) if math.isfinite(given) and given > 0 else None
+    if wanted is None:
+        gb = cap_gb
+    elif cap_gb is None:
+        gb = wanted
+    else:
+        gb = min(wanted, cap_gb)
+    return None if gb is None else max(int(gb * 10**9), floor)
+
+
+def _disk_usage(top: Path) -> tuple[int, int]:
+    """(bytes allocated under ``top``, size of its largest file); links are not followed."""
+    used = largest = 0
+    stack = [str(top)]
+    while stack:
+        with contextlib.suppress(OSError), os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    st = entry.stat(follow_symlinks=False)
+                    used += st.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    else:
+                        largest = max(largest, st.st_size)
+    return used, largest
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for the errors a full disk raises (ENOSPC/EDQUOT, SQLite's "disk is full")."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
 
 
 def _process_start(pid: int) -> int | None:
@@ -788,4 +968,4 @@ def _process_start(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
-__all__ = ["RESTART_REASON", "Scheduler"]
+__all__ = ["RESTART_REASON", "Scheduler", "is_disk_full"]

@@ -58,6 +58,10 @@ class Client:
             f"{self.url}/tasks/{task_id}", params={"view": view}, headers=self.headers, timeout=30
         )
 
+    def cancel(self, task_id: str) -> None:
+        resp = httpx.post(f"{self.url}/tasks/{task_id}:cancel", headers=self.headers, timeout=30)
+        assert resp.status_code == 200, resp.text
+
     def wait(self, task_id: str, *, timeout: float = 90) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
