@@ -276,6 +276,12 @@ class Executor(RemoteExecutor):
             if self._states.get(task_id) != state:
                 self._states[task_id] = state
                 changed = True
+                if state == TesState.PAUSED:
+                    # A node with `release: review` holds the egress for its steward.
+                    self.logger.info(
+                        f"fedgen: task {task_id} at site {site} is PAUSED: its release waits "
+                        "for the site's steward; the job waits (no time limit)"
+                    )
             if state in LIVE_STATES or state == TesState.CANCELING:
                 yield info
             elif state == TesState.COMPLETE:

@@ -185,6 +185,14 @@ class NodeConfig(BaseModel):
     containers_conf: Annotated[OptionalAbsPath, Setting("FILE")] = Field(
         None, description="containers.conf the node hands podman (CONTAINERS_CONF)"
     )
+    release: Literal["auto", "review"] = Field(
+        "auto",
+        description="auto: files the airlock accepts are published at once; review: they wait "
+        "for the steward (fedgen release list/approve/deny)",
+    )
+    review_poll_seconds: float = Field(
+        1.0, description="how often a task held for review looks for the steward's decision"
+    )
     # Resource limits per task and per caller (exhaustion by a caller with a token).
     max_task_disk_gb: float = Field(
         100,

@@ -70,6 +70,10 @@ log = logging.getLogger("snakemake_fedgen.node")
 
 RESTART_REASON = "node restarted while task was running"
 STOP_REASON = "node stopped while task was running"
+REVIEW_REASON = (
+    "egress held for review by the site's steward (release: review); the task waits until "
+    "the steward approves or denies it"
+)
 
 
 HOST_TMP_RECORD = "host-tmp"
@@ -83,6 +87,16 @@ class _Staged:
     dest: Path
     container_path: str
     target: Target
+
+
+@dataclass(frozen=True)
+class _Release:
+    """A task's checked outputs, ready to publish (or to hold for review)."""
+
+    files: list[OutputFile]
+    staged: dict[Path, _Staged]
+    decisions: dict[Path, AirlockDecision]
+    rounds: dict[Path, str]
 
 
 @dataclass
@@ -159,7 +173,9 @@ class Scheduler:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pgid, signal.SIGKILL)
             self.store.set_process(task_id, pgid=None, pstart=None)
-        for stored in self.store.in_states([TesState.INITIALIZING, TesState.RUNNING]):
+        for stored in self.store.in_states(
+            [TesState.INITIALIZING, TesState.RUNNING, TesState.PAUSED]
+        ):
             doc = stored.doc
             self._end(doc, TesState.SYSTEM_ERROR, reason=RESTART_REASON)
             self.audit.record(
@@ -400,13 +416,82 @@ class Scheduler:
         finally:
             watchdog.cancel()
         try:
-            task_log["outputs"] = await asyncio.to_thread(self._upload, active, layout)
+            release = await asyncio.to_thread(self._check_outputs, active, layout)
+            review = bool(release.staged) and self.cfg.release == "review"
+            if review and not await self._await_review(active, release):
+                return
+            task_log["outputs"] = await asyncio.to_thread(self._upload, active, layout, release)
         except FedgenError as exc:
             self._end(doc, TesState.SYSTEM_ERROR, reason=str(exc), save=False)
             return
         if self._interrupted(active):
             return
         self._end(doc, TesState.COMPLETE, save=False)
+
+    async def _await_review(self, active: _Active, release: _Release) -> bool:
+        """Hold the task's egress until the steward decides (``fedgen release``).
+
+        The task is PAUSED and gives its cores back meanwhile. True: approved, publish. False:
+        the task ended here (denied: SYSTEM_ERROR with the steward's reason, the files go to
+        quarantine; canceled; node stopped).
+        """
+        doc = active.doc
+        egress_root = self.cfg.egress_root
+        assert egress_root is not None  # egress is empty without an egress root
+        files = [
+            {
+                "file": st.container_path,
+                "egress_path": str(st.dest.relative_to(egress_root)),
+                "kind": release.decisions[st.dest].kind,
+                "size": release.decisions[st.dest].size,
+                "sha256": release.decisions[st.dest].sha256,
+                "copy": str(st.source),
+            }
+            for st in release.staged.values()
+        ]
+        self.store.add_release(doc["id"], owner=active.owner, created=now_rfc3339(), files=files)
+        self.audit.record(
+            caller=active.owner, action="ReleaseHeld", task=doc["id"], outcome="pending"
+        )
+        doc["state"] = TesState.PAUSED
+        doc["logs"][-1].setdefault("system_logs", []).append(REVIEW_REASON)
+        self.store.save(doc)
+        self.cores_free += active.cores
+        active.cores = 0
+        self._pump()
+        try:
+            while True:
+                if self._interrupted(active):
+                    return False
+                held = self.store.release(doc["id"])
+                if held is not None and held.state in ("approved", "denied"):
+                    self.audit.record(
+                        caller=active.owner,
+                        action="ReleaseDecided",
+                        task=doc["id"],
+                        outcome=held.state,
+                        by=held.decided_by,
+                        reason=held.reason,
+                    )
+                if held is not None and held.state == "approved":
+                    doc["state"] = TesState.RUNNING
+                    self.store.save(doc)
+                    return True
+                if held is not None and held.state == "denied":
+                    qdir = self._quarantine(active, list(release.staged.values()))
+                    self._end(
+                        doc,
+                        TesState.SYSTEM_ERROR,
+                        reason=f"release denied by the site's steward: {held.reason or 'no reason'}"
+                        f"; nothing was published (files kept in quarantine at {qdir})",
+                        save=False,
+                    )
+                    return False
+                await asyncio.sleep(self.cfg.review_poll_seconds)
+        finally:
+            self.store.decide_release(
+                doc["id"], state="ended", reason=None, by=None, when=now_rfc3339()
+            )
 
     def _interrupted(self, active: _Active) -> bool:
         """End the task if it was canceled, stopped, timed out or over a limit; True if so."""
@@ -712,7 +797,8 @@ class Scheduler:
             return None
         return self.roots.physical(url, owner)
 
-    def _upload(self, active: _Active, layout: TaskLayout) -> list[dict[str, str]]:
+    def _check_outputs(self, active: _Active, layout: TaskLayout) -> _Release:
+        """List the outputs, copy egress into the outbox, run the airlock, seal (Crypt4GH)."""
         doc = active.doc
         files = collect_outputs(
             doc.get("outputs") or [], task_root=layout.root, roots=self.roots, area=active.owner
@@ -723,8 +809,6 @@ class Scheduler:
             raise StorageError(
                 f"outputs total {total} bytes, above the node's max_output_bytes {limit}."
             )
-        owner_uid = self.task_user.uid if self.task_user is not None else None
-        egress_root = self.cfg.egress_root
         staged = self._stage_egress(active, layout, [f for f in files if f.target.root.egress])
         decisions: dict[Path, AirlockDecision] = {}
         rounds: dict[Path, str] = {}
@@ -738,6 +822,22 @@ class Scheduler:
                 doc=doc,
                 record=functools.partial(self.audit.record, caller=active.owner, task=doc["id"]),
             )
+        return _Release(files, staged, decisions, rounds)
+
+    def _upload(
+        self, active: _Active, layout: TaskLayout, release: _Release
+    ) -> list[dict[str, str]]:
+        """Publish checked outputs: egress from the outbox copies, the rest from the task."""
+        doc = active.doc
+        files, staged, decisions, rounds = (
+            release.files,
+            release.staged,
+            release.decisions,
+            release.rounds,
+        )
+        limit = self.cfg.max_output_bytes
+        owner_uid = self.task_user.uid if self.task_user is not None else None
+        egress_root = self.cfg.egress_root
         sizes: list[int] = []
         copied = 0
         for f in files:
@@ -857,23 +957,26 @@ class Scheduler:
             if not decision.accepted:
                 refused.append((f, decision.reason))
         if refused:
-            # Quarantine is per caller, like everything else a caller's tasks write.
-            assert (
-                self.cfg.quarantine_dir is not None
-            )  # set by load_config (default STATE/quarantine)
-            area_dir = self.cfg.quarantine_dir / active.owner
-            area_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            qdir = area_dir / doc["id"]
-            for f, _reason in refused:
-                target = qdir / f.container_path.lstrip("/")
-                target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                shutil.move(str(f.source), target)
+            qdir = self._quarantine(active, [f for f, _reason in refused])
             detail = "; ".join(f"{f.container_path}: {reason}" for f, reason in refused)
             raise EgressRefused(
                 f"airlock refused {len(refused)} egress file(s), kept in quarantine at "
                 f"{qdir}; nothing was published. {detail}"
             )
         return decisions, rounds
+
+    def _quarantine(self, active: _Active, files: list[_Staged]) -> Path:
+        """Move egress copies into the caller's quarantine; returns the task's directory."""
+        # Quarantine is per caller, like everything else a caller's tasks write.
+        assert self.cfg.quarantine_dir is not None  # set by load_config (default STATE/quarantine)
+        area_dir = self.cfg.quarantine_dir / active.owner
+        area_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        qdir: Path = area_dir / str(active.doc["id"])
+        for f in files:
+            target = qdir / f.container_path.lstrip("/")
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            shutil.move(str(f.source), target)
+        return qdir
 
     def _remove_task_dir(self, task_id: str) -> None:
         # shutil.rmtree removes symlinks, never what they point at (fd-based on Linux).

@@ -43,12 +43,43 @@ CREATE TABLE IF NOT EXISTS published (
     sha256 TEXT NOT NULL,
     size INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS releases (
+    task TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    created TEXT NOT NULL,
+    files TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    decided_by TEXT,
+    decided TEXT
+);
 CREATE TABLE IF NOT EXISTS secure_rounds (
     round_id TEXT PRIMARY KEY,
     sha256 TEXT NOT NULL,
     task TEXT NOT NULL
 );
 """
+
+
+@dataclass(frozen=True)
+class Release:
+    """An egress release held for the steward's review (``release: review``).
+
+    ``state`` is ``pending``, ``approved``, ``denied`` or ``ended`` (the task ended otherwise:
+    canceled, node stopped); ``files`` lists what would be published.
+    """
+
+    task: str
+    owner: str
+    created: str
+    files: list[dict[str, Any]]
+    state: str
+    reason: str | None
+    decided_by: str | None
+    decided: str | None
+
+
+RELEASE_STATES = ("pending", "approved", "denied", "ended")
 
 
 @dataclass(frozen=True)
@@ -159,6 +190,52 @@ class TaskStore:
                 (round_id, sha256, task),
             )
 
+    def add_release(
+        self, task: str, *, owner: str, created: str, files: list[dict[str, Any]]
+    ) -> None:
+        """Hold a task's egress for review (state ``pending``)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO releases (task, owner, created, files, state) "
+                "VALUES (?, ?, ?, ?, 'pending')",
+                (task, owner, created, _dump(files)),
+            )
+
+    def release(self, task: str) -> Release | None:
+        """The release record of ``task``, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT task, owner, created, files, state, reason, decided_by, decided "
+                "FROM releases WHERE task = ?",
+                (task,),
+            ).fetchone()
+        return None if row is None else _release(row)
+
+    def releases(self, state: str | None = None) -> list[Release]:
+        """Every release record (``state``: only those), oldest first."""
+        sql = "SELECT task, owner, created, files, state, reason, decided_by, decided FROM releases"
+        args: tuple[str, ...] = ()
+        if state is not None:
+            sql += " WHERE state = ?"
+            args = (state,)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY created", args).fetchall()
+        return [_release(r) for r in rows]
+
+    def decide_release(
+        self, task: str, *, state: str, reason: str | None, by: str | None, when: str
+    ) -> bool:
+        """Move a pending release to ``state``; False if it is not pending (any more)."""
+        if state not in RELEASE_STATES[1:]:
+            raise ValueError(f"release state {state!r}")
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE releases SET state = ?, reason = ?, decided_by = ?, decided = ? "
+                "WHERE task = ? AND state = 'pending'",
+                (state, reason, by, when, task),
+            )
+        return cur.rowcount == 1
+
     def get(self, task_id: str) -> StoredTask | None:
         with self._lock:
             row = self._db.execute(
@@ -247,5 +324,9 @@ class TaskStore:
         return tasks, next_token
 
 
-def _dump(doc: Mapping[str, Any]) -> str:
+def _release(row: tuple[Any, ...]) -> Release:
+    return Release(row[0], row[1], row[2], json.loads(row[3]), *row[4:])
+
+
+def _dump(doc: Mapping[str, Any] | list[Any]) -> str:
     return json.dumps(doc, separators=(",", ":"))

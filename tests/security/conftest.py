@@ -26,7 +26,7 @@ from snakemake_fedgen.node.runtime import bwrap_works
 from tests.node.conftest import site, start_node  # noqa: F401  (podman tests)
 from tests.security.podman import podman_image  # noqa: F401
 
-ACTIVE = ("QUEUED", "INITIALIZING", "RUNNING", "CANCELING")
+ACTIVE = ("QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "CANCELING")
 CALLERS = ("alice", "bob")
 IMAGE = "fedgen/tools:0.1"
 
