@@ -114,7 +114,8 @@ def throughput(runtime: str, n: int, workdir: Path, *, image: str | None = None)
 
 
 def list_latency(stored: int, workdir: Path) -> None:
-    config = {"runtime": "host", "cpu_cores": 1, **TASK_USER}
+    # One caller keeps them all waiting: raise its queue limit (default 1000) above them.
+    config = {"runtime": "host", "cpu_cores": 1, "max_queued_per_caller": stored + 1, **TASK_USER}
     with NodeProcess(workdir / "state-list", config=config) as node:
         with httpx.Client(base_url=node.url, timeout=30) as client:
             client.post("/tasks", json={
