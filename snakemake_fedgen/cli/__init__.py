@@ -19,7 +19,6 @@ from snakemake_fedgen import __version__
 
 SUBCOMMANDS: dict[str, str] = {
     "node": "snakemake_fedgen.cli.node",
-    "release": "snakemake_fedgen.cli.release",
     "sites": "snakemake_fedgen.cli.sites",
     "simulate": "snakemake_fedgen.cli.simulate",
     "qc": "snakemake_fedgen.cli.qc",

@@ -1,4 +1,5 @@
-"""``fedgen node``: serve a site's GA4GH TES 1.1 endpoint."""
+"""``fedgen node``: serve a site's GA4GH TES 1.1 endpoint; ``fedgen node release|logs``: the
+steward's commands against a node's state directory."""
 
 from __future__ import annotations
 
@@ -13,16 +14,79 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--state-dir",
-        required=True,
-        help="directory for the task database, task directories and audit.jsonl",
+        default=None,
+        help="directory for the task database, task directories and audit.jsonl (required)",
     )
     parser.add_argument(
         "--config", default=None, help="node.yaml with the keys below (flags win over it)"
     )
     add_config_flags(parser)
+    # The steward's commands; without one, `fedgen node` serves.
+    steward = parser.add_subparsers(dest="node_action", metavar="[release|logs]")
+    release = steward.add_parser(
+        "release", help="review egress a node holds (release: review): list, approve, deny"
+    )
+    actions = release.add_subparsers(dest="release_action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="releases waiting for review (--history: every one)")
+    listing.add_argument("--history", action="store_true", help="also decided and ended releases")
+    approve = actions.add_parser("approve", help="publish a held release")
+    approve.add_argument("task", help="task id (from `fedgen node release list`)")
+    deny = actions.add_parser("deny", help="refuse a held release; the task fails with the reason")
+    deny.add_argument("task", help="task id (from `fedgen node release list`)")
+    deny.add_argument("--reason", required=True, help="why (returned to the caller)")
+    for p in (approve, deny):
+        p.add_argument("--by", default=None, help="who decides (default: the login name)")
+    logs = steward.add_parser(
+        "logs", help="a task's full logs as the site keeps them (stdout, stderr, system_logs)"
+    )
+    logs.add_argument("task", help="task id")
+    for p in (listing, approve, deny, logs):
+        p.add_argument("--state-dir", required=True, help="the node's state directory")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serve (no action), or run the steward's ``release``/``logs`` action."""
+    if args.node_action == "release":
+        return _release(args)
+    if args.node_action == "logs":
+        return _logs(args)
+    if args.state_dir is None:
+        raise SystemExit("fedgen node: error: the following arguments are required: --state-dir")
+    return _serve(args)
+
+
+def _release(args: argparse.Namespace) -> int:
+    """List or decide held releases in the node's task database (the running node polls it)."""
+    import getpass
+    from pathlib import Path
+
+    from snakemake_fedgen.node.steward import decide, describe, held
+
+    state_dir = Path(args.state_dir)
+    if args.release_action == "list":
+        print(describe(held(state_dir, everything=args.history)))
+        return 0
+    by = args.by or getpass.getuser()
+    if args.release_action == "approve":
+        decide(state_dir, args.task, approve=True, by=by)
+        print(f"release of task {args.task} approved by {by}; the node publishes it now")
+    else:
+        decide(state_dir, args.task, approve=False, by=by, reason=args.reason)
+        print(f"release of task {args.task} denied by {by}: {args.reason}")
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    """Print a task's logs as the site keeps them."""
+    from pathlib import Path
+
+    from snakemake_fedgen.node.steward import site_logs
+
+    print(site_logs(Path(args.state_dir), args.task))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
     """Load the config, check the runtime and serve until SIGTERM/SIGINT."""
     import logging
     from pathlib import Path

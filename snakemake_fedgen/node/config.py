@@ -188,7 +188,7 @@ class NodeConfig(BaseModel):
     release: Literal["auto", "review"] = Field(
         "auto",
         description="auto: files the airlock accepts are published at once; review: they wait "
-        "for the steward (fedgen release list/approve/deny)",
+        "for the steward (fedgen node release list/approve/deny)",
     )
     review_poll_seconds: float = Field(
         1.0, description="how often a task held for review looks for the steward's decision"

@@ -429,7 +429,7 @@ class Scheduler:
         self._end(doc, TesState.COMPLETE, save=False)
 
     async def _await_review(self, active: _Active, release: _Release) -> bool:
-        """Hold the task's egress until the steward decides (``fedgen release``).
+        """Hold the task's egress until the steward decides (``fedgen node release``).
 
         The task is PAUSED and gives its cores back meanwhile. True: approved, publish. False:
         the task ended here (denied: SYSTEM_ERROR with the steward's reason, the files go to

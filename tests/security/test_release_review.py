@@ -1,6 +1,6 @@
 """``release: review``: egress the airlock accepted waits for the site's steward.
 
-A real bwrap node holds the release; the steward decides with the real ``fedgen release``
+A real bwrap node holds the release; the steward decides with the real ``fedgen node release``
 command against the node's state directory while the node runs.
 """
 
@@ -28,6 +28,7 @@ def _fedgen_release(site: Site, *args: str) -> str:
             sys.executable,
             "-m",
             "snakemake_fedgen",
+            "node",
             "release",
             *args,
             "--state-dir",
@@ -112,7 +113,7 @@ def test_paused_task_gives_its_core_back_and_can_be_canceled(make_site) -> None:
     assert site.alice.wait(task_id)["state"] == "CANCELED"
     assert _published(site) == []
     assert "no releases" in _fedgen_release(site, "list")
-    ended = _fedgen_release(site, "list", "--all")
+    ended = _fedgen_release(site, "list", "--history")
     assert task_id in ended and "ended" in ended
 
 
@@ -127,6 +128,7 @@ def test_deciding_twice_or_an_unknown_task__one_clear_error(make_site) -> None:
             sys.executable,
             "-m",
             "snakemake_fedgen",
+            "node",
             "release",
             "deny",
             task_id,

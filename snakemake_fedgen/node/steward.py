@@ -1,12 +1,13 @@
-"""The steward's side of ``release: review``: list held releases, approve or deny them.
+"""The steward's commands against a node's state directory (``fedgen node release|logs``).
 
-The node holds a task's accepted egress files (PAUSED) and records them in the ``releases``
+``release: review``: the node holds a task's accepted egress files (PAUSED) and records them in the ``releases``
 table of its task database; these functions read and decide that table from another process
-(the steward's ``fedgen release``); the node polls it and publishes or quarantines.
+(the steward's ``fedgen node release``); the node polls it and publishes or quarantines.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from snakemake_executor_plugin_fedgen.errors import ConfigError
@@ -50,7 +51,7 @@ def decide(
             found = store.release(task)
             if found is None:
                 raise ConfigError(
-                    f"no release of task {task} in {state_dir}; `fedgen release list "
+                    f"no release of task {task} in {state_dir}; `fedgen node release list "
                     f"--state-dir {state_dir}` shows the held ones."
                 )
             raise ConfigError(
@@ -79,3 +80,35 @@ def describe(releases: list[Release]) -> str:
             )
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def site_logs(state_dir: Path, task: str) -> str:
+    """A task's state, executors and full logs as the site keeps them (unredacted)."""
+    store = _store(state_dir)
+    try:
+        stored = store.get(task)
+    finally:
+        store.close()
+    if stored is None:
+        raise ConfigError(f"no task {task} in {state_dir}.")
+    doc = stored.doc
+    out = [f"task {task}  caller {stored.owner}  state {stored.state}  name {doc.get('name', '')}"]
+    executors = doc.get("executors") or []
+    for attempt in doc.get("logs") or []:
+        out.append(
+            f"started {attempt.get('start_time', '-')}  ended {attempt.get('end_time', '-')}"
+        )
+        for i, ex_log in enumerate(attempt.get("logs") or []):
+            command = executors[i].get("command") if i < len(executors) else None
+            out.append(
+                f"--- executor {i}: exit {ex_log.get('exit_code')}  "
+                f"{ex_log.get('start_time', '-')} .. {ex_log.get('end_time', '-')}"
+            )
+            if command:
+                out.append(f"command: {json.dumps(command)}")
+            for key in ("stdout", "stderr"):
+                if ex_log.get(key):
+                    out.append(f"{key}:\n{ex_log[key].rstrip()}")
+        for line in attempt.get("system_logs") or []:
+            out.append(f"system: {line}")
+    return "\n".join(out)
