@@ -9,6 +9,7 @@ output stays at the site and becomes a reference file at its path.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from snakemake_executor_plugin_fedgen.tes.models import (
     TesTask,
 )
 from snakemake_executor_plugin_fedgen.tes.states import TesState
+from snakemake_executor_plugin_fedgen.tes.tags import OUTPUT_SHA256_KEY
 
 CONTAINER_ROOT = "/fedgen/work"
 # Coordinator files up to this size travel inside the task as `content` (config, sample lists).
@@ -308,6 +310,38 @@ def parse_checksums(stdout: str | None) -> dict[str, tuple[int, str]]:
     return out
 
 
+def node_checksums(task: TesTask) -> dict[str, tuple[int, str]]:
+    """{relative path: (size, sha256)} of the files a fedgen node says it published.
+
+    A fedgen node lists each output's size in ``outputs`` and its sha256 in the task log's
+    ``metadata`` (:data:`~snakemake_executor_plugin_fedgen.tes.tags.OUTPUT_SHA256_KEY`); it
+    does not return stdout by default, so the checksum executor's lines may be missing.
+    """
+    attempts = task.logs or []
+    if not attempts:
+        return {}
+    last = attempts[-1]
+    try:
+        hashes = json.loads((last.metadata or {}).get(OUTPUT_SHA256_KEY, "{}"))
+    except ValueError:
+        return {}
+    if not isinstance(hashes, dict):
+        return {}
+    prefix = CONTAINER_ROOT + "/"
+    out: dict[str, tuple[int, str]] = {}
+    for log in last.outputs or []:
+        sha = hashes.get(log.path)
+        size = str(log.size_bytes or "")
+        if (
+            isinstance(sha, str)
+            and len(sha) == 64
+            and size.isdigit()
+            and log.path.startswith(prefix)
+        ):
+            out[os.path.normpath(log.path[len(prefix) :])] = (int(size), sha.lower())
+    return out
+
+
 def executor_logs(task: TesTask) -> list[TesExecutorLog]:
     """Return the executor logs of the task's last attempt (FULL view)."""
     attempts = task.logs or []
@@ -349,12 +383,16 @@ def land_outputs(
             landed[out.path] = fetch_egress(
                 out, site=plan.site, client=client, checksum=checksums.get(out.path)
             )
+    # Site-held files: the task's own checksum lines, else what the node says it published
+    # (egress files are checked against the node's header at download instead; a sealed file's
+    # published hash is the ciphertext's).
+    held = {**node_checksums(task), **checksums}
     for out in plan.outputs:
         if not out.egress:
             write_site_reference(
-                out, site=plan.site, task_id=str(task.id), checksum=checksums.get(out.path)
+                out, site=plan.site, task_id=str(task.id), checksum=held.get(out.path)
             )
-            landed[out.path] = checksums.get(out.path)
+            landed[out.path] = held.get(out.path)
     for bench in plan.benchmarks:
         write_benchmark(bench, seconds=task_seconds(task))
     return landed
@@ -376,6 +414,11 @@ def failure_message(task: TesTask, *, site: str, rule: str, tail_lines: int = 20
         tail = stderr.splitlines()[-tail_lines:]
         lines.append(f"stderr (last {len(tail)} lines):")
         lines.extend("    " + line for line in tail)
+    elif failing is not None and failing.stderr is None:
+        lines.append(
+            f"the site keeps task logs; its steward can show them (fedgen node logs {task.id}) "
+            "or list you under caller_logs."
+        )
     attempts = task.logs or []
     system = [s for a in attempts for s in (a.system_logs or [])]
     if system:

@@ -50,6 +50,7 @@ from snakemake_fedgen.governance.node import check_task_visas
 from snakemake_fedgen.node.areas import area_of
 from snakemake_fedgen.node.audit import AuditLog
 from snakemake_fedgen.node.auth import Authenticator, Caller
+from snakemake_fedgen.node.caller_view import LogAccess, caller_view
 from snakemake_fedgen.node.config import NodeConfig
 from snakemake_fedgen.node.runtime import Runtime
 from snakemake_fedgen.node.scheduler import Scheduler, is_disk_full
@@ -123,6 +124,14 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
     audit = AuditLog(cfg.audit_path)
     scheduler = Scheduler(cfg, store=store, audit=audit, runtime=runtime)
     blocked = list(cfg.tool_paths)
+    log_callers = set(cfg.caller_logs)
+
+    def shown(caller: Caller, doc: dict[str, Any]) -> dict[str, Any]:
+        """The task as this caller may see it: logs stay at the site unless allowed."""
+        allowed = caller.name in log_callers and caller.kind == "static"
+        allowed = allowed or area_of(caller) in log_callers
+        access: LogAccess = "redacted" if allowed else "none"
+        return caller_view(doc, access=access, redactor=scheduler.redactor)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -347,8 +356,8 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
             page_token=token,
             minimal=view == "MINIMAL",
         )
-        if view == "BASIC":
-            tasks = [view_of(t, "BASIC") for t in tasks]
+        if view != "MINIMAL":
+            tasks = [view_of(shown(caller, t), view) for t in tasks]
         audit.record(caller=caller.name, action="ListTasks", outcome=f"{len(tasks)} tasks")
         # Task documents are returned as stored (checked by TesTask when they were created;
         # tests/tes/test_models.py parses what the node serves), not validated again per page.
@@ -362,7 +371,7 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
         caller: CallerDep, stored: OwnTask, view: TaskView = "MINIMAL"
     ) -> dict[str, Any]:
         audit.record(caller=caller.name, action="GetTask", task=stored.id, outcome=stored.state)
-        return view_of(stored.doc, view)
+        return view_of(shown(caller, stored.doc), view)
 
     @app.post(TES_PREFIX + "/tasks/{task_id}:cancel", name="CancelTask")
     async def cancel_task(caller: CallerDep, stored: OwnTask) -> TesCancelTaskResponse:

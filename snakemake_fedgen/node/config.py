@@ -185,6 +185,12 @@ class NodeConfig(BaseModel):
     containers_conf: Annotated[OptionalAbsPath, Setting("FILE")] = Field(
         None, description="containers.conf the node hands podman (CONTAINERS_CONF)"
     )
+    caller_logs: Annotated[StrList, Setting("CALLER")] = Field(
+        default_factory=list,
+        description="callers (token-file names or area names) that get their tasks' stdout/"
+        "stderr and system_logs, redacted; everyone else gets state, exit codes and fixed "
+        "reasons only",
+    )
     release: Literal["auto", "review"] = Field(
         "auto",
         description="auto: files the airlock accepts are published at once; review: they wait "

@@ -10,6 +10,11 @@ change, so a new cohort extract is covered without restarting the node.
 
 IDs shorter than :data:`MIN_ID_LENGTH` characters (PLINK's placeholder family ID ``0``, ``1``,
 ...) are not redacted: they identify nobody and would blank out ordinary numbers in the logs.
+
+Matching ignores case and also finds an ID written backwards. IDs of at least
+:data:`MIN_SUBSTRING_LENGTH` characters are found inside longer words too (``xHOSP-0042``,
+``HOSP-0042.vcf``); shorter ones only as whole words (or parts joined by ``_``/``/``), so that
+short IDs do not blank out ordinary words.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from snakemake_fedgen.governance.refget import read_vcf_header
 MARK = "[sample-id]"
 #: Shorter IDs are left alone (see the module docstring).
 MIN_ID_LENGTH = 3
+#: IDs at least this long are also found inside longer words.
+MIN_SUBSTRING_LENGTH = 5
 #: Column names holding sample IDs in PLINK-style and phenotype tables.
 ID_COLUMNS = frozenset({"FID", "IID", "#FID", "#IID", "SID", "sample_id", "sample", "ID"})
 
@@ -104,6 +111,10 @@ class IdRedactor:
         self._lock = threading.Lock()
         self._stamp: tuple[tuple[int, int], ...] | None = None
         self._ids: frozenset[str] = frozenset()
+        # Case-folded IDs and their reversals; the long ones and their lengths (longest first).
+        self._folded: frozenset[str] = frozenset()
+        self._long: frozenset[str] = frozenset()
+        self._lengths: tuple[int, ...] = ()
         self.ids()  # fail at start-up, not on the first finished task
 
     def _stamps(self) -> tuple[tuple[int, int], ...]:
@@ -128,6 +139,10 @@ class IdRedactor:
                 for p in self.paths:
                     found |= sample_ids(p)
                 self._ids = frozenset(i for i in found if len(i) >= MIN_ID_LENGTH)
+                folded = {i.casefold() for i in self._ids}
+                self._folded = frozenset(folded | {i[::-1] for i in folded})
+                self._long = frozenset(i for i in self._folded if len(i) >= MIN_SUBSTRING_LENGTH)
+                self._lengths = tuple(sorted({len(i) for i in self._long}, reverse=True))
                 self._stamp = stamp
             return self._ids
 
@@ -135,22 +150,44 @@ class IdRedactor:
         """``text`` with every word that is a sample ID replaced by :data:`MARK`."""
         if not self.paths or not text:
             return text
-        ids = self.ids()
-        if not ids:
+        if not self.ids():
             return text
+        with self._lock:
+            folded, long_ids, lengths = self._folded, self._long, self._lengths
 
         def word(m: re.Match[str]) -> str:
             w = m.group(0)
-            if w in ids:
+            low = w.casefold()
+            if len(low) != len(w):  # casefold changed the length (e.g. 'ß'): match whole words
+                return MARK if low in folded else w
+            if low in folded:
                 return MARK
-            core = w.strip(_TRIM)
-            if core and core in ids:
-                start = w.index(core)
+            core = low.strip(_TRIM)
+            if core and core in folded:
+                start = low.index(core)
                 return w[:start] + MARK + w[start + len(core) :]
             # PLINK joins family and individual IDs with '_' or '/' in some messages.
             for sep in ("_", "/"):
-                if sep in core and any(part in ids for part in core.split(sep)):
-                    return w.replace(core, MARK)
-            return w
+                if sep in core and any(part in folded for part in core.split(sep)):
+                    start = low.index(core)
+                    return w[:start] + MARK + w[start + len(core) :]
+            return _inner(w, low, long_ids, lengths)
 
         return _WORD.sub(word, text)
+
+
+def _inner(w: str, low: str, long_ids: frozenset[str], lengths: tuple[int, ...]) -> str:
+    """``w`` with every long ID inside it (case-folded ``low``, same length) replaced."""
+    out: list[str] = []
+    i = last = 0
+    while i < len(low):
+        for n in lengths:
+            if low[i : i + n] in long_ids:
+                out.append(w[last:i] + MARK)
+                i = last = i + n
+                break
+        else:
+            i += 1
+    if not out:
+        return w
+    return "".join(out) + w[last:]

@@ -13,6 +13,7 @@ import dataclasses
 import errno
 import functools
 import itertools
+import json
 import logging
 import math
 import os
@@ -37,6 +38,7 @@ from snakemake_executor_plugin_fedgen.errors import (
 )
 from snakemake_executor_plugin_fedgen.tes.models import has_wildcard
 from snakemake_executor_plugin_fedgen.tes.states import TesState
+from snakemake_executor_plugin_fedgen.tes.tags import OUTPUT_SHA256_KEY
 
 from snakemake_fedgen.egress.airlock import AirlockDecision, AirlockPolicy, inspect
 from snakemake_fedgen.governance.node import seal_egress
@@ -420,7 +422,13 @@ class Scheduler:
             review = bool(release.staged) and self.cfg.release == "review"
             if review and not await self._await_review(active, release):
                 return
-            task_log["outputs"] = await asyncio.to_thread(self._upload, active, layout, release)
+            task_log["outputs"], hashes = await asyncio.to_thread(
+                self._upload, active, layout, release
+            )
+            if hashes:
+                # sha256 of every published file by container path (TES has no field for it):
+                # the coordinator checks downloads and records references with them.
+                task_log["metadata"][OUTPUT_SHA256_KEY] = json.dumps(hashes, sort_keys=True)
         except FedgenError as exc:
             self._end(doc, TesState.SYSTEM_ERROR, reason=str(exc), save=False)
             return
@@ -826,8 +834,11 @@ class Scheduler:
 
     def _upload(
         self, active: _Active, layout: TaskLayout, release: _Release
-    ) -> list[dict[str, str]]:
-        """Publish checked outputs: egress from the outbox copies, the rest from the task."""
+    ) -> tuple[list[dict[str, str]], dict[str, str]]:
+        """Publish checked outputs: egress from the outbox copies, the rest from the task.
+
+        Returns the TES output logs and the sha256 of each published file by container path.
+        """
         doc = active.doc
         files, staged, decisions, rounds = (
             release.files,
@@ -839,20 +850,22 @@ class Scheduler:
         owner_uid = self.task_user.uid if self.task_user is not None else None
         egress_root = self.cfg.egress_root
         sizes: list[int] = []
+        hashes: dict[str, str] = {}
         copied = 0
         for f in files:
             if f.dest in staged:
                 # Egress bytes must be exactly the bytes the airlock (and sealing) saw.
                 publish(staged[f.dest].source, f.target, expect_sha256=decisions[f.dest].sha256)
-                size = decisions[f.dest].size
+                size, sha = decisions[f.dest].size, decisions[f.dest].sha256
             else:
                 fd = open_output(layout.root, f, owner_uid=owner_uid)
                 try:
-                    _sha, size = publish_fd(fd, f.target, max_bytes=limit - copied)
+                    sha, size = publish_fd(fd, f.target, max_bytes=limit - copied)
                 finally:
                     os.close(fd)
             copied += size
             sizes.append(size)
+            hashes[f.container_path] = sha
         for st in staged.values():
             d = decisions[st.dest]
             assert egress_root is not None  # egress is empty without an egress root
@@ -866,10 +879,11 @@ class Scheduler:
             round_id = rounds.get(st.dest)
             if round_id is not None:
                 self.store.add_secure_round(round_id, sha256=d.sha256, task=doc["id"])
-        return [
+        outputs = [
             {"url": f.url, "path": f.container_path, "size_bytes": str(size)}
             for f, size in zip(files, sizes, strict=True)
         ]
+        return outputs, hashes
 
     def _stage_egress(
         self, active: _Active, layout: TaskLayout, files: list[OutputFile]

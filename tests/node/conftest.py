@@ -35,6 +35,9 @@ class Site:
             "write_roots": [str(self.work)],
             "egress_root": str(self.egress),
             "node_id": "test-site",
+            # These tests read their tasks' stdout/stderr; tests/security/test_task_logs.py
+            # checks what a caller not listed here gets.
+            "caller_logs": ["anonymous"],
         }
         cfg.update(extra)
         if cfg.get("runtime") == "host" and os.geteuid() == 0:

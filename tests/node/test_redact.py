@@ -52,19 +52,29 @@ def test_sample_ids__read_from_vcf_psam_fam_and_phenotype_tables(tmp_path: Path)
         sample_ids(bad)
 
 
-def test_redact__replaces_ids_as_words_not_inside_other_words(tmp_path: Path) -> None:
+def test_redact__replaces_ids_in_any_case_prefixed_or_reversed(tmp_path: Path) -> None:
+    """A hostile task disguises IDs: lower case, a prefix or suffix, written backwards."""
     _, pheno = _site_files(tmp_path)
     r = IdRedactor([pheno])
     text = (
         "Error: sample 'HOSP-0002' missing; HOSP-0003: bad sex; 0_HOSP-0004 dropped.\n"
-        "kept HOSP-00021 and NOTHOSP-0001, 0 variants, age 41\n"
+        "hosp-0001 xHOSP-0002y 3000-psoh NOTHOSP-0004, 0 variants, age 41\n"
     )
     out = r.redact(text)
-    rest = out.replace("HOSP-00021", "").replace("NOTHOSP-0001", "")
-    assert not any(i in rest for i in IDS)
-    assert out.count(MARK) == 3
-    assert "HOSP-00021" in out and "NOTHOSP-0001" in out  # different words stay
-    assert "0 variants, age 41" in out  # short IDs (FID 0) are left alone
+    folded = out.casefold()
+    assert not any(i.casefold() in folded or i[::-1].casefold() in folded for i in IDS), out
+    assert out == (
+        "Error: sample '[sample-id]' missing; [sample-id]: bad sex; [sample-id] dropped.\n"
+        "[sample-id] x[sample-id]y [sample-id] NOT[sample-id], 0 variants, age 41\n"
+    )
+
+
+def test_redact__short_ids_only_as_whole_words(tmp_path: Path) -> None:
+    """IDs under MIN_SUBSTRING_LENGTH characters would blank ordinary words inside others."""
+    pheno = tmp_path / "short.tsv"
+    pheno.write_text("FID\tIID\ny\tab1\ny\tQ42\n")
+    r = IdRedactor([pheno])
+    assert r.redact("ab1 lab12 q42 24q tab1x") == "[sample-id] lab12 [sample-id] [sample-id] tab1x"
 
 
 def test_redact__rereads_the_id_files_when_they_change(tmp_path: Path) -> None:

@@ -102,6 +102,8 @@ class Site:
             "allowed_images": ["fedgen/tools:*"],
             "max_task_seconds": 30,
             "cpu_cores": 2,
+            # These tests read their tasks' logs; test_task_logs.py starts nodes without it.
+            "caller_logs": list(CALLERS),
         }
         cfg.update(extra)
         return cfg

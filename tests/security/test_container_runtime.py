@@ -168,7 +168,9 @@ def test_podman__real_task_runs_confined(site, start_node, podman_image, tmp_pat
     (site.data / "cohort.txt").write_text("sample data\n")
     node = start_node(
         site.state,
-        config=podman_config(site, allowed_images=[podman_image], token_file=str(tokens)),
+        config=podman_config(
+            site, allowed_images=[podman_image], token_file=str(tokens), caller_logs=["steward"]
+        ),
     )
     headers = {"Authorization": f"Bearer {TOKEN}"}
     probe = "; ".join(

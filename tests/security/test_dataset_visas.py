@@ -10,6 +10,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from snakemake_fedgen.node.areas import area_of
+from snakemake_fedgen.node.auth import Caller
 from tests.governance.issuer import AUDIENCE, ISSUER, Issuer
 from tests.security.conftest import executor, needs_bwrap, stdouts, system_log, task
 
@@ -35,8 +37,11 @@ def visa_site(make_site, tmp_path):
     mixed.mkdir()
     (mixed / "ok.txt").write_text("public\n")
     (mixed / "also.txt").symlink_to("../cohort/geno.txt")
+    # The tests read their tasks' stdout: the JWT callers' areas may have their logs.
+    areas = [area_of(Caller(name, {"iss": ISSUER}, "jwt")) for name in ("alice", "bob", "mallory")]
     site.start(
         runtime="bwrap",
+        caller_logs=areas,
         jwt={"jwks": str(jwks), "issuer": ISSUER, "audience": AUDIENCE},
         datasets_requiring_visa={cohort.as_uri() + "/": DATASET},
     )

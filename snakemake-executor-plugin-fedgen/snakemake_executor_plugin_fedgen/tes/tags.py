@@ -22,3 +22,7 @@ RULE_TAG: Final = "fedgen_rule"
 SITE_TAG: Final = "fedgen_site"
 
 FEDGEN_TAGS: Final = (RUN_TAG, JOB_KEY_TAG, RULE_TAG, SITE_TAG)
+
+#: Task log ``metadata`` key a fedgen node sets: JSON ``{container path: sha256}`` of the
+#: output files it published (TES output logs have no hash field).
+OUTPUT_SHA256_KEY: Final = "fedgen_output_sha256"
