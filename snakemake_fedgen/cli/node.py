@@ -96,6 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
     from snakemake_fedgen.node.app import create_app
     from snakemake_fedgen.node.auth import make_authenticator
     from snakemake_fedgen.node.config import config_overrides, load_config
+    from snakemake_fedgen.node.protocol import protocol_with_header_timeout
     from snakemake_fedgen.node.runtime import make_runtime
 
     logging.basicConfig(level=logging.INFO, format="fedgen node: %(levelname)s: %(message)s")
@@ -130,5 +131,14 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(cfg, runtime=runtime, authenticator=authenticator)
     # access_log off: request lines are not needed (the audit log has them) and must never
     # carry credentials.
-    uvicorn.run(app, host=cfg.host, port=cfg.port, access_log=False, log_level="warning")
+    uvicorn.run(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        access_log=False,
+        log_level="warning",
+        # Slowloris: a connection whose headers do not complete in time is closed.
+        http=protocol_with_header_timeout(cfg.header_timeout_seconds),
+        timeout_keep_alive=5,
+    )
     return 0

@@ -52,6 +52,7 @@ from snakemake_fedgen.node.audit import AuditLog
 from snakemake_fedgen.node.auth import Authenticator, Caller
 from snakemake_fedgen.node.caller_view import LogAccess, caller_view
 from snakemake_fedgen.node.config import NodeConfig
+from snakemake_fedgen.node.guard import RequestGuard
 from snakemake_fedgen.node.runtime import Runtime
 from snakemake_fedgen.node.scheduler import Scheduler, is_disk_full
 from snakemake_fedgen.node.storage import check_task_urls
@@ -153,6 +154,8 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
     )
     app.state.scheduler = scheduler
     app.state.store = store
+    # No browser, the node's own Host, JSON bodies of bounded size arriving in time.
+    app.add_middleware(RequestGuard, cfg=cfg)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -199,6 +199,21 @@ class NodeConfig(BaseModel):
     review_poll_seconds: float = Field(
         1.0, description="how often a task held for review looks for the steward's decision"
     )
+    # Network clients (node/guard.py, node/protocol.py).
+    allowed_hosts: Annotated[StrList, Setting("NAME")] = Field(
+        default_factory=list,
+        description="Host header names besides loopback and the bind address (a node behind "
+        "a reverse proxy lists its public names)",
+    )
+    max_request_bytes: int = Field(
+        8 * 1024**2, description="largest request body (CreateTask); larger ones are answered 413"
+    )
+    header_timeout_seconds: float = Field(
+        10.0, description="a connection whose request headers take longer is closed"
+    )
+    body_timeout_seconds: float = Field(
+        30.0, description="a request body that takes longer to arrive is answered 408"
+    )
     # Resource limits per task and per caller (exhaustion by a caller with a token).
     max_task_disk_gb: float = Field(
         100,
@@ -347,11 +362,22 @@ def _check(cfg: NodeConfig, source: str) -> NodeConfig:
         raise ConfigError(f"node config {source}: cpu_cores must be >= 1, got {cfg.cpu_cores}.")
     if cfg.max_task_seconds is not None and cfg.max_task_seconds <= 0:
         raise ConfigError(f"node config {source}: max_task_seconds must be > 0.")
-    for key in ("max_task_disk_gb", "max_task_ram_gb", "disk_check_seconds"):
+    for key in (
+        "max_task_disk_gb",
+        "max_task_ram_gb",
+        "disk_check_seconds",
+        "header_timeout_seconds",
+        "body_timeout_seconds",
+    ):
         value = getattr(cfg, key)
         if value is not None and not value > 0:
             raise ConfigError(f"node config {source}: {key} must be > 0, got {value}.")
-    for key in ("min_free_disk_mb", "max_queued_per_caller", "max_running_per_caller"):
+    for key in (
+        "min_free_disk_mb",
+        "max_queued_per_caller",
+        "max_running_per_caller",
+        "max_request_bytes",
+    ):
         value = getattr(cfg, key)
         least = 0 if key == "min_free_disk_mb" else 1
         if value is not None and value < least:

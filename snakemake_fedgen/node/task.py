@@ -108,6 +108,7 @@ def check_task(
     """
     if not task.executors:
         raise InvalidTask("executors must be a non-empty list.")
+    check_sizes(task)
     for i, ex in enumerate(task.executors):
         _check_executor(ex, i, allowed_images=allowed_images, blocked=blocked_paths)
     for i, item in enumerate(task.inputs or []):
@@ -137,6 +138,70 @@ def check_task(
         warning = f"warning: backend_parameters not supported by this node, ignored: {keys}"
         doc["logs"] = [{"logs": [], "outputs": [], "system_logs": [warning]}]
     return doc
+
+
+#: Caps on task document fields: (what, largest count or length). A task past one is refused
+#: with the field and the cap; the request body itself is capped by max_request_bytes.
+FIELD_CAPS: dict[str, int] = {
+    "executors": 64,
+    "inputs": 10_000,
+    "outputs": 10_000,
+    "volumes": 256,
+    "command arguments": 10_000,
+    "command argument characters": 256 * 1024,
+    "env entries": 256,
+    "env value characters": 64 * 1024,
+    "tags": 64,
+    "tag key characters": 256,
+    "tag value characters": 4096,
+    "name characters": 1024,
+    "description characters": 16 * 1024,
+    "path characters": 4096,
+}
+
+
+def check_sizes(task: TesTask) -> None:
+    """Refuse a task document with more entries or longer strings than :data:`FIELD_CAPS`.
+
+    Raises
+    ------
+    InvalidTask
+        Naming the field, its size and the cap.
+    """
+
+    def cap(what: str, field: str, size: int) -> None:
+        if size > FIELD_CAPS[what]:
+            raise InvalidTask(
+                f"{field} has {size} {what.split()[-1]}; this node accepts at most "
+                f"{FIELD_CAPS[what]} (a cap on task documents)."
+            )
+
+    cap("executors", "executors", len(task.executors or []))
+    cap("inputs", "inputs", len(task.inputs or []))
+    cap("outputs", "outputs", len(task.outputs or []))
+    cap("volumes", "volumes", len(task.volumes or []))
+    cap("tags", "tags", len(task.tags or {}))
+    cap("name characters", "name", len(task.name or ""))
+    cap("description characters", "description", len(task.description or ""))
+    for key, value in (task.tags or {}).items():
+        cap("tag key characters", f"tags key {key[:40]!r}", len(key))
+        cap("tag value characters", f"tags[{key[:40]!r}]", len(value or ""))
+    for i, ex in enumerate(task.executors or []):
+        cap("command arguments", f"executors[{i}].command", len(ex.command or []))
+        for j, arg in enumerate(ex.command or []):
+            cap("command argument characters", f"executors[{i}].command[{j}]", len(arg))
+        cap("env entries", f"executors[{i}].env", len(ex.env or {}))
+        for key, value in (ex.env or {}).items():
+            cap("env value characters", f"executors[{i}].env[{key[:40]!r}]", len(value or ""))
+        for attr in ("workdir", "stdin", "stdout", "stderr"):
+            cap("path characters", f"executors[{i}].{attr}", len(getattr(ex, attr) or ""))
+    files: list[tuple[str, str | None, str | None]] = [
+        *((f"inputs[{i}]", x.path, x.url) for i, x in enumerate(task.inputs or [])),
+        *((f"outputs[{i}]", x.path, x.url) for i, x in enumerate(task.outputs or [])),
+    ]
+    for where, path, url in files:
+        cap("path characters", f"{where}.path", len(path or ""))
+        cap("path characters", f"{where}.url", len(url or ""))
 
 
 def _check_executor(
