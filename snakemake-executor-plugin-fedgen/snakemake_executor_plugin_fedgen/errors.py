@@ -41,6 +41,10 @@ class TesError(FedgenError):
         self.status = status
 
 
+class NodeProtocolError(FedgenError):
+    """A TES server answered in a way no honest server does (endless pages, repeated tokens)."""
+
+
 class StorageError(FedgenError):
     """A storage URL cannot be used (unknown scheme, outside allowed roots, unreadable)."""
 

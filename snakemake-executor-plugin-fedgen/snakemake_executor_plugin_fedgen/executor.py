@@ -31,7 +31,7 @@ from snakemake_executor_plugin_fedgen.errors import FedgenError, TesError
 from snakemake_executor_plugin_fedgen.resume import ResumeIndex
 from snakemake_executor_plugin_fedgen.sites import load_registry
 from snakemake_executor_plugin_fedgen.status import AdaptiveInterval, StatusPoller
-from snakemake_executor_plugin_fedgen.tes.client import TesClient
+from snakemake_executor_plugin_fedgen.tes.client import DEFAULT_MAX_PAGES, TesClient
 from snakemake_executor_plugin_fedgen.tes.models import TesTask, TesTaskLog
 from snakemake_executor_plugin_fedgen.tes.states import FAILED_STATES, LIVE_STATES, TesState
 from snakemake_executor_plugin_fedgen.tes.tags import RULE_TAG
@@ -83,6 +83,13 @@ class ExecutorSettings(ExecutorSettingsBase):
         default=5,
         metadata={"help": "Attempts per request on HTTP 5xx, connection resets and timeouts."},
     )
+    max_list_pages: int = field(
+        default=DEFAULT_MAX_PAGES,
+        metadata={
+            "help": "Most ListTasks pages followed per site and poll; a node paging beyond it "
+            "(or repeating a page token) fails that site's jobs with an error naming it."
+        },
+    )
     crypt4gh_key: Optional[str] = field(
         default=None,
         metadata={
@@ -132,7 +139,10 @@ class Executor(RemoteExecutor):
         self.site_deadline = settings.site_deadline
         self.clients = {
             name: TesClient(
-                site, timeout=settings.request_timeout, max_attempts=settings.max_attempts
+                site,
+                timeout=settings.request_timeout,
+                max_attempts=settings.max_attempts,
+                max_pages=settings.max_list_pages,
             )
             for name, site in self.registry.sites.items()
         }

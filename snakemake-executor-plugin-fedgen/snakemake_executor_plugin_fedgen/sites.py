@@ -46,6 +46,10 @@ class Dataset:
     format: str | None = None  # e.g. phenopackets: a folder of Phenopacket v2 files
 
 
+#: Largest egress file the coordinator downloads from a site unless the registry says otherwise.
+DEFAULT_MAX_EGRESS_BYTES = 1024**3
+
+
 @dataclass(eq=False)
 class Site:
     """One site of the registry (see the schema for the meaning of each field)."""
@@ -61,6 +65,7 @@ class Site:
     egress_allow: tuple[str, ...] = ("results/sumstats/**",)
     default_image: str | None = None
     max_parallel_tasks: int = 4
+    max_egress_bytes: int = DEFAULT_MAX_EGRESS_BYTES
     datasets: dict[str, Dataset] = field(default_factory=dict)
     description: str | None = None
     crypt4gh_recipient_key: str | None = None
@@ -300,6 +305,7 @@ def _build(data: dict[str, Any], path: Path) -> Registry:
             egress_allow=tuple(raw.get("egress_allow", ("results/sumstats/**",))),
             default_image=raw.get("default_image"),
             max_parallel_tasks=int(raw.get("max_parallel_tasks", 4)),
+            max_egress_bytes=int(raw.get("max_egress_bytes", DEFAULT_MAX_EGRESS_BYTES)),
             datasets=datasets,
             description=raw.get("description"),
             crypt4gh_recipient_key=raw.get("crypt4gh_recipient_key"),

@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import quote, unquote, urlparse
 
-from snakemake_executor_plugin_fedgen.crypt import unseal_download
+from snakemake_executor_plugin_fedgen.crypt import is_encrypted, unseal_download
 from snakemake_executor_plugin_fedgen.errors import SiteDataError, StorageError
 from snakemake_executor_plugin_fedgen.fileio import AtomicFile, write_text_atomic
 from snakemake_executor_plugin_fedgen.reference import Reference, read_reference, write_reference
@@ -214,16 +213,21 @@ def fetch_egress(
     site: Site,
     client: TesClient,
     checksum: tuple[int, str] | None,
+    published: tuple[int, str] | None = None,
 ) -> tuple[int, str]:
     """Download a published output to a temp file, verify it, and rename it into place.
 
-    The file is compared with the size/sha256 computed inside the task (when known) and with
-    the node's ``X-Fedgen-Sha256`` header. Returns (size, sha256).
+    The coordinator trusts no node: the download stops past the site's ``max_egress_bytes``;
+    the bytes must match a hash the node committed to (its ``X-Fedgen-Sha256`` header or
+    ``published``, the size/sha256 in the task log) or the task's own ``checksum``, and a
+    download with no hash at all is refused; where the registry asks for Crypt4GH, a plaintext
+    answer is refused. Returns (size, sha256) of the (decrypted) file.
 
     Raises
     ------
     StorageError
-        The file cannot be read or does not match; nothing is left at the output path.
+        The file cannot be read, is too large, unverifiable or does not match; nothing is left
+        at the output path. The message names the site.
     """
     if plan.is_directory:
         raise StorageError(
@@ -236,14 +240,39 @@ def fetch_egress(
         with download as sink:
             hashing = _HashingWriter(sink)
             header_sha = None
+            limit = site.max_egress_bytes
             if read_url.startswith("file://"):
                 with open(unquote(urlparse(read_url).path), "rb") as src:
-                    shutil.copyfileobj(src, hashing, 1 << 20)
+                    while block := src.read(1 << 20):
+                        if hashing.size + len(block) > limit:
+                            raise StorageError(
+                                f"site {site.name}: {read_url} is larger than {limit} bytes "
+                                "(the site's max_egress_bytes in the registry); nothing was kept."
+                            )
+                        hashing.write(block)
             else:
-                headers = client.download(read_url, hashing)
+                headers = client.download(read_url, hashing, max_bytes=limit)
                 header_sha = headers.get("X-Fedgen-Sha256")
             sink.flush()
             size, sha = hashing.size, hashing.sha.hexdigest()
+            if header_sha is None and published is None and checksum is None:
+                raise StorageError(
+                    f"site {site.name}: {plan.path} came without any sha256 from the node (no "
+                    "X-Fedgen-Sha256 header, none in the task log) and none from the task; an "
+                    "unverifiable download is not kept. Ask the site's admin to check the node."
+                )
+            if published is not None and published != (size, sha):
+                raise StorageError(
+                    f"site {site.name}: downloaded {plan.path} has size {size} sha256 {sha} but "
+                    f"the task log says size {published[0]} sha256 {published[1]}; the file was "
+                    "not kept. Rerun the job."
+                )
+            if site.crypt4gh_recipient_key and not is_encrypted(download.tmp):
+                raise StorageError(
+                    f"site {site.name}: {plan.path} arrived as plaintext although the registry "
+                    "asks this site for Crypt4GH egress (crypt4gh_recipient_key); the file was "
+                    "not kept. Ask the site's admin to check the node's Crypt4GH setting."
+                )
             # Crypt4GH egress (issue 6): check the ciphertext, decrypt in place (a new file at
             # download.tmp, which the commit moves into place), then compare.
             size, sha, header_sha = unseal_download(
@@ -378,15 +407,20 @@ def land_outputs(
     checksums = parse_checksums(logs[-1].stdout if logs else None)
     landed: dict[str, tuple[int, str] | None] = {}
     # Downloads first: if one fails, no reference claims the job is done.
+    published = node_checksums(task)
     for out in plan.outputs:
         if out.egress:
             landed[out.path] = fetch_egress(
-                out, site=plan.site, client=client, checksum=checksums.get(out.path)
+                out,
+                site=plan.site,
+                client=client,
+                checksum=checksums.get(out.path),
+                published=published.get(out.path),
             )
     # Site-held files: the task's own checksum lines, else what the node says it published
     # (egress files are checked against the node's header at download instead; a sealed file's
     # published hash is the ciphertext's).
-    held = {**node_checksums(task), **checksums}
+    held = {**published, **checksums}
     for out in plan.outputs:
         if not out.egress:
             write_site_reference(

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from snakemake_executor_plugin_fedgen.errors import FedgenError, TesError
+from snakemake_executor_plugin_fedgen.errors import FedgenError, NodeProtocolError, TesError
 from snakemake_executor_plugin_fedgen.tes.client import TesClient
 from snakemake_executor_plugin_fedgen.tes.states import TesState
 from snakemake_executor_plugin_fedgen.tes.tags import RUN_TAG
@@ -27,6 +27,8 @@ class SiteAnswer:
     states: dict[str, TesState] = field(default_factory=dict)
     error: str | None = None
     silent_for: float = 0.0
+    # The site answered as no honest TES server does: its jobs fail now, not at the deadline.
+    broken: bool = False
 
 
 class AdaptiveInterval:
@@ -93,7 +95,11 @@ class StatusPoller:
                 for missing in ids - states.keys():
                     states[missing] = _state_of(client, missing)
         except FedgenError as exc:
-            return SiteAnswer(error=str(exc), silent_for=time.monotonic() - self._last_answer[site])
+            return SiteAnswer(
+                error=str(exc),
+                silent_for=time.monotonic() - self._last_answer[site],
+                broken=isinstance(exc, NodeProtocolError),
+            )
         self._last_answer[site] = time.monotonic()
         return SiteAnswer(states={i: states[i] for i in ids if i in states})
 

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol, TypeVar, overload
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from snakemake_executor_plugin_fedgen.errors import TesError
+from snakemake_executor_plugin_fedgen.errors import NodeProtocolError, StorageError, TesError
 from snakemake_executor_plugin_fedgen.sites import Site
 from snakemake_executor_plugin_fedgen.tes.models import (
     MinimalListTasksResponse,
@@ -39,6 +39,8 @@ from snakemake_executor_plugin_fedgen.tes.tags import JOB_KEY_TAG
 
 # Large pages keep "one ListTasks per site per poll" true for thousands of tasks; servers may
 # cap it lower, and then the client follows next_page_token.
+#: Default of --fedgen-max-list-pages.
+DEFAULT_MAX_PAGES = 100
 LIST_PAGE_SIZE = 2048
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -68,6 +70,9 @@ class TesClient:
         Attempts per request for retryable failures (5xx, resets, timeouts).
     backoff_base, backoff_cap
         First retry delay and the largest delay, in seconds.
+    max_pages
+        Most ListTasks pages followed for one listing (a node that never stops paging is an
+        error naming the site, not a hang).
     """
 
     def __init__(
@@ -78,8 +83,10 @@ class TesClient:
         max_attempts: int = 5,
         backoff_base: float = 0.2,
         backoff_cap: float = 5.0,
+        max_pages: int = DEFAULT_MAX_PAGES,
     ) -> None:
         self.site = site
+        self.max_pages = max(1, max_pages)
         self.max_attempts = max(1, max_attempts)
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -187,18 +194,29 @@ class TesClient:
             f"{self.max_attempts} times ({last}); the site may be down."
         )
 
-    def download(self, url: str, sink: BinarySink, *, chunk: int = 1 << 20) -> httpx.Headers:
+    def download(
+        self, url: str, sink: BinarySink, *, max_bytes: int | None = None, chunk: int = 1 << 20
+    ) -> httpx.Headers:
         """Stream ``url`` (an http(s) egress URL of this site) into the binary file ``sink``.
 
         A cut or lost connection or an HTTP 5xx is retried from the start when ``sink`` has a
-        ``restart()`` method (that empties it); otherwise the first failure is final.
+        ``restart()`` method (that empties it); otherwise the first failure is final. More than
+        ``max_bytes`` (announced or received) is a StorageError naming the site.
         """
         problem, status = "", None
         for attempt in range(self.max_attempts):
             try:
                 with self._http.stream("GET", url, headers=self._auth_headers()) as resp:
                     if resp.status_code == 200:
+                        announced = resp.headers.get("content-length", "")
+                        too_big = announced.isdigit() and int(announced) > (max_bytes or 0)
+                        if max_bytes is not None and too_big:
+                            raise self._too_large(url, max_bytes)
+                        received = 0
                         for block in resp.iter_bytes(chunk):
+                            received += len(block)
+                            if max_bytes is not None and received > max_bytes:
+                                raise self._too_large(url, max_bytes)
                             sink.write(block)
                         return resp.headers
                     resp.read()
@@ -224,6 +242,13 @@ class TesClient:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _too_large(self, url: str, max_bytes: int) -> StorageError:
+        return StorageError(
+            f"site {self.site.name}: GET {_strip(url)} is larger than {max_bytes} bytes (the "
+            "site's max_egress_bytes in the registry); the download was stopped and nothing "
+            "was kept."
+        )
+
     def _auth_headers(self) -> dict[str, str]:
         token = self.site.token()
         return {"Authorization": f"Bearer {token}"} if token else {}
@@ -239,13 +264,26 @@ class TesClient:
         for key, value in (tags or {}).items():
             params += [("tag_key", key), ("tag_value", value)]
         token: str | None = None
-        while True:
+        seen: set[str] = set()
+        for _ in range(self.max_pages):
             page = params + ([("page_token", token)] if token else [])
             body = self._parse(model, self._request("GET", "/tasks", params=page), "GET /tasks")
             yield body
             token = body.next_page_token
             if not token:
                 return
+            if token in seen:
+                raise NodeProtocolError(
+                    f"site {self.site.name}: GET /tasks at {self.site.tes_url} repeated "
+                    f"page token {token[:40]!r}; a TES server never does that, so the listing "
+                    "was stopped. Ask the site's admin to check the node."
+                )
+            seen.add(token)
+        raise NodeProtocolError(
+            f"site {self.site.name}: GET /tasks at {self.site.tes_url} still had more pages "
+            f"after {self.max_pages} (--fedgen-max-list-pages); the listing was stopped. Raise "
+            "the limit if the site really holds that many tasks of this run."
+        )
 
     def _parse(self, model: type[_Model], resp: httpx.Response, label: str) -> _Model:
         """Validate an answer; fields other servers add are ignored, types are checked."""
