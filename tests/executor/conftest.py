@@ -101,8 +101,19 @@ class Federation:
         return [s.token for s in self.sites.values()]
 
 
-def start_site(base: Path, name: str, *, runtime: str = "host", cpu_cores: int = 2) -> SiteNode:
-    """Start a node for site ``name`` with storage roots under ``base/name``."""
+def start_site(
+    base: Path,
+    name: str,
+    *,
+    runtime: str = "host",
+    cpu_cores: int = 2,
+    caller_logs: bool = False,
+) -> SiteNode:
+    """Start a node for site ``name`` with storage roots under ``base/name``.
+
+    ``caller_logs``: the site returns task logs (redacted) to the coordinator, so a failed
+    site step's stderr reaches the analyst; by default logs stay at the site.
+    """
     root = base / f"site{name}"
     (root / "work").mkdir(parents=True)
     (root / "egress").mkdir(parents=True)
@@ -125,6 +136,7 @@ def start_site(base: Path, name: str, *, runtime: str = "host", cpu_cores: int =
             **({"task_user": "nobody"} if runtime == "host" and os.geteuid() == 0 else {}),
             "allowed_images": ["fedgen/tools:*"],
             "airlock": {"min_n": 5, "min_mac": 1, "min_cell": 1},
+            "caller_logs": [CALLER] if caller_logs else [],
         },
     )
     return SiteNode(name, node, root, token, f"FEDGEN_TEST_TOKEN_{name}")

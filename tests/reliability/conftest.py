@@ -130,6 +130,8 @@ def hostile_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileSi
             "cpu_cores": 2,
             "max_task_seconds": 8,
             "allowed_images": ["fedgen/tools:*"],
+            # The tests read the node's reasons and the tasks' output.
+            "caller_logs": [CALLER],
         },
     )
     try:

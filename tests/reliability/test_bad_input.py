@@ -330,7 +330,9 @@ rule qc_import:
 
 
 def test_fedgen_executor__bad_vcf_at_site_names_site_file_and_line(corpus, tmp_path):
-    site = start_site(tmp_path / "sites", "A", runtime="bwrap")
+    """The site returns task logs to this coordinator (caller_logs): the analyst sees the
+    tool's words. Without it they stay at the site (tests/security/test_task_logs.py)."""
+    site = start_site(tmp_path / "sites", "A", runtime="bwrap", caller_logs=True)
     try:
         data = site.root / "data"
         real = corpus / "sim" / "sites" / "A" / "genotypes.vcf.gz"

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from snakemake_fedgen.node.caller_view import public_reason
 from snakemake_fedgen.node.scheduler import RESTART_REASON
 from tests.executor.conftest import Federation, run_snakemake, running_snakemake, wait_for
 from tests.reliability.faultproxy import KINDS, FaultProxy
@@ -152,7 +153,8 @@ def test_fedgen_executor__node_sigkill_and_restart_mid_run(tmp_path, federation3
             params={"view": "FULL"},
             headers={"Authorization": f"Bearer {site.token}"},
         ).json()
-        assert RESTART_REASON in doc["logs"][-1]["system_logs"]
+        # The caller gets the node's fixed sentence for the restart.
+        assert public_reason(RESTART_REASON) in doc["logs"][-1]["system_logs"]
     observed("node_sigkill", log)
 
 
