@@ -143,6 +143,7 @@ def timed(cmd: list[str], *, cwd: Path) -> tuple[float, float, float]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        check=False,
     )
     wall = time.perf_counter() - start
     if proc.returncode != 0:

@@ -23,7 +23,7 @@ def test_cli__help_lists_available_subcommands():
 
 def test_cli__no_command_prints_help_and_fails():
     proc = subprocess.run(
-        [sys.executable, "-m", "snakemake_fedgen"], capture_output=True, text=True
+        [sys.executable, "-m", "snakemake_fedgen"], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 2
     assert "usage: fedgen" in proc.stdout

@@ -106,17 +106,16 @@ def caller_view(
 
 def _public_provenance(raw: str, declared: set[Any]) -> str:
     """The provenance record without what the task chose: outputs found by a wildcard and the
-    airlock's reasons (they quote refused content); the site keeps the full record."""
+    airlock's reasons for refusals (they quote refused content); the site keeps the full
+    record."""
     record = json.loads(raw)
     outputs = []
     for out in record.get("outputs") or []:
         if out.get("path") not in declared:
             continue
         airlock = out.get("airlock")
-        if isinstance(airlock, dict):
-            accepted = bool(airlock.get("accepted"))
-            reason = "" if accepted else public_reason("airlock refused")
-            out = {**out, "airlock": {**airlock, "reason": reason}}
+        if isinstance(airlock, dict) and not airlock.get("accepted"):
+            out = {**out, "airlock": {**airlock, "reason": public_reason("airlock refused")}}
         outputs.append(out)
     record["outputs"] = outputs
     return json.dumps(record, separators=(",", ":"), sort_keys=True)

@@ -106,7 +106,10 @@ def write_vcf(
             if rc != 0:
                 raise SimulationError(f"bgzip failed (exit {rc}) writing {path}")
             idx = subprocess.run(
-                [_tool("tabix"), "-f", "-p", "vcf", str(vcf.tmp)], capture_output=True, text=True
+                [_tool("tabix"), "-f", "-p", "vcf", str(vcf.tmp)],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if idx.returncode != 0:
                 raise SimulationError(f"tabix failed on {path}: {idx.stderr.strip()}")

@@ -46,15 +46,16 @@ def _refused(decision: AirlockDecision, kind: str) -> str:
 def plink_files(tmp_path_factory) -> dict[str, Path]:
     """Real genotype files: PLINK 1 bed/bim/fam, PLINK 2 pgen/pvar/psam, BGZF VCF, BCF."""
     d = tmp_path_factory.mktemp("plink")
-    run = dict(cwd=d, check=True, capture_output=True)
+    run = dict(cwd=d, capture_output=True)
     subprocess.run(
         ["plink2", "--dummy", "30", "20", "acgt", "--seed", "7", "--make-bed", "--out", "g"],
         **run,
+        check=True,
     )
-    subprocess.run(["plink2", "--bfile", "g", "--make-pgen", "--out", "g"], **run)
-    subprocess.run(["plink2", "--bfile", "g", "--export", "vcf", "--out", "g"], **run)
-    subprocess.run(["bgzip", "-k", "g.vcf"], **run)
-    subprocess.run(["bcftools", "view", "-Ob", "-o", "g.bcf", "g.vcf.gz"], **run)
+    subprocess.run(["plink2", "--bfile", "g", "--make-pgen", "--out", "g"], **run, check=True)
+    subprocess.run(["plink2", "--bfile", "g", "--export", "vcf", "--out", "g"], **run, check=True)
+    subprocess.run(["bgzip", "-k", "g.vcf"], **run, check=True)
+    subprocess.run(["bcftools", "view", "-Ob", "-o", "g.bcf", "g.vcf.gz"], **run, check=True)
     return {p.name: p for p in d.iterdir()}
 
 
@@ -456,14 +457,16 @@ def test_inspect__provenance_checked_against_schema(tmp_path, monkeypatch):
 
 def test_inspect__raw_plink2_glm_report_refused_with_the_fix(tmp_path):
     d = tmp_path
-    run = dict(cwd=d, check=True, capture_output=True)
+    run = dict(cwd=d, capture_output=True)
     subprocess.run(
         ["plink2", "--dummy", "60", "5", "acgt", "scalar-pheno", "--seed", "3", "--out", "q"],
         **run,
+        check=True,
     )
     subprocess.run(
         ["plink2", "--pfile", "q", "--glm", "allow-no-covars", "cols=+a1freq", "--out", "q"],
         **run,
+        check=True,
     )
     reason = _refused(inspect(d / "q.PHENO1.glm.linear", AirlockPolicy()), "plink2-glm")
     assert "fedgen sumstats export" in reason
@@ -481,6 +484,7 @@ def test_sumstats_check_cli__reads_policy_from_node_config(tmp_path):
             [sys.executable, "-m", "snakemake_fedgen", "sumstats", "check", str(counts), *extra],
             capture_output=True,
             text=True,
+            check=False,
         )
 
     assert check().returncode == 0

@@ -41,7 +41,7 @@ def _dry_run(workdir: Path, registry: Path, config: str = "", *args: str):
         "--configfile", str(demo.CONFIGFILE), str(extra), *args,
         "--config", "sites=sites.yaml",
     ]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, env=demo.tool_env())
+    return subprocess.run(cmd, capture_output=True, text=True, env=demo.tool_env(), check=False)
 
 
 def _commands(output: str, start: str) -> list[str]:

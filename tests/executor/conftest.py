@@ -172,10 +172,10 @@ def host_tasks_run_python() -> bool:
 def one_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Federation]:
     """One site node A on loopback (host runtime, or bwrap where host tasks cannot run the
     node's Python as the task user, e.g. an interpreter under /root)."""
-    from snakemake_fedgen.node.runtime import bwrap_works
+    from tests.conftest import bwrap_runtime
 
     fed = Federation()
-    runtime = "host" if host_tasks_run_python() or not bwrap_works() else "bwrap"
+    runtime = "host" if host_tasks_run_python() else bwrap_runtime()
     site = start_site(tmp_path / "sites", "A", runtime=runtime)
     fed.sites["A"] = site
     fed.env[site.token_env] = site.token

@@ -75,7 +75,7 @@ def test_fedgen_executor__sigkill_of_coordinator_then_rerun_gives_no_duplicates(
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
     before = len(tasks_at(site))
-    assert before < 7 or not (workdir / "total.txt").exists()
+    assert not (workdir / "total.txt").exists(), "the run finished before the kill"
 
     unlock = run_snakemake(workdir, registry, "--unlock", env=one_site.env)
     assert unlock.returncode == 0, unlock.stderr[-2000:]
@@ -83,9 +83,10 @@ def test_fedgen_executor__sigkill_of_coordinator_then_rerun_gives_no_duplicates(
         workdir, registry, "--config", "sleep=3", "--rerun-incomplete", env=one_site.env
     )
     assert rerun.returncode == 0, rerun.stderr[-4000:]
-    assert "reattached to task" in rerun.stderr or "reusing finished task" in rerun.stderr
-
     tasks = tasks_at(site)
+    # Every task of the killed run was reattached or reused: the rerun added only the rest.
+    assert len(tasks) == 7
+    assert before >= 4
     per_key = Counter(t["tags"]["fedgen_job_key"] for t in tasks)
     assert len(per_key) == 7  # six parts and the total
     assert set(per_key.values()) == {1}, per_key

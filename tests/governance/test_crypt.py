@@ -38,6 +38,7 @@ def test_keys_generate__refuses_to_overwrite(keypair, tmp_path):
         [*FEDGEN, "keys", "generate", "--out", str(tmp_path / "coord")],
         capture_output=True,
         text=True,
+        check=False,
     )
     assert proc.returncode == 1
     assert "exists" in proc.stderr and "--force" in proc.stderr

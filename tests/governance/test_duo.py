@@ -11,7 +11,8 @@ from snakemake_executor_plugin_fedgen import duo
 from snakemake_executor_plugin_fedgen.errors import ConfigError, GovernanceError
 
 DS_T2D = {"research_type": "DUO:0000007", "disease": "MONDO:0005148", "commercial": False}
-SHARED = Path("/work/shared/spec")
+# The DUO release the package ships, kept as test data in the repository (SOURCE.txt).
+SHARED = Path(__file__).parent / "spec"
 
 
 def test_ontology__matches_the_published_csv():

@@ -88,6 +88,7 @@ def test_sites_check__shows_each_sites_data_use_decision(tmp_path):
             ],
             capture_output=True,
             text=True,
+            check=False,
         )
     finally:
         node.stop()

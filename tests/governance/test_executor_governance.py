@@ -100,6 +100,7 @@ def test_snakemake_crypt4gh__outbox_ciphertext_coordinator_plaintext(one_site, t
         env={**{k: v for k, v in os.environ.items() if k != "FEDGEN_RUN_ID"}, **one_site.env},
         capture_output=True,
         text=True,
+        check=False,
     )
     assert crate_proc.returncode == 0, crate_proc.stderr
     graph = {

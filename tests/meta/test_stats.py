@@ -130,6 +130,7 @@ def test_fedgen_meta__cli_help_and_run(tmp_path):
         ],
         capture_output=True,
         text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "4 variants from 2 studies" in proc.stderr
@@ -147,6 +148,7 @@ def test_fedgen_meta__cli_help_and_run(tmp_path):
         [sys.executable, "-m", "snakemake_fedgen", "meta", "--out", str(tmp_path / "x"), str(bad)],
         capture_output=True,
         text=True,
+        check=False,
     )
     assert proc.returncode == 1
     assert "bad.tsv, line 2, column 5 (beta): non-numeric value 'x'" in proc.stderr

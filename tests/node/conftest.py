@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from snakemake_fedgen.node.process import NodeProcess
+from tests.conftest import bwrap_runtime
 
 ACTIVE_STATES = ("QUEUED", "INITIALIZING", "RUNNING", "CANCELING")
 
@@ -40,6 +41,8 @@ class Site:
             "caller_logs": ["anonymous"],
         }
         cfg.update(extra)
+        # Never `auto`: a missing sandbox must not turn these into host-runtime tests silently.
+        cfg.setdefault("runtime", bwrap_runtime())
         if cfg.get("runtime") == "host" and os.geteuid() == 0:
             # A node running as root runs host tasks only as an unprivileged task user.
             cfg.setdefault("task_user", "nobody")

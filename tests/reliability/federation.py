@@ -16,7 +16,7 @@ import httpx
 import yaml
 from snakemake_executor_plugin_fedgen.reference import read_reference
 
-from snakemake_fedgen.node.runtime import bwrap_works
+from tests.conftest import bwrap_runtime
 from tests.executor.conftest import Federation, SiteNode, start_site
 from tests.site_paths import held_file
 
@@ -77,9 +77,9 @@ rule total:
 
 
 def start_federation(base: Path) -> Federation:
-    """Three real nodes (bwrap where it works) with a samples file each."""
+    """Three real bwrap nodes (host only with FEDGEN_NO_BWRAP=1) with a samples file each."""
     fed = Federation()
-    runtime = "bwrap" if bwrap_works() else "host"
+    runtime = bwrap_runtime()
     for name in "ABC":
         site = start_site(base, name, runtime=runtime)
         lines = [f"IND{name}{i:04d}\t0\t1" for i in range(SAMPLES[name])]

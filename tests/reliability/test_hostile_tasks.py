@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from snakemake_fedgen.node.runtime import TASK_MAX_PIDS, bwrap_works, pids_cgroup_root
+from snakemake_fedgen.node.runtime import TASK_MAX_PIDS, pids_cgroup_root
 from tests.reliability.conftest import (
     CALLER,
     HostileSite,
@@ -24,7 +24,7 @@ from tests.reliability.conftest import (
 )
 from tests.reliability.scenarios import observed
 
-pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap cannot run here")
+pytestmark = pytest.mark.needs_bwrap
 
 VCF = """##fileformat=VCFv4.2
 ##contig=<ID=20,length=64444167>

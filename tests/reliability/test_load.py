@@ -103,6 +103,10 @@ def test_nodes__2000_tasks_none_lost_memory_flat(tmp_path):
                 expected[name].add(_submit(client, sites[name], i))
             _wait_done(client, sites, expected, timeout=900)
             rss_all = {n: _rss_kib(s) for n, s in sites.items()}
+            # What the nodes report now, not what the test expects.
+            complete = sum(
+                1 for s in sites.values() for st in _states(client, s).values() if st == "COMPLETE"
+            )
         assert sum(len(v) for v in expected.values()) == TOTAL
         for i in range(TOTAL):
             site = sites[names[i % 3]]
@@ -114,7 +118,7 @@ def test_nodes__2000_tasks_none_lost_memory_flat(tmp_path):
             f"{n}: {rss_first[n] // 1024} -> {rss_all[n] // 1024} MiB" for n in sites
         )
         observed(
-            "load", f"{TOTAL} of {TOTAL} tasks COMPLETE; node RSS after 500 -> 2000: {summary}"
+            "load", f"{complete} of {TOTAL} tasks COMPLETE; node RSS after 500 -> 2000: {summary}"
         )
     finally:
         for site in sites.values():

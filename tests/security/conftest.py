@@ -22,7 +22,6 @@ import pytest
 import yaml
 
 from snakemake_fedgen.node.process import NodeProcess
-from snakemake_fedgen.node.runtime import bwrap_works
 from tests.node.conftest import site, start_node  # noqa: F401  (podman tests)
 from tests.security.podman import podman_image  # noqa: F401
 
@@ -30,7 +29,8 @@ ACTIVE = ("QUEUED", "INITIALIZING", "RUNNING", "PAUSED", "CANCELING")
 CALLERS = ("alice", "bob")
 IMAGE = "fedgen/tools:0.1"
 
-needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap cannot run here")
+#: Tests that need bubblewrap (tests/conftest.py: they fail where it cannot run).
+needs_bwrap = pytest.mark.needs_bwrap
 
 
 @dataclass

@@ -120,3 +120,47 @@ def test_caller_allowed_logs__ids_redacted_in_any_disguise(make_site) -> None:
     assert doc["logs"][-1]["logs"][0]["stdout"] == "[sample-id] x[sample-id]x [sample-id]\n"
     other = site.bob.run(task(executor(f"echo '{printed}'")))
     assert "stdout" not in other["logs"][-1]["logs"][0]
+
+
+def test_redaction__ids_from_each_of_three_files_on_every_channel(make_site) -> None:
+    """Three ID files holding different IDs (VCF header, .psam, phenotype table); a caller under
+    caller_logs gets stdout, stderr, system_logs (an airlock refusal quoting an ID) and the
+    provenance record with none of them. Each file's IDs are printed: a redactor that read only
+    some of the files fails here."""
+    site = make_site()
+    vcf = site.data / "genotypes.vcf"
+    vcf.write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=1>\n"
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tVCF-ALPHA-01\tVCF-BRAVO-02\n"
+        "1\t100\t.\tA\tG\t.\tPASS\t.\tGT\t0/1\t0/0\n"
+    )
+    psam = site.data / "cohort.psam"
+    psam.write_text("#FID\tIID\tSEX\nPSAM-CHARLIE-03\tPSAM-CHARLIE-03\t1\n")
+    pheno = site.data / "phenotypes.tsv"
+    pheno.write_text("FID\tIID\tbmi\nPHENO-DELTA-04\tPHENO-DELTA-04\t22.1\n")
+    site.start(
+        runtime="bwrap", caller_logs=["alice"], redact_ids_from=[str(vcf), str(psam), str(pheno)]
+    )
+    ids = ["VCF-ALPHA-01", "VCF-BRAVO-02", "PSAM-CHARLIE-03", "PHENO-DELTA-04"]
+    # Built inside the task (reversed back), so no ID is in the task document itself.
+    build = "; ".join(f"i{n}=$(echo '{i[::-1]}' | rev)" for n, i in enumerate(ids))
+    row = "20\\t1000\\tA\\tG\\t$i3\\t0.05\\t0.3\\t0.04\\t500\\n"
+    doc = site.alice.run(
+        task(
+            executor(
+                f'{build}; echo "$i0 $i2"; echo "$i1 $i3" >&2; printf "{SUMSTATS_HEAD}{row}" > gwas.tsv'
+            ),
+            outputs=[{"path": "/fedgen/work/gwas.tsv", "url": (site.egress / "gwas.tsv").as_uri()}],
+        )
+    )
+    assert doc["state"] == "SYSTEM_ERROR"
+    entry = doc["logs"][-1]["logs"][0]
+    assert entry["stdout"] == "[sample-id] [sample-id]\n"
+    assert entry["stderr"] == "[sample-id] [sample-id]\n"
+    system = system_log(doc)
+    assert "airlock refused" in system and "[sample-id]" in system
+    text = logs_text(doc)
+    for i in ids:
+        assert i not in text, i
+    # The steward's copy keeps the airlock's full reason.
+    assert "PHENO-DELTA-04" in _steward_logs(site, doc["id"])

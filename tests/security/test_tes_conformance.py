@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from snakemake_fedgen.node.runtime import bwrap_works
+from tests.conftest import bwrap_runtime
 from tests.node.conftest import wait_state, wait_task
 from tests.security.podman import CONTAINERS_CONF
 
@@ -33,8 +33,8 @@ def tes_node(request, site, start_node):
     if runtime == "podman":
         image = request.getfixturevalue("podman_image")
         extra = {"containers_conf": str(CONTAINERS_CONF), "allowed_images": [image]}
-    elif runtime == "bwrap" and not bwrap_works():
-        pytest.skip("bubblewrap cannot create namespaces on this machine")
+    elif runtime == "bwrap" and bwrap_runtime() != "bwrap":
+        pytest.skip("bubblewrap cannot run here (FEDGEN_NO_BWRAP=1)")
     node = start_node(site.state, config=site.config(runtime=runtime, **extra))
     return node, image
 

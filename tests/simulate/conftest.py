@@ -21,6 +21,7 @@ def run_simulate(out: Path, *extra: str, seed: int = SEED) -> subprocess.Complet
         ],
         capture_output=True,
         text=True,
+        check=False,
     )
 
 
