@@ -10,13 +10,14 @@ APT_PACKAGES := plink2 plink1.9 bcftools tabix beagle minimac4 gwama bubblewrap 
 APT_COMMANDS := plink2 plink1.9 bcftools tabix beagle minimac4 GWAMA bwrap java \
 	podman runc debootstrap
 
-.PHONY: install demo test test-fast lint format bench clean help
+.PHONY: install demo test test-fast lint format bench mutate clean help
 
 help:
 	@echo "make demo   - set up, simulate three sites, run the federated GWAS, show results"
 	@echo "make test   - set up and run the full test suite"
 	@echo "make lint   - ruff, ruff format --check, snakefmt --check, snakemake --lint, mypy, lint-imports"
 	@echo "make bench  - run the benchmarks (minutes to an hour)"
+	@echo "make mutate - apply known-bad patches to a copy and check the tests catch each"
 
 install: $(STAMP)
 
@@ -37,6 +38,9 @@ demo: install
 
 test: install
 	@$(VENV)/bin/pytest
+
+mutate: install
+	@$(PY) benchmarks/mutation_check.py
 
 test-fast: install
 	@$(VENV)/bin/pytest -m "not slow"

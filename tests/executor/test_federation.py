@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -183,15 +184,17 @@ def test_fedgen_executor__three_sites_keep_data_home_and_return_only_counts(tmp_
         if path.is_file():
             assert not any(i in path.read_bytes() for i in ids), path
 
-    # Exactly one ListTasks per site per status poll (+1 resume listing per site at start).
+    # Every request the coordinator made, from each node's audit log: one ListTasks per site
+    # per status poll (+1 resume listing per site at start), one CreateTask per job and one
+    # GetTask per job (the FULL document of its ended task); nothing else.
     cycles = re.findall(r"fedgen: status poll \d+ sites ([A-C,]+)", proc.stdout + proc.stderr)
     assert len(cycles) >= 3
+    requests = {"ListTasks", "GetTask", "CreateTask", "CancelTask"}
     for name, site in federation.sites.items():
         polled = sum(1 for c in cycles if name in c.split(","))
-        lists = sum(1 for r in site.audit() if r["action"] == "ListTasks")
-        assert lists == polled + 1, (name, lists, polled)
-        jobs = sum(1 for r in site.audit() if r["action"] == "CreateTask")
-        assert jobs == 5  # count, summary, counts, split, chunks: one task per job
+        made = Counter(r["action"] for r in site.audit() if r["action"] in requests)
+        # count, summary, counts, split, chunks: one task per job
+        assert made == {"ListTasks": polled + 1, "CreateTask": 5, "GetTask": 5}, (name, made)
 
     # Task shape: direct command, resources mapped, tags set.
     count_task = next(
