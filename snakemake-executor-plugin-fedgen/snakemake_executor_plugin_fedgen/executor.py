@@ -31,7 +31,7 @@ from snakemake_executor_plugin_fedgen.errors import FedgenError, TesError
 from snakemake_executor_plugin_fedgen.resume import ResumeIndex
 from snakemake_executor_plugin_fedgen.sites import load_registry
 from snakemake_executor_plugin_fedgen.status import AdaptiveInterval, StatusPoller
-from snakemake_executor_plugin_fedgen.tes.client import DEFAULT_MAX_PAGES, TesClient
+from snakemake_executor_plugin_fedgen.tes.client import BUSY_STATUSES, DEFAULT_MAX_PAGES, TesClient
 from snakemake_executor_plugin_fedgen.tes.models import TesTask, TesTaskLog
 from snakemake_executor_plugin_fedgen.tes.states import FAILED_STATES, LIVE_STATES, TesState
 from snakemake_executor_plugin_fedgen.tes.tags import RULE_TAG
@@ -99,6 +99,9 @@ class ExecutorSettings(ExecutorSettingsBase):
         },
     )
 
+
+#: Seconds before a job a site answered 429/507 for is submitted again.
+BUSY_RETRY_SECONDS = 10.0
 
 #: The executor exports its run tag under this name to the localrules of its run (their shell
 #: inherits this process's environment): `fedgen provenance crate` reads it.
@@ -226,13 +229,33 @@ class Executor(RemoteExecutor):
             else:
                 info.external_jobid = client.create_task_once(plan.task, job_key=plan.job_key)
                 self.resume.add(site, plan.job_key, info.external_jobid)
+        except TesError as exc:
+            if exc.status in BUSY_STATUSES and self._hold_back(info, site, exc):
+                return
+            info.aux.pop("pending", None)
+            info.aux["error"] = f"submitting to site {site} failed: {exc}"
+            return
         except FedgenError as exc:
             info.aux.pop("pending", None)
             info.aux["error"] = f"submitting to site {site} failed: {exc}"
             return
         info.aux.pop("pending", None)
+        info.aux.pop("busy_since", None)
         with self._track:
             self._live[info.external_jobid] = site
+
+    def _hold_back(self, info: SubmittedJobInfo, site: str, exc: TesError) -> bool:
+        """Keep a job the site is too busy for (429/507) pending; False once it waited longer
+        than the site deadline."""
+        now = time.monotonic()
+        since = info.aux.setdefault("busy_since", now)
+        if now - since > self.site_deadline:
+            return False
+        if since == now:
+            self.logger.info(f"fedgen: {exc}; the job waits and is submitted again")
+        info.aux["pending"] = True
+        info.aux["retry_at"] = now + BUSY_RETRY_SECONDS
+        return True
 
     # -- status -------------------------------------------------------------------------------
 
@@ -245,7 +268,7 @@ class Executor(RemoteExecutor):
         changed = False
         polled: list[SubmittedJobInfo] = []
         for info in active_jobs:
-            if info.aux.get("pending"):
+            if info.aux.get("pending") and time.monotonic() >= info.aux.get("retry_at", 0.0):
                 self._submit(info)
             if info.aux.get("error"):
                 self.report_job_error(info, msg=info.aux.pop("error"))

@@ -108,6 +108,7 @@ def start_site(
     runtime: str = "host",
     cpu_cores: int = 2,
     caller_logs: bool = False,
+    **extra: Any,
 ) -> SiteNode:
     """Start a node for site ``name`` with storage roots under ``base/name``.
 
@@ -137,6 +138,7 @@ def start_site(
             "allowed_images": ["fedgen/tools:*"],
             "airlock": {"min_n": 5, "min_mac": 1, "min_cell": 1},
             "caller_logs": [CALLER] if caller_logs else [],
+            **extra,
         },
     )
     return SiteNode(name, node, root, token, f"FEDGEN_TEST_TOKEN_{name}")

@@ -39,6 +39,9 @@ from snakemake_executor_plugin_fedgen.tes.tags import JOB_KEY_TAG
 
 # Large pages keep "one ListTasks per site per poll" true for thousands of tasks; servers may
 # cap it lower, and then the client follows next_page_token.
+#: CreateTask answers that say "not now, nothing stored": the caller's queue is full (429) or
+#: the node's disk is (507). The executor holds the job back and tries again.
+BUSY_STATUSES = frozenset({429, 507})
 #: Default of --fedgen-max-list-pages.
 DEFAULT_MAX_PAGES = 100
 LIST_PAGE_SIZE = 2048
@@ -314,6 +317,13 @@ class TesClient:
                 continue
             except httpx.TransportError as exc:
                 raise _Uncertain(exc.__class__.__name__) from None
+            if resp.status_code in BUSY_STATUSES:
+                # The node stored nothing: its queue for this caller or its disk is full.
+                raise TesError(
+                    f"site {self.site.name}: POST /tasks answered {resp.status_code}: "
+                    f"{_short(resp.text)}",
+                    status=resp.status_code,
+                )
             if resp.status_code >= 500:
                 raise _Uncertain(f"HTTP {resp.status_code}")
             if resp.status_code >= 300:
