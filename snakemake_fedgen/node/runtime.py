@@ -169,11 +169,12 @@ class TaskLayout:
     disk_bytes: int | None = None
 
 
-def file_size_limit(layout: TaskLayout) -> list[str]:
-    """``prlimit`` prefix capping every file the task writes at its disk quota (or nothing)."""
+def file_size_limit(layout: TaskLayout) -> str:
+    """Shell text capping every file the task writes at its disk quota (``ulimit -f`` counts
+    512-byte blocks; rounded up, so a file stopped there is at least the quota), or ""."""
     if not layout.disk_bytes:
-        return []
-    return [PRLIMIT, f"--fsize={layout.disk_bytes}:{layout.disk_bytes}", "--"]
+        return ""
+    return f"ulimit -f {-(-layout.disk_bytes // 512)} || exit 125; "
 
 
 def task_env(extra: Mapping[str, str], *, home: str, tmp: str) -> dict[str, str]:
@@ -230,11 +231,12 @@ class HostRuntime(Runtime):
     def launch(self, executor: Mapping[str, Any], layout: TaskLayout, *, task_id: str) -> Launch:
         workdir = executor.get("workdir") or "/"
         env = task_env(executor.get("env") or {}, home=str(layout.tmp), tmp=str(layout.tmp))
-        argv = ["/bin/sh", "-c", _CD_AND_EXEC, "fedgen-task", "." + workdir.rstrip("/")]
+        shim = file_size_limit(layout) + _CD_AND_EXEC
+        argv = ["/bin/sh", "-c", shim, "fedgen-task", "." + workdir.rstrip("/")]
         argv += list(executor["command"])
         if layout.user is not None:
             argv = [*layout.user.setpriv(), *argv]
-        return Launch([*file_size_limit(layout), *argv], layout.root, env)
+        return Launch(argv, layout.root, env)
 
 
 class BwrapRuntime(Runtime):
@@ -315,7 +317,6 @@ class BwrapRuntime(Runtime):
         if layout.user is not None:
             command = [*layout.user.setpriv(self.setpriv), *command]
         argv += ["--", *command]
-        argv = [*file_size_limit(layout), *argv]
         cgroups = []
         if self.pids_root is not None:
             cgroup = self.pids_root / f"fedgen-{task_id}"
@@ -324,9 +325,12 @@ class BwrapRuntime(Runtime):
             cgroups.append(str(cgroup))
         if self.memory_root is not None and layout.memory_bytes:
             cgroups.append(str(_memory_cgroup(self.memory_root, task_id, layout.memory_bytes)))
-        if cgroups:
-            # The shim joins the task's cgroups before bwrap forks anything.
-            argv = ["/bin/sh", "-c", _JOIN_CGROUPS, "fedgen-task", *cgroups, "--", *argv]
+        limit = file_size_limit(layout)
+        if cgroups or limit:
+            # The shim joins the task's cgroups and sets the file size limit before bwrap forks
+            # anything (one shell, no extra process per executor).
+            shim = limit + _JOIN_CGROUPS
+            argv = ["/bin/sh", "-c", shim, "fedgen-task", *cgroups, "--", *argv]
         # bwrap itself needs no environment; keep the node's out of reach.
         return Launch(argv, None, {"PATH": BASE_PATH})
 
@@ -520,7 +524,6 @@ def _give_to(uid: int, gid: int, tops: Sequence[Path]) -> None:
 
 
 TASK_MAX_PIDS = 1024
-PRLIMIT = shutil.which("prlimit") or "/usr/bin/prlimit"
 # Join every cgroup named before "--", then exec the rest.
 _JOIN_CGROUPS = (
     'while [ "$1" != -- ]; do echo $$ > "$1/cgroup.procs" || exit 125; shift; done; '
