@@ -60,14 +60,13 @@ MUTATIONS = (
     Mutation(
         "system-logs-not-redacted",
         "snakemake_fedgen/node/caller_view.py",
-        '    attempt["system_logs"] = [redactor.redact(line) for line in attempt.get("system_logs") '
-        "or []]",
-        '    attempt["system_logs"] = list(attempt.get("system_logs") or [])',
+        '        redactor.redact(unquoted(line)) for line in attempt.get("system_logs") or []',
+        '        line for line in attempt.get("system_logs") or []',
         (
             "tests/security/test_task_logs.py::"
             "test_redaction__ids_from_each_of_three_files_on_every_channel",
         ),
-        "system_logs (airlock refusals quoting IDs) returned unredacted",
+        "system_logs (airlock refusals quoting values) returned as stored",
     ),
     Mutation(
         "stdout-returned-by-default",

@@ -131,13 +131,33 @@ def _redacted(attempt: dict[str, Any], redactor: IdRedactor) -> dict[str, Any]:
                 entry[key] = redactor.redact(entry[key])
         executors.append(entry)
     attempt["logs"] = executors
-    attempt["system_logs"] = [redactor.redact(line) for line in attempt.get("system_logs") or []]
+    attempt["system_logs"] = [
+        redactor.redact(unquoted(line)) for line in attempt.get("system_logs") or []
+    ]
     metadata = dict(attempt.get("metadata") or {})
     if PROVENANCE_KEY in metadata:
-        # Airlock reasons in the record quote file content.
-        metadata[PROVENANCE_KEY] = redactor.redact(metadata[PROVENANCE_KEY])
+        record = json.loads(metadata[PROVENANCE_KEY])
+        for out in record.get("outputs") or []:
+            airlock = out.get("airlock")
+            if isinstance(airlock, dict) and isinstance(airlock.get("reason"), str):
+                airlock["reason"] = unquoted(airlock["reason"])
+        raw = json.dumps(record, separators=(",", ":"), sort_keys=True)
+        metadata[PROVENANCE_KEY] = redactor.redact(raw)
     attempt["metadata"] = metadata
     return attempt
+
+
+# A value the airlock quotes from a refused file: Python's repr of a str.
+_QUOTED = re.compile(r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\"")
+
+
+def unquoted(message: str) -> str:
+    """``message`` with every quoted value replaced by ``[value]``: the airlock names the file,
+    line and column of a refused value and the rule, and quotes the value for the steward; no
+    caller gets the value."""
+    if not message.startswith("airlock refused") and "refused:" not in message:
+        return message
+    return _QUOTED.sub("[value]", message)
 
 
 __all__ = ["LogAccess", "caller_view", "public_reason"]
