@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT = REPO / "workflows" / "federated-gwas"
@@ -225,3 +226,52 @@ def test_images__fedgen_tools_recipe_builds_the_image_the_rules_name():
     # The image tag is the version of the fedgen package it contains.
     version = re.search(r'^version = "([^"]+)"$', (REPO / "pyproject.toml").read_text(), re.M)[1]
     assert _fedgen_image().endswith(f":{version}")
+
+
+# config key (under qc) -> the plink2 flag the QC rules pass it to (rules/qc.smk).
+PLINK_THRESHOLDS = {
+    "geno": "--geno",
+    "mind": "--mind",
+    "maf": "--maf",
+    "hwe": "--hwe",
+    "king_duplicate": "--king-cutoff",
+    "king_related": "--king-cutoff",
+}
+
+
+def test_schema__qc_threshold_ranges_are_what_plink2_accepts(tmp_path: Path):
+    """At each bound of a QC threshold (and just inside/outside it), every value the config
+    schema accepts is one plink2 accepts: a valid config never fails at the sites with "Invalid
+    --king-cutoff argument" (the schema allowed 0.5 before)."""
+    import jsonschema
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    qc = schema["properties"]["qc"]["properties"]
+    subprocess.run(
+        ["plink2", "--dummy", "20", "50", "acgt", "--seed", "1", "--make-pgen", "--out", "d"],
+        cwd=tmp_path,
+        capture_output=True,
+        check=True,
+    )
+    for key, flag in PLINK_THRESHOLDS.items():
+        spec = qc[key]
+        bounds = [
+            spec.get(k) for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+        ]
+        probes = sorted({v + d for v in bounds if v is not None for d in (-1e-4, 0.0, 1e-4)})
+        for value in probes:
+            schema_ok = jsonschema.Draft7Validator(spec).is_valid(value)
+            run = subprocess.run(
+                ["plink2", "--pfile", "d", flag, repr(value), "--make-pgen", "--out", "o"],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            # plink2 refuses an argument as "Invalid --flag ..." or "--flag argument ... too
+            # small/large"; other errors (no variants left) are not about the argument.
+            invalid = re.search(
+                r"Error: (Invalid --|--\S+ argument .* too (small|large))", run.stdout + run.stderr
+            )
+            # The schema may be stricter (a MAF above 0.5 means nothing), never looser.
+            assert not (schema_ok and invalid), (key, value, (run.stdout + run.stderr)[-300:])
