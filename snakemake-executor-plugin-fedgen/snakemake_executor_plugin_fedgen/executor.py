@@ -8,9 +8,11 @@ resume (:mod:`.resume`) and the TES package (:mod:`.tes`: models, states, tags, 
 import asyncio
 import hashlib
 import os
+import shutil
+import sys
 import threading
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
@@ -108,6 +110,19 @@ BUSY_RETRY_SECONDS = 10.0
 RUN_ID_ENV = "FEDGEN_RUN_ID"
 
 
+def _put_own_scripts_on_path(log: Callable[[str], object]) -> None:
+    """Let the coordinator's localrules find ``fedgen`` without an activated venv.
+
+    Snakemake started as ``.venv/bin/snakemake`` runs localrules with the caller's PATH, where
+    the venv's scripts are missing unless it was activated ("fedgen: command not found"). The
+    directory of this Python is put first on PATH when it holds ``fedgen`` and PATH has none.
+    """
+    scripts = os.path.dirname(sys.executable)
+    if shutil.which("fedgen") is None and os.access(os.path.join(scripts, "fedgen"), os.X_OK):
+        os.environ["PATH"] = scripts + os.pathsep + os.environ.get("PATH", "")
+        log(f"fedgen: localrules find fedgen in {scripts} (put first on PATH)")
+
+
 def default_run_id(workdir: str) -> str:
     """Return the run tag for a working directory (stable across reruns)."""
     return "fedgen-" + hashlib.sha256(os.path.abspath(workdir).encode()).hexdigest()[:16]
@@ -136,6 +151,7 @@ class Executor(RemoteExecutor):
             raise WorkflowError(str(exc)) from None
         self.run_id = settings.run_id or default_run_id(os.getcwd())
         os.environ[RUN_ID_ENV] = self.run_id
+        _put_own_scripts_on_path(self.logger.info)
         if settings.crypt4gh_key:
             # Read by snakemake_executor_plugin_fedgen.crypt when an encrypted download arrives.
             os.environ[PRIVATE_KEY_ENV] = os.path.abspath(settings.crypt4gh_key)
