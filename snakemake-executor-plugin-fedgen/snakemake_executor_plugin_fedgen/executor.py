@@ -245,13 +245,10 @@ class Executor(RemoteExecutor):
             else:
                 info.external_jobid = client.create_task_once(plan.task, job_key=plan.job_key)
                 self.resume.add(site, plan.job_key, info.external_jobid)
-        except TesError as exc:
-            if exc.status in BUSY_STATUSES and self._hold_back(info, site, exc):
-                return
-            info.aux.pop("pending", None)
-            info.aux["error"] = f"submitting to site {site} failed: {exc}"
-            return
         except FedgenError as exc:
+            busy = isinstance(exc, TesError) and exc.status in BUSY_STATUSES
+            if busy and self._hold_back(info, site, exc):
+                return
             info.aux.pop("pending", None)
             info.aux["error"] = f"submitting to site {site} failed: {exc}"
             return
@@ -260,7 +257,7 @@ class Executor(RemoteExecutor):
         with self._track:
             self._live[info.external_jobid] = site
 
-    def _hold_back(self, info: SubmittedJobInfo, site: str, exc: TesError) -> bool:
+    def _hold_back(self, info: SubmittedJobInfo, site: str, exc: FedgenError) -> bool:
         """Keep a job the site is too busy for (429/507) pending; False once it waited longer
         than the site deadline."""
         now = time.monotonic()

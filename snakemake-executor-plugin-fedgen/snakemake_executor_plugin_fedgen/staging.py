@@ -22,7 +22,7 @@ from snakemake_executor_plugin_fedgen.errors import SiteDataError, StorageError
 from snakemake_executor_plugin_fedgen.fileio import AtomicFile, write_text_atomic
 from snakemake_executor_plugin_fedgen.reference import Reference, read_reference, write_reference
 from snakemake_executor_plugin_fedgen.sites import Site
-from snakemake_executor_plugin_fedgen.tes.client import TesClient
+from snakemake_executor_plugin_fedgen.tes.client import TesClient, egress_too_large
 from snakemake_executor_plugin_fedgen.tes.models import (
     TesExecutorLog,
     TesFileType,
@@ -245,10 +245,7 @@ def fetch_egress(
                 with open(unquote(urlparse(read_url).path), "rb") as src:
                     while block := src.read(1 << 20):
                         if hashing.size + len(block) > limit:
-                            raise StorageError(
-                                f"site {site.name}: {read_url} is larger than {limit} bytes "
-                                "(the site's max_egress_bytes in the registry); nothing was kept."
-                            )
+                            raise egress_too_large(site.name, read_url, limit)
                         hashing.write(block)
             else:
                 headers = client.download(read_url, hashing, max_bytes=limit)

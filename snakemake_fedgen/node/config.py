@@ -356,32 +356,29 @@ def _type_problem(exc: ValidationError) -> str:
     return f"{key} must be {expected}, got {given!r}."
 
 
+#: Lower bounds of numeric settings: key -> (strictly greater, bound). None means "not set".
+_LOWER_BOUNDS: dict[str, tuple[bool, float]] = {
+    "cpu_cores": (False, 1),
+    "max_task_seconds": (True, 0),
+    "max_task_disk_gb": (True, 0),
+    "max_task_ram_gb": (True, 0),
+    "disk_check_seconds": (True, 0),
+    "header_timeout_seconds": (True, 0),
+    "body_timeout_seconds": (True, 0),
+    "min_free_disk_mb": (False, 0),
+    "max_queued_per_caller": (False, 1),
+    "max_running_per_caller": (False, 1),
+    "max_request_bytes": (False, 1),
+}
+
+
 def _check(cfg: NodeConfig, source: str) -> NodeConfig:
     """What types cannot say: ranges, existing directories, egress inside a write root, ..."""
-    if cfg.cpu_cores is not None and cfg.cpu_cores < 1:
-        raise ConfigError(f"node config {source}: cpu_cores must be >= 1, got {cfg.cpu_cores}.")
-    if cfg.max_task_seconds is not None and cfg.max_task_seconds <= 0:
-        raise ConfigError(f"node config {source}: max_task_seconds must be > 0.")
-    for key in (
-        "max_task_disk_gb",
-        "max_task_ram_gb",
-        "disk_check_seconds",
-        "header_timeout_seconds",
-        "body_timeout_seconds",
-    ):
+    for key, (strict, bound) in _LOWER_BOUNDS.items():
         value = getattr(cfg, key)
-        if value is not None and not value > 0:
-            raise ConfigError(f"node config {source}: {key} must be > 0, got {value}.")
-    for key in (
-        "min_free_disk_mb",
-        "max_queued_per_caller",
-        "max_running_per_caller",
-        "max_request_bytes",
-    ):
-        value = getattr(cfg, key)
-        least = 0 if key == "min_free_disk_mb" else 1
-        if value is not None and value < least:
-            raise ConfigError(f"node config {source}: {key} must be >= {least}, got {value}.")
+        if value is not None and (value <= bound if strict else value < bound):
+            op = ">" if strict else ">="
+            raise ConfigError(f"node config {source}: {key} must be {op} {bound}, got {value}.")
     for root in [*cfg.read_roots, *cfg.write_roots]:
         if not root.is_dir():
             raise ConfigError(

@@ -579,6 +579,16 @@ def _oom_kills(cgroup: Path) -> int:
     return 0
 
 
+def _v2_root(controller: str) -> Path | None:
+    """The cgroup v2 root if ``controller`` is delegated to its children and writable."""
+    v2 = Path("/sys/fs/cgroup")
+    try:
+        delegated = controller in (v2 / "cgroup.subtree_control").read_text().split()
+    except OSError:
+        return None
+    return v2 if delegated and os.access(v2, os.W_OK) else None
+
+
 def memory_cgroup_root() -> Path | None:
     """A cgroup directory where the node may create per-task memory cgroups, or None.
 
@@ -596,12 +606,7 @@ def memory_cgroup_root() -> Path | None:
                     own = path
         parent = v1 / own.lstrip("/")
         return parent if os.access(parent, os.W_OK) else None
-    v2 = Path("/sys/fs/cgroup")
-    try:
-        delegated = "memory" in (v2 / "cgroup.subtree_control").read_text().split()
-    except OSError:
-        return None
-    return v2 if delegated and os.access(v2, os.W_OK) else None
+    return _v2_root("memory")
 
 
 def pids_cgroup_root() -> Path | None:
@@ -613,12 +618,7 @@ def pids_cgroup_root() -> Path | None:
     v1 = Path("/sys/fs/cgroup/pids")
     if (v1 / "cgroup.procs").is_file() and os.access(v1, os.W_OK):
         return v1
-    v2 = Path("/sys/fs/cgroup")
-    try:
-        delegated = "pids" in (v2 / "cgroup.subtree_control").read_text().split()
-    except OSError:
-        return None
-    return v2 if delegated and os.access(v2, os.W_OK) else None
+    return _v2_root("pids")
 
 
 def bwrap_works(bwrap: str = "bwrap") -> bool:

@@ -214,12 +214,12 @@ class TesClient:
                         announced = resp.headers.get("content-length", "")
                         too_big = announced.isdigit() and int(announced) > (max_bytes or 0)
                         if max_bytes is not None and too_big:
-                            raise self._too_large(url, max_bytes)
+                            raise egress_too_large(self.site.name, url, max_bytes)
                         received = 0
                         for block in resp.iter_bytes(chunk):
                             received += len(block)
                             if max_bytes is not None and received > max_bytes:
-                                raise self._too_large(url, max_bytes)
+                                raise egress_too_large(self.site.name, url, max_bytes)
                             sink.write(block)
                         return resp.headers
                     resp.read()
@@ -244,13 +244,6 @@ class TesClient:
         )
 
     # -- internals ----------------------------------------------------------------------------
-
-    def _too_large(self, url: str, max_bytes: int) -> StorageError:
-        return StorageError(
-            f"site {self.site.name}: GET {_strip(url)} is larger than {max_bytes} bytes (the "
-            "site's max_egress_bytes in the registry); the download was stopped and nothing "
-            "was kept."
-        )
 
     def _auth_headers(self) -> dict[str, str]:
         token = self.site.token()
@@ -368,6 +361,14 @@ class TesClient:
 
     def _sleep(self, attempt: int) -> None:
         time.sleep(min(self.backoff_cap, self.backoff_base * 2**attempt))
+
+
+def egress_too_large(site: str, url: str, max_bytes: int) -> StorageError:
+    """The error for an egress download past the site's ``max_egress_bytes``."""
+    return StorageError(
+        f"site {site}: GET {_strip(url)} is larger than {max_bytes} bytes (the site's "
+        "max_egress_bytes in the registry); the download was stopped and nothing was kept."
+    )
 
 
 def _endpoint(method: str, path: str) -> str:
