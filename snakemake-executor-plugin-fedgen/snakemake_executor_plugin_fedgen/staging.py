@@ -407,12 +407,15 @@ def land_outputs(
     published = node_checksums(task)
     for out in plan.outputs:
         if out.egress:
+            # A fedgen node may rewrite an egress file at release (numbers rounded): what it
+            # published is what counts; the task's own hash only where the node gave none.
+            node_hash = published.get(out.path)
             landed[out.path] = fetch_egress(
                 out,
                 site=plan.site,
                 client=client,
-                checksum=checksums.get(out.path),
-                published=published.get(out.path),
+                checksum=None if node_hash else checksums.get(out.path),
+                published=node_hash,
             )
     # Site-held files: the task's own checksum lines, else what the node says it published
     # (egress files are checked against the node's header at download instead; a sealed file's

@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add_config_flags(parser)
     # The steward's commands; without one, `fedgen node` serves.
-    steward = parser.add_subparsers(dest="node_action", metavar="[release|logs]")
+    steward = parser.add_subparsers(dest="node_action", metavar="[release|logs|dataset]")
     release = steward.add_parser(
         "release", help="review egress a node holds (release: review): list, approve, deny"
     )
@@ -40,7 +40,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "logs", help="a task's full logs as the site keeps them (stdout, stderr, system_logs)"
     )
     logs.add_argument("task", help="task id")
-    for p in (listing, approve, deny, logs):
+    dataset = steward.add_parser(
+        "dataset",
+        help="register a dataset's facts (samples, variants) that every release is checked on",
+    )
+    ds_actions = dataset.add_subparsers(dest="dataset_action", metavar="ACTION", required=True)
+    register = ds_actions.add_parser(
+        "register", help="read a dataset's genotypes (and reference panel) and record its facts"
+    )
+    register.add_argument("name", help="dataset name (letters, digits, . _ -)")
+    register.add_argument(
+        "--genotypes",
+        required=True,
+        help="the site's genotypes (.vcf.gz/.bcf, or .pvar with its .psam): samples and variants",
+    )
+    register.add_argument(
+        "--variants",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="further variants released results may name, e.g. the reference panel the site "
+        "imputes from (repeatable)",
+    )
+    ds_list = ds_actions.add_parser("list", help="the registered datasets")
+    for p in (listing, approve, deny, logs, register, ds_list):
         p.add_argument("--state-dir", required=True, help="the node's state directory")
 
 
@@ -50,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         return _release(args)
     if args.node_action == "logs":
         return _logs(args)
+    if args.node_action == "dataset":
+        return _dataset(args)
     if args.state_dir is None:
         raise SystemExit("fedgen node: error: the following arguments are required: --state-dir")
     return _serve(args)
@@ -73,6 +98,30 @@ def _release(args: argparse.Namespace) -> int:
     else:
         decide(state_dir, args.task, approve=False, by=by, reason=args.reason)
         print(f"release of task {args.task} denied by {by}: {args.reason}")
+    return 0
+
+
+def _dataset(args: argparse.Namespace) -> int:
+    """Register a dataset's facts or list the registered ones."""
+    from pathlib import Path
+
+    from snakemake_fedgen.egress.facts import register_dataset, registered
+
+    state_dir = Path(args.state_dir)
+    if args.dataset_action == "register":
+        facts = register_dataset(
+            state_dir,
+            args.name,
+            genotypes=Path(args.genotypes),
+            variants=[Path(v) for v in args.variants],
+        )
+        print(
+            f"dataset {facts.name}: {facts.samples} samples, {facts.variants} variants "
+            f"registered; releases are checked on them from now on"
+        )
+        return 0
+    for d in registered(state_dir):
+        print(f"{d.name}\t{d.samples} samples\t{d.variants} variants\tregistered {d.registered}")
     return 0
 
 

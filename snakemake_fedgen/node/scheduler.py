@@ -41,6 +41,8 @@ from snakemake_executor_plugin_fedgen.tes.states import TesState
 from snakemake_executor_plugin_fedgen.tes.tags import OUTPUT_SHA256_KEY
 
 from snakemake_fedgen.egress.airlock import AirlockDecision, AirlockPolicy, inspect
+from snakemake_fedgen.egress.facts import facts_stamp, load_facts
+from snakemake_fedgen.egress.release import Rounded, round_sumstats
 from snakemake_fedgen.governance.node import seal_egress
 from snakemake_fedgen.governance.provenance import task_provenance
 from snakemake_fedgen.node import paths
@@ -141,6 +143,7 @@ class Scheduler:
         self._unsaved: dict[str, dict[str, Any]] = {}
         self._stopping = False
         self.policy = AirlockPolicy.from_mapping(cfg.airlock)
+        self._facts_stamp: float | None = None
         # Tasks never run as root (ConfigError if this node cannot make sure of it).
         self.task_user: TaskUser | None = task_user_for(
             getattr(cfg, "task_user", None), runtime=runtime.name
@@ -930,8 +933,16 @@ class Scheduler:
         decisions: dict[Path, AirlockDecision] = {}
         rounds: dict[Path, str] = {}
         refused = []
+        policy = self._release_policy()
         for f in egress:
-            decision = inspect(f.source, self.policy, name=f.dest.name)
+            rounded = self._round(active, f, policy)
+            decision = inspect(f.source, policy, name=f.dest.name)
+            if rounded is not None and decision.accepted:
+                decision = dataclasses.replace(
+                    decision,
+                    reason=f"{decision.reason}; {rounded.changed} of the values in "
+                    f"{rounded.rows} rows rounded to {rounded.digits} significant digits",
+                )
             round_id = None
             if decision.kind == "aggregates":
                 from snakemake_fedgen.exact.secure import masked_round  # numpy: this kind only
@@ -978,6 +989,42 @@ class Scheduler:
                 f"{qdir}; nothing was published. {detail}"
             )
         return decisions, rounds
+
+    def _release_policy(self) -> AirlockPolicy:
+        """The airlock policy with the registered datasets' facts, reloaded when they change."""
+        stamp = facts_stamp(self.cfg.state_dir)
+        if stamp != self._facts_stamp:
+            facts = load_facts(self.cfg.state_dir)
+            self.policy = dataclasses.replace(self.policy, facts=facts)
+            self._facts_stamp = stamp
+            if facts is not None:
+                log.info("release checks on registered datasets: %s", facts.describe())
+        return self.policy
+
+    def _round(self, active: _Active, f: _Staged, policy: AirlockPolicy) -> Rounded | None:
+        """Round the numbers of a summary-statistics egress copy in place (before the airlock)."""
+        tmp = f.source.with_name(f.source.name + ".rounded")
+        rounded = round_sumstats(
+            f.source,
+            tmp,
+            digits=policy.digits,
+            name=f.dest.name,
+            max_bytes=self.cfg.max_output_bytes,
+        )
+        if rounded is None:
+            return None
+        os.replace(tmp, f.source)
+        self.audit.record(
+            caller=active.owner,
+            action="Rounded",
+            task=active.doc["id"],
+            outcome="rewritten",
+            file=f.container_path,
+            rows=rounded.rows,
+            changed=rounded.changed,
+            digits=rounded.digits,
+        )
+        return rounded
 
     def _quarantine(self, active: _Active, files: list[_Staged]) -> Path:
         """Move egress copies into the caller's quarantine; returns the task's directory."""

@@ -431,9 +431,11 @@ def test_inspect__provenance_checked_against_schema(tmp_path, monkeypatch):
 
     record = tmp_path / "A.prov.json"
     record.write_text(json.dumps({"version": 1, "tool": "plink2"}))
+    # By default a task's own record never leaves: its command strings are free text.
+    assert "do not leave this site" in _refused(inspect(record, AirlockPolicy()), "provenance")
     # The shipped schema is another part's deliverable; point the airlock at a known one.
     monkeypatch.setattr(provenance, "PROVENANCE_SCHEMA", tmp_path / "absent.schema.json")
-    assert "no usable provenance schema" in _refused(inspect(record, AirlockPolicy()), "provenance")
+    assert "no usable provenance schema" in _refused(inspect(record, AirlockPolicy(task_provenance=True)), "provenance")
 
     schema = tmp_path / "provenance.schema.json"
     schema.write_text(
@@ -448,10 +450,10 @@ def test_inspect__provenance_checked_against_schema(tmp_path, monkeypatch):
         )
     )
     monkeypatch.setattr(provenance, "PROVENANCE_SCHEMA", schema)
-    d = inspect(record, AirlockPolicy())
+    d = inspect(record, AirlockPolicy(task_provenance=True))
     assert d.accepted and d.kind == "provenance", d
     record.write_text(json.dumps({"version": 1, "tool": "plink2", "samples": ["p1", "p2"]}))
-    reason = _refused(inspect(record, AirlockPolicy()), "provenance")
+    reason = _refused(inspect(record, AirlockPolicy(task_provenance=True)), "provenance")
     assert "does not follow provenance.schema.json" in reason and "samples" in reason
 
 

@@ -415,10 +415,10 @@ def test_record_cli__task_record_passes_the_airlock_and_tampering_does_not(tmp_p
     record = json.loads(out.read_text())
     assert record["inputs"][0]["sha256"] == hashlib.sha256(b"x\n").hexdigest()
     assert set(record["tool_versions"]) == {"plink2"}
-    decision = inspect(out, AirlockPolicy())
+    decision = inspect(out, AirlockPolicy(task_provenance=True))
     assert decision.accepted and decision.kind == "provenance", decision.reason
     record["outputs"][0]["samples"] = ["S1", "S2"]  # smuggling sample ids
     out.write_text(json.dumps(record))
-    assert not inspect(out, AirlockPolicy()).accepted
+    assert not inspect(out, AirlockPolicy(task_provenance=True)).accepted
     with pytest.raises(ProvenanceError, match="outputs/0"):
         provenance.validate(record)

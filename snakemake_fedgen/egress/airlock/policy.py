@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 from snakemake_executor_plugin_fedgen.errors import ConfigError
 
 from snakemake_fedgen.sumstats import columns
+
+if TYPE_CHECKING:
+    from snakemake_fedgen.egress.facts import ReleaseFacts
 
 __all__ = ["AirlockDecision", "AirlockPolicy"]
 
@@ -38,6 +42,18 @@ class AirlockPolicy:
     secure_aggregation : bool
         Admit masked exact-mode aggregates (noise to the airlock; the site checked n and MAC
         before masking). See docs/exact-and-secure-aggregation.md.
+    digits : int
+        Significant digits of every number in a released summary-statistics table: the node
+        rounds them before the airlock looks (:mod:`snakemake_fedgen.egress.release`), so
+        nothing hidden in trailing digits leaves.
+    task_provenance : bool
+        Publish ``.prov.json`` records written inside tasks. Off by default: their command
+        strings are free text a task chooses, and the node's own provenance record comes with
+        every task anyway.
+    facts : ReleaseFacts or None
+        What the node read from its registered datasets (:mod:`snakemake_fedgen.egress.facts`);
+        not a config key. With facts, released rows must name registered variants, ``n`` may
+        not exceed the largest cohort and counts not the larger of cohort and universe.
     """
 
     min_n: int = 50
@@ -48,6 +64,9 @@ class AirlockPolicy:
     max_count_rows: int = 1000
     min_cases: int = 10
     secure_aggregation: bool = False
+    digits: int = 4
+    task_provenance: bool = False
+    facts: ReleaseFacts | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_policy_values(self)
@@ -75,7 +94,7 @@ class AirlockPolicy:
                 f"airlock policy must be a mapping of {_policy_keys()}; got "
                 f"{type(data).__name__} {data!r}"
             )
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - {"facts"}
         unknown = sorted(str(k) for k in data if k not in known)
         if unknown:
             raise ConfigError(
@@ -83,7 +102,7 @@ class AirlockPolicy:
                 f"{_policy_keys()}"
             )
         kwargs: dict[str, object] = {}
-        for key in ("min_n", "min_cell", "max_bytes", "max_count_rows", "min_cases"):
+        for key in ("min_n", "min_cell", "max_bytes", "max_count_rows", "min_cases", "digits"):
             if key in data:
                 value = data[key]
                 if isinstance(value, bool) or not isinstance(value, int):
@@ -94,13 +113,13 @@ class AirlockPolicy:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"airlock policy: min_mac must be a number; got {value!r}")
             kwargs["min_mac"] = float(value)
-        if "secure_aggregation" in data:
-            if not isinstance(data["secure_aggregation"], bool):
-                raise ConfigError(
-                    "airlock policy: secure_aggregation must be true or false; got "
-                    f"{data['secure_aggregation']!r}"
-                )
-            kwargs["secure_aggregation"] = data["secure_aggregation"]
+        for key in ("secure_aggregation", "task_provenance"):
+            if key in data:
+                if not isinstance(data[key], bool):
+                    raise ConfigError(
+                        f"airlock policy: {key} must be true or false; got {data[key]!r}"
+                    )
+                kwargs[key] = data[key]
         if "allowed_columns" in data:
             value = data["allowed_columns"]
             if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
@@ -118,7 +137,7 @@ class AirlockPolicy:
 
 
 def _policy_keys() -> str:
-    return ", ".join(f.name for f in fields(AirlockPolicy))
+    return ", ".join(f.name for f in fields(AirlockPolicy) if f.name != "facts")
 
 
 def _check_policy_values(policy: AirlockPolicy) -> None:
@@ -137,6 +156,11 @@ def _check_policy_values(policy: AirlockPolicy) -> None:
     if policy.max_bytes < 1:
         raise ConfigError(
             f"airlock policy: max_bytes must be >= 1; got max_bytes={policy.max_bytes}"
+        )
+    if not 2 <= policy.digits <= 8:
+        raise ConfigError(
+            f"airlock policy: digits must be between 2 and 8 significant digits; got "
+            f"{policy.digits}"
         )
     if policy.max_count_rows < 1:
         raise ConfigError(

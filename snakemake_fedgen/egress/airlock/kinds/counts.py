@@ -14,12 +14,54 @@ from snakemake_fedgen.egress.airlock.kind import Kind, Violations, text_lines
 from snakemake_fedgen.egress.airlock.policy import AirlockPolicy
 from snakemake_fedgen.egress.airlock.sniff import Sniff
 
-__all__ = ["COUNTS_HEADER", "COUNTS_TOKEN_RE", "KIND"]
+__all__ = ["COUNTS_HEADER", "COUNTS_TOKEN_RE", "KIND", "QUANTITIES", "STEPS"]
 
 COUNTS_HEADER = ("step", "quantity", "count")
 _COUNTS_HEADER_TEXT = "\t".join(COUNTS_HEADER)
 #: Step and quantity labels are short machine tokens, so they cannot smuggle identifiers.
 COUNTS_TOKEN_RE = re.compile(r"^[a-z][a-z0-9_.\-]{0,47}$")
+#: The workflow's QC steps and quantities (``fedgen qc counts``, ``fedgen qc align``, the
+#: imputation counts). At a site with registered datasets a counts table holds only these, each
+#: (step, quantity) once: labels of its own choosing would be a channel of their own.
+STEPS: frozenset[str] = frozenset(
+    {
+        "input",
+        "align",
+        "variant_call_rate",
+        "sample_call_rate",
+        "heterozygosity",
+        "duplicates",
+        "relatedness",
+        "sex_check",
+        "maf",
+        "hwe",
+        "final",
+        "imputation",
+    }
+)
+QUANTITIES: frozenset[str] = frozenset(
+    {
+        "samples",
+        "variants",
+        "samples_removed",
+        "variants_removed",
+        "variants_imputed",
+        "variants_dr2_passed",
+        *(
+            f"variants_{k}"
+            for k in (
+                "match",
+                "swap",
+                "flip",
+                "flip_swap",
+                "not_in_panel",
+                "allele_mismatch",
+                "ambiguous",
+                "af_mismatch",
+            )
+        ),
+    }
+)
 
 
 def detect(s: Sniff) -> bool:
@@ -40,6 +82,9 @@ def validate(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tuple[boo
             f"got {(header or '')[:80]!r}"
         )
     suppressed = f"<{policy.min_cell}"
+    facts = policy.facts
+    ceiling = max(facts.max_samples, facts.universe_size) if facts is not None else None
+    seen: set[tuple[str, str]] = set()
     bad = Violations()
     total = 0
     for lineno, line in enumerate(lines, start=2):
@@ -63,6 +108,11 @@ def validate(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tuple[boo
                 )
                 break
         else:
+            if facts is not None:
+                problem = _site_facts_problem(step, quantity, count, seen, ceiling)
+                if problem:
+                    bad.row("site-facts", f"line {lineno}: {problem}")
+                    continue
             # "<k" with k >= min_cell was suppressed at least as strictly as this site asks.
             if count.startswith("<") and count[1:].isascii() and count[1:].isdigit():
                 if int(count[1:]) >= policy.min_cell:
@@ -88,6 +138,29 @@ def validate(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tuple[boo
     if bad.rows:
         return False, bad.summary(total)
     return True, f"counts table with {total} rows passes (min_cell={policy.min_cell})"
+
+
+def _site_facts_problem(
+    step: str, quantity: str, count: str, seen: set[tuple[str, str]], ceiling: int | None
+) -> str | None:
+    if step not in STEPS:
+        return (
+            f"step {step[:40]!r} is not one of the workflow's QC steps ({', '.join(sorted(STEPS))})"
+        )
+    if quantity not in QUANTITIES:
+        return (
+            f"quantity {quantity[:40]!r} is not one the workflow counts "
+            f"({', '.join(sorted(QUANTITIES))})"
+        )
+    if (step, quantity) in seen:
+        return f"{step}/{quantity} appears a second time"
+    seen.add((step, quantity))
+    if ceiling is not None and count.isascii() and count.isdigit() and int(count) > ceiling:
+        return (
+            f"count {count} is above anything the datasets registered at this site hold "
+            f"({ceiling} samples or variants)"
+        )
+    return None
 
 
 KIND = Kind("counts", detect, validate)

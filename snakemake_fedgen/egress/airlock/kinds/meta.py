@@ -7,7 +7,9 @@ study must declare its case and control counts, each at least ``min_cases``.
 
 from __future__ import annotations
 
-from typing import BinaryIO
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, BinaryIO
 
 import yaml
 
@@ -15,6 +17,9 @@ from snakemake_fedgen.egress.airlock.kind import Kind
 from snakemake_fedgen.egress.airlock.kinds.counts import COUNTS_TOKEN_RE
 from snakemake_fedgen.egress.airlock.policy import AirlockPolicy
 from snakemake_fedgen.egress.airlock.sniff import Sniff
+
+if TYPE_CHECKING:
+    from snakemake_fedgen.egress.facts import ReleaseFacts
 
 __all__ = ["KIND", "META_FEDGEN_KEYS", "META_KEYS", "META_SAMPLE_KEYS"]
 
@@ -85,6 +90,56 @@ META_FEDGEN_KEYS: frozenset[str] = frozenset(
         "fedgen_version",
     }
 )
+#: At a site with registered datasets every text value has a fixed format (below) and all of
+#: them together at most this many characters: a sidecar describes a study, it carries no text.
+_META_TEXT_BUDGET = 512
+#: ... and no list of more than this many items.
+_META_STRICT_LIST = 4
+_TEXT = re.compile(r"[A-Za-z0-9 ()=,.;:+/_-]{0,120}\Z")
+_TOKEN = re.compile(r"[A-Za-z0-9._:+-]{0,64}\Z")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+_FORMATS: dict[str, re.Pattern[str] | frozenset[str]] = {
+    "file_type": re.compile(r"GWAS-SSF v[0-9]+\.[0-9]+\Z"),
+    "data_file_name": re.compile(r"[A-Za-z0-9._-]{1,200}\Z"),
+    "file_md5sum": re.compile(r"[0-9a-f]{32}\Z"),
+    "data_file_md5sum": re.compile(r"[0-9a-f]{32}\Z"),
+    "genome_assembly": frozenset({"GRCh37", "GRCh38", "NCBI36", "NCBI35", "NCBI34"}),
+    "coordinate_system": frozenset({"1-based", "0-based"}),
+    "genotyping_technology": _TEXT,
+    "trait_description": _TEXT,
+    "analysis_software": _TEXT,
+    "date_last_modified": _DATE,
+    "date_metadata_last_modified": _DATE,
+    "gwas_id": _TOKEN,
+    "gwas_catalog_api": _TOKEN,
+    "imputation_panel": _TEXT,
+    "imputation_software": _TEXT,
+    "adjusted_covariates": _TOKEN,
+    "ontology_mapping": _TOKEN,
+    "sex": frozenset({"M", "F", "combined"}),
+    "effect_statistic": frozenset({"beta", "odds_ratio", "hazard_ratio"}),
+    "hm_code_definition": _TOKEN,
+    "harmonisation_reference": _TOKEN,
+    "analysis_name": _TOKEN,
+    "sample_ancestry": _TEXT,
+    "sample_ancestry_category": _TEXT,
+    "ancestry_method": _TEXT,
+    "case_type": _TOKEN,
+    "site": _TOKEN,
+    "trait_type": frozenset({"quantitative", "binary"}),
+    "refget_seqcol_digest": re.compile(r"[A-Za-z0-9_-]{32}\Z"),
+    "effect_scale": _TOKEN,
+    "source_format": _TEXT,
+    "effect_column": _TOKEN,
+    "source_file": re.compile(r"[A-Za-z0-9._/-]{0,200}\Z"),
+    "fedgen_version": _TOKEN,
+}
+#: Integer values that count persons (bounded by the largest registered cohort) and variants
+#: (bounded by the registered variant universe).
+_PERSON_COUNTS = frozenset(
+    {"sample_size", "case_count", "control_count", "n_cases", "n_controls", "min_n"}
+)
+_VARIANT_COUNTS = frozenset({"variants_suppressed", "variants_exported", "variants_dropped"})
 _META_MAX_BYTES = 64 * 1024
 _META_MAX_LIST = 20
 _META_MAX_STRING = 1000
@@ -179,7 +234,79 @@ def validate(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tuple[boo
     problem = _case_control_problem(doc, policy)
     if problem:
         return False, problem
+    if policy.facts is not None:
+        problem = _site_facts_problem(doc, policy.facts)
+        if problem:
+            return False, problem
     return True, "GWAS-SSF metadata sidecar passes"
+
+
+def _leaves(doc: dict) -> Iterator[tuple[str, str, object]]:
+    """(path, key, value) of every scalar of a sidecar (list items under their key)."""
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if isinstance(v, dict):
+                    for label, count in v.items():
+                        yield f"{key}.{k}.{label}", str(k), count
+                else:
+                    yield from _items(f"{key}.{k}", str(k), v)
+        elif key == "samples" and isinstance(value, list):
+            for i, group in enumerate(value):
+                for k, v in group.items():
+                    yield from _items(f"samples[{i}].{k}", str(k), v)
+        else:
+            yield from _items(str(key), str(key), value)
+
+
+def _items(path: str, key: str, value: object) -> Iterator[tuple[str, str, object]]:
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            yield f"{path}[{i}]", key, item
+    else:
+        yield path, key, value
+
+
+def _site_facts_problem(doc: dict, facts: ReleaseFacts) -> str | None:
+    """Fixed formats for every value, person and variant counts within the registered facts."""
+    text = 0
+    for path, key, value in _leaves(doc):
+        index = path.rsplit("[", 1)[-1].rstrip("]") if path.endswith("]") else ""
+        if index.isdigit() and int(index) >= _META_STRICT_LIST:
+            return (
+                f"key {path.rsplit('[', 1)[0]}: more than {_META_STRICT_LIST} items at a site "
+                "with registered datasets"
+            )
+        if isinstance(value, str):
+            text += len(value)
+            fmt = _FORMATS.get(key)
+            if fmt is None:
+                return (
+                    f"key {path}: no text may leave in this key at a site with registered datasets"
+                )
+            ok = value in fmt if isinstance(fmt, frozenset) else bool(fmt.match(value))
+            if not ok:
+                allowed = (
+                    ", ".join(sorted(fmt)) if isinstance(fmt, frozenset) else f"/{fmt.pattern}/"
+                )
+                return f"key {path}: {value[:40]!r} does not have the key's format ({allowed})"
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if key in _PERSON_COUNTS and value > facts.max_samples:
+                return (
+                    f"key {path}: {value} is above the {facts.max_samples} samples of the "
+                    "largest dataset registered at this site"
+                )
+            if key in _VARIANT_COUNTS and value > facts.universe_size:
+                return (
+                    f"key {path}: {value} is above the {facts.universe_size} variants registered "
+                    "at this site"
+                )
+    if text > _META_TEXT_BUDGET:
+        return (
+            f"the sidecar's text values add up to {text} characters, above "
+            f"{_META_TEXT_BUDGET} at a site with registered datasets"
+        )
+    return None
 
 
 def _case_control_problem(doc: dict, policy: AirlockPolicy) -> str | None:

@@ -25,6 +25,12 @@ def validate(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tuple[boo
 
     import jsonschema
 
+    if not policy.task_provenance:
+        return False, (
+            "provenance records written inside a task do not leave this site (their command "
+            "strings are text the task chooses); the node's own provenance record comes with "
+            "every task. A site that wants them sets airlock.task_provenance: true"
+        )
     data = stream.read(_PROVENANCE_MAX_BYTES + 1)
     if len(data) > _PROVENANCE_MAX_BYTES:
         return False, f"provenance record larger than {_PROVENANCE_MAX_BYTES} bytes"

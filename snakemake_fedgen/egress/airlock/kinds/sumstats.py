@@ -15,6 +15,7 @@ from typing import BinaryIO
 from snakemake_fedgen.egress.airlock.kind import Kind, Violations, text_lines
 from snakemake_fedgen.egress.airlock.policy import AirlockPolicy
 from snakemake_fedgen.egress.airlock.sniff import Sniff
+from snakemake_fedgen.egress.facts import ReleaseFacts, rsid_key, variant_key, variant_label_matches
 from snakemake_fedgen.sumstats import columns
 
 __all__ = ["KIND", "minor_allele_count"]
@@ -93,6 +94,13 @@ def validate(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tuple[boo
     i_vid = idx.get("variant_id")
     width = len(header)
     min_n, min_mac = policy.min_n, policy.min_mac
+    facts = policy.facts
+    max_n = facts.max_samples if facts is not None else None
+    i_a1, i_a2 = idx["effect_allele"], idx["other_allele"]
+    keys: list[int] = []
+    rs_keys: list[int] = []
+    key_lines: list[int] = []
+    rs_lines: list[int] = []
     bad = Violations()
     total = 0
     isfinite = math.isfinite
@@ -133,6 +141,13 @@ def validate(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tuple[boo
         if n < min_n:
             bad.row("min_n", f"line {lineno} column 'n': n={row[i_n]} is below min_n={min_n}")
             continue
+        if max_n is not None and n > max_n:
+            bad.row(
+                "site-facts",
+                f"line {lineno} column 'n': n={row[i_n]} is above the {max_n} samples of the "
+                "largest dataset registered at this site",
+            )
+            continue
         mac = minor_allele_count(n, eaf)
         if mac < min_mac:
             bad.row(
@@ -146,11 +161,73 @@ def validate(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tuple[boo
         )
         if message is not None:
             bad.row("malformed", message)
+            continue
+        if facts is not None:
+            chrom, pos, a1, a2 = row[i_chr], row[i_pos], row[i_a1], row[i_a2]
+            vid = row[i_vid] if i_vid is not None else _MISSING
+            if vid != _MISSING and not variant_label_matches(vid, chrom, pos, a1, a2):
+                bad.row(
+                    "site-facts",
+                    f"line {lineno} column 'variant_id': {vid[:40]!r} is not a label of the "
+                    f"row's variant ({chrom}:{pos}:{a1}:{a2}); only CHR:POS[:A:B] labels leave "
+                    "a site with registered datasets",
+                )
+                continue
+            keys.append(variant_key(chrom, pos, a1, a2))
+            key_lines.append(lineno)
+            if i_rsid is not None and row[i_rsid] != _MISSING:
+                rs_keys.append(rsid_key(row[i_rsid], chrom, pos))
+                rs_lines.append(lineno)
     if total == 0:
         return False, "the table has a header but no data rows"
+    if facts is not None:
+        _check_site_facts(facts, keys, key_lines, rs_keys, rs_lines, total, bad)
     if bad.rows:
         return False, bad.summary(total)
     return True, (f"GWAS-SSF table with {total} rows passes (min_n={min_n}, min_mac={min_mac:g})")
+
+
+def _check_site_facts(
+    facts: ReleaseFacts,
+    keys: list[int],
+    key_lines: list[int],
+    rs_keys: list[int],
+    rs_lines: list[int],
+    total: int,
+    bad: Violations,
+) -> None:
+    """Rows against the registered datasets: known variants and rsIDs, each variant once, no
+    more rows than the universe holds."""
+    import numpy as np
+
+    if total > facts.universe_size:
+        bad.row(
+            "site-facts",
+            f"the table has {total} rows but the datasets registered at this site hold "
+            f"{facts.universe_size} variants",
+        )
+    arr = np.array(keys, dtype=np.uint64)
+    for at in np.flatnonzero(facts.unknown(arr)):
+        bad.row(
+            "site-facts",
+            f"line {key_lines[at]}: the variant is not in the datasets registered at this site "
+            "(chromosome, position and alleles are checked)",
+        )
+    if arr.size:
+        order = np.argsort(arr, kind="stable")
+        dup = np.flatnonzero(arr[order][1:] == arr[order][:-1])
+        for at in order[dup + 1]:
+            bad.row(
+                "site-facts",
+                f"line {key_lines[at]}: the variant appears a second time in the table",
+            )
+    rs = np.array(rs_keys, dtype=np.uint64)
+    for at in np.flatnonzero(facts.unknown_rsids(rs)):
+        bad.row(
+            "site-facts",
+            f"line {rs_lines[at]} column 'rsid': not the rsID the registered datasets give this "
+            "position",
+        )
 
 
 def _check_sumstats_fields(

@@ -1,0 +1,114 @@
+"""What the node changes in a file before it is released: numbers rounded to fixed precision.
+
+A task chooses every digit it writes. Data hidden in the trailing digits of ``beta``,
+``standard_error`` or a p-value (a genotype vector in the 7th to 15th digit) passes any range
+check; rounding every number of a summary-statistics table to ``digits`` significant digits at
+the node, after the task has ended and before the airlock, removes it. ``n`` and positions are
+integers and stay as they are; ``NA`` stays ``NA``; text the rounding cannot parse is left for
+the airlock to refuse.
+
+The rewrite is counted: :func:`round_sumstats` returns how many values changed, and the node
+records that in the audit log and the task's system log.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from snakemake_fedgen.egress.airlock.kinds.sumstats import KIND as SUMSTATS
+from snakemake_fedgen.egress.airlock.sniff import sniff
+from snakemake_fedgen.sumstats import columns
+
+__all__ = ["Rounded", "round_number", "round_sumstats"]
+
+#: Columns whose numbers are rounded; every other column is an integer, allele or label.
+ROUNDED_COLUMNS: frozenset[str] = frozenset(
+    {
+        *columns.EFFECT,
+        "standard_error",
+        "effect_allele_frequency",
+        "p_value",
+        "neg_log_10_p_value",
+        "ci_upper",
+        "ci_lower",
+        "info",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Rounded:
+    """The result of :func:`round_sumstats`: rows read and values changed."""
+
+    rows: int
+    changed: int
+    digits: int
+
+
+def round_number(text: str, digits: int) -> str:
+    """``text`` as a number with ``digits`` significant digits (``"NA"`` and non-numbers as is).
+
+    >>> round_number("0.123456789", 4), round_number("1.23456e-12", 3), round_number("NA", 4)
+    ('0.1235', '1.23e-12', 'NA')
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if not math.isfinite(value) or text.strip() != text or "_" in text:
+        return text
+    return f"{value:.{digits}g}"
+
+
+def round_sumstats(
+    src: Path, dst: Path, *, digits: int, name: str, max_bytes: int
+) -> Rounded | None:
+    """Write ``src`` (a GWAS-SSF table, plain or gzip) to ``dst`` with its numbers rounded.
+
+    Returns None, writing nothing, when ``name``/content is not a summary-statistics table the
+    rounding understands or decompresses to more than ``max_bytes`` (the airlock then judges
+    the original).
+    """
+    with open(src, "rb") as f:
+        found = sniff(f, name)
+    if not SUMSTATS.detect(found) or found.compression not in (None, "gzip"):
+        return None
+    gz = found.compression == "gzip"
+    opener = gzip.open if gz else open
+    try:
+        with opener(src, "rb") as raw, open(dst, "xb") as out_raw:
+            sink = gzip.GzipFile(fileobj=out_raw, mode="wb", mtime=0) if gz else out_raw
+            with io.TextIOWrapper(raw, encoding="utf-8", newline="\n") as text:
+                header = text.readline()
+                cols = header.rstrip("\n").split("\t")
+                rounded = [i for i, c in enumerate(cols) if c in ROUNDED_COLUMNS]
+                sink.write(header.encode())
+                rows = changed = 0
+                budget = max_bytes
+                for line in text:
+                    rows += 1
+                    budget -= len(line)
+                    if budget < 0:
+                        raise ValueError("decompresses beyond max_bytes")
+                    end = "\n" if line.endswith("\n") else ""
+                    fields = line[: len(line) - len(end)].split("\t")
+                    for i in rounded:
+                        if i < len(fields):
+                            new = round_number(fields[i], digits)
+                            if new != fields[i]:
+                                changed += 1
+                                fields[i] = new
+                    sink.write(("\t".join(fields) + end).encode())
+            if gz:
+                sink.close()
+    except (OSError, EOFError, UnicodeDecodeError, ValueError):
+        # Not decompressible or not text: the airlock refuses the original with the reason.
+        Path(dst).unlink(missing_ok=True)
+        return None
+    os.chmod(dst, 0o600)
+    return Rounded(rows=rows, changed=changed, digits=digits)
