@@ -177,6 +177,7 @@ def federation(
             )
             if airlock:
                 node_cfg["airlock"] = {**node_cfg.get("airlock", {}), **airlock}
+            register_site_datasets(state / "state", entry)
             node = NodeProcess(state / "state", port=free_port(), config=node_cfg)
             sites[name] = Site(name, node, entry["token_env"], token)
             entry["tes_url"] = node.url
@@ -187,6 +188,22 @@ def federation(
     finally:
         for site in sites.values():
             site.node.stop()
+
+
+def register_site_datasets(state_dir: Path, entry: dict[str, Any]) -> None:
+    """What a steward does before the first run: register the site's genotypes, with the
+    public reference panel's variants, so every release is checked on the site's facts."""
+    from snakemake_fedgen.egress.facts import register_dataset
+    from snakemake_fedgen.governance.datasets import local_path
+
+    datasets = entry.get("datasets") or {}
+    panel = datasets.get("reference_panel", {}).get("url")
+    register_dataset(
+        state_dir,
+        "genotypes",
+        genotypes=Path(local_path(datasets["genotypes"]["url"])),
+        variants=[Path(local_path(panel))] if panel else [],
+    )
 
 
 # ------------------------------------------------------------------------------------------

@@ -62,8 +62,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="further variants released results may name, e.g. the reference panel the site "
         "imputes from (repeatable)",
     )
-    ds_list = ds_actions.add_parser("list", help="the registered datasets")
-    for p in (listing, approve, deny, logs, register, ds_list):
+    sample_set = ds_actions.add_parser(
+        "sample-set",
+        help="register a fixed sample set (a PLINK keep file under a read root) studies run on",
+    )
+    sample_set.add_argument("name", help="sample set name (letters, digits, . _ -)")
+    sample_set.add_argument("--dataset", required=True, help="the registered dataset it is of")
+    sample_set.add_argument(
+        "--keep", required=True, help="PLINK keep file (IID, or FID IID per line) tasks read"
+    )
+    ds_list = ds_actions.add_parser("list", help="the registered datasets and sample sets")
+    for p in (listing, approve, deny, logs, register, sample_set, ds_list):
         p.add_argument("--state-dir", required=True, help="the node's state directory")
 
 
@@ -105,9 +114,23 @@ def _dataset(args: argparse.Namespace) -> int:
     """Register a dataset's facts or list the registered ones."""
     from pathlib import Path
 
-    from snakemake_fedgen.egress.facts import register_dataset, registered
+    from snakemake_fedgen.egress.facts import (
+        register_dataset,
+        register_sample_set,
+        registered,
+        sample_sets,
+    )
 
     state_dir = Path(args.state_dir)
+    if args.dataset_action == "sample-set":
+        entry = register_sample_set(
+            state_dir, args.name, dataset=args.dataset, keep=Path(args.keep)
+        )
+        print(
+            f"sample set {entry.name} of {entry.dataset}: {len(entry.members)} samples from "
+            f"{entry.path}; tasks reading this file release results from it"
+        )
+        return 0
     if args.dataset_action == "register":
         facts = register_dataset(
             state_dir,
@@ -122,6 +145,8 @@ def _dataset(args: argparse.Namespace) -> int:
         return 0
     for d in registered(state_dir):
         print(f"{d.name}\t{d.samples} samples\t{d.variants} variants\tregistered {d.registered}")
+    for e in sample_sets(state_dir).values():
+        print(f"  sample set {e.name} of {e.dataset}\t{len(e.members)} samples\t{e.path}")
     return 0
 
 

@@ -36,9 +36,13 @@ from snakemake_executor_plugin_fedgen.fileio import open_text, write_bytes_atomi
 __all__ = [
     "DatasetFacts",
     "ReleaseFacts",
+    "SampleSet",
     "load_facts",
     "register_dataset",
+    "register_sample_set",
     "rsid_key",
+    "sample_sets",
+    "set_difference",
     "variant_key",
     "variant_label_matches",
 ]
@@ -147,13 +151,18 @@ def _is_vcf_like(path: Path) -> bool:
     return path.name.endswith((".vcf", ".vcf.gz", ".vcf.bgz", ".bcf"))
 
 
-def read_samples(path: Path) -> int:
-    """Number of samples in a VCF/BCF (its header) or a PLINK 2 ``.psam``/``.fam``."""
+def read_samples(path: Path) -> list[str]:
+    """Sample IDs of a VCF/BCF (its header) or a PLINK 2 ``.psam``/``.fam`` (IID)."""
     if _is_vcf_like(path):
-        return sum(1 for line in _run(["bcftools", "query", "-l", str(path)], what=path) if line)
+        return [
+            line.rstrip("\n")
+            for line in _run(["bcftools", "query", "-l", str(path)], what=path)
+            if line.strip()
+        ]
     if path.suffix in (".psam", ".fam"):
         with open_text(path) as f:
-            return sum(1 for line in f if line.strip() and not line.startswith("#"))
+            rows = [line.split() for line in f if line.strip() and not line.startswith("#")]
+        return [r[1] if len(r) > 1 else r[0] for r in rows]
     raise ConfigError(
         f"{path}: not a genotype file the node reads samples from (.vcf.gz, .bcf, .psam, .fam)."
     )
@@ -239,7 +248,8 @@ def register_dataset(
         )
     genotypes = Path(genotypes).absolute()
     sample_file = genotypes.with_suffix(".psam") if genotypes.suffix == ".pvar" else genotypes
-    samples = read_samples(sample_file)
+    ids = read_samples(sample_file)
+    samples = len(ids)
     if samples == 0:
         raise ConfigError(f"{sample_file}: has no samples; register the site's genotype file.")
     keys: list[np.ndarray] = []
@@ -265,6 +275,7 @@ def register_dataset(
     )
     folder = Path(state_dir) / DATASETS_DIR
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_text_atomic(folder / f"{name}.samples", "".join(f"{i}\n" for i in ids), perms=0o600)
     write_bytes_atomic(folder / f"{name}.u64", universe.astype("<u8").tobytes())
     write_bytes_atomic(
         folder / f"{name}.rsid.u64",
@@ -328,6 +339,99 @@ def load_facts(state_dir: Path) -> ReleaseFacts | None:
                 ) from None
     universe, rsids = (np.unique(np.concatenate(a)).astype(np.uint64) for a in parts.values())
     return ReleaseFacts(datasets=tuple(datasets), universe=universe, rsids=rsids)
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """A fixed set of a dataset's samples that studies run on, registered by the steward.
+
+    A task uses it by reading the registered keep file (``path``) as an input; the node checks
+    the file still has the registered content (``sha256``) and keeps a ledger of released sets.
+    """
+
+    name: str
+    dataset: str
+    path: str
+    sha256: str
+    members: tuple[str, ...]
+    registered: str
+
+
+SETS_DIR = "sample-sets"
+
+
+def _read_keep(path: Path) -> list[str]:
+    """IDs of a PLINK keep file: one column (IID) or FID IID; ``#`` lines are headers."""
+    with open_text(path) as f:
+        rows = [line.split() for line in f if line.strip() and not line.startswith("#")]
+    return [r[1] if len(r) > 1 else r[0] for r in rows]
+
+
+def register_sample_set(state_dir: Path, name: str, *, dataset: str, keep: Path) -> SampleSet:
+    """Register ``keep`` (a PLINK keep file under a read root) as sample set ``name``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown dataset, a bad name, an empty file, or IDs the dataset does not hold (the
+        first few are named).
+    """
+    if not _NAME.match(name):
+        raise ConfigError(f"sample set name {name!r}: use letters, digits, '.', '_' or '-'.")
+    folder = Path(state_dir) / DATASETS_DIR
+    known = {d.name for d in registered(state_dir)}
+    if dataset not in known:
+        raise ConfigError(
+            f"sample set {name}: dataset {dataset!r} is not registered at this node "
+            f"(registered: {', '.join(sorted(known)) or 'none'}); run `fedgen node dataset "
+            "register` first."
+        )
+    keep = Path(os.path.realpath(keep))
+    members = sorted(set(_read_keep(keep)))
+    if not members:
+        raise ConfigError(f"{keep}: holds no sample IDs.")
+    cohort = set((folder / f"{dataset}.samples").read_text(encoding="utf-8").split())
+    strangers = [m for m in members if m not in cohort]
+    if strangers:
+        raise ConfigError(
+            f"{keep}: {len(strangers)} ID(s) are not samples of dataset {dataset} (first: "
+            f"{', '.join(strangers[:3])}); a sample set is a subset of its dataset."
+        )
+    entry = SampleSet(
+        name=name,
+        dataset=dataset,
+        path=str(keep),
+        sha256=_sha256(keep),
+        members=tuple(members),
+        registered=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    sets = folder / SETS_DIR
+    sets.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_text_atomic(
+        sets / f"{name}.json", json.dumps(entry.__dict__ | {"members": members}), perms=0o600
+    )
+    return entry
+
+
+def sample_sets(state_dir: Path) -> dict[str, SampleSet]:
+    """The registered sample sets by the real path of their keep file."""
+    folder = Path(state_dir) / DATASETS_DIR / SETS_DIR
+    out: dict[str, SampleSet] = {}
+    for meta in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            doc = json.loads(meta.read_text(encoding="utf-8"))
+            entry = SampleSet(**{**doc, "members": tuple(doc["members"])})
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise ConfigError(
+                f"{meta}: unreadable sample set ({exc}); register it again."
+            ) from None
+        out[entry.path] = entry
+    return out
+
+
+def set_difference(a: Sequence[str], b: Sequence[str]) -> int:
+    """Size of the symmetric difference of two sample sets."""
+    return len(set(a) ^ set(b))
 
 
 def facts_stamp(state_dir: Path) -> float:

@@ -199,6 +199,17 @@ class NodeConfig(BaseModel):
     review_poll_seconds: float = Field(
         1.0, description="how often a task held for review looks for the steward's decision"
     )
+    # Differencing control (egress/facts.py sample sets, the ledger in the task database).
+    sample_sets: Literal["optional", "required"] = Field(
+        "optional",
+        description="required: egress only from tasks whose inputs trace back to exactly one "
+        "registered sample set (fedgen node dataset sample-set)",
+    )
+    min_set_difference: int = Field(
+        10,
+        description="a release whose sample set differs from an earlier release's of the same "
+        "dataset by fewer samples (but not 0) is refused: the pair would single them out",
+    )
     # Network clients (node/guard.py, node/protocol.py).
     allowed_hosts: Annotated[StrList, Setting("NAME")] = Field(
         default_factory=list,
@@ -369,6 +380,7 @@ _LOWER_BOUNDS: dict[str, tuple[bool, float]] = {
     "max_queued_per_caller": (False, 1),
     "max_running_per_caller": (False, 1),
     "max_request_bytes": (False, 1),
+    "min_set_difference": (False, 1),
 }
 
 

@@ -41,10 +41,10 @@ from snakemake_executor_plugin_fedgen.tes.states import TesState
 from snakemake_executor_plugin_fedgen.tes.tags import OUTPUT_SHA256_KEY
 
 from snakemake_fedgen.egress.airlock import AirlockDecision, AirlockPolicy, inspect
-from snakemake_fedgen.egress.facts import facts_stamp, load_facts
+from snakemake_fedgen.egress.facts import facts_stamp, load_facts, sample_sets, set_difference
 from snakemake_fedgen.egress.release import Rounded, round_sumstats
 from snakemake_fedgen.governance.node import seal_egress
-from snakemake_fedgen.governance.provenance import task_provenance
+from snakemake_fedgen.governance.provenance import sha256_file, task_provenance
 from snakemake_fedgen.node import paths
 from snakemake_fedgen.node.areas import SiteRoots, Target
 from snakemake_fedgen.node.audit import AuditLog
@@ -114,6 +114,8 @@ class _Active:
     timed_out: bool = False
     # Why the node stopped the task for a resource (disk quota, memory, full disk), if it did.
     resource_error: str | None = None
+    # Registered sample sets the task's inputs trace back to (names; see _sample_sets).
+    sample_sets: frozenset[str] = frozenset()
     runner: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -382,6 +384,7 @@ class Scheduler:
         self.store.save(doc)
         try:
             layout = await asyncio.to_thread(self._prepare, doc, active.owner)
+            active.sample_sets = await asyncio.to_thread(self._sample_sets, doc, active.owner)
         except FedgenError as exc:
             self._end(doc, TesState.SYSTEM_ERROR, reason=str(exc), save=False)
             return
@@ -869,6 +872,10 @@ class Scheduler:
             copied += size
             sizes.append(size)
             hashes[f.container_path] = sha
+        kept = [str(f.dest) for f in files if f.dest not in staged]
+        if kept:
+            # What later tasks read from these files traces back to this task's sample sets.
+            self.store.set_lineage(kept, active.sample_sets)
         for st in staged.values():
             d = decisions[st.dest]
             assert egress_root is not None  # egress is empty without an egress root
@@ -981,6 +988,17 @@ class Scheduler:
             )
             if not decision.accepted:
                 refused.append((f, decision.reason))
+        if not refused and egress:
+            problem = self._ledger_problem(active)
+            if problem is not None:
+                self.audit.record(
+                    caller=active.owner,
+                    action="Ledger",
+                    task=doc["id"],
+                    outcome="refused",
+                    reason=problem,
+                )
+                refused = [(f, problem) for f in egress]
         if refused:
             qdir = self._quarantine(active, [f for f, _reason in refused])
             detail = "; ".join(f"{f.container_path}: {reason}" for f, reason in refused)
@@ -989,6 +1007,72 @@ class Scheduler:
                 f"{qdir}; nothing was published. {detail}"
             )
         return decisions, rounds
+
+    def _sample_sets(self, doc: dict[str, Any], owner: str) -> frozenset[str]:
+        """Registered sample sets the task reads: keep files among its inputs (checked against
+        their registered content) and the sets earlier tasks wrote its area inputs from."""
+        registered = sample_sets(self.cfg.state_dir)
+        found: set[str] = set()
+        for i, item in enumerate(doc.get("inputs") or []):
+            url = item.get("url")
+            if item.get("content") or not url or url_scheme(url) != "file":
+                continue
+            real = self.roots.input_path(
+                url, kind=item.get("type", "FILE"), area=owner, what=f"inputs[{i}]"
+            )
+            entry = registered.get(str(real))
+            if entry is not None:
+                if sha256_file(real) != entry.sha256:
+                    raise StorageError(
+                        f"inputs[{i}]: sample set {entry.name}'s file {real} changed since it was "
+                        "registered; the steward registers it again (fedgen node dataset "
+                        "sample-set)."
+                    )
+                found.add(entry.name)
+            found.update(self.store.lineage(str(real)))
+        return frozenset(found)
+
+    def _ledger_problem(self, active: _Active) -> str | None:
+        """Why this task's release would single out samples (differencing), or None.
+
+        Records the release in the ledger when it may go.
+        """
+        names = active.sample_sets
+        required = self.cfg.sample_sets == "required"
+        if not names:
+            if required:
+                return (
+                    "this site releases results only from a registered sample set, and the "
+                    "task's inputs trace back to none; run the study on a set the site "
+                    "registered (fedgen node dataset sample-set)"
+                )
+            return None
+        if len(names) > 1:
+            return (
+                f"the task's inputs trace back to several sample sets ({', '.join(sorted(names))});"
+                " a release comes from exactly one"
+            )
+        by_name = {e.name: e for e in sample_sets(self.cfg.state_dir).values()}
+        entry = by_name.get(next(iter(names)))
+        if entry is None:
+            return f"sample set {next(iter(names))} is no longer registered at this site"
+        floor = self.cfg.min_set_difference
+        for other, members, task, released in self.store.ledger(entry.dataset):
+            diff = set_difference(entry.members, members)
+            if 0 < diff < floor:
+                return (
+                    f"sample set {entry.name} differs from sample set {other} (released by task "
+                    f"{task} at {released}) by {diff} sample(s); this site needs at least "
+                    f"min_set_difference={floor}, or the two releases would single them out"
+                )
+        self.store.add_ledger(
+            entry.dataset,
+            entry.name,
+            entry.members,
+            task=active.doc["id"],
+            released=now_rfc3339(),
+        )
+        return None
 
     def _release_policy(self) -> AirlockPolicy:
         """The airlock policy with the registered datasets' facts, reloaded when they change."""

@@ -58,6 +58,19 @@ CREATE TABLE IF NOT EXISTS secure_rounds (
     sha256 TEXT NOT NULL,
     task TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS lineage (
+    path TEXT PRIMARY KEY,
+    sample_sets TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    dataset TEXT NOT NULL,
+    sample_set TEXT NOT NULL,
+    members TEXT NOT NULL,
+    task TEXT NOT NULL,
+    released TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_dataset ON ledger(dataset);
 """
 
 
@@ -188,6 +201,44 @@ class TaskStore:
             self._db.execute(
                 "INSERT OR IGNORE INTO secure_rounds (round_id, sha256, task) VALUES (?, ?, ?)",
                 (round_id, sha256, task),
+            )
+
+    def set_lineage(self, paths: Iterable[str], sample_sets: Iterable[str]) -> None:
+        """Record that the files at ``paths`` (host paths) were written from ``sample_sets``."""
+        value = _dump(sorted(set(sample_sets)))
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO lineage (path, sample_sets) VALUES (?, ?)",
+                [(p, value) for p in paths],
+            )
+
+    def lineage(self, path: str) -> list[str]:
+        """The sample sets the file at ``path`` was written from (empty if unknown)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sample_sets FROM lineage WHERE path = ?", (path,)
+            ).fetchone()
+        return list(json.loads(row[0])) if row else []
+
+    def ledger(self, dataset: str) -> list[tuple[str, list[str], str, str]]:
+        """Released sample sets of ``dataset``: (set name, members, task, released), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT sample_set, members, task, released FROM ledger WHERE dataset = ? "
+                "ORDER BY seq",
+                (dataset,),
+            ).fetchall()
+        return [(r[0], json.loads(r[1]), r[2], r[3]) for r in rows]
+
+    def add_ledger(
+        self, dataset: str, sample_set: str, members: Iterable[str], *, task: str, released: str
+    ) -> None:
+        """Record a release from ``sample_set`` of ``dataset``."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO ledger (dataset, sample_set, members, task, released) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (dataset, sample_set, _dump(sorted(members)), task, released),
             )
 
     def add_release(

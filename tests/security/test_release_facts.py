@@ -290,3 +290,124 @@ def test_free_text_in_a_sidecar__refused_once_the_cohort_is_registered(make_site
     assert done["state"] == "SYSTEM_ERROR"
     assert "key trait_description: more than 4 items" in system_log(done)
     assert _published(site) == []
+
+
+# -- differencing (issue 14, item 4) ---------------------------------------------------------------
+
+# Allele frequencies of the samples in keep file $1 (IDs), one GWAS-SSF row per variant.
+EAF_OF_KEPT = (
+    "FNR==NR{keep[$1]=1; n++; next} "
+    '/^#CHROM/{for(i=10;i<=NF;i++) if($i in keep) col[i]=1; print "' + HEADER + '"; next} '
+    "/^#/{next} "
+    "{s=0; for(i in col) s+=substr($i,1,1)+substr($i,3,1); "
+    'printf "%s\\t%s\\t%s\\t%s\\t0.1\\t0.1\\t%.6f\\t0.5\\t%d\\tNA\\n", $1, $2, $5, $4, s/(2*n), n}'
+)
+
+
+def _eaf_task(site: Site, keep_url: str, *, out: str, egress: bool = True) -> dict[str, Any]:
+    target = site.egress / "A" / out if egress else site.work / "mid" / out
+    return task(
+        executor(f"awk -F'\\t' '{EAF_OF_KEPT}' keep.txt cohort.vcf > {out}"),
+        inputs=[
+            {"url": keep_url, "path": "/fedgen/work/keep.txt"},
+            {"url": (site.data / "cohort.vcf").as_uri(), "path": "/fedgen/work/cohort.vcf"},
+        ],
+        outputs=[{"path": f"/fedgen/work/{out}", "url": target.as_uri()}],
+    )
+
+
+def _copy_task(site: Site, src: Path, out: str) -> dict[str, Any]:
+    """A second task that releases what the first one wrote in the caller's work area."""
+    return task(
+        executor(f"cp in.tsv {out}"),
+        inputs=[{"url": src.as_uri(), "path": "/fedgen/work/in.tsv"}],
+        outputs=[{"path": f"/fedgen/work/{out}", "url": (site.egress / "A" / out).as_uri()}],
+    )
+
+
+def _fedgen_node(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake_fedgen", "node", *args, "--state-dir", str(site.state)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _eafs(path: Path) -> tuple[np.ndarray, int]:
+    rows = [line.split("\t") for line in path.read_text().splitlines()[1:]]
+    return np.array([float(r[6]) for r in rows]), int(rows[0][8])
+
+
+def test_differencing_pair__recovers_a_person_unless_the_ledger_stops_it(make_site):
+    control = make_site()
+    ids, dosages = _write_cohort(control)
+    control.start(runtime="bwrap")
+    everyone = "\n".join(ids) + "\n"
+    all_but_one = "\n".join(ids[1:]) + "\n"
+    # Without registered sample sets the coordinator supplies its own keep lists.
+    for name, keep in (("all.tsv", everyone), ("minus.tsv", all_but_one)):
+        doc = _eaf_task(control, "file:///unused", out=name)
+        doc["inputs"][0] = {"content": keep, "path": "/fedgen/work/keep.txt"}
+        done = control.alice.run(doc)
+        assert done["state"] == "COMPLETE", system_log(done)
+    (eaf_all, n_all), (eaf_minus, n_minus) = (
+        _eafs(next(control.egress.rglob(name))) for name in ("all.tsv", "minus.tsv")
+    )
+    # Two releases, rounded to 4 digits, still give the left-out person's every genotype.
+    rebuilt = np.rint(eaf_all * 2 * n_all - eaf_minus * 2 * n_minus).astype(int)
+    assert (n_all, n_minus) == (SAMPLES, SAMPLES - 1)
+    assert list(rebuilt) == list(dosages[:, 0])
+
+    site = make_site()
+    _write_cohort(site)
+    _register(site)
+    (site.data / "all.keep").write_text(everyone)
+    (site.data / "minus.keep").write_text(all_but_one)
+    for name in ("all", "minus"):
+        res = _fedgen_node(
+            site,
+            "dataset",
+            "sample-set",
+            name,
+            "--dataset",
+            "cohort",
+            "--keep",
+            str(site.data / f"{name}.keep"),
+        )
+        assert res.returncode == 0, res.stderr
+    listing = _fedgen_node(site, "dataset", "list").stdout
+    assert f"sample set all of cohort\t{SAMPLES} samples" in listing
+    site.start(runtime="bwrap", sample_sets="required", min_set_difference=10)
+
+    # A coordinator-made keep list is not a registered sample set: nothing leaves.
+    doc = _eaf_task(site, "file:///unused", out="own.tsv")
+    doc["inputs"][0] = {"content": everyone, "path": "/fedgen/work/keep.txt"}
+    done = site.alice.run(doc)
+    assert done["state"] == "SYSTEM_ERROR"
+    assert "releases results only from a registered sample set" in system_log(done)
+
+    done = site.alice.run(_eaf_task(site, (site.data / "all.keep").as_uri(), out="all.tsv"))
+    assert done["state"] == "COMPLETE", system_log(done)
+    # The second of the pair, through an intermediate file: the node traces it back.
+    mid = site.alice.run(
+        _eaf_task(site, (site.data / "minus.keep").as_uri(), out="minus.tsv", egress=False)
+    )
+    assert mid["state"] == "COMPLETE", system_log(mid)
+    done = site.alice.run(_copy_task(site, site.work / "mid" / "minus.tsv", "minus.tsv"))
+    assert done["state"] == "SYSTEM_ERROR"
+    reason = system_log(done)
+    assert "sample set minus differs from sample set all" in reason
+    assert "by 1 sample(s)" in reason and "min_set_difference=10" in reason
+    assert [p.name for p in site.egress.rglob("*.tsv")] == ["all.tsv"]
+    ledger = [r for r in site.audit() if r.get("action") == "Ledger"]
+    assert [(r["task"], r["outcome"]) for r in ledger][-1] == (done["id"], "refused")
+    # The same set again is an honest rerun, not a difference.
+    again = site.alice.run(_eaf_task(site, (site.data / "all.keep").as_uri(), out="again.tsv"))
+    assert again["state"] == "COMPLETE", system_log(again)
+    # A sample set changed after registration is refused before the task runs its commands.
+    (site.data / "all.keep").write_text(all_but_one)
+    changed = site.alice.run(_eaf_task(site, (site.data / "all.keep").as_uri(), out="x.tsv"))
+    assert changed["state"] == "SYSTEM_ERROR"
+    assert "changed since it was registered" in system_log(changed)
