@@ -57,7 +57,13 @@ from snakemake_fedgen.node.runtime import Runtime
 from snakemake_fedgen.node.scheduler import Scheduler, is_disk_full
 from snakemake_fedgen.node.storage import check_task_urls
 from snakemake_fedgen.node.store import StoredTask, TaskStore
-from snakemake_fedgen.node.task import check_task, new_task_id, now_rfc3339, view_of
+from snakemake_fedgen.node.task import (
+    SUPPORTED_BACKEND_PARAMETERS,
+    check_task,
+    new_task_id,
+    now_rfc3339,
+    view_of,
+)
 
 log = logging.getLogger("snakemake_fedgen.node")
 
@@ -255,7 +261,9 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
         # Write roots only: read roots would tell anonymous callers where site data lives.
         storage=[r.as_uri() for r in cfg.write_roots]
         + (["http://", "https://"] if cfg.allowed_input_hosts else []),
-        tesResources_backend_parameters=[],
+        tesResources_backend_parameters=(
+            list(SUPPORTED_BACKEND_PARAMETERS) if cfg.secure_aggregation_key else []
+        ),
         fedgen=FedgenNodeInfo(
             node_id=cfg.node_id,
             runtime=runtime.name,

@@ -199,6 +199,18 @@ class NodeConfig(BaseModel):
     review_poll_seconds: float = Field(
         1.0, description="how often a task held for review looks for the steward's decision"
     )
+    # Secure aggregation done by the node (exact/site_masking.py).
+    secure_aggregation_key: Annotated[OptionalAbsPath, Setting("FILE")] = Field(
+        None,
+        description="the site's X25519 private key (fedgen exact keygen); with it the node "
+        "masks plain aggregates for secure-aggregation rounds and refuses task-made masked "
+        "uploads. Keep it outside every read root",
+    )
+    secure_aggregation_peers: Annotated[dict[str, Any], Setting("YAML")] = Field(
+        default_factory=dict,
+        description="site name -> public_key_x25519 of every participant, this site included, "
+        "pinned by the steward after checking each with its site",
+    )
     # Differencing control (egress/facts.py sample sets, the ledger in the task database).
     sample_sets: Literal["optional", "required"] = Field(
         "optional",

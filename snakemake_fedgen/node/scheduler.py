@@ -26,7 +26,7 @@ import tempfile
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snakemake_executor_plugin_fedgen.errors import (
     ConfigError,
@@ -69,6 +69,9 @@ from snakemake_fedgen.node.storage import (
 )
 from snakemake_fedgen.node.store import TaskStore
 from snakemake_fedgen.node.task import now_rfc3339
+
+if TYPE_CHECKING:
+    from snakemake_fedgen.exact.site_masking import SiteMasker
 
 log = logging.getLogger("snakemake_fedgen.node")
 
@@ -146,6 +149,15 @@ class Scheduler:
         self._stopping = False
         self.policy = AirlockPolicy.from_mapping(cfg.airlock)
         self._facts_stamp: float | None = None
+        self.masker: SiteMasker | None = None  # set below when the node masks
+        if cfg.secure_aggregation_key is not None:
+            from snakemake_fedgen.exact.site_masking import SiteMasker  # numpy: only here
+
+            self.masker = SiteMasker(
+                cfg.secure_aggregation_key,
+                cfg.secure_aggregation_peers,
+                ledger=cfg.state_dir / "secure-aggregation.rounds",
+            )
         # Tasks never run as root (ConfigError if this node cannot make sure of it).
         self.task_user: TaskUser | None = task_user_for(
             getattr(cfg, "task_user", None), runtime=runtime.name
@@ -827,7 +839,7 @@ class Scheduler:
         decisions: dict[Path, AirlockDecision] = {}
         rounds: dict[Path, str] = {}
         if staged:
-            decisions, rounds = self._airlock(active, list(staged.values()))
+            decisions, rounds = self._airlock(active, list(staged.values()), layout)
             # Crypt4GH: accepted plaintext is encrypted for the coordinator before publication.
             decisions = seal_egress(
                 list(staged.values()),
@@ -930,7 +942,7 @@ class Scheduler:
         return staged
 
     def _airlock(
-        self, active: _Active, egress: list[_Staged]
+        self, active: _Active, egress: list[_Staged], layout: TaskLayout
     ) -> tuple[dict[Path, AirlockDecision], dict[Path, str]]:
         """Inspect every egress file; quarantine and raise if any is refused.
 
@@ -955,6 +967,10 @@ class Scheduler:
                 from snakemake_fedgen.exact.secure import masked_round  # numpy: this kind only
 
                 round_id = masked_round(f.source)
+                if decision.accepted:
+                    decision, round_id = self._secure_aggregation(
+                        active, layout, f, decision, round_id, policy
+                    )
             if decision.accepted and round_id is not None:
                 rounds[f.dest] = round_id
                 earlier = self.store.secure_round(round_id)
@@ -1007,6 +1023,94 @@ class Scheduler:
                 f"{qdir}; nothing was published. {detail}"
             )
         return decisions, rounds
+
+    def _secure_aggregation(
+        self,
+        active: _Active,
+        layout: TaskLayout,
+        f: _Staged,
+        decision: AirlockDecision,
+        round_id: str | None,
+        policy: AirlockPolicy,
+    ) -> tuple[AirlockDecision, str | None]:
+        """Mask plain aggregates a task asked the node to mask; refuse task-made masked ones
+        where the node masks. Returns the decision on what will be published and its round."""
+        from snakemake_fedgen.exact.site_masking import mask_request
+
+        def refuse(why: str) -> tuple[AirlockDecision, str | None]:
+            reason = f"{f.dest.name}: refused: {why}"
+            return dataclasses.replace(decision, accepted=False, reason=reason), None
+
+        try:
+            request = mask_request(active.doc)
+        except ConfigError as exc:
+            return refuse(str(exc))
+        if round_id is not None:
+            if self.masker is not None:
+                return refuse(
+                    "a masked upload made by the task; at this site the node masks (egress the "
+                    "plain aggregates with the fedgen_mask_* backend_parameters)"
+                )
+            return decision, round_id
+        if request is None:
+            return decision, None
+        if self.masker is None:
+            return refuse(
+                "the task asks the node to mask its aggregates, but this node has no "
+                "secure_aggregation_key; ask the site's steward to configure it"
+            )
+        variants = f.source.with_name(f.source.name + ".variants")
+        masked = f.source.with_name(f.source.name + ".masked")
+        owner_uid = self.task_user.uid if self.task_user is not None else None
+        container_path = f"/fedgen/work/{request.variants}"
+        given = [
+            (i, item)
+            for i, item in enumerate(active.doc.get("inputs") or [])
+            if item.get("path") == container_path and item.get("url")
+        ]
+        try:
+            if given:
+                # An input (bound read-only into the sandbox): read it where the node found it.
+                i, item = given[0]
+                real = self.roots.input_path(
+                    item["url"], kind="FILE", area=active.owner, what=f"inputs[{i}]"
+                )
+                shutil.copyfile(real, variants)
+            else:
+                fd = paths.open_file(
+                    layout.root,
+                    container_path.lstrip("/"),
+                    owner_uid=owner_uid,
+                    what="fedgen_mask_variants",
+                )
+                with os.fdopen(fd, "rb") as src, open(variants, "xb") as sink:
+                    shutil.copyfileobj(src, sink)
+            count = self.masker.mask(f.source, variants, request, masked)
+        except FedgenError as exc:
+            return refuse(f"cannot mask for round {request.round_id!r}: {exc}")
+        finally:
+            variants.unlink(missing_ok=True)
+        os.replace(masked, f.source)
+        checked = inspect(
+            f.source, dataclasses.replace(policy, secure_aggregation=True), name=f.dest.name
+        )
+        self.audit.record(
+            caller=active.owner,
+            action="Masked",
+            task=active.doc["id"],
+            outcome="masked" if checked.accepted else "refused",
+            file=f.container_path,
+            round=request.round_id,
+            participants=",".join(request.participants),
+            variants=count,
+        )
+        if checked.accepted:
+            checked = dataclasses.replace(
+                checked,
+                reason=f"{decision.reason}; masked by the node for round {request.round_id} "
+                f"({count} variants, participants {','.join(request.participants)})",
+            )
+        return checked, request.round_id if checked.accepted else None
 
     def _sample_sets(self, doc: dict[str, Any], owner: str) -> frozenset[str]:
         """Registered sample sets the task reads: keep files among its inputs (checked against

@@ -125,19 +125,31 @@ def check_task(
         cores = resources.cpu_cores
         if cores is not None and cores < 1:
             raise InvalidTask(f"resources.cpu_cores must be >= 1, got {cores}.")
-        if resources.backend_parameters_strict and resources.backend_parameters:
-            keys = ", ".join(sorted(resources.backend_parameters))
+        given = resources.backend_parameters or {}
+        kept = {k: v for k, v in given.items() if k in SUPPORTED_BACKEND_PARAMETERS}
+        unsupported = {k: v for k, v in given.items() if k not in kept}
+        if resources.backend_parameters_strict and unsupported:
+            keys = ", ".join(sorted(unsupported))
             raise InvalidTask(f"backend_parameters {keys} are not supported by this node.")
         # The spec says unsupported backend parameters are not stored or returned, and that
         # the backend logs a system warning: their names go to the task's system_logs.
-        dropped = resources.backend_parameters
-        resources.backend_parameters = None
+        dropped = unsupported or None
+        resources.backend_parameters = kept or None
     doc = task.model_dump(mode="json", exclude_none=True, exclude=set(_READ_ONLY_FIELDS))
     if dropped:
         keys = ", ".join(sorted(str(k)[:64] for k in dropped)[:20])
         warning = f"warning: backend_parameters not supported by this node, ignored: {keys}"
         doc["logs"] = [{"logs": [], "outputs": [], "system_logs": [warning]}]
     return doc
+
+
+#: backend_parameters this node acts on (the node masks secure-aggregation uploads); every
+#: other one is dropped with a warning, as TES asks.
+SUPPORTED_BACKEND_PARAMETERS: tuple[str, ...] = (
+    "fedgen_mask_round",
+    "fedgen_mask_participants",
+    "fedgen_mask_variants",
+)
 
 
 #: Caps on task document fields: (what, largest count or length). A task past one is refused
