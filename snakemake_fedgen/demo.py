@@ -136,6 +136,7 @@ def federation(
     *,
     runtime: str = "auto",
     airlock: dict[str, Any] | None = None,
+    masking_keys: dict[str, Path] | None = None,
 ) -> Iterator[dict[str, Site]]:
     """Start one ``fedgen node`` per simulated site and write the coordinator's registry.
 
@@ -151,6 +152,9 @@ def federation(
         Node runtime (``auto`` = bubblewrap where it works).
     airlock : dict, optional
         Overrides of the simulated airlock policy.
+    masking_keys : dict, optional
+        Site name -> X25519 private key file (``fedgen exact keygen``): each node masks its
+        site's secure-aggregation uploads with it, the peers' public keys pinned in its config.
 
     Yields
     ------
@@ -160,6 +164,11 @@ def federation(
     from snakemake_fedgen.node.process import NodeProcess, free_port
 
     registry = yaml.safe_load((data / "sites.yaml").read_text())
+    peers: dict[str, str] = {}
+    if masking_keys:
+        from snakemake_fedgen.exact.secure import load_private_key, public_key_text
+
+        peers = {s: public_key_text(load_private_key(k)) for s, k in masking_keys.items()}
     sites: dict[str, Site] = {}
     try:
         for name, entry in registry["sites"].items():
@@ -177,6 +186,11 @@ def federation(
             )
             if airlock:
                 node_cfg["airlock"] = {**node_cfg.get("airlock", {}), **airlock}
+            if masking_keys:
+                node_cfg.update(
+                    secure_aggregation_key=str(masking_keys[name]),
+                    secure_aggregation_peers=peers,
+                )
             register_site_datasets(state / "state", entry)
             node = NodeProcess(state / "state", port=free_port(), config=node_cfg)
             sites[name] = Site(name, node, entry["token_env"], token)

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from snakemake_fedgen.egress.airlock.kinds.sumstats import KIND as SUMSTATS
+from snakemake_fedgen.egress.airlock.kinds import KINDS
 from snakemake_fedgen.egress.airlock.sniff import sniff
 from snakemake_fedgen.sumstats import columns
 
@@ -76,7 +76,9 @@ def round_sumstats(
     """
     with open(src, "rb") as f:
         found = sniff(f, name)
-    if not SUMSTATS.detect(found) or found.compression not in (None, "gzip"):
+    # The kind the airlock will see (aggregates and counts tables also end in .tsv).
+    kind = next((k for k in KINDS.values() if k.detect(found)), None)
+    if kind is None or kind.name != "sumstats" or found.compression not in (None, "gzip"):
         return None
     gz = found.compression == "gzip"
     opener = gzip.open if gz else open

@@ -435,7 +435,9 @@ def test_inspect__provenance_checked_against_schema(tmp_path, monkeypatch):
     assert "do not leave this site" in _refused(inspect(record, AirlockPolicy()), "provenance")
     # The shipped schema is another part's deliverable; point the airlock at a known one.
     monkeypatch.setattr(provenance, "PROVENANCE_SCHEMA", tmp_path / "absent.schema.json")
-    assert "no usable provenance schema" in _refused(inspect(record, AirlockPolicy(task_provenance=True)), "provenance")
+    assert "no usable provenance schema" in _refused(
+        inspect(record, AirlockPolicy(task_provenance=True)), "provenance"
+    )
 
     schema = tmp_path / "provenance.schema.json"
     schema.write_text(

@@ -84,12 +84,29 @@ def test_workflow_dag__exact_linear_fits_qt_exactly_and_meta_analyses_bt(
         assert f"--out results/sumstats/{site}/qt.aggregates.tsv.gz" in line
 
 
-def test_workflow_dag__secure_masks_at_the_site(registry: Path, tmp_path: Path):
+def test_workflow_dag__secure_masks_at_the_node(registry: Path, tmp_path: Path):
+    # The default: the task hands the node its plain aggregates and asks for the round.
+    config = "method: exact-linear\nexact: {secure: true, round: r7}\n"
+    proc = _dry_run(tmp_path / "w", registry, config)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    jobs = _jobs(proc.stdout)
+    assert jobs["exact_mask"] == 3 and jobs["exact_panel_variants"] == 3
+    assert "exact_key_reference" not in jobs and not _commands(proc.stdout, "fedgen exact mask")
+    copies = _commands(proc.stdout, "gzip -dc sites/")
+    assert len(copies) == 3
+    for line in copies:
+        site = re.search(r"gzip -dc sites/(\w)/exact/qt.aggregates.tsv.gz", line)[1]
+        assert f"> results/sumstats/{site}/qt.aggregates.masked.tsv" in line
+    assert "fedgen_mask_round=r7.qt" in proc.stdout
+    assert "fedgen_mask_participants=A,B,C" in proc.stdout
+
+
+def test_workflow_dag__secure_masks_in_the_task(registry: Path, tmp_path: Path):
     reg = yaml.safe_load(registry.read_text())
     add_site_keys(reg, lambda name: tmp_path / f"{name}.key")
     keyed = tmp_path / "keyed.yaml"
     keyed.write_text(yaml.safe_dump(reg, sort_keys=False))
-    config = "method: exact-linear\nexact: {secure: true, round: r7}\n"
+    config = "method: exact-linear\nexact: {secure: true, round: r7, mask_at: task}\n"
     proc = _dry_run(tmp_path / "w", keyed, config)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     jobs = _jobs(proc.stdout)
@@ -111,7 +128,7 @@ def test_workflow_dag__secure_masks_at_the_site(registry: Path, tmp_path: Path):
         ("method: exact\n", "'exact' is not one of ['meta', 'exact-linear']"),
         ("method: exact-linear\nexact: {secure: true}\n", "exact.round is not set"),
         (
-            "method: exact-linear\nexact: {secure: true, round: r1}\n",
+            "method: exact-linear\nexact: {secure: true, round: r1, mask_at: task}\n",
             "site A has no dataset 'x25519_key'",
         ),
         (

@@ -30,6 +30,7 @@ from tests.security.conftest import Site, executor, needs_bwrap, system_log, tas
 def stderrs(doc: dict[str, Any]) -> list[str]:
     return [e.get("stderr", "") for e in (doc.get("logs") or [{}])[-1].get("logs", [])]
 
+
 pytestmark = needs_bwrap
 
 ROUND = "study-2026.1.qt"

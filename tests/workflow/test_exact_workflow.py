@@ -8,9 +8,10 @@ the very files the sites analysed (read as the site admin would, through the coo
 references): the same imputed dosages, the same covariates table, the same phenotypes, and the
 same design (shared age and sex, one slope per site for each site's own PCs, site indicators).
 
-The same federation then reruns the exact targets with ``exact.secure: true``: each site masks
-its aggregates with its X25519 key (a site-held registry dataset), only the masked upload
-leaves the site, and the centre's sum gives the plain result.
+The same federation then reruns the exact targets with ``exact.secure: true``: each site's node
+masks the plain aggregates its task hands over with the site's X25519 key and the peers' pinned
+keys (no task sees a key), only the masked upload leaves the site, and the centre's sum gives
+the plain result.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import yaml
 from snakemake_executor_plugin_fedgen.reference import is_reference, read_reference
 
 from snakemake_fedgen import demo
-from tests.exact.exact_study import add_site_keys
+from snakemake_fedgen.exact.secure import generate_key
 from tests.site_paths import caller_area, held_file
 from tests.workflow.coordinator_scan import assert_no_individual_level_data, table_rows
 
@@ -76,12 +77,13 @@ def _command(work: Path, *configfiles: Path) -> list[str]:
     return [*cmd[:at], *TARGETS, *extra, *cmd[at:]]
 
 
-def _add_site_keys(data: Path) -> None:
-    """Each site creates its X25519 key pair: private key as a site dataset, public key shared."""
-    path = data / "sites.yaml"
-    registry = yaml.safe_load(path.read_text())
-    add_site_keys(registry, lambda name: data / "sites" / name / "secure" / "x25519.key")
-    path.write_text(yaml.safe_dump(registry, sort_keys=False))
+def _site_keys(keys: Path) -> dict[str, Path]:
+    """Each site's steward creates its X25519 key for the node (outside every read root)."""
+    out = {}
+    for site in SITES:
+        out[site] = keys / site / "x25519.key"
+        generate_key(out[site])
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +91,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     out = tmp_path_factory.mktemp("exact-workflow")
     data, work = out / "data", out / "coordinator"
     truth = demo.simulate(data, seed=SEED, scale="tiny")
-    _add_site_keys(data)
+    masking_keys = _site_keys(out / "keys")
     secure_config = out / "secure.yaml"
     secure_config.write_text(SECURE_CONFIG)
     result = work / "results" / "exact" / "qt.tsv.gz"
-    # The sites admit masked uploads (plain aggregates are checked as usual).
-    airlock = {"secure_aggregation": True}
-    with demo.federation(data, out / "nodes", work / "sites.yaml", airlock=airlock) as sites:
+    # Each node masks its site's upload (plain aggregates are checked as usual first).
+    with demo.federation(
+        data, out / "nodes", work / "sites.yaml", masking_keys=masking_keys
+    ) as sites:
         env = demo.tool_env()
         env.update({s.token_env: s.token for s in sites.values()})
         demo.run_snakemake(_command(work), env=env, log_path=out / "snakemake.log", show=False)
@@ -320,8 +323,9 @@ def test_exact_workflow__only_aggregates_passed_the_airlock(run: Run):
         ]
         local = sorted(p.name for p in (run.work / "results" / "sumstats" / site).iterdir())
         assert local == ["qt.aggregates.masked.tsv", "qt.aggregates.tsv.gz"]
-        for held in ("qt.aggregates.tsv.gz", "x25519.key"):
-            assert is_reference(run.work / "sites" / site / "exact" / held), held
+        assert is_reference(run.work / "sites" / site / "exact" / "qt.aggregates.tsv.gz")
+        # The key stays with the node: no task read it, so the run has no reference to it.
+        assert not (run.work / "sites" / site / "exact" / "x25519.key").exists()
 
 
 def _by_alleles(path: Path) -> dict[tuple[str, ...], dict[str, str]]:

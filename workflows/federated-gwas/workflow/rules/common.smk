@@ -356,7 +356,7 @@ if config["exact"]["secure"]:
             "aggregation needs at least three (with two, each site could subtract its own "
             "numbers from the sum and read the other's). Set exact.secure: false"
         )
-    for _site in SITES:
+    for _site in SITES if config["exact"]["mask_at"] == "task" else []:
         _entry = REGISTRY.site(_site)
         if config["exact"]["key_dataset"] not in _entry.datasets:
             raise WorkflowError(

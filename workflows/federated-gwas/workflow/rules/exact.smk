@@ -47,21 +47,6 @@ rule exact_aggregate:
 
 if config["exact"]["secure"]:
 
-    rule exact_key_reference:
-        output:
-            ref="sites/{site}/exact/x25519.key",
-        params:
-            sites=config["sites"],
-            name=get_exact_key_dataset,
-        log:
-            "logs/{site}/exact_key_reference.log",
-        localrule: True
-        conda:
-            "../envs/fedgen.yaml"
-        shell:
-            "fedgen sites ref --sites {params.sites} --site {wildcards.site}"
-            " --dataset {params.name} --output {output.ref} 2> {log}"
-
     rule exact_panel_variants:
         input:
             panel=get_reference_panel,
@@ -83,6 +68,24 @@ if config["exact"]["secure"]:
             "(printf '#CHROM\\tPOS\\tID\\tREF\\tALT\\n' > {output.variants}"
             " && bcftools query -f '%CHROM\\t%POS\\t%ID\\t%REF\\t%ALT\\n' {input.panel}"
             " >> {output.variants}) 2> {log}"
+
+
+if config["exact"]["secure"] and config["exact"]["mask_at"] == "task":
+
+    rule exact_key_reference:
+        output:
+            ref="sites/{site}/exact/x25519.key",
+        params:
+            sites=config["sites"],
+            name=get_exact_key_dataset,
+        log:
+            "logs/{site}/exact_key_reference.log",
+        localrule: True
+        conda:
+            "../envs/fedgen.yaml"
+        shell:
+            "fedgen sites ref --sites {params.sites} --site {wildcards.site}"
+            " --dataset {params.name} --output {output.ref} 2> {log}"
 
     rule exact_mask:
         input:
@@ -113,6 +116,37 @@ if config["exact"]["secure"]:
             " --registry {input.registry} --round {params.round}"
             " --participants {params.participants} --variants {input.variants}"
             " --ledger {output.ledger} --out {output.masked} 2> {log}"
+
+elif config["exact"]["secure"]:
+
+    rule exact_mask:
+        input:
+            aggregates=EXACT_PLAIN,
+            variants="sites/{site}/exact/panel_variants.tsv",
+        output:
+            # Plain aggregates in the task; the node masks them at release with the site key
+            # and the peers' pinned keys and publishes only the masked upload.
+            masked="results/sumstats/{site}/{trait}.aggregates.masked.tsv",
+        wildcard_constraints:
+            trait=EXACT_TRAIT_PATTERN,
+        log:
+            "logs/{site}/exact_mask.{trait}.log",
+        resources:
+            site=get_site,
+            mem_mb=1000,
+            runtime=10,
+            # TES backend_parameters a fedgen node masks by (exact/site_masking.py).
+            fedgen_mask_round=get_exact_round,
+            fedgen_mask_participants=",".join(SITES),
+            fedgen_mask_variants=lambda wildcards: (
+                f"sites/{wildcards.site}/exact/panel_variants.tsv"
+            ),
+        conda:
+            "../envs/fedgen.yaml"
+        container:
+            FEDGEN_IMAGE
+        shell:
+            "gzip -dc {input.aggregates} > {output.masked} 2> {log}"
 
 
 rule exact_solve:
