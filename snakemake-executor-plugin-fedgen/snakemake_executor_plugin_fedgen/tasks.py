@@ -17,7 +17,7 @@ from typing import Any
 
 from snakemake_interface_common.exceptions import WorkflowError
 
-from snakemake_executor_plugin_fedgen import resume, staging
+from snakemake_executor_plugin_fedgen import approval, resume, staging
 from snakemake_executor_plugin_fedgen.crypt import recipient_tags
 from snakemake_executor_plugin_fedgen.sites import Registry, Site
 from snakemake_executor_plugin_fedgen.tes.models import (
@@ -241,9 +241,10 @@ def build_task(job: Any, *, registry: Registry, run_id: str) -> TaskPlan:
         # Output parent directories exist in a Snakemake run because Snakemake creates them;
         # at the site nobody else does.
         executors.append(_executor(commands[0][1], ["mkdir", "-p", "--", *dirs]))
-    for (_, image, cmd), logs in zip(commands, job_logs, strict=True):
-        script = f"set -euo pipefail; {_log_tail_on_failure(logs)}{cmd}"
-        executors.append(_executor(image, ["bash", "-c", script]))
+    approvals: list[dict[str, Any]] = [{"kind": "mkdir"}] if dirs else []
+    for j, (_, image, cmd), logs in zip(jobs, commands, job_logs, strict=True):
+        executors.append(_executor(image, approval.rule_command(cmd, logs)))
+        approvals.append(_approval_entry(j, logs))
     files = [o.path for o in outputs if not o.is_directory]
     if files:
         executors.append(
@@ -251,9 +252,13 @@ def build_task(job: Any, *, registry: Registry, run_id: str) -> TaskPlan:
                 commands[-1][1], ["bash", "-c", staging.CHECKSUM_SCRIPT, "fedgen-checksum", *files]
             )
         )
+        approvals.append({"kind": "checksum"})
     rule_tag = ",".join(dict.fromkeys(j.rule.name for j in jobs))
     name = f"{rule_tag}:{_wildcard_label(jobs[0])}" if len(jobs) == 1 else f"group:{rule_tag}"
     tags = {RUN_TAG: run_id, JOB_KEY_TAG: key, RULE_TAG: rule_tag[:200], SITE_TAG: site.name}
+    # Approved code: what a fedgen node needs to check each command against the templates its
+    # steward approved (other TES servers ignore the tag).
+    tags[approval.APPROVAL_TAG] = approval.approval_tag(approvals)
     # Crypt4GH egress (issue 6): the node encrypts published files for the coordinator's key.
     tags.update(recipient_tags(site))
     task = TesTask(
@@ -268,20 +273,25 @@ def build_task(job: Any, *, registry: Registry, run_id: str) -> TaskPlan:
     return TaskPlan(site=site, task=task, job_key=key, outputs=outputs, benchmarks=benchmarks)
 
 
-def _log_tail_on_failure(logs: list[str]) -> str:
-    """Shell prefix printing the tail of the rule's log files to stderr if the command fails.
+def _approval_entry(job: Any, logs: list[str]) -> dict[str, Any]:
+    """The approval facts of one rule's executor: rule, template id, each field's value.
 
-    Rules send tool output to ``log:`` files, which stay at the site; without this a failed
-    task would show the coordinator only an exit code.
+    Each value is what Snakemake renders the field to in this job (its own formatter), so the
+    node rebuilds exactly the command Snakemake produced.
     """
-    if not logs:
-        return ""
-    files = " ".join(shlex.quote(f) for f in logs)
-    return (
-        f"fedgen_logs=({files}); trap 'rc=$?; if [ $rc -ne 0 ]; then "
-        'for f in "${fedgen_logs[@]}"; do if [ -s "$f" ]; then '
-        'echo "--- last lines of $f:"; tail -n 15 "$f"; fi; done >&2; fi\' EXIT; '
-    )
+    template = str(job.rule.shellcmd)
+    try:
+        keys = approval.fields(template)
+    except approval.UnapprovedCommand:
+        keys = []
+    values = {key: str(job.format_wildcards("{" + key + "}")) for key in keys}
+    return {
+        "kind": "rule",
+        "rule": job.rule.name,
+        "template": approval.template_id(template),
+        "values": values,
+        "logs": logs,
+    }
 
 
 def _executor(image: str, command: list[str]) -> TesExecutor:
