@@ -137,6 +137,7 @@ def federation(
     runtime: str = "auto",
     airlock: dict[str, Any] | None = None,
     masking_keys: dict[str, Path] | None = None,
+    approved_code: bool = True,
 ) -> Iterator[dict[str, Site]]:
     """Start one ``fedgen node`` per simulated site and write the coordinator's registry.
 
@@ -155,6 +156,9 @@ def federation(
     masking_keys : dict, optional
         Site name -> X25519 private key file (``fedgen exact keygen``): each node masks its
         site's secure-aggregation uploads with it, the peers' public keys pinned in its config.
+    approved_code : bool
+        Each site's steward approves this repository's workflow release and the node runs
+        approved code only (``approved_code: required``).
 
     Yields
     ------
@@ -192,6 +196,11 @@ def federation(
                     secure_aggregation_peers=peers,
                 )
             register_site_datasets(state / "state", entry)
+            if approved_code:
+                from snakemake_fedgen.node.approvals import approve
+
+                approve(state / "state", SNAKEFILE.parent.parent, by="demo steward")
+                node_cfg["approved_code"] = "required"
             node = NodeProcess(state / "state", port=free_port(), config=node_cfg)
             sites[name] = Site(name, node, entry["token_env"], token)
             entry["tes_url"] = node.url

@@ -38,6 +38,7 @@ __all__ = [
     "rule_command",
     "template_id",
     "unsafe_token",
+    "unsafe_value",
 ]
 
 #: TES tag carrying the approval facts of a task (JSON; see :func:`approval_tag`).
@@ -120,6 +121,31 @@ def unsafe_token(value: str) -> str | None:
         if not _NAME.match(path) or ".." in path.split("/") or path.startswith("/"):
             return token
     return None
+
+
+def unsafe_value(key: str, value: str) -> str | None:
+    """Why a field's rendered value is not safe, or None.
+
+    Safe: tokens of :func:`unsafe_token`; for a field the template quotes (``{x:q}``) also one
+    shell-quoted text (Snakemake's ``shlex.quote``), which the shell passes on as one inert
+    argument, as long as it does not start with ``-`` and holds no control characters.
+    """
+    bad = unsafe_token(value)
+    if bad is None:
+        return None
+    if key.endswith("q") and ":" in key:
+        try:
+            words = shlex.split(value)
+        except ValueError:
+            return bad
+        if (
+            len(words) == 1
+            and shlex.quote(words[0]) == value
+            and not words[0].startswith("-")
+            and words[0].isprintable()
+        ):
+            return None
+    return bad
 
 
 def log_tail_prefix(logs: Sequence[str]) -> str:
@@ -216,7 +242,7 @@ def expected_commands(
         if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
             raise UnapprovedCommand(f"executors[{i}]: rule {rule}: values must map fields to text")
         for key, value in values.items():
-            bad = unsafe_token(value)
+            bad = unsafe_value(key, value)
             if bad is not None:
                 raise UnapprovedCommand(
                     f"executors[{i}]: rule {rule}: field {{{key}}} has {bad[:60]!r}, which is "

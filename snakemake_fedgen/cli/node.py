@@ -22,7 +22,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add_config_flags(parser)
     # The steward's commands; without one, `fedgen node` serves.
-    steward = parser.add_subparsers(dest="node_action", metavar="[release|logs|dataset]")
+    steward = parser.add_subparsers(
+        dest="node_action", metavar="[approve|approvals|release|logs|dataset]"
+    )
+    approve_wf = steward.add_parser(
+        "approve",
+        help="show a workflow release's rule templates as shell; with --yes approve them",
+    )
+    approve_wf.add_argument(
+        "workflow", help="the workflow's directory (or a Workflow RO-Crate directory or zip)"
+    )
+    approve_wf.add_argument(
+        "--yes", action="store_true", help="record the release as approved (after reading it)"
+    )
+    approve_wf.add_argument("--by", default=None, help="who approves (default: the login name)")
+    approvals = steward.add_parser("approvals", help="the workflow releases approved here")
     release = steward.add_parser(
         "release", help="review egress a node holds (release: review): list, approve, deny"
     )
@@ -72,12 +86,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--keep", required=True, help="PLINK keep file (IID, or FID IID per line) tasks read"
     )
     ds_list = ds_actions.add_parser("list", help="the registered datasets and sample sets")
-    for p in (listing, approve, deny, logs, register, sample_set, ds_list):
+    for p in (approve_wf, approvals, listing, approve, deny, logs, register, sample_set, ds_list):
         p.add_argument("--state-dir", required=True, help="the node's state directory")
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve (no action), or run the steward's ``release``/``logs`` action."""
+    if args.node_action in ("approve", "approvals"):
+        return _approve(args)
     if args.node_action == "release":
         return _release(args)
     if args.node_action == "logs":
@@ -87,6 +103,35 @@ def run(args: argparse.Namespace) -> int:
     if args.state_dir is None:
         raise SystemExit("fedgen node: error: the following arguments are required: --state-dir")
     return _serve(args)
+
+
+def _approve(args: argparse.Namespace) -> int:
+    """Show (and with --yes record) a workflow release, or list the approved ones."""
+    import getpass
+    from pathlib import Path
+
+    from snakemake_fedgen.node.approvals import approve, approved_releases, describe, read_release
+
+    state_dir = Path(args.state_dir)
+    if args.node_action == "approvals":
+        for r in approved_releases(state_dir):
+            print(f"{r.digest}  {len(r.templates)} templates  approved {r.approved} by {r.by}")
+            print(f"  from {r.source}")
+        return 0
+    release = read_release(Path(args.workflow))
+    print(describe(release))
+    if not args.yes:
+        print(
+            "\nnot recorded: read the commands above, then run again with --yes to approve "
+            "this release"
+        )
+        return 0
+    done = approve(state_dir, Path(args.workflow), by=args.by or getpass.getuser())
+    print(
+        f"\napproved release {done.digest} ({len(done.templates)} templates) by {done.by}; "
+        "nodes with approved_code: required run its commands from now on"
+    )
+    return 0
 
 
 def _release(args: argparse.Namespace) -> int:
@@ -191,6 +236,11 @@ def _serve(args: argparse.Namespace) -> int:
         log.warning("runtime host: tasks are not sandboxed (no network or filesystem isolation).")
     if cfg.egress_root is None:
         log.warning("no egress_root: no output can leave this site through the airlock.")
+    if cfg.approved_code != "required":
+        log.warning(
+            "approved_code off: tasks may run any command (not approved code); every egress "
+            "record says so."
+        )
     if not cfg.redact_ids_from:
         log.warning(
             "no redact_ids_from: task logs returned to callers are not checked for sample IDs."

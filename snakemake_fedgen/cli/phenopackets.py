@@ -23,14 +23,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--qt",
         metavar="ASSAY",
-        help="measurement assay term id giving the quantitative trait (e.g. LOINC:2345-7)",
+        help="measurement assay term id giving the quantitative trait (e.g. LOINC:2345-7; "
+        "'none': no quantitative trait)",
     )
     p.add_argument(
         "--bt",
         metavar="TERM",
         action="append",
         default=[],
-        help="phenotypic feature or disease term id marking cases (repeatable; e.g. HP:0000822)",
+        help="phenotypic feature or disease term id(s) marking cases (repeatable or "
+        "comma-separated; e.g. HP:0000822; 'none': no binary trait)",
     )
     p.add_argument(
         "--bt-unmentioned",
@@ -46,11 +48,14 @@ def run(args: argparse.Namespace) -> int:
     """Write the table; print a one-line summary (counts only, no identifiers)."""
     from snakemake_fedgen.governance import phenopackets
 
+    # "none" and comma-separated terms: the workflow passes every option with a value.
+    qt = None if args.qt in (None, "none") else args.qt
+    terms = [t for arg in args.bt for t in arg.split(",") if t and t != "none"]
     rows = phenopackets.write_table(
         args.directory,
         args.out,
-        qt_assay=args.qt,
-        bt_terms=args.bt,
+        qt_assay=qt,
+        bt_terms=terms,
         unmentioned=args.bt_unmentioned,
         qt_name=args.qt_name,
         bt_name=args.bt_name,

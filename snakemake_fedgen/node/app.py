@@ -24,6 +24,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
+from snakemake_executor_plugin_fedgen.approval import UnapprovedCommand
 from snakemake_executor_plugin_fedgen.errors import (
     AuthError,
     DiskFull,
@@ -43,10 +44,16 @@ from snakemake_executor_plugin_fedgen.tes.models import (
     describe_errors,
 )
 from snakemake_executor_plugin_fedgen.tes.states import TesState
+from snakemake_executor_plugin_fedgen.tes.tags import CODE_TAG
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from snakemake_fedgen import __version__
 from snakemake_fedgen.governance.node import check_task_visas
+from snakemake_fedgen.node.approvals import (
+    approved_releases,
+    approved_templates,
+    check_task_code,
+)
 from snakemake_fedgen.node.areas import area_of
 from snakemake_fedgen.node.audit import AuditLog
 from snakemake_fedgen.node.auth import Authenticator, Caller
@@ -99,6 +106,8 @@ class FedgenNodeInfo(BaseModel):
     egress_root: str | None
     egress_read_path: str
     auth: str
+    approved_code: str
+    approved_releases: list[str] | None = None
 
 
 class NodeServiceInfo(TesServiceInfo):
@@ -277,12 +286,17 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
             auth=("jwt" if cfg.jwt else "bearer")
             if (cfg.jwt or cfg.token_file)
             else "none (loopback only)",
+            approved_code="required"
+            if cfg.approved_code == "required"
+            else "off: tasks may run any command (not approved code)",
         ),
     )
 
     @app.get(f"{TES_PREFIX}/service-info", name="GetServiceInfo", response_model_exclude_unset=True)
     async def service_info() -> NodeServiceInfo:
         # Public: clients discover the node before they authenticate.
+        if cfg.approved_code == "required":
+            info.fedgen.approved_releases = [r.digest for r in approved_releases(cfg.state_dir)]
         return info
 
     @app.post(f"{TES_PREFIX}/tasks", name="CreateTask")
@@ -305,6 +319,19 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
         except AuthError as exc:
             audit.record(caller=caller.name, action="CreateTask", outcome="403", reason=str(exc))
             raise ApiError(403, str(exc)) from None
+        tags = doc.setdefault("tags", {})
+        if cfg.approved_code == "required":
+            try:
+                releases = check_task_code(doc, approved_templates(cfg.state_dir))
+            except UnapprovedCommand as exc:
+                audit.record(
+                    caller=caller.name, action="CreateTask", outcome="400", reason=str(exc)
+                )
+                raise ApiError(400, f"unapproved code: {exc}") from None
+            tags[CODE_TAG] = f"approved:{releases}"
+        else:
+            # Set by the node, whatever the caller sent: egress records name it.
+            tags[CODE_TAG] = "unapproved"
         doc = {
             "id": new_task_id(),
             "state": TesState.QUEUED.value,

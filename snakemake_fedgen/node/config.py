@@ -199,6 +199,13 @@ class NodeConfig(BaseModel):
     review_poll_seconds: float = Field(
         1.0, description="how often a task held for review looks for the steward's decision"
     )
+    # Approved code (node/approvals.py).
+    approved_code: Literal["off", "required"] = Field(
+        "off",
+        description="required: a task runs only if each command is a template of a workflow "
+        "release the steward approved (fedgen node approve) rendered with safe values; off: "
+        "any command runs (service-info, the start-up log and every egress record say so)",
+    )
     # Secure aggregation done by the node (exact/site_masking.py).
     secure_aggregation_key: Annotated[OptionalAbsPath, Setting("FILE")] = Field(
         None,

@@ -38,7 +38,7 @@ from snakemake_executor_plugin_fedgen.errors import (
 )
 from snakemake_executor_plugin_fedgen.tes.models import has_wildcard
 from snakemake_executor_plugin_fedgen.tes.states import TesState
-from snakemake_executor_plugin_fedgen.tes.tags import OUTPUT_SHA256_KEY
+from snakemake_executor_plugin_fedgen.tes.tags import CODE_TAG, OUTPUT_SHA256_KEY
 
 from snakemake_fedgen.egress.airlock import AirlockDecision, AirlockPolicy, inspect
 from snakemake_fedgen.egress.facts import facts_stamp, load_facts, sample_sets, set_difference
@@ -996,6 +996,7 @@ class Scheduler:
                 task=doc["id"],
                 outcome="accepted" if decision.accepted else "refused",
                 file=f.container_path,
+                code=(doc.get("tags") or {}).get(CODE_TAG, "unapproved"),
                 kind=decision.kind,
                 accepted=decision.accepted,
                 reason=decision.reason,

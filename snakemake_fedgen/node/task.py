@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from snakemake_executor_plugin_fedgen.approval import APPROVAL_TAG, APPROVAL_TAG_MAX
 from snakemake_executor_plugin_fedgen.errors import InvalidTask
 from snakemake_executor_plugin_fedgen.tes.models import (
     TaskView,
@@ -197,6 +198,14 @@ def check_sizes(task: TesTask) -> None:
     cap("description characters", "description", len(task.description or ""))
     for key, value in (task.tags or {}).items():
         cap("tag key characters", f"tags key {key[:40]!r}", len(key))
+        if key == APPROVAL_TAG:
+            # The approval facts of every executor (rule, template, values) can be long.
+            if len(value or "") > APPROVAL_TAG_MAX:
+                raise InvalidTask(
+                    f"tags[{key!r}] has {len(value or '')} characters; this node accepts at most "
+                    f"{APPROVAL_TAG_MAX} (a cap on task documents)."
+                )
+            continue
         cap("tag value characters", f"tags[{key[:40]!r}]", len(value or ""))
     for i, ex in enumerate(task.executors or []):
         cap("command arguments", f"executors[{i}].command", len(ex.command or []))

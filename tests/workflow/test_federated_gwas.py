@@ -461,3 +461,19 @@ def test_crate__no_token_in_any_coordinator_file_or_log(run: Run) -> None:
         data = path.read_bytes()
         for site, token in run.tokens.items():
             assert token.encode() not in data, f"{path} holds site {site}'s token"
+
+
+def test_sites__ran_approved_code_with_checks_on_their_own_facts(run: Run) -> None:
+    # Each site's steward approved this repository's workflow and registered its genotypes
+    # (demo.federation): every task was checked against the approved templates, and every
+    # release against the site's facts, rounded, and recorded with the approved release.
+    for site, state in run.node_state.items():
+        records = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
+        created = [r for r in records if r.get("action") == "CreateTask"]
+        assert created and all(r["outcome"] == "QUEUED" for r in created), site
+        egress = [r for r in records if r.get("action") == "Airlock"]
+        assert egress and all(r["code"].startswith("approved:") for r in egress), site
+        assert all(r["outcome"] == "accepted" for r in egress), site
+        rounded = [r for r in records if r.get("action") == "Rounded"]
+        assert rounded and all(r["digits"] == 4 for r in rounded), site
+        assert (state / "datasets" / "genotypes.json").is_file()

@@ -26,3 +26,6 @@ FEDGEN_TAGS: Final = (RUN_TAG, JOB_KEY_TAG, RULE_TAG, SITE_TAG)
 #: Task log ``metadata`` key a fedgen node sets: JSON ``{container path: sha256}`` of the
 #: output files it published (TES output logs have no hash field).
 OUTPUT_SHA256_KEY: Final = "fedgen_output_sha256"
+#: Tag a fedgen node sets on every task it accepts (whatever the caller sent): ``approved:``
+#: and the digests of the approved workflow releases its commands come from, or ``unapproved``.
+CODE_TAG: Final = "fedgen_code"

@@ -162,19 +162,17 @@ def get_phenopackets_dataset_path(wildcards):
     return unquote(url.path).rstrip("/")
 
 
-def get_phenopackets_options(wildcards):
-    """`fedgen phenopackets to-table` options mapping packet content to the trait columns."""
-    options = []
+def get_phenopackets_trait(wildcards, kind, what):
+    """`fedgen phenopackets to-table` argument for the analysed trait of ``kind`` (qt/bt):
+    its column name, or its assay (qt) or comma-separated terms (bt); `none` without one.
+    """
     for trait, spec in config["phenopackets"]["traits"].items():
-        if trait not in TRAITS:
+        if trait not in TRAITS or ("assay" in spec) != (kind == "qt"):
             continue
-        if "assay" in spec:
-            options += ["--qt", spec["assay"], "--qt-name", trait]
-        else:
-            options += [arg for term in spec["terms"] for arg in ("--bt", term)]
-            options += ["--bt-name", trait]
-    options += ["--bt-unmentioned", config["phenopackets"]["unmentioned"]]
-    return " ".join(shlex.quote(o) for o in options)
+        if what == "name":
+            return trait
+        return spec["assay"] if kind == "qt" else ",".join(spec["terms"])
+    return "none"
 
 
 def get_reference_panel(wildcards):
@@ -237,13 +235,6 @@ def get_assembly(wildcards):
 
 def get_trait_description(wildcards):
     return config["traits"][wildcards.trait]["description"]
-
-
-def get_case_control_args(wildcards, input):
-    """Case/control counts for binary traits, counted at the site over the analysed samples."""
-    if get_trait_type(wildcards) != "binary":
-        return ""
-    return f"--pheno {input.pheno} --pheno-name {wildcards.trait} --keep {input.psam}"
 
 
 def get_covariate_columns(wildcards):

@@ -74,7 +74,11 @@ rule phenotypes_from_phenopackets:
     output:
         table="sites/{site}/phenotypes/phenopackets.tsv",
     params:
-        options=get_phenopackets_options,
+        qt_assay=lambda wildcards: get_phenopackets_trait(wildcards, "qt", "term"),
+        qt_name=lambda wildcards: get_phenopackets_trait(wildcards, "qt", "name"),
+        bt_terms=lambda wildcards: get_phenopackets_trait(wildcards, "bt", "term"),
+        bt_name=lambda wildcards: get_phenopackets_trait(wildcards, "bt", "name"),
+        unmentioned=config["phenopackets"]["unmentioned"],
     log:
         "logs/{site}/phenotypes_from_phenopackets.log",
     resources:
@@ -86,5 +90,7 @@ rule phenotypes_from_phenopackets:
     container:
         FEDGEN_IMAGE
     shell:
+        # Every argument has a value ("none": no such trait): one template for any config.
         "fedgen phenopackets to-table {input.packets} --out {output.table}"
-        " {params.options} 2> {log}"
+        " --qt {params.qt_assay} --qt-name {params.qt_name} --bt {params.bt_terms}"
+        " --bt-name {params.bt_name} --bt-unmentioned {params.unmentioned} 2> {log}"

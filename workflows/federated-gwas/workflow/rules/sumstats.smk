@@ -17,7 +17,6 @@ rule sumstats_export:
         assembly=get_assembly,
         trait_type=get_trait_type,
         description=get_trait_description,
-        cases=get_case_control_args,
         min_n=config["egress"]["min_n"],
         min_mac=config["egress"]["min_mac"],
     log:
@@ -34,5 +33,8 @@ rule sumstats_export:
         "fedgen sumstats export --glm {input.glm} --out {output.sumstats}"
         " --site {wildcards.site} --assembly {params.assembly}"
         " --trait-type {params.trait_type} --trait-description {params.description:q}"
-        " --min-n {params.min_n} --min-mac {params.min_mac} {params.cases}"
+        " --min-n {params.min_n} --min-mac {params.min_mac}"
+
+        " --pheno {input.pheno} --pheno-name {wildcards.trait} --keep {input.psam}"
         " --refget-vcf {input.vcf} > {log} 2>&1"
+        # Case/control counts over the analysed samples (binary traits; ignored otherwise).
