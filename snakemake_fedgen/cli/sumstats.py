@@ -90,7 +90,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from snakemake_fedgen.egress.export import count_cases_controls, export_glm
 
     n_cases, n_controls = args.n_cases, args.n_controls
-    if args.pheno and args.trait_type != "binary":
+    if args.pheno and args.trait_type == "quantitative":
         # One command for every trait (approved templates): the case count is for binary ones.
         args.pheno = args.pheno_name = args.keep = None
     if args.pheno:

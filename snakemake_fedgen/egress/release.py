@@ -1,4 +1,5 @@
-"""What the node changes in a file before it is released: numbers rounded to fixed precision.
+"""What the node changes in a file before it is released: numbers rounded to fixed precision,
+and (where the site asks for it) differentially private noise (:func:`privatise_sumstats`).
 
 A task chooses every digit it writes. Data hidden in the trailing digits of ``beta``,
 ``standard_error`` or a p-value (a genotype vector in the 7th to 15th digit) passes any range
@@ -20,11 +21,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from snakemake_executor_plugin_fedgen.errors import EgressRefused
+
 from snakemake_fedgen.egress.airlock.kinds import KINDS
 from snakemake_fedgen.egress.airlock.sniff import sniff
+from snakemake_fedgen.egress.privacy import DpRelease, PrivacySettings, privatise_rows
 from snakemake_fedgen.sumstats import columns
 
-__all__ = ["Rounded", "round_number", "round_sumstats"]
+__all__ = ["Rounded", "privatise_sumstats", "round_number", "round_sumstats"]
 
 #: Columns whose numbers are rounded; every other column is an integer, allele or label.
 ROUNDED_COLUMNS: frozenset[str] = frozenset(
@@ -114,3 +119,54 @@ def round_sumstats(
         return None
     os.chmod(dst, 0o600)
     return Rounded(rows=rows, changed=changed, digits=digits)
+
+
+def privatise_sumstats(
+    src: Path, dst: Path, *, settings: PrivacySettings, name: str, rng: np.random.Generator
+) -> DpRelease | None:
+    """Write ``src`` (a GWAS-SSF table) to ``dst`` with Gaussian noise (:mod:`.privacy`).
+
+    Returns None, writing nothing, when the file is not a summary-statistics table.
+
+    Raises
+    ------
+    EgressRefused
+        A table without ``beta``, ``effect_allele_frequency`` or ``n`` (differential privacy
+        is calibrated for linear-model effects), or with values that are not numbers.
+    """
+    import pandas as pd
+
+    with open(src, "rb") as f:
+        found = sniff(f, name)
+    kind = next((k for k in KINDS.values() if k.detect(found)), None)
+    if kind is None or kind.name != "sumstats" or found.compression not in (None, "gzip"):
+        return None
+    table = pd.read_csv(src, sep="\t", dtype=str, keep_default_na=False, compression="infer")
+    missing = [c for c in ("beta", "effect_allele_frequency", "n") if c not in table.columns]
+    if missing:
+        raise EgressRefused(
+            f"{name}: differential privacy at this site needs the column(s) "
+            f"{', '.join(missing)} (it is calibrated for linear-model betas)"
+        )
+    try:
+        beta = table["beta"].astype(float).to_numpy()
+        eaf = table["effect_allele_frequency"].astype(float).to_numpy()
+        n = table["n"].astype(float).to_numpy()
+    except ValueError:
+        raise EgressRefused(
+            f"{name}: beta, effect_allele_frequency and n must be numbers"
+        ) from None
+    beta_, eaf_, se_, p_, keep, report = privatise_rows(beta, eaf, n, settings, rng)
+    table["beta"] = [f"{v:.6g}" for v in beta_]
+    table["effect_allele_frequency"] = [f"{v:.6g}" for v in eaf_]
+    table["standard_error"] = [f"{v:.6g}" for v in se_]
+    table["p_value"] = [f"{v:.6g}" for v in p_]
+    for column in ("neg_log_10_p_value", "ci_upper", "ci_lower", "info"):
+        if column in table.columns:
+            table[column] = "NA"
+    text = table[keep].to_csv(sep="\t", index=False, lineterminator="\n")
+    data = text.encode()
+    with open(dst, "xb") as out:
+        out.write(gzip.compress(data, mtime=0) if found.compression == "gzip" else data)
+    os.chmod(dst, 0o600)
+    return report
