@@ -113,6 +113,8 @@ def privatise_rows(
     n: np.ndarray,
     settings: PrivacySettings,
     rng: np.random.Generator,
+    *,
+    min_mac: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, DpRelease]:
     """Noisy (beta, eaf, se, p) of the released rows and the mask of rows released.
 
@@ -121,6 +123,8 @@ def privatise_rows(
     beta, eaf, n : arrays of one table's rows (n per row).
     settings : the site's epsilon, delta, trait bound and MAF floor.
     rng : the node's random generator (cryptographic seeding in production).
+    min_mac : rows whose noisy minor allele count ``2 n maf`` is below it are withheld too (the
+        airlock's rule, applied to what is released).
     """
     m = int(beta.size)
     sigma = gaussian_sigma(
@@ -134,7 +138,7 @@ def privatise_rows(
     noisy_eaf = np.clip(eaf + rng.normal(0.0, sigma * d_eaf), 0.0, 1.0)
     noisy_beta = beta + rng.normal(0.0, sigma * d_beta)
     maf = np.minimum(noisy_eaf, 1.0 - noisy_eaf)
-    keep = maf >= f0
+    keep = (maf >= f0) & (2.0 * (n + 1.0) * maf >= min_mac)
     het = np.maximum(2.0 * noisy_eaf * (1.0 - noisy_eaf), v0)
     se = np.sqrt(1.0 / (n * het) + (sigma * d_beta) ** 2)
     p = 2.0 * stats.norm.sf(np.abs(noisy_beta / se))

@@ -20,14 +20,18 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 from snakemake_executor_plugin_fedgen.errors import EgressRefused
 
 from snakemake_fedgen.egress.airlock.kinds import KINDS
 from snakemake_fedgen.egress.airlock.sniff import sniff
-from snakemake_fedgen.egress.privacy import DpRelease, PrivacySettings, privatise_rows
 from snakemake_fedgen.sumstats import columns
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from snakemake_fedgen.egress.privacy import DpRelease, PrivacySettings
 
 __all__ = ["Rounded", "privatise_sumstats", "round_number", "round_sumstats"]
 
@@ -122,7 +126,13 @@ def round_sumstats(
 
 
 def privatise_sumstats(
-    src: Path, dst: Path, *, settings: PrivacySettings, name: str, rng: np.random.Generator
+    src: Path,
+    dst: Path,
+    *,
+    settings: PrivacySettings,
+    name: str,
+    rng: np.random.Generator,
+    min_mac: float = 0.0,
 ) -> DpRelease | None:
     """Write ``src`` (a GWAS-SSF table) to ``dst`` with Gaussian noise (:mod:`.privacy`).
 
@@ -135,6 +145,8 @@ def privatise_sumstats(
         is calibrated for linear-model effects), or with values that are not numbers.
     """
     import pandas as pd
+
+    from snakemake_fedgen.egress.privacy import privatise_rows
 
     with open(src, "rb") as f:
         found = sniff(f, name)
@@ -156,7 +168,9 @@ def privatise_sumstats(
         raise EgressRefused(
             f"{name}: beta, effect_allele_frequency and n must be numbers"
         ) from None
-    beta_, eaf_, se_, p_, keep, report = privatise_rows(beta, eaf, n, settings, rng)
+    beta_, eaf_, se_, p_, keep, report = privatise_rows(
+        beta, eaf, n, settings, rng, min_mac=min_mac
+    )
     table["beta"] = [f"{v:.6g}" for v in beta_]
     table["effect_allele_frequency"] = [f"{v:.6g}" for v in eaf_]
     table["standard_error"] = [f"{v:.6g}" for v in se_]

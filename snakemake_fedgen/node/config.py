@@ -19,12 +19,15 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticUndefined
 from snakemake_executor_plugin_fedgen.errors import ConfigError
+
+if TYPE_CHECKING:
+    from snakemake_fedgen.egress.privacy import PrivacySettings
 
 Runtime = Literal["auto", "bwrap", "host", "docker", "podman"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
@@ -218,6 +221,13 @@ class NodeConfig(BaseModel):
         description="site name -> public_key_x25519 of every participant, this site included, "
         "pinned by the steward after checking each with its site",
     )
+    # Differential privacy for released summary statistics (egress/privacy.py).
+    differential_privacy: Annotated[dict[str, Any], Setting("YAML")] = Field(
+        default_factory=dict,
+        description="epsilon, delta per release and total_epsilon, total_delta per dataset "
+        "(optional: trait_bound, min_maf): the node adds Gaussian noise to every released "
+        "summary-statistics table and refuses releases past the budget; empty: off",
+    )
     # Differencing control (egress/facts.py sample sets, the ledger in the task database).
     sample_sets: Literal["optional", "required"] = Field(
         "optional",
@@ -403,6 +413,51 @@ _LOWER_BOUNDS: dict[str, tuple[bool, float]] = {
 }
 
 
+def privacy_settings(cfg: NodeConfig, source: str = "node.yaml") -> PrivacySettings | None:
+    """The ``differential_privacy`` block as settings, or None when it is off.
+
+    Raises
+    ------
+    ConfigError
+        An unknown key, a missing one, or a value out of range (named).
+    """
+    from snakemake_fedgen.egress.privacy import PrivacySettings
+
+    block = cfg.differential_privacy
+    if not block:
+        return None
+    required = ("epsilon", "delta", "total_epsilon", "total_delta")
+    known = (*required, "trait_bound", "min_maf")
+    unknown = sorted(str(k) for k in block if k not in known)
+    missing = [k for k in required if k not in block]
+    if unknown or missing:
+        raise ConfigError(
+            f"node config {source}: differential_privacy: "
+            + (f"unknown key(s) {', '.join(unknown)}; " if unknown else "")
+            + (f"missing {', '.join(missing)}; " if missing else "")
+            + f"keys are {', '.join(known)}"
+        )
+    values = {}
+    for key, value in block.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigError(
+                f"node config {source}: differential_privacy.{key} must be a number > 0; "
+                f"got {value!r}"
+            )
+        values[key] = float(value)
+    if values["delta"] >= 1 or values["total_delta"] >= 1 or values.get("min_maf", 0.05) >= 0.5:
+        raise ConfigError(
+            f"node config {source}: differential_privacy: delta and total_delta must be below "
+            "1 and min_maf below 0.5"
+        )
+    if values["epsilon"] > values["total_epsilon"] or values["delta"] > values["total_delta"]:
+        raise ConfigError(
+            f"node config {source}: differential_privacy: one release (epsilon, delta) exceeds "
+            "the total budget"
+        )
+    return PrivacySettings(**values)
+
+
 def _check(cfg: NodeConfig, source: str) -> NodeConfig:
     """What types cannot say: ranges, existing directories, egress inside a write root, ..."""
     for key, (strict, bound) in _LOWER_BOUNDS.items():
@@ -426,6 +481,7 @@ def _check(cfg: NodeConfig, source: str) -> NodeConfig:
                 f"node config {source}: egress_root {cfg.egress_root} must be inside one of the "
                 "write_roots; add its parent to write_roots."
             )
+    privacy_settings(cfg, source)
     from snakemake_fedgen.egress.airlock import AirlockPolicy
 
     try:

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import shutil
 import signal
 import sqlite3
@@ -42,13 +43,13 @@ from snakemake_executor_plugin_fedgen.tes.tags import CODE_TAG, OUTPUT_SHA256_KE
 
 from snakemake_fedgen.egress.airlock import AirlockDecision, AirlockPolicy, inspect
 from snakemake_fedgen.egress.facts import facts_stamp, load_facts, sample_sets, set_difference
-from snakemake_fedgen.egress.release import Rounded, round_sumstats
+from snakemake_fedgen.egress.release import Rounded, privatise_sumstats, round_sumstats
 from snakemake_fedgen.governance.node import seal_egress
 from snakemake_fedgen.governance.provenance import sha256_file, task_provenance
 from snakemake_fedgen.node import paths
 from snakemake_fedgen.node.areas import SiteRoots, Target
 from snakemake_fedgen.node.audit import AuditLog
-from snakemake_fedgen.node.config import NodeConfig
+from snakemake_fedgen.node.config import NodeConfig, privacy_settings
 from snakemake_fedgen.node.redact import IdRedactor
 from snakemake_fedgen.node.runtime import (
     Runtime,
@@ -71,6 +72,7 @@ from snakemake_fedgen.node.store import TaskStore
 from snakemake_fedgen.node.task import now_rfc3339
 
 if TYPE_CHECKING:
+    from snakemake_fedgen.egress.privacy import DpRelease
     from snakemake_fedgen.exact.site_masking import SiteMasker
 
 log = logging.getLogger("snakemake_fedgen.node")
@@ -149,6 +151,7 @@ class Scheduler:
         self._stopping = False
         self.policy = AirlockPolicy.from_mapping(cfg.airlock)
         self._facts_stamp: float | None = None
+        self.privacy = privacy_settings(cfg)
         self.masker: SiteMasker | None = None  # set below when the node masks
         if cfg.secure_aggregation_key is not None:
             from snakemake_fedgen.exact.site_masking import SiteMasker  # numpy: only here
@@ -954,6 +957,7 @@ class Scheduler:
         refused = []
         policy = self._release_policy()
         for f in egress:
+            noisy = self._add_noise(active, f, policy)
             rounded = self._round(active, f, policy)
             decision = inspect(f.source, policy, name=f.dest.name)
             if rounded is not None and decision.accepted:
@@ -961,6 +965,15 @@ class Scheduler:
                     decision,
                     reason=f"{decision.reason}; {rounded.changed} of the values in "
                     f"{rounded.rows} rows rounded to {rounded.digits} significant digits",
+                )
+            if noisy is not None and decision.accepted:
+                assert self.privacy is not None
+                decision = dataclasses.replace(
+                    decision,
+                    reason=f"{decision.reason}; differential privacy: epsilon "
+                    f"{self.privacy.epsilon:g}, delta {self.privacy.delta:g}, {noisy.released} "
+                    f"of {noisy.rows} rows released ({noisy.withheld_maf} withheld: noisy minor "
+                    "allele frequency under min_maf or count under min_mac)",
                 )
             round_id = None
             if decision.kind == "aggregates":
@@ -1189,6 +1202,60 @@ class Scheduler:
             if facts is not None:
                 log.info("release checks on registered datasets: %s", facts.describe())
         return self.policy
+
+    def _add_noise(self, active: _Active, f: _Staged, policy: AirlockPolicy) -> DpRelease | None:
+        """Differential privacy: noise a summary-statistics egress copy in place and charge
+        the release to every registered dataset's budget (EgressRefused when one is spent)."""
+        settings = self.privacy
+        if settings is None:
+            return None
+        import numpy as np  # scipy and numpy: only at a node that adds noise
+
+        from snakemake_fedgen.egress.privacy import basic_composition
+
+        datasets = [d.name for d in policy.facts.datasets] if policy.facts else ["site"]
+        for name in datasets:
+            eps, delta = basic_composition(self.store.privacy_spent(name))
+            if (
+                eps + settings.epsilon > settings.total_epsilon + 1e-12
+                or delta + settings.delta > settings.total_delta + 1e-18
+            ):
+                raise EgressRefused(
+                    f"{f.dest.name}: the privacy budget of dataset {name} is spent (epsilon "
+                    f"{eps:g} of {settings.total_epsilon:g}, delta {delta:g} of "
+                    f"{settings.total_delta:g} used); nothing was published. The steward "
+                    "decides whether to grant more (differential_privacy in node.yaml)"
+                )
+        tmp = f.source.with_name(f.source.name + ".noisy")
+        rng = np.random.default_rng(secrets.randbits(128))
+        report = privatise_sumstats(
+            f.source, tmp, settings=settings, name=f.dest.name, rng=rng, min_mac=policy.min_mac
+        )
+        if report is None:
+            return None
+        os.replace(tmp, f.source)
+        for name in datasets:
+            self.store.spend_privacy(
+                name,
+                settings.epsilon,
+                settings.delta,
+                task=active.doc["id"],
+                released=now_rfc3339(),
+            )
+        self.audit.record(
+            caller=active.owner,
+            action="Privacy",
+            task=active.doc["id"],
+            outcome="noised",
+            file=f.container_path,
+            epsilon=settings.epsilon,
+            delta=settings.delta,
+            datasets=",".join(datasets),
+            rows=report.rows,
+            released=report.released,
+            withheld_maf=report.withheld_maf,
+        )
+        return report
 
     def _round(self, active: _Active, f: _Staged, policy: AirlockPolicy) -> Rounded | None:
         """Round the numbers of a summary-statistics egress copy in place (before the airlock)."""

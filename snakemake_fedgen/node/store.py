@@ -71,6 +71,14 @@ CREATE TABLE IF NOT EXISTS ledger (
     released TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ledger_dataset ON ledger(dataset);
+CREATE TABLE IF NOT EXISTS privacy_spent (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    dataset TEXT NOT NULL,
+    epsilon REAL NOT NULL,
+    delta REAL NOT NULL,
+    task TEXT NOT NULL,
+    released TEXT NOT NULL
+);
 """
 
 
@@ -239,6 +247,26 @@ class TaskStore:
                 "INSERT INTO ledger (dataset, sample_set, members, task, released) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (dataset, sample_set, _dump(sorted(members)), task, released),
+            )
+
+    def privacy_spent(self, dataset: str) -> list[tuple[float, float]]:
+        """(epsilon, delta) of every differentially private release of ``dataset``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT epsilon, delta FROM privacy_spent WHERE dataset = ? ORDER BY seq",
+                (dataset,),
+            ).fetchall()
+        return [(float(e), float(d)) for e, d in rows]
+
+    def spend_privacy(
+        self, dataset: str, epsilon: float, delta: float, *, task: str, released: str
+    ) -> None:
+        """Charge one release to ``dataset``'s privacy budget."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO privacy_spent (dataset, epsilon, delta, task, released) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (dataset, epsilon, delta, task, released),
             )
 
     def add_release(

@@ -411,3 +411,32 @@ def test_differencing_pair__recovers_a_person_unless_the_ledger_stops_it(make_si
     changed = site.alice.run(_eaf_task(site, (site.data / "all.keep").as_uri(), out="x.tsv"))
     assert changed["state"] == "SYSTEM_ERROR"
     assert "changed since it was registered" in system_log(changed)
+
+
+# -- differential privacy (issue 14, item 4) -------------------------------------------------------
+
+
+def test_differential_privacy__noise_at_release_and_a_budget_that_survives_restarts(make_site):
+    site = make_site()
+    _write_cohort(site)
+    _register(site)
+    dp = {"epsilon": 1.0, "delta": 1e-6, "total_epsilon": 2.0, "total_delta": 1e-5}
+    site.start(runtime="bwrap", differential_privacy=dp)
+    (site.data / "all.keep").write_text("\n".join(f"HG{n:05d}" for n in range(100, 160)) + "\n")
+    done = site.alice.run(_eaf_task(site, (site.data / "all.keep").as_uri(), out="r1.tsv"))
+    assert done["state"] == "COMPLETE", system_log(done)
+    [published] = list(site.egress.rglob("r1.tsv"))
+    rows = [line.split("\t") for line in published.read_text().splitlines()[1:]]
+    # beta was 0.1 in every row the task wrote; what left carries noise, rounded.
+    assert {r[4] for r in rows} != {"0.1"} and len({r[4] for r in rows}) > len(rows) // 2
+    [charged] = [r for r in site.audit() if r.get("action") == "Privacy"]
+    assert charged["epsilon"] == 1.0 and charged["datasets"] == "cohort"
+    # The budget is kept in the node's database: a restart does not reset it.
+    site.node.stop()
+    site.start(runtime="bwrap", differential_privacy=dp)
+    second = site.alice.run(_eaf_task(site, (site.data / "all.keep").as_uri(), out="r2.tsv"))
+    assert second["state"] == "COMPLETE", system_log(second)
+    third = site.alice.run(_eaf_task(site, (site.data / "all.keep").as_uri(), out="r3.tsv"))
+    assert third["state"] == "SYSTEM_ERROR"
+    assert "the privacy budget of dataset cohort is spent (epsilon 2 of 2" in system_log(third)
+    assert not list(site.egress.rglob("r3.tsv"))
