@@ -91,9 +91,9 @@ def _snakefile(path: Path, tmp: Path) -> Path:
     crate = path / "ro-crate-metadata.json"
     if crate.is_file():
         graph = json.loads(crate.read_text(encoding="utf-8")).get("@graph", [])
-        root = next((e for e in graph if e.get("@id") == "./"), {})
+        root: dict[str, Any] = next((e for e in graph if e.get("@id") == "./"), {})
         main = (root.get("mainEntity") or {}).get("@id")
-        if main and (path / main).is_file():
+        if isinstance(main, str) and (path / main).is_file():
             return path / main
         raise ConfigError(f"{crate}: no mainEntity Snakefile in the crate")
     for candidate in (path / "workflow" / "Snakefile", path / "Snakefile"):
@@ -116,7 +116,7 @@ def _workflow_files(root: Path) -> Iterator[Path]:
 def _translate(path: Path) -> str:
     """Snakemake's own translation of a Snakefile/.smk into Python (no workflow is run)."""
     try:
-        from snakemake import parser
+        from snakemake import parser  # type: ignore[import-untyped]
     except ImportError:
         raise ConfigError(
             "fedgen node approve reads workflows with Snakemake's parser; install it "
@@ -138,7 +138,7 @@ def _translate(path: Path) -> str:
         sourcecache = _Cache()
 
     try:
-        code, _ = parser.parse(_Source(path), _Workflow(), {})  # type: ignore[arg-type]
+        code, _ = parser.parse(_Source(path), _Workflow(), {})
     except Exception as exc:  # the parser raises its own syntax errors
         raise ConfigError(f"{path}: Snakemake cannot parse it ({exc})") from None
     return str(code)
@@ -159,8 +159,9 @@ def _templates(path: Path, rel: str) -> tuple[list[Template], list[str]]:
                 for kw in deco.keywords:
                     if kw.arg == "name" and isinstance(kw.value, ast.Constant):
                         name = str(kw.value.value)
-                    if kw.arg == "lineno" and isinstance(kw.value, ast.Constant):
-                        line = int(kw.value.value)
+                    value = kw.value.value if isinstance(kw.value, ast.Constant) else None
+                    if kw.arg == "lineno" and isinstance(value, int):
+                        line = value
             elif deco.func.attr == "shellcmd" and deco.args:
                 shell = deco.args[0]
         if shell is None:
