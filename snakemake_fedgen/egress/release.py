@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from snakemake_executor_plugin_fedgen.errors import EgressRefused
 
 from snakemake_fedgen.egress.airlock.kinds import KINDS
-from snakemake_fedgen.egress.airlock.sniff import sniff
+from snakemake_fedgen.egress.airlock.sniff import Sniff, forbidden, sniff
 from snakemake_fedgen.sumstats import columns
 
 if TYPE_CHECKING:
@@ -59,6 +59,17 @@ class Rounded:
     digits: int
 
 
+def _sumstats(found: Sniff) -> bool:
+    """Is this a summary-statistics table the airlock will judge as one? Content the airlock
+    refuses outright (a VCF named .tsv.gz, say) is never rewritten: it goes to quarantine as
+    the task wrote it."""
+    if forbidden(found) is not None or found.compression not in (None, "gzip"):
+        return False
+    # The kind the airlock will see (aggregates and counts tables also end in .tsv).
+    kind = next((k for k in KINDS.values() if k.detect(found)), None)
+    return kind is not None and kind.name == "sumstats"
+
+
 def round_number(text: str, digits: int) -> str:
     """``text`` as a number with ``digits`` significant digits (``"NA"`` and non-numbers as is).
 
@@ -85,9 +96,7 @@ def round_sumstats(
     """
     with open(src, "rb") as f:
         found = sniff(f, name)
-    # The kind the airlock will see (aggregates and counts tables also end in .tsv).
-    kind = next((k for k in KINDS.values() if k.detect(found)), None)
-    if kind is None or kind.name != "sumstats" or found.compression not in (None, "gzip"):
+    if not _sumstats(found):
         return None
     gz = found.compression == "gzip"
     opener = gzip.open if gz else open
@@ -150,8 +159,7 @@ def privatise_sumstats(
 
     with open(src, "rb") as f:
         found = sniff(f, name)
-    kind = next((k for k in KINDS.values() if k.detect(found)), None)
-    if kind is None or kind.name != "sumstats" or found.compression not in (None, "gzip"):
+    if not _sumstats(found):
         return None
     table = pd.read_csv(src, sep="\t", dtype=str, keep_default_na=False, compression="infer")
     missing = [c for c in ("beta", "effect_allele_frequency", "n") if c not in table.columns]

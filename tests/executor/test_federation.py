@@ -211,7 +211,15 @@ def test_fedgen_executor__three_sites_keep_data_home_and_return_only_counts(tmp_
         and "grep -c IND" in main[2]
     )
     assert count_task["executors"][-2]["workdir"] == "/fedgen/work"
-    assert set(count_task["tags"]) == {"fedgen_run", "fedgen_job_key", "fedgen_rule", "fedgen_site"}
+    assert set(count_task["tags"]) == {
+        "fedgen_run",
+        "fedgen_job_key",
+        "fedgen_rule",
+        "fedgen_site",
+        "fedgen_approval",  # what an approving node checks the commands with
+        "fedgen_code",  # set by the node: this one runs unapproved code
+    }
+    assert count_task["tags"]["fedgen_code"] == "unapproved"
 
     # max_parallel_tasks=1 at C: every task was created after the previous one ended.
     live = 0

@@ -75,7 +75,7 @@ def test_stdin_symlink_to_task_database__other_callers_tasks_never_leak(bwrap_si
     assert secret not in logs_text(doc)
     assert doc["state"] == "SYSTEM_ERROR"
     # The database itself is untouched and still serves bob.
-    assert site.bob.get(bob_task).json()["tags"] == {"note": secret}
+    assert site.bob.get(bob_task).json()["tags"] == {"note": secret, "fedgen_code": "unapproved"}
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 2
 
