@@ -124,7 +124,10 @@ def main() -> int:
                 assert report is not None
                 src = noisy
             final = dest / f"{TRAIT}.tsv.gz"
-            if round_sumstats(src, final, digits=4, name=final.name, max_bytes=1 << 34) is None:
+            kept = round_sumstats(
+                src, final, digits=4, name=final.name, max_bytes=1 << 34, min_mac=10
+            )
+            if kept is None:
                 raise SystemExit(f"{src}: not a summary-statistics table")
             shutil.copy(f"{plain[name]}-meta.yaml", f"{final}-meta.yaml")
             files.append(final)

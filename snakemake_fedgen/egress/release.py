@@ -14,6 +14,7 @@ records that in the audit log and the task's system log.
 
 from __future__ import annotations
 
+import decimal
 import gzip
 import io
 import math
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
     from snakemake_fedgen.egress.privacy import DpRelease, PrivacySettings
 
-__all__ = ["Rounded", "privatise_sumstats", "round_number", "round_sumstats"]
+__all__ = ["Rounded", "privatise_sumstats", "round_frequency", "round_number", "round_sumstats"]
 
 #: Columns whose numbers are rounded; every other column is an integer, allele or label.
 ROUNDED_COLUMNS: frozenset[str] = frozenset(
@@ -85,14 +86,41 @@ def round_number(text: str, digits: int) -> str:
     return f"{value:.{digits}g}"
 
 
+def round_frequency(text: str, digits: int, *, n: str, min_mac: float) -> str:
+    """An allele frequency rounded like :func:`round_number`, but never across the minor
+    allele count rule: if plain rounding would move ``2 n min(f, 1-f)`` to the other side of
+    ``min_mac`` than the value the task wrote, the frequency is rounded the other way (one unit
+    in the last digit), so the airlock judges the row as written."""
+    new = round_number(text, digits)
+    try:
+        count, before, after = float(n), float(text), float(new)
+    except ValueError:
+        return new
+    if not (math.isfinite(count) and 0.0 <= before <= 1.0):
+        return new
+    passes = 2.0 * count * min(before, 1.0 - before) >= min_mac
+    if (2.0 * count * min(after, 1.0 - after) >= min_mac) == passes:
+        return new
+    # Toward 0.5 keeps a passing row passing; away from it keeps a failing row failing.
+    up = (before < 0.5) == passes
+    d = decimal.Decimal(text)
+    exponent = d.adjusted() - digits + 1
+    step = d.quantize(
+        decimal.Decimal(1).scaleb(exponent),
+        rounding=decimal.ROUND_CEILING if up else decimal.ROUND_FLOOR,
+    )
+    return f"{float(step):.{digits}g}"
+
+
 def round_sumstats(
-    src: Path, dst: Path, *, digits: int, name: str, max_bytes: int
+    src: Path, dst: Path, *, digits: int, name: str, max_bytes: int, min_mac: float = 0.0
 ) -> Rounded | None:
     """Write ``src`` (a GWAS-SSF table, plain or gzip) to ``dst`` with its numbers rounded.
 
     Returns None, writing nothing, when ``name``/content is not a summary-statistics table the
     rounding understands or decompresses to more than ``max_bytes`` (the airlock then judges
-    the original).
+    the original). ``min_mac``: the airlock's rule, which frequency rounding never crosses
+    (:func:`round_frequency`).
     """
     with open(src, "rb") as f:
         found = sniff(f, name)
@@ -107,6 +135,12 @@ def round_sumstats(
                 header = text.readline()
                 cols = header.rstrip("\n").split("\t")
                 rounded = [i for i, c in enumerate(cols) if c in ROUNDED_COLUMNS]
+                i_eaf = (
+                    cols.index("effect_allele_frequency")
+                    if "effect_allele_frequency" in cols
+                    else -1
+                )
+                i_n = cols.index("n") if "n" in cols else -1
                 sink.write(header.encode())
                 rows = changed = 0
                 budget = max_bytes
@@ -119,7 +153,12 @@ def round_sumstats(
                     fields = line[: len(line) - len(end)].split("\t")
                     for i in rounded:
                         if i < len(fields):
-                            new = round_number(fields[i], digits)
+                            if i == i_eaf and 0 <= i_n < len(fields):
+                                new = round_frequency(
+                                    fields[i], digits, n=fields[i_n], min_mac=min_mac
+                                )
+                            else:
+                                new = round_number(fields[i], digits)
                             if new != fields[i]:
                                 changed += 1
                                 fields[i] = new

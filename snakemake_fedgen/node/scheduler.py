@@ -1266,6 +1266,7 @@ class Scheduler:
             digits=policy.digits,
             name=f.dest.name,
             max_bytes=self.cfg.max_output_bytes,
+            min_mac=policy.min_mac,
         )
         if rounded is None:
             return None
