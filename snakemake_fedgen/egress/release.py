@@ -14,6 +14,7 @@ records that in the audit log and the task's system log.
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
 import gzip
 import io
@@ -192,6 +193,7 @@ def privatise_sumstats(
         A table without ``beta``, ``effect_allele_frequency`` or ``n`` (differential privacy
         is calibrated for linear-model effects), or with values that are not numbers.
     """
+    import numpy as np
     import pandas as pd
 
     from snakemake_fedgen.egress.privacy import privatise_rows
@@ -220,6 +222,12 @@ def privatise_sumstats(
     )
     table["beta"] = [f"{v:.6g}" for v in beta_]
     table["effect_allele_frequency"] = [f"{v:.6g}" for v in eaf_]
+    # The rule applies to the frequency as written (6 digits), not to the float before it.
+    written = table["effect_allele_frequency"].astype(float).to_numpy()
+    keep &= 2.0 * n * np.minimum(written, 1.0 - written) >= min_mac
+    report = dataclasses.replace(
+        report, released=int(keep.sum()), withheld_maf=int(keep.size - keep.sum())
+    )
     table["standard_error"] = [f"{v:.6g}" for v in se_]
     table["p_value"] = [f"{v:.6g}" for v in p_]
     for column in ("neg_log_10_p_value", "ci_upper", "ci_lower", "info"):
