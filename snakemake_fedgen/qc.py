@@ -31,6 +31,7 @@ from pathlib import Path
 from snakemake_executor_plugin_fedgen.errors import ConfigError
 from snakemake_executor_plugin_fedgen.fileio import write_text_atomic
 
+from snakemake_fedgen.egress.airlock.kinds.counts import ALIGN_CLASSES
 from snakemake_fedgen.egress.disclosure import write_counts_table
 
 _COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
@@ -176,18 +177,6 @@ def classify_variant(
     if abs(freq_as_panel_alt - pa) > max_af_diff:
         return "af_mismatch"
     return kind
-
-
-ALIGN_CLASSES = (
-    "match",
-    "swap",
-    "flip",
-    "flip_swap",
-    "not_in_panel",
-    "allele_mismatch",
-    "ambiguous",
-    "af_mismatch",
-)
 
 
 def align(

@@ -14,12 +14,23 @@ from snakemake_fedgen.egress.airlock.kind import Kind, Violations, text_lines
 from snakemake_fedgen.egress.airlock.policy import AirlockPolicy
 from snakemake_fedgen.egress.airlock.sniff import Sniff
 
-__all__ = ["COUNTS_HEADER", "COUNTS_TOKEN_RE", "KIND", "QUANTITIES", "STEPS"]
+__all__ = ["ALIGN_CLASSES", "COUNTS_HEADER", "COUNTS_TOKEN_RE", "KIND", "QUANTITIES", "STEPS"]
 
 COUNTS_HEADER = ("step", "quantity", "count")
 _COUNTS_HEADER_TEXT = "\t".join(COUNTS_HEADER)
 #: Step and quantity labels are short machine tokens, so they cannot smuggle identifiers.
 COUNTS_TOKEN_RE = re.compile(r"^[a-z][a-z0-9_.\-]{0,47}$")
+#: How ``fedgen qc align`` classifies each site variant against the panel (``variants_<class>``).
+ALIGN_CLASSES: tuple[str, ...] = (
+    "match",
+    "swap",
+    "flip",
+    "flip_swap",
+    "not_in_panel",
+    "allele_mismatch",
+    "ambiguous",
+    "af_mismatch",
+)
 #: The workflow's QC steps and quantities (``fedgen qc counts``, ``fedgen qc align``, the
 #: imputation counts). At a site with registered datasets a counts table holds only these, each
 #: (step, quantity) once: labels of its own choosing would be a channel of their own.
@@ -47,19 +58,7 @@ QUANTITIES: frozenset[str] = frozenset(
         "variants_removed",
         "variants_imputed",
         "variants_dr2_passed",
-        *(
-            f"variants_{k}"
-            for k in (
-                "match",
-                "swap",
-                "flip",
-                "flip_swap",
-                "not_in_panel",
-                "allele_mismatch",
-                "ambiguous",
-                "af_mismatch",
-            )
-        ),
+        *(f"variants_{k}" for k in ALIGN_CLASSES),
     }
 )
 
