@@ -271,13 +271,30 @@ def approved_releases(state_dir: Path) -> list[ApprovedRelease]:
     return sorted(out, key=lambda r: r.approved)
 
 
+_CACHE: dict[Path, tuple[int, dict[str, dict[str, str]]]] = {}
+
+
 def approved_templates(state_dir: Path) -> dict[str, dict[str, str]]:
-    """``RULE/ID`` -> {text, release} over every approved release (rules may share a text)."""
-    return {
+    """``RULE/ID`` -> {text, release} over every approved release (rules may share a text).
+
+    Read again only when the approvals folder changed (a release approved while the node runs
+    counts from the next task on).
+    """
+    folder = Path(state_dir) / APPROVALS_DIR
+    try:
+        stamp = folder.stat().st_mtime_ns
+    except OSError:
+        stamp = -1
+    cached = _CACHE.get(folder)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    templates = {
         f"{t.rule}/{t.id}": {"text": t.text, "release": r.digest}
         for r in approved_releases(state_dir)
         for t in r.templates
     }
+    _CACHE[folder] = (stamp, templates)
+    return templates
 
 
 def check_task_code(doc: Mapping[str, Any], templates: Mapping[str, Mapping[str, str]]) -> str:
