@@ -155,3 +155,26 @@ def test_workflow_dag__include_sites_keeps_the_registry_columns(registry: Path, 
     assert all("--sites A,B,C" in c for c in commands)
     (solve,) = _commands(proc.stdout, "fedgen exact solve")
     assert "results/sumstats/A/" not in solve and solve.count(".aggregates.tsv.gz") == 2
+
+
+def test_workflow_dag__studies_in_registry_order(registry: Path, tmp_path: Path):
+    # The registry lists C first: the meta-analysis takes C as its first study (the reference
+    # for palindromic alignment), not the alphabetically first site.
+    reg = yaml.safe_load(registry.read_text())
+    reg["sites"] = {name: reg["sites"][name] for name in ("C", "A", "B")}
+    ordered = tmp_path / "ordered.yaml"
+    ordered.write_text(yaml.safe_dump(reg, sort_keys=False))
+    proc = _dry_run(tmp_path / "w", ordered)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    meta = _commands(proc.stdout, "fedgen meta")
+    assert meta and all(
+        re.findall(r"results/sumstats/(\w)/\w+\.tsv\.gz", line) == ["C", "A", "B"] for line in meta
+    )
+    # include_sites keeps the registry's order and names an unknown site.
+    proc = _dry_run(tmp_path / "w2", ordered, "include_sites: [B, C]\n")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    (line, *_) = _commands(proc.stdout, "fedgen meta")
+    assert re.findall(r"results/sumstats/(\w)/\w+\.tsv\.gz", line) == ["C", "B"]
+    proc = _dry_run(tmp_path / "w3", ordered, "include_sites: [B, Z]\n")
+    assert proc.returncode != 0
+    assert "config include_sites: Z not in" in proc.stdout + proc.stderr

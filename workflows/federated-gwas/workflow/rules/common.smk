@@ -25,7 +25,17 @@ BEAGLE_IMAGE = "docker://quay.io/biocontainers/beagle:5.4_22Jul22.46e--hdfd78af_
 FEDGEN_IMAGE = "docker://ghcr.io/snakemake-fedgen/fedgen-tools:0.2.0"
 
 REGISTRY = load_registry(config["sites"])
-SITES = sorted(config.get("include_sites") or REGISTRY.sites)
+# In the registry's order, everywhere: the meta-analysis takes its studies in this order and the
+# first one is the reference for aligning palindromic SNPs by frequency, so the consortium
+# decides it (list the largest site first), not the alphabet.
+_INCLUDED = config.get("include_sites") or list(REGISTRY.sites)
+_UNKNOWN = [s for s in _INCLUDED if s not in REGISTRY.sites]
+if _UNKNOWN:
+    raise WorkflowError(
+        f"config include_sites: {', '.join(map(str, _UNKNOWN))} not in {config['sites']} "
+        f"(sites: {', '.join(REGISTRY.sites)})"
+    )
+SITES = [s for s in REGISTRY.sites if s in _INCLUDED]
 TRAITS = sorted(config["traits"])
 # Dataset roles used by the rules -> dataset names in the registry.
 DATASETS = config["datasets"]
