@@ -124,8 +124,9 @@ class Site:
 
 def workflow_images() -> list[str]:
     """Approved toolset ids of the workflow (the container: images of its rules/common.smk)."""
-    text = (SNAKEFILE.parent / "rules" / "common.smk").read_text()
-    return [m.removeprefix("docker://") for m in re.findall(r'_IMAGE = "([^"]+)"', text)]
+    from snakemake_fedgen.onboarding import workflow_images as images
+
+    return images(SNAKEFILE.parent.parent)
 
 
 @contextlib.contextmanager

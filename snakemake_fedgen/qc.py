@@ -24,14 +24,20 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from snakemake_executor_plugin_fedgen.errors import ConfigError
 from snakemake_executor_plugin_fedgen.fileio import write_text_atomic
 
-from snakemake_fedgen.egress.airlock.kinds.counts import ALIGN_CLASSES
+from snakemake_fedgen.egress.airlock.kinds.counts import (
+    ALIGN_CLASSES,
+    IMPORT_QUANTITIES,
+    PHENOTYPE_QUANTITIES,
+)
 from snakemake_fedgen.egress.disclosure import write_counts_table
 
 _COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
@@ -264,7 +270,14 @@ def _lines(items: Iterable[str]) -> str:
 # ------------------------------------------------------------------------------------------
 
 
-def het_outliers(het: Path, *, output: Path, sd: float = 3.0, eigenvec: Path | None = None) -> int:
+def het_outliers(
+    het: Path,
+    *,
+    output: Path,
+    sd: float = 3.0,
+    eigenvec: Path | None = None,
+    pcs: int | None = None,
+) -> int:
     """Write the samples whose ``plink2 --het`` F lies more than ``sd`` SDs from the mean.
 
     Parameters
@@ -280,6 +293,8 @@ def het_outliers(het: Path, *, output: Path, sd: float = 3.0, eigenvec: Path | N
         samples' ancestry predicts (residuals of a least-squares fit on the PCs): at a site
         mixing ancestries, heterozygosity differs between populations and a single mean +- SD
         would flag whole populations or miss real outliers.
+    pcs : int, optional
+        Use only ``PC1`` .. ``PC<pcs>`` of ``eigenvec`` (all of them by default; 0: none).
 
     Returns
     -------
@@ -294,11 +309,16 @@ def het_outliers(het: Path, *, output: Path, sd: float = 3.0, eigenvec: Path | N
     id_cols = [i for i, name in enumerate(header) if name in ("FID", "IID")]
     rows = [r for r in rows if r[i_f] not in ("NA", "nan")]
     values = np.array([float(r[i_f]) for r in rows])
-    if eigenvec is not None and len(rows) > 10:
+    if eigenvec is not None and len(rows) > 10 and pcs != 0:
         eh, erows = _table(eigenvec)
         e_iid = _column(eh, "IID", eigenvec)
-        pcs = [i for i, name in enumerate(eh) if name.startswith("PC")]
-        by_iid = {r[e_iid]: [float(r[i]) for i in pcs] for r in erows}
+        wanted = [f"PC{i}" for i in range(1, pcs + 1)] if pcs else None
+        pc_cols = [
+            i
+            for i, name in enumerate(eh)
+            if name.startswith("PC") and (wanted is None or name in wanted)
+        ]
+        by_iid = {r[e_iid]: [float(r[i]) for i in pc_cols] for r in erows}
         missing = [r[i_iid] for r in rows if r[i_iid] not in by_iid]
         if missing:
             raise ConfigError(
@@ -306,16 +326,38 @@ def het_outliers(het: Path, *, output: Path, sd: float = 3.0, eigenvec: Path | N
                 "compute both on the same samples"
             )
         design = np.column_stack([np.ones(len(rows)), [by_iid[r[i_iid]] for r in rows]])
-        coef, *_ = np.linalg.lstsq(design, values, rcond=None)
-        values = values - design @ coef
+    else:
+        design = np.ones((len(rows), 1))
     out = ["\t".join("#" * (k == 0) + header[i] for k, i in enumerate(id_cols))]
     if len(values) >= 3:
-        mean, std = float(values.mean()), float(values.std(ddof=1))
-        for r, v in zip(rows, values, strict=True):
-            if std > 0 and abs(v - mean) > sd * std:
+        for r, outlier in zip(rows, _robust_outliers(design, values, sd), strict=True):
+            if outlier:
                 out.append("\t".join(r[i] for i in id_cols))
     write_text_atomic(output, _lines(out))
     return len(out) - 1
+
+
+def _robust_outliers(design: Any, values: Any, sd: float, rounds: int = 20) -> list[bool]:
+    """Samples whose value lies beyond ``sd`` SDs of the fit on ``design``, fitted on the
+    others only: an outlier must not pull the fit (a contaminated sample's genotypes also shift
+    its projected PCs, so a fit that includes it explains part of its heterozygosity away)."""
+    import numpy as np
+
+    inlier = np.ones(len(values), dtype=bool)
+    for _ in range(rounds):
+        if inlier.sum() <= design.shape[1] + 1:
+            break
+        coef, *_ = np.linalg.lstsq(design[inlier], values[inlier], rcond=None)
+        resid = values - design @ coef
+        std = float(resid[inlier].std(ddof=design.shape[1]))
+        if std == 0:
+            break
+        mean = float(resid[inlier].mean())
+        now = np.abs(resid - mean) <= sd * std
+        if (now == inlier).all():
+            break
+        inlier = now
+    return [not bool(x) for x in inlier]
 
 
 # ------------------------------------------------------------------------------------------
@@ -324,9 +366,22 @@ def het_outliers(het: Path, *, output: Path, sd: float = 3.0, eigenvec: Path | N
 
 
 def covariates(
-    pheno: Path, eigenvec: Path, *, output: Path, columns: Sequence[str], pcs: int
+    pheno: Path,
+    eigenvec: Path,
+    *,
+    output: Path,
+    columns: Sequence[str],
+    pcs: int,
+    keep: Path | None = None,
+    collinear_output: Path | None = None,
 ) -> int:
     """Join phenotype-table covariates with the first ``pcs`` principal components.
+
+    ``keep`` (a ``.psam``) limits the rows to the analysed samples. ``collinear_output`` also
+    writes the table without the PCs that are (nearly) linear combinations of the covariates and
+    earlier PCs over those samples (R^2 > :data:`MAX_PC_R2`): the panel's PCs are orthogonal in
+    the panel, not at every site (a site drawn from two populations has PC1 and PC2 both
+    measuring the same contrast), and ``plink2 --glm`` refuses such covariates (VIF).
 
     Parameters
     ----------
@@ -355,15 +410,15 @@ def covariates(
     e_cols = [_column(eh, c, eigenvec) for c in pc_names]
     e_ids = [i for i, name in enumerate(eh) if name in ("FID", "IID")]
     by_iid = {r[p_iid]: r for r in prows}
-    header = "\t".join(["#" + eh[e_ids[0]], *(eh[i] for i in e_ids[1:]), *columns, *pc_names])
-    out = [header]
+    kept_ids = None if keep is None else set(_ids_of(keep))
+    header = ["#" + eh[e_ids[0]], *(eh[i] for i in e_ids[1:]), *columns, *pc_names]
+    table: list[list[str]] = []
     for r in erows:
         p = by_iid.get(r[e_iid])
-        if p is None:
+        if p is None or (kept_ids is not None and r[e_iid] not in kept_ids):
             continue
-        out.append(
-            "\t".join([*(r[i] for i in e_ids), *(p[i] for i in p_cols), *(r[i] for i in e_cols)])
-        )
+        table.append([*(r[i] for i in e_ids), *(p[i] for i in p_cols), *(r[i] for i in e_cols)])
+    out = ["\t".join(header), *("\t".join(row) for row in table)]
     if len(out) == 1:
         # An empty --covar file would make plink2 drop every sample further down the line.
         raise ConfigError(
@@ -372,7 +427,64 @@ def covariates(
             "site's phenotypes dataset and its ID columns)"
         )
     write_text_atomic(output, _lines(out))
+    if collinear_output is not None:
+        first_pc = len(e_ids) + len(columns)
+        drop = collinear_pcs(table, first_covariate=len(e_ids), first_pc=first_pc)
+        for i in drop:
+            print(
+                f"{header[i]}: dropped from {collinear_output}, R^2 > {MAX_PC_R2} on the other "
+                "covariates at this site",
+                file=sys.stderr,
+            )
+        keep_cols = [i for i in range(len(header)) if i not in drop]
+        write_text_atomic(
+            collinear_output,
+            _lines("\t".join(row[i] for i in keep_cols) for row in [header, *table]),
+        )
     return len(out) - 1
+
+
+#: A projected PC explained this well by the covariates and earlier PCs is left out of the GWAS.
+MAX_PC_R2 = 0.95
+
+
+def collinear_pcs(
+    table: Sequence[Sequence[str]], *, first_covariate: int, first_pc: int
+) -> list[int]:
+    """Columns (from ``first_pc`` on) whose R^2 on the intercept, the covariates and the earlier
+    kept PCs exceeds :data:`MAX_PC_R2`, or that are constant; rows with a non-number are skipped.
+    """
+    import numpy as np
+
+    rows = []
+    for row in table:
+        try:
+            rows.append([float(x) for x in row[first_covariate:]])
+        except ValueError:
+            continue
+    if not rows:
+        return []
+    x = np.array(rows)
+    n_cov = first_pc - first_covariate
+    kept = [np.ones(len(x)), *(x[:, j] for j in range(n_cov))]
+    drop = []
+    for j in range(n_cov, x.shape[1]):
+        y = x[:, j]
+        ss = float(((y - y.mean()) ** 2).sum())
+        design = np.column_stack(kept)
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        resid = float(((y - design @ coef) ** 2).sum())
+        if ss == 0.0 or 1.0 - resid / ss > MAX_PC_R2:
+            drop.append(first_covariate + j)
+        else:
+            kept.append(y)
+    return drop
+
+
+def _ids_of(psam: Path) -> list[str]:
+    header, rows = _table(psam)
+    i_iid = _column(header, "IID", psam)
+    return [r[i_iid] for r in rows]
 
 
 # ------------------------------------------------------------------------------------------
@@ -481,3 +593,287 @@ def check_alignment(counts: dict[str, int], *, afreq: Path, panel: Path) -> None
             f"{afreq}: no variant aligns with the panel {panel}; "
             "check that both use the same assembly and chromosome names"
         )
+
+
+# ------------------------------------------------------------------------------------------
+# import: genotypes as the site holds them -> one PLINK 2 fileset of biallelic SNPs
+# ------------------------------------------------------------------------------------------
+
+_VCF_SUFFIXES = (".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")
+#: Chromosomes the workflow analyses (PLINK 2's codes; ``chr`` prefixes are read as the same).
+STANDARD_CHROMS = frozenset([*(str(i) for i in range(1, 23)), "X", "Y", "XY", "MT"])
+
+
+@dataclass(frozen=True)
+class GenotypeSource:
+    """The site's genotypes as found: ``vcf`` files (one, or one per chromosome), or one
+    PLINK 1 (``bfile``) or PLINK 2 (``pfile``) fileset given by its prefix."""
+
+    kind: str
+    paths: tuple[Path, ...]
+
+
+def _chrom_order(name: str) -> tuple[int, str]:
+    c = _chrom(name).upper()
+    order = {"X": 23, "Y": 24, "XY": 25, "MT": 26, "M": 26}
+    return (int(c), "") if c.isdigit() else (order.get(c, 99), c)
+
+
+def find_genotypes(path: Path) -> GenotypeSource:
+    """Say what a genotypes dataset is: a VCF/BCF, a folder of VCF/BCF files (one per
+    chromosome), or a PLINK 1/2 fileset (a folder holding one, or its ``.bed``/``.pgen``)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        vcfs = [p for p in files if p.name.endswith(_VCF_SUFFIXES)]
+        beds = [p for p in files if p.suffix == ".bed"]
+        pgens = [p for p in files if p.suffix == ".pgen"]
+        kinds = [k for k, found in (("vcf", vcfs), ("bfile", beds), ("pfile", pgens)) if found]
+        if len(kinds) != 1 or (kinds[0] != "vcf" and len(beds) + len(pgens) != 1):
+            raise ConfigError(
+                f"{path}: a genotypes folder must hold VCF/BCF files (one per chromosome) or "
+                f"exactly one PLINK fileset (.bed/.bim/.fam or .pgen/.pvar/.psam); found "
+                f"{len(vcfs)} VCF/BCF, {len(beds)} .bed and {len(pgens)} .pgen files"
+            )
+        if kinds[0] == "vcf":
+            return GenotypeSource("vcf", tuple(vcfs))
+        found = (beds or pgens)[0]
+        return find_genotypes(found)
+    if path.name.endswith(_VCF_SUFFIXES):
+        return GenotypeSource("vcf", (path,))
+    if path.suffix in (".bed", ".pgen"):
+        kind, parts = (
+            ("bfile", (".bim", ".fam")) if path.suffix == ".bed" else ("pfile", (".pvar", ".psam"))
+        )
+        prefix = path.with_suffix("")
+        missing = [s for s in parts if not prefix.with_suffix(s).exists()]
+        if missing:
+            raise ConfigError(
+                f"{path}: the PLINK fileset lacks {', '.join(prefix.name + s for s in missing)} "
+                "next to it; register the folder that holds all three files"
+            )
+        return GenotypeSource(kind, (prefix,))
+    raise ConfigError(
+        f"{path}: not a genotype file the workflow reads; give a VCF/BCF (.vcf.gz, .bcf), a "
+        "folder of them (one per chromosome), or a PLINK 1/2 fileset (.bed or .pgen, or its "
+        "folder)"
+    )
+
+
+def _tool(argv: Sequence[str], *, what: str) -> str:
+    import subprocess
+
+    proc = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise ConfigError(f"{what}: {argv[0]} failed: {' / '.join(tail)}")
+    return proc.stdout
+
+
+def _first_locus(vcf: Path) -> tuple[tuple[int, str], int]:
+    """(chromosome order, position) of a VCF's first record: the order to concatenate files
+    holding one chromosome, or one chunk of one, each."""
+    import subprocess
+
+    with subprocess.Popen(
+        ["bcftools", "view", "-H", str(vcf)], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        proc.kill()
+    if not line:
+        raise ConfigError(f"{vcf}: has no variants")
+    chrom, pos = line.split("\t", 2)[:2]
+    return _chrom_order(chrom), int(pos)
+
+
+def _concat_vcfs(vcfs: Sequence[Path], out: Path) -> Path:
+    """One BCF of per-chromosome (or per-chunk) VCFs: same samples, put in genome order."""
+    samples = {p: _tool(["bcftools", "query", "-l", str(p)], what=str(p)) for p in vcfs}
+    first = vcfs[0]
+    for p in vcfs[1:]:
+        if samples[p] != samples[first]:
+            raise ConfigError(
+                f"{p}: its samples differ from those of {first} (names or order); the files "
+                "of one genotypes folder must hold the same samples in the same order"
+            )
+    ordered = sorted(vcfs, key=_first_locus)
+    _tool(["bcftools", "concat", "-Ob", "-o", str(out), *map(str, ordered)], what="bcftools concat")
+    return out
+
+
+def _import_counts(pvar: Path) -> dict[str, int]:
+    """Classify the variants of the unfiltered import (PLINK 2 ``.pvar``) as import filters."""
+    counts = dict.fromkeys(IMPORT_QUANTITIES, 0)
+    snp_positions: dict[tuple[str, str], int] = {}
+    acgt = set("ACGT")
+    with pvar.open(encoding="utf-8") as f:
+        header: list[str] = []
+        for line in f:
+            if line.startswith("##"):
+                continue
+            if line.startswith("#"):
+                header = line[1:].split()
+                continue
+            row = line.split()
+            rec = dict(zip(header, row, strict=False))
+            counts["variants"] += 1
+            if _chrom(rec["CHROM"]).upper() not in STANDARD_CHROMS:
+                counts["variants_other_contig"] += 1
+            elif "," in rec["ALT"]:
+                counts["variants_multiallelic"] += 1
+            elif rec["REF"].upper() not in acgt or rec["ALT"].upper() not in acgt:
+                counts["variants_not_snp"] += 1
+            else:
+                key = (_chrom(rec["CHROM"]), rec["POS"])
+                snp_positions[key] = snp_positions.get(key, 0) + 1
+    counts["variants_duplicate_position"] = sum(n for n in snp_positions.values() if n > 1)
+    return counts
+
+
+def import_genotypes(
+    genotypes: Path, *, out_prefix: Path, threads: int = 1, memory_mb: int = 2000
+) -> dict[str, int]:
+    """Import the site's genotypes as it holds them into one PLINK 2 fileset of biallelic SNPs.
+
+    VCF/BCF (one file or one per chromosome) and PLINK 1/2 filesets are read; ``chr`` prefixes
+    or not, the IDs become ``CHROM:POS`` with PLINK 2's chromosome codes. What is not carried on
+    (other contigs, multi-allelic sites, indels and other non-SNPs, SNPs sharing a position) is
+    counted in ``<out_prefix>.import.counts.tsv`` (step ``import``). Indels of the reference
+    panel come back through imputation.
+
+    Writes ``<out_prefix>.pgen/.pvar/.psam/.afreq``. Returns the import counts.
+    """
+    source = find_genotypes(genotypes)
+    out_prefix = Path(out_prefix)
+    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+
+    def part(prefix: Path, suffix: str) -> Path:
+        return prefix.with_name(prefix.name + suffix)
+
+    staging = part(out_prefix, ".input")
+    concat = part(out_prefix, ".concat.bcf")
+    plink = ["plink2", "--threads", str(threads), "--memory", str(memory_mb)]
+    try:
+        if source.kind == "vcf":
+            vcf = source.paths[0] if len(source.paths) == 1 else _concat_vcfs(source.paths, concat)
+            flag = "--bcf" if vcf.name.endswith(".bcf") else "--vcf"
+            read = [flag, str(vcf), "--double-id", "--vcf-half-call", "missing"]
+        else:
+            read = [f"--{source.kind}", str(source.paths[0])]
+        _tool(
+            [
+                *plink,
+                *read,
+                "--allow-extra-chr",
+                "--sort-vars",
+                "--make-pgen",
+                "--out",
+                str(staging),
+            ],
+            what=f"{genotypes}: import",
+        )
+        counts = _import_counts(part(staging, ".pvar"))
+        _tool(
+            [*plink, "--pfile", str(staging), "--allow-extra-chr",
+             "--chr", "1-22", "X", "Y", "XY", "MT",
+             "--snps-only", "just-acgt", "--max-alleles", "2", "--set-all-var-ids", "@:#",
+             "--rm-dup", "exclude-all", "--make-pgen", "--out", str(out_prefix)],
+            what=f"{genotypes}: filter",
+        )  # fmt: skip
+        _tool(
+            [*plink, "--pfile", str(out_prefix), "--freq", "--out", str(out_prefix)],
+            what=f"{genotypes}: allele frequencies",
+        )
+    finally:
+        for suffix in (".pgen", ".pvar", ".psam", ".log"):
+            part(staging, suffix).unlink(missing_ok=True)
+        concat.unlink(missing_ok=True)
+    kept = _count_rows(part(out_prefix, ".pvar"))
+    removed = sum(v for k, v in counts.items() if k != "variants")
+    if counts["variants"] - removed != kept:
+        raise ConfigError(
+            f"{genotypes}: import counted {counts['variants']} variants and {removed} removed but "
+            f"kept {kept}; the counts would not add up, so nothing is carried on"
+        )
+    table = ["step\tquantity\tcount", *(f"import\t{k}\t{v}" for k, v in counts.items())]
+    write_text_atomic(part(out_prefix, ".import.counts.tsv"), _lines(table))
+    return counts
+
+
+# ------------------------------------------------------------------------------------------
+# phenotypes: the site's table matched to its genotype samples
+# ------------------------------------------------------------------------------------------
+
+
+def match_phenotypes(pheno: Path, psam: Path, *, output: Path, counts: Path) -> dict[str, int]:
+    """Match a phenotype table to the genotype samples and write it keyed as the genotypes are.
+
+    The table is keyed by ``FID`` and ``IID`` or by ``IID`` alone (first columns, ``#`` optional).
+    A row matches a sample with the same FID and IID, or, when that finds none, the one sample
+    with its IID. Rows whose key appears twice are dropped (which one is right cannot be told).
+    ``output`` is ``#FID IID`` (as in the ``.psam``) then ``sex`` (if present) and the other
+    columns; ``counts`` holds the ``phenotypes`` step of the QC counts.
+    """
+    header, rows = _table(pheno)
+    if header[:2] == ["FID", "IID"]:
+        n_ids = 2
+    elif header[:1] == ["IID"]:
+        n_ids = 1
+    else:
+        raise ConfigError(
+            f"{pheno}: line 1 must start with the sample ID columns 'FID IID' or 'IID' "
+            f"(found {' '.join(header[:2])!r}); IID is the genotype sample ID (the VCF sample "
+            "name, or the IID of a PLINK .fam/.psam)"
+        )
+    ph, prow = _table(psam)
+    s_iid = _column(ph, "IID", psam)
+    s_fid = ph.index("FID") if "FID" in ph else None
+    samples = [(r[s_fid] if s_fid is not None else r[s_iid], r[s_iid]) for r in prow]
+    by_pair = {s: s for s in samples}
+    by_iid: dict[str, list[tuple[str, str]]] = {}
+    for s in samples:
+        by_iid.setdefault(s[1], []).append(s)
+    keys = [tuple(r[:n_ids]) for r in rows]
+    seen: dict[tuple[str, ...], int] = {}
+    for k in keys:
+        seen[k] = seen.get(k, 0) + 1
+    data_cols = list(range(n_ids, len(header)))
+    if "sex" in header[n_ids:]:
+        i_sex = header.index("sex")
+        data_cols = [i_sex, *(i for i in data_cols if i != i_sex)]
+    matched: dict[tuple[str, str], list[str]] = {}
+    n_dup = n_unmatched = 0
+    for key, row in zip(keys, rows, strict=True):
+        if seen[key] > 1:
+            n_dup += 1
+            continue
+        sample = by_pair.get(key) if n_ids == 2 else None  # type: ignore[arg-type]
+        if sample is None:
+            hits = by_iid.get(key[-1], [])
+            sample = hits[0] if len(hits) == 1 else None
+        if sample is None or sample in matched:
+            n_unmatched += 1
+            continue
+        matched[sample] = [row[i] for i in data_cols]
+    result = {
+        "samples_genotyped": len(samples),
+        "samples_matched": len(matched),
+        "samples_without_phenotypes": len(samples) - len(matched),
+        "rows_without_genotypes": n_unmatched,
+        "rows_duplicated": n_dup,
+    }
+    assert tuple(result) == PHENOTYPE_QUANTITIES
+    if not matched:
+        raise ConfigError(
+            f"{pheno}: none of its {len(rows)} rows matches one of the {len(samples)} genotype "
+            f"samples by {'FID and IID or ' if n_ids == 2 else ''}IID. The IID column must hold "
+            "the genotype sample IDs exactly (the VCF sample names, or the IIDs of the PLINK "
+            "fileset); check the site's phenotypes dataset"
+        )
+    out = ["\t".join(["#FID", "IID", *(header[i] for i in data_cols)])]
+    out += ["\t".join([*s, *matched[s]]) for s in samples if s in matched]
+    write_text_atomic(output, _lines(out))
+    table = ["step\tquantity\tcount", *(f"phenotypes\t{k}\t{v}" for k, v in result.items())]
+    write_text_atomic(counts, _lines(table))
+    return result

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from snakemake_executor_plugin_fedgen.errors import FedgenError
 
@@ -30,6 +32,18 @@ SUBCOMMANDS: dict[str, str] = {
     "provenance": "snakemake_fedgen.cli.provenance",
     "demo": "snakemake_fedgen.cli.demo",
 }
+
+
+def put_on_path() -> None:
+    """Put this Python's ``bin`` (where ``fedgen`` is installed) first on ``PATH``.
+
+    The workflow calls it so that its coordinator-side steps find ``fedgen`` when Snakemake was
+    started as ``.venv/bin/snakemake`` without activating the environment.
+    """
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if bin_dir not in path.split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
 
 
 def _load(module_name: str):

@@ -88,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _names(text: str) -> list[str]:
+    """Comma-separated names; ``none`` is the empty list (a workflow passes every option)."""
+    if text.strip() == "none":
+        return []
     return [x.strip() for x in text.split(",") if x.strip()]
 
 

@@ -1,5 +1,7 @@
 """``fedgen qc``: the small site-side QC steps (the logic is in :mod:`snakemake_fedgen.qc`).
 
+``import`` reads the genotypes as the site holds them into one PLINK 2 fileset (counting what
+it does not carry on), ``phenotypes`` matches the phenotype table to the genotype samples,
 ``align`` writes the PLINK 2 lists that align site SNPs with the reference panel,
 ``het-outliers`` the samples with outlying heterozygosity, ``covariates`` one ``--covar`` file
 from the phenotype table and the principal components, ``counts`` the per-step QC counts table
@@ -27,6 +29,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``fedgen qc`` sub-subcommands."""
     sub = parser.add_subparsers(dest="qc_command", metavar="STEP", required=True)
 
+    p = sub.add_parser(
+        "import", help="Genotypes as the site holds them -> one PLINK 2 fileset of SNPs."
+    )
+    p.add_argument(
+        "--genotypes",
+        type=Path,
+        required=True,
+        help="VCF/BCF, folder of per-chromosome VCF/BCF, or PLINK 1/2 fileset (.bed/.pgen "
+        "or its folder).",
+    )
+    p.add_argument("--out-prefix", type=Path, required=True, help="PLINK 2 fileset written.")
+    p.add_argument("--threads", type=int, default=1, help="plink2 --threads.")
+    p.add_argument("--memory", type=int, default=2000, help="plink2 --memory (MiB).")
+
+    p = sub.add_parser(
+        "phenotypes", help="Match the phenotype table to the genotype samples, with counts."
+    )
+    p.add_argument("--pheno", type=Path, required=True, help="Table keyed by FID IID or IID.")
+    p.add_argument("--psam", type=Path, required=True, help="The genotypes' .psam.")
+    p.add_argument("--output", type=Path, required=True, help="Table keyed as the genotypes.")
+    p.add_argument("--counts", type=Path, required=True, help="Counts table (step phenotypes).")
+
     p = sub.add_parser("align", help="Lists that align site SNPs with the reference panel.")
     p.add_argument("--afreq", type=Path, required=True, help="plink2 --freq output (.afreq).")
     p.add_argument(
@@ -49,15 +73,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--eigenvec",
         type=Path,
         default=None,
-        help="plink2 --pca eigenvectors: judge F relative to the samples' ancestry.",
+        help="Principal components (PC1...): judge F relative to the samples' ancestry.",
     )
+    p.add_argument("--pcs", type=int, default=None, help="Use PC1..PC<N> only (0: none).")
 
     p = sub.add_parser("covariates", help="Join phenotype covariates with principal components.")
     p.add_argument("--pheno", type=Path, required=True, help="Phenotype/covariate table.")
     p.add_argument("--eigenvec", type=Path, required=True, help="plink2 --pca eigenvectors.")
     p.add_argument("--output", type=Path, required=True, help="Covariate file for --covar.")
-    p.add_argument("--columns", default="", help="Comma-separated covariate columns.")
+    p.add_argument(
+        "--columns", default="", help="Comma-separated covariate columns (none: no column)."
+    )
     p.add_argument("--pcs", type=int, default=5, help="Number of principal components.")
+    p.add_argument("--keep", type=Path, default=None, help="Only the samples of this .psam.")
+    p.add_argument(
+        "--collinear-output",
+        type=Path,
+        default=None,
+        help="Also write the file without PCs collinear with the other covariates (for --glm).",
+    )
 
     p = sub.add_parser("counts", help="Per-step QC counts table with small-cell suppression.")
     p.add_argument(
@@ -87,6 +121,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one ``fedgen qc`` step."""
+    if args.qc_command == "import":
+        qc.import_genotypes(
+            args.genotypes, out_prefix=args.out_prefix, threads=args.threads, memory_mb=args.memory
+        )
+        return 0
+    if args.qc_command == "phenotypes":
+        qc.match_phenotypes(args.pheno, args.psam, output=args.output, counts=args.counts)
+        return 0
     if args.qc_command == "align":
         counts = qc.align(
             args.afreq,
@@ -98,11 +140,21 @@ def run(args: argparse.Namespace) -> int:
         qc.check_alignment(counts, afreq=args.afreq, panel=args.panel_alleles)
         return 0
     if args.qc_command == "het-outliers":
-        qc.het_outliers(args.het, output=args.output, sd=args.sd, eigenvec=args.eigenvec)
+        qc.het_outliers(
+            args.het, output=args.output, sd=args.sd, eigenvec=args.eigenvec, pcs=args.pcs
+        )
         return 0
     if args.qc_command == "covariates":
-        columns = [c for c in args.columns.split(",") if c]
-        qc.covariates(args.pheno, args.eigenvec, output=args.output, columns=columns, pcs=args.pcs)
+        columns = [c for c in args.columns.split(",") if c and args.columns != "none"]
+        qc.covariates(
+            args.pheno,
+            args.eigenvec,
+            output=args.output,
+            columns=columns,
+            pcs=args.pcs,
+            keep=args.keep,
+            collinear_output=args.collinear_output,
+        )
         return 0
     rows = qc.fileset_counts(args.fileset)
     for table in args.table:

@@ -1,4 +1,4 @@
-"""``fedgen sites``: validate a site registry, write dataset references, check the sites.
+"""``fedgen sites``: start a registry, validate it, write dataset references, check the sites.
 
 ``fedgen sites check`` is built from a list of per-site checks (:data:`CHECKS`); a later check
 (e.g. data-use decisions) appends one function returning a column name and a cell text.
@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-HELP = "Validate the site registry, write dataset references and check that sites answer."
+HELP = "Start, validate and check the site registry; write dataset references."
 
 # A check takes (site, context) and returns (column, cell, ok). ``context`` carries command
 # options so later checks (governance) can read their own flags.
@@ -18,8 +19,37 @@ SiteCheck = Callable[[Any, argparse.Namespace], tuple[str, str, bool]]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Add the ``validate``, ``ref`` and ``check`` sub-subcommands."""
+    """Add the ``init``, ``validate``, ``ref`` and ``check`` sub-subcommands."""
     sub = parser.add_subparsers(dest="sites_command", metavar="ACTION", required=True)
+    p = sub.add_parser(
+        "init",
+        help="Write a commented sites.yaml and each site's node.yaml that match the workflow.",
+    )
+    p.add_argument(
+        "--site", action="append", required=True, metavar="NAME", help="A site (repeat, in order)."
+    )
+    p.add_argument("--out", type=Path, default=Path("."), help="Folder to write (default: .).")
+    p.add_argument(
+        "--workflow", type=Path, default=None, help="Workflow folder (default: federated-gwas)."
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="The analysis config (dataset names, egress settings; default: the workflow's).",
+    )
+    p.add_argument("--assembly", help="GRCh37 or GRCh38 (default: the config's).")
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="Put each site's paths under DIR/<site> (a trial on one machine).",
+    )
+    p.add_argument(
+        "--base-port", type=int, default=None, help="Loopback TES URLs on ports N, N+1, ..."
+    )
+    p.set_defaults(_sites_run=_init)
+
     p = sub.add_parser("validate", help="Validate a sites.yaml against the registry schema.")
     p.add_argument("sites", metavar="SITES", help="Path to sites.yaml.")
     p.set_defaults(_sites_run=_validate)
@@ -40,12 +70,41 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="YAML with the analysis purpose (a workflow config with 'purpose:'); adds each "
         "site's DUO data-use decision.",
     )
+    p.add_argument(
+        "--workflow",
+        type=Path,
+        default=None,
+        help="Workflow folder whose images and approval each node is asked about "
+        "(default: federated-gwas; 'none' skips).",
+    )
     p.set_defaults(_sites_run=_check)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen ``fedgen sites`` action."""
     return int(args._sites_run(args))
+
+
+def _init(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.onboarding import WORKFLOW, init_sites
+
+    written = init_sites(
+        args.out,
+        args.site,
+        workflow=args.workflow or WORKFLOW,
+        config=args.config,
+        assembly=args.assembly,
+        data_root=args.data_root,
+        base_port=args.base_port,
+    )
+    for path in written:
+        print(f"wrote {path}")
+    print(
+        "next: each steward edits nodes/<site>/node.yaml and runs `fedgen node approve "
+        "WORKFLOW`; you fill in sites.yaml (lines marked STEWARD) and run "
+        "`fedgen sites check sites.yaml` (docs/own-data.md)"
+    )
+    return 0
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -85,7 +144,45 @@ def _data_use(site: Any, args: argparse.Namespace) -> tuple[str, str, bool]:
     return site_check(site, args)
 
 
-CHECKS: list[SiteCheck] = [_reachability, _data_use]
+def _token(site: Any, args: argparse.Namespace) -> tuple[str, str, bool]:
+    from snakemake_executor_plugin_fedgen.errors import FedgenError
+    from snakemake_executor_plugin_fedgen.tes.client import TesClient
+
+    client = TesClient(site, timeout=args.timeout, max_attempts=1)
+    try:
+        next(iter(client.iter_tasks(tags={"fedgen_check": "token"})), None)
+    except FedgenError as exc:
+        return "token", f"refused: {exc}", False
+    finally:
+        client.close()
+    return "token", "ok", True
+
+
+def _workflow(site: Any, args: argparse.Namespace) -> tuple[str, str, bool]:
+    import httpx
+
+    from snakemake_fedgen.onboarding import (
+        WORKFLOW,
+        release_digest,
+        workflow_images,
+        workflow_readiness,
+    )
+
+    if str(args.workflow) == "none":
+        return "workflow", "not checked", True
+    folder = args.workflow or WORKFLOW
+    if not hasattr(args, "_release"):
+        args._release = (workflow_images(folder), release_digest(folder))
+    images, digest = args._release
+    try:
+        info = httpx.get(f"{site.tes_url.rstrip('/')}/service-info", timeout=args.timeout).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return "workflow", f"no service-info ({exc})", False
+    cell, ok = workflow_readiness(info, images=images, digest=digest)
+    return "workflow", cell, ok
+
+
+CHECKS: list[SiteCheck] = [_reachability, _token, _data_use, _workflow]
 
 
 def _check(args: argparse.Namespace) -> int:

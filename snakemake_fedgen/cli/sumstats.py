@@ -46,6 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     ex.add_argument("--ancestry", help="sample ancestry label, e.g. EUR")
     ex.add_argument("--trait-description", help="trait description (default: phenotype name)")
+    ex.add_argument(
+        "--rsids", help="CHROM:POS:REF:ALT<TAB>rsID map: fills the rsid column (IDs are positional)"
+    )
     ex.add_argument("--refget-digest", help="refget sequence-collection digest of the reference")
     ex.add_argument(
         "--refget-vcf",
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_export(args: argparse.Namespace) -> int:
     from snakemake_executor_plugin_fedgen.errors import ConfigError
 
-    from snakemake_fedgen.egress.export import count_cases_controls, export_glm
+    from snakemake_fedgen.egress.export import count_cases_controls, export_glm, read_rsids
 
     n_cases, n_controls = args.n_cases, args.n_controls
     if args.pheno and args.trait_type == "quantitative":
@@ -115,6 +118,7 @@ def _run_export(args: argparse.Namespace) -> int:
         trait_description=args.trait_description,
         refget_digest=args.refget_digest or _refget_of(args.refget_vcf),
         genotyping_technology=args.genotyping_technology,
+        rsids=read_rsids(args.rsids) if args.rsids else None,
     )
     withheld = ", ".join(f"{k}: {v}" for k, v in result.variants_dropped.items()) or "none"
     print(

@@ -29,7 +29,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -245,9 +245,16 @@ def _other_allele(row: list[str], cols: _Columns) -> tuple[str | None, str | Non
 
 
 def _convert(
-    row: list[str], cols: _Columns, policy: AirlockPolicy
+    row: list[str],
+    cols: _Columns,
+    policy: AirlockPolicy,
+    rsids: Mapping[str, str] | None = None,
 ) -> tuple[str, int, int, str] | str:
-    """Return (chromosome, position, n, rest of the GWAS-SSF line) or a drop reason."""
+    """Return (chromosome, position, n, rest of the GWAS-SSF line) or a drop reason.
+
+    ``rsids`` maps ``CHROM:POS:REF:ALT`` variant IDs to the rsID the genotypes or the reference
+    panel gave the variant (the workflow's IDs are positional).
+    """
     if cols.errcode is not None and row[cols.errcode] != ".":
         return "errcode"
     chrom = _PLINK_CHROM.get(row[cols.chrom].removeprefix("chr"))
@@ -284,6 +291,9 @@ def _convert(
         beta = row[cols.effect]
     variant = row[cols.id] if cols.id is not None else "."
     rsid = variant if RSID_RE.match(variant) else "NA"
+    if rsid == "NA" and rsids:
+        found = rsids.get(variant.removeprefix("chr"), "NA")
+        rsid = found if RSID_RE.match(found) else "NA"
     variant_id = variant if variant != "." and VARIANT_ID_RE.match(variant) else "NA"
     fields = [
         effect_allele.upper(),
@@ -424,6 +434,20 @@ def _read_sample_ids(path: Path) -> set[str]:
     return {r[column] for r in rows if len(r) > column}
 
 
+def read_rsids(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read a ``CHROM:POS:REF:ALT<TAB>rsID`` map (e.g. ``bcftools query`` of the imputed VCF);
+    ``chr`` prefixes are dropped so the keys match PLINK 2's variant IDs."""
+    found: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            key, _, rsid = line.rstrip("\n").partition("\t")
+            for one in rsid.split(";"):
+                if RSID_RE.match(one):
+                    found[key.removeprefix("chr")] = one
+                    break
+    return found
+
+
 def _plink_version(glm: Path) -> str:
     """The PLINK banner from the run's .log (``<prefix>.log`` next to the report), if any."""
     m = re.match(r"^(.*?)(\.[^.]+)?\.glm\.", glm.name)
@@ -456,6 +480,7 @@ def export_glm(
     trait_description: str | None = None,
     refget_digest: str | None = None,
     genotyping_technology: str = "Genome-wide genotyping array",
+    rsids: Mapping[str, str] | None = None,
 ) -> ExportResult:
     """Convert a PLINK 2 ``--glm`` report to a disclosure-controlled GWAS-SSF table + sidecar.
 
@@ -480,6 +505,8 @@ def export_glm(
         ``2*n*min(eaf,1-eaf) < min_mac`` are withheld (and counted).
     ancestry, trait_description, refget_digest, genotyping_technology : str, optional
         Sidecar metadata.
+    rsids : mapping, optional
+        ``CHROM:POS:REF:ALT`` -> rsID (:func:`read_rsids`): fills the ``rsid`` column.
 
     Returns
     -------
@@ -537,7 +564,7 @@ def export_glm(
                         continue
                     _check_row(row, cols, glm=glm, lineno=lineno, seen=seen)
                     read += 1
-                    result = _convert(row, cols, policy)
+                    result = _convert(row, cols, policy, rsids)
                     if isinstance(result, str):
                         dropped[result] = dropped.get(result, 0) + 1
                         continue

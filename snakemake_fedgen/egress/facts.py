@@ -220,6 +220,30 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def genotype_files(genotypes: Path) -> tuple[Path, list[Path]]:
+    """The file the samples are read from and the files the variants are read from, for
+    genotypes as a site holds them: a VCF/BCF, a folder of them (one per chromosome), a PLINK
+    1/2 fileset (its ``.bed``/``.pgen``/``.bim``/``.pvar`` or its folder)."""
+    genotypes = Path(genotypes).absolute()
+    if genotypes.is_dir():
+        files = sorted(p for p in genotypes.iterdir() if p.is_file())
+        vcfs = [p for p in files if _is_vcf_like(p)]
+        plink = [p for p in files if p.suffix in (".pvar", ".bim")]
+        if vcfs and not plink:
+            return vcfs[0], vcfs
+        if len(plink) == 1 and not vcfs:
+            return genotype_files(plink[0])
+        raise ConfigError(
+            f"{genotypes}: a genotypes folder holds VCF/BCF files (one per chromosome) or one "
+            f"PLINK fileset; found {len(vcfs)} VCF/BCF and {len(plink)} .pvar/.bim files."
+        )
+    if genotypes.suffix in (".bed", ".bim"):
+        return genotypes.with_suffix(".fam"), [genotypes.with_suffix(".bim")]
+    if genotypes.suffix in (".pgen", ".pvar"):
+        return genotypes.with_suffix(".psam"), [genotypes.with_suffix(".pvar")]
+    return genotypes, [genotypes]
+
+
 def register_dataset(
     state_dir: Path, name: str, *, genotypes: Path, variants: Sequence[Path] = ()
 ) -> DatasetFacts:
@@ -232,8 +256,8 @@ def register_dataset(
     name : str
         Dataset name ([A-Za-z0-9._-], at most 64 characters).
     genotypes : Path
-        The site's genotypes (VCF/BCF or PLINK 2 ``.pvar`` with its ``.psam`` next to it):
-        samples and variants.
+        The site's genotypes as the workflow reads them (:func:`genotype_files`): samples and
+        variants.
     variants : sequence of Path
         Further variant sources, e.g. the public reference panel the site imputes from.
 
@@ -246,8 +270,7 @@ def register_dataset(
         raise ConfigError(
             f"dataset name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)."
         )
-    genotypes = Path(genotypes).absolute()
-    sample_file = genotypes.with_suffix(".psam") if genotypes.suffix == ".pvar" else genotypes
+    sample_file, variant_files = genotype_files(genotypes)
     ids = read_samples(sample_file)
     samples = len(ids)
     if samples == 0:
@@ -255,7 +278,7 @@ def register_dataset(
     keys: list[np.ndarray] = []
     rsids: list[int] = []
     sources = []
-    for path in [genotypes, *(Path(v).absolute() for v in variants)]:
+    for path in [*variant_files, *(Path(v).absolute() for v in variants)]:
         found: list[int] = []
         for key, rs in read_variants(path):
             found.append(key)

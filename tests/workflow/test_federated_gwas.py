@@ -339,8 +339,15 @@ def test_phenopackets__site_table_equals_the_simulated_phenotypes(run: Run) -> N
         assert is_reference(run.work / "sites" / site / "datasets" / "phenotypes.tsv")
     by_rule = {t["tags"]["fedgen_rule"]: t for t in run.node_tasks["C"]}
     assert by_rule["phenotypes_from_phenopackets"]["state"] == "COMPLETE"
+    # The table is matched to the genotype samples (qc_phenotypes) before the GWAS uses it.
+    matched = {i["path"] for i in by_rule["qc_phenotypes"]["inputs"]}
+    assert "/fedgen/work/sites/C/phenotypes/phenopackets.tsv" in matched
     covar_inputs = {i["path"] for i in by_rule["gwas_covariates"]["inputs"]}
-    assert "/fedgen/work/sites/C/phenotypes/phenopackets.tsv" in covar_inputs
+    assert "/fedgen/work/sites/C/qc/phenotypes.tsv" in covar_inputs
+    counts = _counts(run.site_file("sites/C/qc/qc_counts.full.tsv"))
+    n = run.truth["sites"]["C"]["n_samples"]
+    assert int(counts[("phenotypes", "samples_matched")]) == n
+    assert int(counts[("phenotypes", "rows_without_genotypes")]) == 0
 
 
 def test_coordinator__holds_no_phenopackets_or_phenotype_tables(run: Run) -> None:

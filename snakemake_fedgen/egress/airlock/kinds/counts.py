@@ -14,7 +14,16 @@ from snakemake_fedgen.egress.airlock.kind import Kind, Violations, text_lines
 from snakemake_fedgen.egress.airlock.policy import AirlockPolicy
 from snakemake_fedgen.egress.airlock.sniff import Sniff
 
-__all__ = ["ALIGN_CLASSES", "COUNTS_HEADER", "COUNTS_TOKEN_RE", "KIND", "QUANTITIES", "STEPS"]
+__all__ = [
+    "ALIGN_CLASSES",
+    "COUNTS_HEADER",
+    "COUNTS_TOKEN_RE",
+    "IMPORT_QUANTITIES",
+    "KIND",
+    "PHENOTYPE_QUANTITIES",
+    "QUANTITIES",
+    "STEPS",
+]
 
 COUNTS_HEADER = ("step", "quantity", "count")
 _COUNTS_HEADER_TEXT = "\t".join(COUNTS_HEADER)
@@ -31,11 +40,29 @@ ALIGN_CLASSES: tuple[str, ...] = (
     "ambiguous",
     "af_mismatch",
 )
+#: What ``fedgen qc import`` counts (step ``import``): every variant it does not carry on.
+IMPORT_QUANTITIES: tuple[str, ...] = (
+    "variants",
+    "variants_other_contig",
+    "variants_multiallelic",
+    "variants_not_snp",
+    "variants_duplicate_position",
+)
+#: What ``fedgen qc phenotypes`` counts (step ``phenotypes``): the table matched to the samples.
+PHENOTYPE_QUANTITIES: tuple[str, ...] = (
+    "samples_genotyped",
+    "samples_matched",
+    "samples_without_phenotypes",
+    "rows_without_genotypes",
+    "rows_duplicated",
+)
 #: The workflow's QC steps and quantities (``fedgen qc counts``, ``fedgen qc align``, the
 #: imputation counts). At a site with registered datasets a counts table holds only these, each
 #: (step, quantity) once: labels of its own choosing would be a channel of their own.
 STEPS: frozenset[str] = frozenset(
     {
+        "import",
+        "phenotypes",
         "input",
         "align",
         "variant_call_rate",
@@ -59,6 +86,8 @@ QUANTITIES: frozenset[str] = frozenset(
         "variants_imputed",
         "variants_dr2_passed",
         *(f"variants_{k}" for k in ALIGN_CLASSES),
+        *IMPORT_QUANTITIES,
+        *PHENOTYPE_QUANTITIES,
     }
 )
 

@@ -11,9 +11,20 @@ import yaml
 from snakemake.utils import validate
 
 from snakemake_executor_plugin_fedgen.sites import load_registry
+from snakemake_fedgen.cli import put_on_path
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+if config["qc"]["prune"]["step"] > config["qc"]["prune"]["window"]:
+    raise WorkflowError(
+        f"config qc.prune: step {config['qc']['prune']['step']} exceeds window "
+        f"{config['qc']['prune']['window']}; plink2 --indep-pairwise refuses that. Set step to at "
+        "most the window."
+    )
+
+# The coordinator's own steps (dataset references, meta-analysis, report) call `fedgen`: find
+# the one installed with this Snakemake, without the user activating its environment.
+put_on_path()
 
 
 # Pinned toolset images. Under the fedgen node's bwrap/host runtimes an image is the id of an
@@ -37,8 +48,9 @@ if _UNKNOWN:
     )
 SITES = [s for s in REGISTRY.sites if s in _INCLUDED]
 TRAITS = sorted(config["traits"])
-# Dataset roles used by the rules -> dataset names in the registry.
-DATASETS = config["datasets"]
+# Dataset roles used by the rules -> dataset names in the registry (genetic_map may be null:
+# Beagle then assumes 1 cM per Mb).
+DATASETS = {role: name for role, name in config["datasets"].items() if name}
 DATASET_FILES = {
     "genotypes": "genotypes.vcf.gz",
     "phenotypes": "phenotypes.tsv",
@@ -65,6 +77,34 @@ PHENOPACKET_SITES = [
     if REGISTRY.site(s).datasets[DATASETS["phenotypes"]].format == "phenopackets"
 ]
 PHENOPACKET_COLUMNS = {"sex", "age"}  # covariates a phenopacket's subject provides
+# Sites holding their genotypes as a folder (registry URL ending in /): VCF/BCF files, one per
+# chromosome, or one PLINK 1 or PLINK 2 fileset. `fedgen qc import` reads them at the site.
+GENOTYPE_FOLDER_SITES = [
+    s
+    for s in SITES
+    if REGISTRY.site(s).datasets[DATASETS["genotypes"]].url.endswith("/")
+]
+# Dataset roles that may be a folder -> the folder's name under sites/{site}/datasets/.
+FOLDER_DATASETS = {"phenotypes": "phenopackets", "genotypes": "genotypes"}
+
+
+def _check_assemblies():
+    """A site whose genotypes and reference panel declare different builds: one error now."""
+    for site in SITES:
+        datasets = REGISTRY.site(site).datasets
+        genotypes = datasets[DATASETS["genotypes"]].assembly or config["assembly"]
+        panel = datasets[DATASETS["reference_panel"]].assembly
+        if panel and panel != genotypes:
+            raise WorkflowError(
+                f"{config['sites']}: site {site} declares its genotypes as {genotypes} "
+                f"{'(config assembly)' if not datasets[DATASETS['genotypes']].assembly else ''}"
+                f"but its reference panel as {panel}; imputation and alignment need one build. "
+                "Lift the genotypes over to the panel's build (or use a panel of theirs) and "
+                "declare `assembly:` of both datasets in the registry."
+            )
+
+
+_check_assemblies()
 
 
 def _check_phenopackets():
@@ -113,6 +153,7 @@ wildcard_constraints:
     site="|".join(re.escape(s) for s in SITES),
     trait="|".join(re.escape(t) for t in TRAITS),
     dataset="|".join(re.escape(f) for f in DATASET_FILES.values()),
+    folder="|".join(FOLDER_DATASETS.values()),
     model=r"linear|logistic\.hybrid",
 
 
@@ -132,9 +173,20 @@ def get_dataset_name(wildcards):
     return DATASETS[role]
 
 
+def get_folder_dataset_name(wildcards):
+    """Registry dataset name behind a folder dataset (phenopackets, genotypes)."""
+    role = {v: k for k, v in FOLDER_DATASETS.items()}[wildcards.folder]
+    return DATASETS[role]
+
+
 def get_dataset_local_path(wildcards):
-    """Local file of a file:// dataset URL (dataset_access: local, a site's own run)."""
-    dataset = REGISTRY.site(wildcards.site).datasets[get_dataset_name(wildcards)]
+    """Local file or folder of a file:// dataset URL (dataset_access: local, a site's own run)."""
+    name = (
+        get_folder_dataset_name(wildcards)
+        if "folder" in wildcards.keys()
+        else get_dataset_name(wildcards)
+    )
+    dataset = REGISTRY.site(wildcards.site).datasets[name]
     url = urlparse(dataset.url)
     if url.scheme != "file":
         raise WorkflowError(
@@ -142,34 +194,43 @@ def get_dataset_local_path(wildcards):
             "dataset_access: local needs file:// URLs. Use dataset_access: reference with the "
             "fedgen executor instead."
         )
-    return unquote(url.path)
+    return (
+        unquote(url.path).rstrip("/")
+        if "folder" in wildcards.keys()
+        else unquote(url.path)
+    )
 
 
 def get_genotypes(wildcards):
+    """The site's genotypes: one VCF/BCF file, or a folder (per-chromosome VCFs, PLINK)."""
+    if wildcards.site in GENOTYPE_FOLDER_SITES:
+        return f"sites/{wildcards.site}/datasets/{FOLDER_DATASETS['genotypes']}"
     return dataset_path(wildcards.site, "genotypes")
 
 
-def get_phenotypes(wildcards):
-    """The site's phenotype table: its dataset, or the one made from its phenopackets."""
+def get_refget_vcf(wildcards):
+    """VCF whose ##contig lines give the refget digest the meta-analysis compares: the
+    reference panel, which every site aligned and imputed its genotypes to (a site's own files
+    may be PLINK files without contigs, or name them chr1 where others say 1).
+    """
+    return get_reference_panel(wildcards)
+
+
+def get_phenotype_source(wildcards):
+    """The site's phenotype table as held: its dataset, or the one made from its phenopackets."""
     if wildcards.site in PHENOPACKET_SITES:
         return f"sites/{wildcards.site}/phenotypes/phenopackets.tsv"
     return dataset_path(wildcards.site, "phenotypes")
 
 
+def get_phenotypes(wildcards):
+    """The phenotype table matched to the genotype samples (rule qc_phenotypes)."""
+    return f"sites/{wildcards.site}/qc/phenotypes.tsv"
+
+
 def get_phenopackets_folder(wildcards):
     """Coordinator path of a phenopacket site's folder reference (a directory output)."""
-    return f"sites/{wildcards.site}/datasets/phenopackets"
-
-
-def get_phenopackets_dataset_path(wildcards):
-    """Local folder of a file:// phenopackets dataset (dataset_access: local)."""
-    url = urlparse(REGISTRY.site(wildcards.site).datasets[DATASETS["phenotypes"]].url)
-    if url.scheme != "file":
-        raise WorkflowError(
-            f"{config['sites']}: site {wildcards.site} phenopackets are not at a file:// URL; "
-            "dataset_access: local needs file:// URLs."
-        )
-    return unquote(url.path).rstrip("/")
+    return f"sites/{wildcards.site}/datasets/{FOLDER_DATASETS['phenotypes']}"
 
 
 def get_phenopackets_trait(wildcards, kind, what):
@@ -190,7 +251,15 @@ def get_reference_panel(wildcards):
 
 
 def get_genetic_map(wildcards):
-    return dataset_path(wildcards.site, "genetic_map")
+    """The site's genetic map, or nothing (config datasets.genetic_map: null)."""
+    return (
+        dataset_path(wildcards.site, "genetic_map") if "genetic_map" in DATASETS else []
+    )
+
+
+def get_beagle_map(wildcards, input):
+    """Beagle's map= argument: the genetic map, or none (Beagle assumes 1 cM per Mb)."""
+    return f"map={input.genetic_map}" if input.get("genetic_map") else ""
 
 
 def output_prefix(wildcards, output):
@@ -203,8 +272,13 @@ def output_prefix(wildcards, output):
 
 
 def get_pca_mode(wildcards):
-    """`approx` (randomized PCA) for large sites, exact PCA otherwise."""
+    """`approx` (randomized PCA) for a large reference panel, exact PCA otherwise."""
     return "approx" if config["qc"]["pca_approx"] else ""
+
+
+# Principal components computed on the reference panel and projected onto every site: as many
+# as the GWAS (pcs) and the heterozygosity check (qc.het_pcs) need, at least one.
+PANEL_PCS = max(config["pcs"], config["qc"]["het_pcs"], 1)
 
 
 def get_trait_type(wildcards):
@@ -248,7 +322,8 @@ def get_trait_description(wildcards):
 
 
 def get_covariate_columns(wildcards):
-    return ",".join(config["covariates"])
+    """Comma-separated covariate columns of the phenotype table, `none` without any."""
+    return ",".join(config["covariates"]) or "none"
 
 
 def get_sumstats(wildcards):
@@ -293,7 +368,10 @@ def get_exact_aggregates(wildcards):
 
 
 def get_pc_columns(wildcards):
-    """PC1,...,PC<pcs>: the site's own principal components (a slope per site in exact mode)."""
+    """PC1,...,PC<pcs>: the panel's PCs projected onto the site (a slope per site in exact
+    mode); `none` with pcs: 0."""
+    if config["pcs"] == 0:
+        return "none"
     return ",".join(f"PC{i}" for i in range(1, config["pcs"] + 1))
 
 

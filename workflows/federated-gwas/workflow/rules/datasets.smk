@@ -21,15 +21,16 @@ if config["dataset_access"] == "reference":
             "fedgen sites ref --sites {params.sites} --site {wildcards.site}"
             " --dataset {params.name} --output {output.ref} 2> {log}"
 
-    rule phenopackets_reference:
+    rule folder_reference:
         output:
-            # A folder dataset (url ending in /): the reference is a directory here.
-            ref=directory("sites/{site}/datasets/phenopackets"),
+            # A folder dataset (url ending in /: phenopackets, genotypes as per-chromosome VCFs
+            # or a PLINK fileset): the reference is a directory here.
+            ref=directory("sites/{site}/datasets/{folder}"),
         params:
             sites=config["sites"],
-            name=DATASETS["phenotypes"],
+            name=get_folder_dataset_name,
         log:
-            "logs/{site}/datasets/phenopackets.log",
+            "logs/{site}/datasets/{folder}.log",
         localrule: True
         conda:
             "../envs/fedgen.yaml"
@@ -52,13 +53,13 @@ else:
         shell:
             "ln -sfn {params.path:q} {output.data} 2> {log}"
 
-    rule phenopackets_link:
+    rule folder_link:
         output:
-            data=directory("sites/{site}/datasets/phenopackets"),
+            data=directory("sites/{site}/datasets/{folder}"),
         params:
-            path=get_phenopackets_dataset_path,
+            path=get_dataset_local_path,
         log:
-            "logs/{site}/datasets/phenopackets.log",
+            "logs/{site}/datasets/{folder}.log",
         localrule: True
         conda:
             "../envs/fedgen.yaml"

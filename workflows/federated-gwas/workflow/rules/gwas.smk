@@ -4,9 +4,13 @@
 rule gwas_covariates:
     input:
         pheno=get_phenotypes,
-        eigenvec="sites/{site}/qc/pca.eigenvec",
+        pcs="sites/{site}/qc/pcs.tsv",
+        psam="sites/{site}/qc/qc.psam",
     output:
+        # All PCs (exact mode's per-site slopes) and, for --glm, without the PCs that are
+        # collinear at this site (plink2 refuses them: VIF).
         covar="sites/{site}/gwas/covariates.tsv",
+        glm_covar="sites/{site}/gwas/covariates.glm.tsv",
     params:
         columns=get_covariate_columns,
         pcs=config["pcs"],
@@ -21,8 +25,10 @@ rule gwas_covariates:
     container:
         FEDGEN_IMAGE
     shell:
-        "fedgen qc covariates --pheno {input.pheno} --eigenvec {input.eigenvec}"
-        " --columns {params.columns} --pcs {params.pcs} --output {output.covar} 2> {log}"
+        # PCs: the panel's axes projected onto the site (rule qc_project_pcs).
+        "fedgen qc covariates --pheno {input.pheno} --eigenvec {input.pcs}"
+        " --columns {params.columns} --pcs {params.pcs} --keep {input.psam}"
+        " --output {output.covar} --collinear-output {output.glm_covar} 2> {log}"
 
 
 rule gwas_glm:
@@ -31,7 +37,7 @@ rule gwas_glm:
         pvar="sites/{site}/impute/imputed.pvar",
         psam="sites/{site}/impute/imputed.psam",
         pheno=get_phenotypes,
-        covar="sites/{site}/gwas/covariates.tsv",
+        covar="sites/{site}/gwas/covariates.glm.tsv",
     output:
         # plink2 names the report after phenotype and model (.glm.linear, .glm.logistic.hybrid);
         # the export rule asks for the one that matches the trait type.

@@ -36,6 +36,8 @@ rule impute_beagle:
         vcf="sites/{site}/impute/beagle.vcf.gz",
     params:
         prefix=subpath(output.vcf, strip_suffix=".vcf.gz"),
+        # map=FILE, or nothing with datasets.genetic_map: null (Beagle: 1 cM per Mb).
+        genetic_map=get_beagle_map,
         seed=config["impute"]["seed"],
     log:
         "logs/{site}/impute_beagle.log",
@@ -54,7 +56,7 @@ rule impute_beagle:
         # Debian's `beagle` wrapper runs `java -jar`; the heap size comes in through the JVM's
         # standard environment variable.
         "JAVA_TOOL_OPTIONS=-Xmx{resources.mem_mb}m beagle gt={input.target} ref={input.panel}"
-        " map={input.genetic_map} out={params.prefix} nthreads={threads} seed={params.seed}"
+        " {params.genetic_map} out={params.prefix} nthreads={threads} seed={params.seed}"
         " > {log} 2>&1"
 
 
@@ -64,6 +66,8 @@ rule impute_filter:
     output:
         vcf="sites/{site}/impute/imputed.vcf.gz",
         counts="sites/{site}/impute/imputed.counts.tsv",
+        # CHROM:POS:REF:ALT -> rsID of the panel (or the array): the export's rsid column.
+        rsids="sites/{site}/impute/imputed.rsids.tsv",
     params:
         dr2=config["impute"]["min_dr2"],
     log:
@@ -82,7 +86,9 @@ rule impute_filter:
         " && printf 'step\\tquantity\\tcount\\nimputation\\tvariants_imputed\\t%s\\n"
         "imputation\\tvariants_dr2_passed\\t%s\\n'"
         " $(bcftools view -H {input.vcf} | wc -l) $(bcftools view -H {output.vcf} | wc -l)"
-        " > {output.counts}) 2> {log}"
+        " > {output.counts}"
+        " && bcftools query -i 'ID~\"^rs\"' -f '%CHROM:%POS:%REF:%ALT\\t%ID\\n' {output.vcf}"
+        " > {output.rsids}) 2> {log}"
 
 
 rule impute_pgen:
@@ -107,7 +113,8 @@ rule impute_pgen:
     container:
         PLINK2_IMAGE
     shell:
-        # The QC'd .psam restores FID/IID and sex that the VCF round trip drops.
+        # The QC'd .psam restores FID/IID and sex that the VCF round trip drops. IDs become
+        # CHROM:POS:REF:ALT (rule impute_filter kept the rsIDs aside for the export).
         "plink2 --vcf {input.vcf} dosage=DS --psam {input.psam} --set-all-var-ids @:#:\\$r:\\$a"
         " --new-id-max-allele-len 100 missing --threads {threads} --memory {resources.mem_mb}"
         " --make-pgen --out {params.prefix} > {log} 2>&1"

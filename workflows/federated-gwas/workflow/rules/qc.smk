@@ -25,12 +25,13 @@ rule qc_panel_alleles:
 
 rule qc_import:
     input:
-        vcf=get_genotypes,
+        genotypes=get_genotypes,
     output:
         pgen="sites/{site}/qc/raw.pgen",
         pvar="sites/{site}/qc/raw.pvar",
         psam="sites/{site}/qc/raw.psam",
         afreq="sites/{site}/qc/raw.afreq",
+        counts="sites/{site}/qc/raw.import.counts.tsv",
     params:
         prefix=output_prefix,
     log:
@@ -43,17 +44,111 @@ rule qc_import:
         mem_mb=2000,
         runtime=30,
     conda:
+        "../envs/fedgen.yaml"
+    container:
+        FEDGEN_IMAGE
+    shell:
+        # VCF/BCF (one or one per chromosome) or a PLINK 1/2 fileset, chr-prefixed or not, into
+        # biallelic SNPs with CHROM:POS IDs (the panel alignment matches on them). What it drops
+        # (other contigs, multi-allelic, indels, SNPs sharing a position) is counted; the
+        # panel's indels come back through imputation.
+        "fedgen qc import --genotypes {input.genotypes} --out-prefix {params.prefix}"
+        " --threads {threads} --memory {resources.mem_mb} > {log} 2>&1"
+
+
+rule qc_phenotypes:
+    input:
+        pheno=get_phenotype_source,
+        psam="sites/{site}/qc/raw.psam",
+    output:
+        table="sites/{site}/qc/phenotypes.tsv",
+        counts="sites/{site}/qc/phenotypes.counts.tsv",
+    log:
+        "logs/{site}/qc_phenotypes.log",
+    resources:
+        site=get_site,
+        mem_mb=500,
+        runtime=10,
+    conda:
+        "../envs/fedgen.yaml"
+    container:
+        FEDGEN_IMAGE
+    shell:
+        # Keyed by FID+IID or IID alone; rewritten keyed as the genotypes are, with the counts
+        # of matched, unmatched and duplicated IDs.
+        "fedgen qc phenotypes --pheno {input.pheno} --psam {input.psam}"
+        " --output {output.table} --counts {output.counts} 2> {log}"
+
+
+rule qc_panel_pca:
+    input:
+        panel=get_reference_panel,
+    output:
+        weights="sites/{site}/qc/panel_pca.eigenvec.allele",
+        eigenval="sites/{site}/qc/panel_pca.eigenval",
+        afreq="sites/{site}/qc/panel_pca.afreq",
+        prune="sites/{site}/qc/panel_pca.prune.in",
+    params:
+        prefix=subpath(output.eigenval, strip_suffix=".eigenval"),
+        prune=config["qc"]["prune"],
+        pcs=PANEL_PCS,
+        approx=get_pca_mode,
+    log:
+        "logs/{site}/qc_panel_pca.log",
+    benchmark:
+        "benchmarks/{site}/qc_panel_pca.tsv"
+    threads: 2
+    resources:
+        site=get_site,
+        mem_mb=2000,
+        runtime=30,
+    conda:
         "../envs/plink2.yaml"
     container:
         PLINK2_IMAGE
     shell:
-        # Biallelic SNPs with position IDs: the panel alignment matches on CHROM:POS and a
-        # position seen twice cannot be aligned, so all copies are dropped.
-        "(plink2 --vcf {input.vcf} --double-id --vcf-half-call missing"
-        " --snps-only just-acgt --max-alleles 2 --set-all-var-ids @:# --rm-dup exclude-all"
-        " --threads {threads} --memory {resources.mem_mb} --make-pgen --out {params.prefix}"
-        " && plink2 --pfile {params.prefix} --freq --threads {threads}"
-        " --memory {resources.mem_mb} --out {params.prefix}) > {log} 2>&1"
+        # Ancestry axes from the public reference panel (the same at every site): LD-pruned
+        # common SNPs, their frequencies and each allele's weights for projecting samples.
+        "(P='plink2 --threads {threads} --memory {resources.mem_mb}'"
+        " && F='--snps-only just-acgt --max-alleles 2 --set-all-var-ids @:# --rm-dup exclude-all'"
+        " && $P --vcf {input.panel} $F --maf {params.prune[maf]}"
+        " --indep-pairwise {params.prune[window]} {params.prune[step]} {params.prune[r2]}"
+        " --out {params.prefix}"
+        " && $P --vcf {input.panel} $F --extract {output.prune} --freq"
+        " --pca {params.pcs} allele-wts {params.approx} --out {params.prefix}) > {log} 2>&1"
+
+
+rule qc_project_pcs:
+    input:
+        pgen="sites/{site}/qc/aligned.pgen",
+        pvar="sites/{site}/qc/aligned.pvar",
+        psam="sites/{site}/qc/aligned.psam",
+        weights="sites/{site}/qc/panel_pca.eigenvec.allele",
+        afreq="sites/{site}/qc/panel_pca.afreq",
+    output:
+        pcs="sites/{site}/qc/pcs.tsv",
+    params:
+        prefix=subpath(output.pcs, strip_suffix=".tsv"),
+        last_column=PANEL_PCS + 5,
+    log:
+        "logs/{site}/qc_project_pcs.log",
+    threads: 2
+    resources:
+        site=get_site,
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/plink2.yaml"
+    container:
+        PLINK2_IMAGE
+    shell:
+        # The site's samples on the panel's axes (plink2 --score with the allele weights and the
+        # panel's frequencies): no minimum sample count, the same PCs at every site.
+        "(plink2 --pgen {input.pgen} --pvar {input.pvar} --psam {input.psam}"
+        " --read-freq {input.afreq} --score {input.weights} 2 5 header-read"
+        " variance-standardize --score-col-nums 6-{params.last_column}"
+        " --threads {threads} --memory {resources.mem_mb} --out {params.prefix}"
+        " && sed '1s/_AVG//g' {params.prefix}.sscore > {output.pcs}) > {log} 2>&1"
 
 
 rule qc_align:
@@ -103,11 +198,13 @@ rule qc_samples:
         pgen="sites/{site}/qc/aligned.pgen",
         pvar="sites/{site}/qc/aligned.pvar",
         psam="sites/{site}/qc/aligned.psam",
+        prune="sites/{site}/qc/panel_pca.prune.in",
+        afreq="sites/{site}/qc/panel_pca.afreq",
+        pcs="sites/{site}/qc/pcs.tsv",
     output:
         pgen="sites/{site}/qc/samples.pgen",
         pvar="sites/{site}/qc/samples.pvar",
         psam="sites/{site}/qc/samples.psam",
-        prune="sites/{site}/qc/samples.prune.in",
         geno_pvar="sites/{site}/qc/variant_call_rate.pvar",
         geno_psam="sites/{site}/qc/variant_call_rate.psam",
         mind_pvar="sites/{site}/qc/sample_call_rate.pvar",
@@ -123,7 +220,7 @@ rule qc_samples:
         dir=subpath(output.pgen, parent=True),
         geno=config["qc"]["geno"],
         mind=config["qc"]["mind"],
-        prune=config["qc"]["prune"],
+        maf=config["qc"]["maf"],
         het_sd=config["qc"]["het_sd"],
         het_pcs=config["qc"]["het_pcs"],
         king_duplicate=config["qc"]["king_duplicate"],
@@ -142,26 +239,25 @@ rule qc_samples:
     container:
         FEDGEN_IMAGE
     shell:
-        # Heterozygosity F is judged against what each sample's ancestry predicts (PCs): a
-        # site mixing populations has population-specific heterozygosity.
+        # Heterozygosity F on the panel's pruned SNPs with the panel's frequencies (no minimum
+        # site size), judged against what each sample's ancestry predicts (projected PCs).
+        # KING on every SNP above the MAF threshold, not on the pruned few hundred: on too few
+        # markers its noise reaches the kinship cutoffs and flags unrelated people.
         "(P='plink2 --threads {threads} --memory {resources.mem_mb}'; D={params.dir}"
         " && $P --pfile $D/aligned --geno {params.geno} --make-pgen --out $D/variant_call_rate"
         " && $P --pfile $D/variant_call_rate --mind {params.mind} --make-pgen"
         " --out $D/sample_call_rate"
-        " && $P --pfile $D/sample_call_rate --maf {params.prune[maf]}"
-        " --indep-pairwise {params.prune[window]} {params.prune[step]} {params.prune[r2]}"
-        " --out $D/samples"
-        " && $P --pfile $D/sample_call_rate --extract {output.prune} --het"
-        " --pca {params.het_pcs} --out $D/heterozygosity"
+        " && $P --pfile $D/sample_call_rate --extract {input.prune} --read-freq {input.afreq}"
+        " --het --out $D/heterozygosity"
         " && fedgen qc het-outliers --het $D/heterozygosity.het --sd {params.het_sd}"
-        " --eigenvec $D/heterozygosity.eigenvec --output {output.het_outliers}"
+        " --eigenvec {input.pcs} --pcs {params.het_pcs} --output {output.het_outliers}"
         " && $P --pfile $D/sample_call_rate --remove {output.het_outliers} --make-pgen"
         " --out $D/heterozygosity"
-        " && $P --pfile $D/heterozygosity --extract {output.prune}"
+        " && $P --pfile $D/heterozygosity --maf {params.maf}"
         " --king-cutoff {params.king_duplicate} --out $D/duplicates"
         " && $P --pfile $D/heterozygosity --remove {output.dup_removed} --make-pgen"
         " --out $D/duplicates"
-        " && $P --pfile $D/duplicates --extract {output.prune}"
+        " && $P --pfile $D/duplicates --maf {params.maf}"
         " --king-cutoff {params.king_related} --out $D/relatedness"
         " && $P --pfile $D/duplicates --remove {output.rel_removed} --make-pgen --out $D/samples"
         " && rm -f $D/variant_call_rate.pgen $D/sample_call_rate.pgen $D/heterozygosity.pgen"
@@ -239,38 +335,6 @@ rule qc_variants:
         " && rm -f $D/maf.pgen) > {log} 2>&1"
 
 
-rule qc_pca:
-    input:
-        pgen="sites/{site}/qc/qc.pgen",
-        pvar="sites/{site}/qc/qc.pvar",
-        psam="sites/{site}/qc/qc.psam",
-        prune="sites/{site}/qc/samples.prune.in",
-    output:
-        eigenvec="sites/{site}/qc/pca.eigenvec",
-        eigenval="sites/{site}/qc/pca.eigenval",
-    params:
-        prefix=output_prefix,
-        pcs=config["pcs"],
-        approx=get_pca_mode,
-    log:
-        "logs/{site}/qc_pca.log",
-    benchmark:
-        "benchmarks/{site}/qc_pca.tsv"
-    threads: 2
-    resources:
-        site=get_site,
-        mem_mb=2000,
-        runtime=30,
-    conda:
-        "../envs/plink2.yaml"
-    container:
-        PLINK2_IMAGE
-    shell:
-        "plink2 --pgen {input.pgen} --pvar {input.pvar} --psam {input.psam}"
-        " --extract {input.prune} --pca {params.pcs} {params.approx} --threads {threads}"
-        " --memory {resources.mem_mb} --out {params.prefix} > {log} 2>&1"
-
-
 rule qc_counts:
     input:
         raw_psam="sites/{site}/qc/raw.psam",
@@ -295,6 +359,8 @@ rule qc_counts:
         qc_psam="sites/{site}/qc/qc.psam",
         qc_pvar="sites/{site}/qc/qc.pvar",
         impute_counts="sites/{site}/impute/imputed.counts.tsv",
+        import_counts="sites/{site}/qc/raw.import.counts.tsv",
+        pheno_counts="sites/{site}/qc/phenotypes.counts.tsv",
     output:
         counts="results/sumstats/{site}/qc_counts.tsv",
         full="sites/{site}/qc/qc_counts.full.tsv",
@@ -322,4 +388,5 @@ rule qc_counts:
         " --fileset relatedness={params.dir}/samples"
         " --fileset sex_check={params.dir}/sex_check"
         " --fileset maf={params.dir}/maf --fileset hwe={params.dir}/qc"
+        " --table {input.import_counts} --table {input.pheno_counts}"
         " --table {input.align_counts} --table {input.impute_counts} 2> {log}"

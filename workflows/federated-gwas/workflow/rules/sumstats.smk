@@ -9,7 +9,8 @@ rule sumstats_export:
         pheno=get_phenotypes,
         psam="sites/{site}/impute/imputed.psam",
         # Its ##contig lines give the refget digest the meta-analysis compares across sites.
-        vcf=get_genotypes,
+        vcf=get_refget_vcf,
+        rsids="sites/{site}/impute/imputed.rsids.tsv",
     output:
         sumstats="results/sumstats/{site}/{trait}.tsv.gz",
         meta="results/sumstats/{site}/{trait}.tsv.gz-meta.yaml",
@@ -36,5 +37,5 @@ rule sumstats_export:
         " --min-n {params.min_n} --min-mac {params.min_mac}"
 
         " --pheno {input.pheno} --pheno-name {wildcards.trait} --keep {input.psam}"
-        " --refget-vcf {input.vcf} > {log} 2>&1"
+        " --rsids {input.rsids} --refget-vcf {input.vcf} > {log} 2>&1"
         # Case/control counts over the analysed samples (binary traits; ignored otherwise).
