@@ -37,6 +37,7 @@ from snakemake_fedgen.egress.airlock.kinds.counts import (
     ALIGN_CLASSES,
     IMPORT_QUANTITIES,
     PHENOTYPE_QUANTITIES,
+    STEP_ORDER,
 )
 from snakemake_fedgen.egress.disclosure import write_counts_table
 
@@ -576,6 +577,10 @@ def write_counts(
     """
     if min_cell < 1:
         raise ConfigError(f"--min-cell must be at least 1; got {min_cell}")
+    # In the order the steps ran (import and phenotype matching come before QC), whatever
+    # order the tables were given in; unknown steps last.
+    order = {step: i for i, step in enumerate(STEP_ORDER)}
+    rows = sorted(rows, key=lambda r: order.get(r[0], len(order)))
     if full_output is not None:
         write_text_atomic(
             full_output,

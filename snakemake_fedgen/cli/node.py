@@ -66,7 +66,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     register.add_argument(
         "--genotypes",
         required=True,
-        help="the site's genotypes (.vcf.gz/.bcf, or .pvar with its .psam): samples and variants",
+        help="the site's genotypes: a .vcf.gz/.bcf, a folder of them (one per chromosome), or a "
+        "PLINK 1/2 fileset (.bed/.pgen or its folder): samples and variants",
     )
     register.add_argument(
         "--variants",

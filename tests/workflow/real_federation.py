@@ -15,7 +15,7 @@ chromosomes 21 and 22 with rsIDs, GRCh37; as a PLINK 1 fileset, an unphased VCF 
     lacks, injected here so that the import must count them: an indel, a multi-allelic site and
     a second SNP at one position; its table has two people without genotypes and one ID twice.
 
-* a quantitative trait: 1.0 per ALT allele of one hidden SNP, plus age and sex effects and
+* a quantitative trait: 1.3 per ALT allele of one hidden SNP, plus age and sex effects and
   standard normal noise.
 """
 
@@ -33,7 +33,7 @@ EXAMPLES = Path("/usr/share/doc/bio-eagle/examples")
 SITE_SIZES = {"A": 46, "B": 62, "C": 71}
 PANEL_SIZE = 200
 HIDE_EVERY = 5
-BETA = 1.0
+BETA = 1.3
 SEED = 2026
 PALINDROMIC = {("A", "T"), ("T", "A"), ("C", "G"), ("G", "C")}
 

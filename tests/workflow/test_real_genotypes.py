@@ -233,7 +233,10 @@ def test_imputed_causal_snp__found_with_its_rsid_and_the_pooled_effect(
         f"p {row['p_value']}; pooled true genotypes beta {pooled:+.3f} se {pooled_se:.3f}"
     )
     assert float(row["p_value"]) < GENOME_WIDE
-    assert row["rsid"] == causal["rsid"]
+    for site in ORDER:  # the panel's rsID reached every site's export
+        rows = table_rows(run.work / "results" / "sumstats" / site / "qt.tsv.gz")
+        (mine,) = [r for r in rows if int(r["base_pair_location"]) == causal["pos"]]
+        assert mine["rsid"] == causal["rsid"], site
     # Every site contributed, the one under 50 samples after QC included.
     assert row["direction"].count("?") == 0 and len(row["direction"]) == 3
     assert abs(beta - pooled) < 2 * se

@@ -23,6 +23,7 @@ __all__ = [
     "PHENOTYPE_QUANTITIES",
     "QUANTITIES",
     "STEPS",
+    "STEP_ORDER",
 ]
 
 COUNTS_HEADER = ("step", "quantity", "count")
@@ -59,24 +60,23 @@ PHENOTYPE_QUANTITIES: tuple[str, ...] = (
 #: The workflow's QC steps and quantities (``fedgen qc counts``, ``fedgen qc align``, the
 #: imputation counts). At a site with registered datasets a counts table holds only these, each
 #: (step, quantity) once: labels of its own choosing would be a channel of their own.
-STEPS: frozenset[str] = frozenset(
-    {
-        "import",
-        "phenotypes",
-        "input",
-        "align",
-        "variant_call_rate",
-        "sample_call_rate",
-        "heterozygosity",
-        "duplicates",
-        "relatedness",
-        "sex_check",
-        "maf",
-        "hwe",
-        "final",
-        "imputation",
-    }
+STEP_ORDER: tuple[str, ...] = (
+    "import",
+    "phenotypes",
+    "input",
+    "align",
+    "variant_call_rate",
+    "sample_call_rate",
+    "heterozygosity",
+    "duplicates",
+    "relatedness",
+    "sex_check",
+    "maf",
+    "hwe",
+    "final",
+    "imputation",
 )
+STEPS: frozenset[str] = frozenset(STEP_ORDER)
 QUANTITIES: frozenset[str] = frozenset(
     {
         "samples",
