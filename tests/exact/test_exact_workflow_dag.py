@@ -178,3 +178,16 @@ def test_workflow_dag__studies_in_registry_order(registry: Path, tmp_path: Path)
     proc = _dry_run(tmp_path / "w3", ordered, "include_sites: [B, Z]\n")
     assert proc.returncode != 0
     assert "config include_sites: Z not in" in proc.stdout + proc.stderr
+
+
+def test_workflow_dag__qc_counts_need_only_the_qc_chain(registry: Path, tmp_path: Path):
+    """A site whose imputation or GWAS fails still returns its QC counts (with keep-going):
+    asking for one site's counts plans no imputation, association or export job."""
+    proc = _dry_run(tmp_path / "w", registry, "", "--forceall", "results/sumstats/A/qc_counts.tsv")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    jobs = _jobs(proc.stdout)
+    assert jobs["qc_counts"] == 1 and jobs["qc_samples"] == 1
+    assert not {"impute_beagle", "gwas_glm", "sumstats_export"} & set(jobs), jobs
+    # ... and the imputation counts come back on their own.
+    proc = _dry_run(tmp_path / "w2", registry)
+    assert _jobs(proc.stdout)["imputation_counts"] == 3

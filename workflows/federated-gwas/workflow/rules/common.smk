@@ -352,6 +352,10 @@ def get_qc_counts():
     return expand("results/sumstats/{site}/qc_counts.tsv", site=SITES)
 
 
+def get_imputation_counts():
+    return expand("results/sumstats/{site}/imputation_counts.tsv", site=SITES)
+
+
 def get_exact_traits():
     """Traits fitted by exact pooled regression (method: exact-linear): the quantitative ones.
 

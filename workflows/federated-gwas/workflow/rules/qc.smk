@@ -335,6 +335,8 @@ rule qc_variants:
         " && rm -f $D/maf.pgen) > {log} 2>&1"
 
 
+# The QC counts need only the QC chain: when imputation or the GWAS fails at a site, the counts
+# up to there still reach the coordinator (the profiles keep going after a failed job).
 rule qc_counts:
     input:
         raw_psam="sites/{site}/qc/raw.psam",
@@ -358,7 +360,6 @@ rule qc_counts:
         maf_pvar="sites/{site}/qc/maf.pvar",
         qc_psam="sites/{site}/qc/qc.psam",
         qc_pvar="sites/{site}/qc/qc.pvar",
-        impute_counts="sites/{site}/impute/imputed.counts.tsv",
         import_counts="sites/{site}/qc/raw.import.counts.tsv",
         pheno_counts="sites/{site}/qc/phenotypes.counts.tsv",
     output:
@@ -389,4 +390,26 @@ rule qc_counts:
         " --fileset sex_check={params.dir}/sex_check"
         " --fileset maf={params.dir}/maf --fileset hwe={params.dir}/qc"
         " --table {input.import_counts} --table {input.pheno_counts}"
-        " --table {input.align_counts} --table {input.impute_counts} 2> {log}"
+        " --table {input.align_counts} 2> {log}"
+
+
+rule imputation_counts:
+    input:
+        counts="sites/{site}/impute/imputed.counts.tsv",
+    output:
+        counts="results/sumstats/{site}/imputation_counts.tsv",
+    params:
+        min_cell=config["egress"]["min_cell"],
+    log:
+        "logs/{site}/imputation_counts.log",
+    resources:
+        site=get_site,
+        mem_mb=500,
+        runtime=10,
+    conda:
+        "../envs/fedgen.yaml"
+    container:
+        FEDGEN_IMAGE
+    shell:
+        "fedgen qc counts --min-cell {params.min_cell} --output {output.counts}"
+        " --table {input.counts} 2> {log}"

@@ -4,6 +4,7 @@
 rule qc_summary:
     input:
         counts=get_qc_counts(),
+        imputation=get_imputation_counts(),
     output:
         table=report(
             "results/qc/qc_counts.tsv",

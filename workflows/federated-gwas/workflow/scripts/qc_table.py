@@ -5,11 +5,15 @@ import sys
 import pandas as pd
 
 
-def qc_table(paths: list[str], sites: list[str]) -> pd.DataFrame:
-    """Rows (step, quantity) in the order the steps ran, one column per site."""
+def qc_table(paths: list[str], sites: list[str], more: list[str] | None = None) -> pd.DataFrame:
+    """Rows (step, quantity) in the order the steps ran, one column per site; ``more`` are
+    further tables of the same sites (the imputation counts), appended below."""
+    groups = zip(paths, more, strict=True) if more else ((p,) for p in paths)
     tables = [
-        pd.read_csv(path, sep="\t", dtype=str).rename(columns={"count": site})
-        for site, path in zip(sites, paths, strict=True)
+        pd.concat([pd.read_csv(path, sep="\t", dtype=str) for path in group]).rename(
+            columns={"count": site}
+        )
+        for site, group in zip(sites, groups, strict=True)
     ]
     keys = pd.concat([t[["step", "quantity"]] for t in tables]).drop_duplicates()
     merged = keys
@@ -19,7 +23,7 @@ def qc_table(paths: list[str], sites: list[str]) -> pd.DataFrame:
 
 
 def main(smk) -> None:
-    table = qc_table(list(smk.input.counts), list(smk.params.sites))
+    table = qc_table(list(smk.input.counts), list(smk.params.sites), list(smk.input.imputation))
     table.to_csv(smk.output.table, sep="\t", index=False)
 
 
