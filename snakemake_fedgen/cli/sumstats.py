@@ -53,6 +53,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="compute the refget digest from this VCF's ##contig names and lengths",
     )
     ex.add_argument(
+        "--aligned-to-panel",
+        metavar="FILE",
+        help="the reference panel the genotypes were aligned to (strand and REF/ALT) before the "
+        "GWAS; its SHA-256 goes to the sidecar as fedgen.aligned_panel, and the meta-analysis "
+        "keeps palindromic SNPs of sites that declare the same panel",
+    )
+    ex.add_argument(
         "--genotyping-technology",
         default="Genome-wide genotyping array",
         help="GWAS-SSF genotyping_technology",
@@ -115,6 +122,7 @@ def _run_export(args: argparse.Namespace) -> int:
         trait_description=args.trait_description,
         refget_digest=args.refget_digest or _refget_of(args.refget_vcf),
         genotyping_technology=args.genotyping_technology,
+        aligned_panel=_panel_of(args.aligned_to_panel),
     )
     withheld = ", ".join(f"{k}: {v}" for k, v in result.variants_dropped.items()) or "none"
     print(
@@ -168,6 +176,17 @@ def _run_check(args: argparse.Namespace) -> int:
         print(decision.reason)
     sys.stdout.flush()
     return 0 if decision.accepted else 1
+
+
+def _panel_of(panel: str | None) -> str | None:
+    """``sha256:<hex>`` of the reference panel file, or None."""
+    if not panel:
+        return None
+    from pathlib import Path
+
+    from snakemake_fedgen.sumstats.sidecar import panel_digest
+
+    return panel_digest(Path(panel))
 
 
 def _refget_of(vcf: str | None) -> str | None:
