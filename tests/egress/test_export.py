@@ -17,6 +17,7 @@ from snakemake_executor_plugin_fedgen.errors import SumstatsError
 
 from snakemake_fedgen.egress.airlock import AirlockPolicy, inspect
 from snakemake_fedgen.egress.export import count_cases_controls, export_glm, glm_trait_type
+from snakemake_fedgen.egress.facts import DatasetFacts, ReleaseFacts
 
 PLINK2 = "/usr/bin/plink2"
 N_SAMPLES = 400
@@ -432,6 +433,14 @@ def test_sumstats_cli__aligned_to_panel_writes_the_panels_sha256(glm_run, tmp_pa
     assert read_study_info(tmp_path / "A_qt.tsv.gz").aligned_panel == expected
     ok = _fedgen("sumstats", "check", str(sidecar), cwd=tmp_path)
     assert ok.returncode == 0 and ok.stdout.startswith("ACCEPTED kind=sumstats-meta"), ok.stdout
+    # A site with registered datasets checks every text value and their total length too.
+    facts = ReleaseFacts(
+        (DatasetFacts("genotypes", N_SAMPLES, 1000, (), "2026-01-01T00:00:00Z"),),
+        np.arange(1000, dtype=np.uint64),
+        np.zeros(0, dtype=np.uint64),
+    )
+    strict = inspect(sidecar, AirlockPolicy(facts=facts))
+    assert strict.accepted, strict.reason
 
     missing = _fedgen(
         "sumstats", "export", "--glm", str(d / "run.qt.glm.linear"),
