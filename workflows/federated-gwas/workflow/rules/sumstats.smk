@@ -10,6 +10,9 @@ rule sumstats_export:
         psam="sites/{site}/impute/imputed.psam",
         # Its ##contig lines give the refget digest the meta-analysis compares across sites.
         vcf=get_genotypes,
+        # The panel qc_align put the genotypes on (strand, REF/ALT): sites that declare the same
+        # one keep their palindromic SNPs in the meta-analysis.
+        panel=get_reference_panel,
     output:
         sumstats="results/sumstats/{site}/{trait}.tsv.gz",
         meta="results/sumstats/{site}/{trait}.tsv.gz-meta.yaml",
@@ -36,5 +39,5 @@ rule sumstats_export:
         " --min-n {params.min_n} --min-mac {params.min_mac}"
 
         " --pheno {input.pheno} --pheno-name {wildcards.trait} --keep {input.psam}"
-        " --refget-vcf {input.vcf} > {log} 2>&1"
+        " --refget-vcf {input.vcf} --aligned-to-panel {input.panel} > {log} 2>&1"
         # Case/control counts over the analysed samples (binary traits; ignored otherwise).
