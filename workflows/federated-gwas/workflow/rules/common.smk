@@ -318,7 +318,7 @@ QUANTITATIVE_TRAITS = [
 # The exact-mode rules match only these (a regex that never matches if there are none).
 EXACT_TRAIT_PATTERN = "|".join(re.escape(t) for t in QUANTITATIVE_TRAITS) or "(?!)"
 # What the exact-mode solve writes per trait (results/exact/{trait}.*).
-EXACT_OUTPUTS = ("tsv.gz", "manhattan.png", "qq.png", "top_hits.tsv")
+EXACT_OUTPUTS = ("tsv.gz", "unsolved.tsv", "manhattan.png", "qq.png", "top_hits.tsv")
 # A site's plain aggregates: its egress output, or site-held when only masked uploads may leave.
 EXACT_PLAIN = (
     "sites/{site}/exact/{trait}.aggregates.tsv.gz"
