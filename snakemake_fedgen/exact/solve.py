@@ -91,13 +91,13 @@ def sum_aggregates(aggs: Sequence[SiteAggregates]) -> SiteAggregates:
         seen.add(agg.site)
     # One site's key set at a time: the union, the intersection and each site's size tell
     # every site's absences (the union minus the site's own variants).
-    seen: set[str] = set()
+    union: set[str] = set()
     common: set[str] = set()
     held: list[int] = []
     for i, agg in enumerate(aggs):
         keys = set(agg.variant_keys())
         held.append(len(keys))
-        seen |= keys
+        union |= keys
         common = keys if i == 0 else common & keys
         del keys
     order = [i for i, key in enumerate(first.variant_keys()) if key in common]
@@ -122,10 +122,10 @@ def sum_aggregates(aggs: Sequence[SiteAggregates]) -> SiteAggregates:
     total.site = "+".join(a.site for a in aggs)
     total.meta = {
         "sites_summed": ",".join(a.site for a in aggs),
-        "variants_not_at_every_site": str(len(seen) - len(order)),
-        "variants_seen_at_any_site": str(len(seen)),
+        "variants_not_at_every_site": str(len(union) - len(order)),
+        "variants_seen_at_any_site": str(len(union)),
         "variants_absent_at_site": ",".join(
-            f"{a.site}={len(seen) - n}" for a, n in zip(aggs, held, strict=True)
+            f"{a.site}={len(union) - n}" for a, n in zip(aggs, held, strict=True)
         ),
     }
     return total
