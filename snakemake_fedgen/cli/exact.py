@@ -13,6 +13,10 @@ At the centre::
 
     fedgen exact solve --aggregates A.aggregates.tsv B.aggregates.tsv ... --out pooled.tsv
     fedgen exact solve --masked A.aggregates.masked.tsv ... --out pooled.tsv
+
+The solve also writes ``pooled.unsolved.tsv`` (``--unsolved``): how many variants were seen at
+any site, solved, and not solved because absent at some site (per site for plain aggregates) or
+singular.
 """
 
 from __future__ import annotations
@@ -77,6 +81,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--aggregates", nargs="+", type=Path, help="plain site aggregates")
     src.add_argument("--masked", nargs="+", type=Path, help="masked uploads of one round")
     p.add_argument("--out", required=True, type=Path, help="results table (TSV)")
+    p.add_argument(
+        "--unsolved",
+        type=Path,
+        default=None,
+        help="counts of the variants seen at any site, solved and not solved by reason "
+        "(absent at a site, singular); default: OUT without .tsv(.gz) plus .unsolved.tsv",
+    )
     p.add_argument("--manhattan", type=Path, default=None, help="also draw a Manhattan plot (PNG)")
     p.add_argument("--qq", type=Path, default=None, help="also draw a QQ plot (PNG)")
     p.set_defaults(_exact=_run_solve)
@@ -170,7 +181,13 @@ def _run_mask(args: argparse.Namespace) -> int:
 
 
 def _run_solve(args: argparse.Namespace) -> int:
-    from snakemake_fedgen.exact.solve import solve, sum_aggregates, write_results
+    from snakemake_fedgen.exact.solve import (
+        solve,
+        sum_aggregates,
+        variant_counts,
+        write_results,
+        write_variant_counts,
+    )
 
     if args.masked:
         from snakemake_fedgen.exact.secure import read_masked, unmask_sum
@@ -185,14 +202,22 @@ def _run_solve(args: argparse.Namespace) -> int:
     dropped = total.meta["variants_not_at_every_site"]
     result = solve(total)
     write_results(result, args.out, note=f"{note}; {dropped} variants not at every site dropped")
+    counts = variant_counts(total, result)
+    unsolved = args.unsolved or _unsolved_path(args.out)
+    write_variant_counts(counts, unsolved)
     if args.manhattan or args.qq:
         _plots(result, manhattan=args.manhattan, qq=args.qq)
     print(
-        f"pooled n={result.n}: {len(result.beta)} variants solved ({note}); {dropped} variants "
-        f"not at every site dropped -> {args.out}",
+        f"pooled n={result.n} ({note}): {counts.summary()} -> {args.out}, {unsolved}",
         file=sys.stderr,
     )
     return 0
+
+
+def _unsolved_path(out: Path) -> Path:
+    """``results/exact/qt.tsv.gz`` -> ``results/exact/qt.unsolved.tsv``."""
+    name = out.name.removesuffix(".gz").removesuffix(".tsv")
+    return out.with_name(f"{name}.unsolved.tsv")
 
 
 def _plots(result, *, manhattan: Path | None, qq: Path | None) -> None:

@@ -11,18 +11,20 @@ _DESCRIPTION = """\
 Meta-analyse GWAS-SSF tables (tsv or tsv.gz), one per study, streamed chromosome by chromosome.
 Variants are matched on chromosome, position and alleles (never on names). The first study that
 carries a variant fixes its effect allele; other studies are aligned to it (swaps, strand flips
-of non-palindromic SNPs, palindromic A/T and C/G SNPs by frequency when MAF < --maf-palindromic,
-dropped otherwise). A study's `<file>-meta.yaml` sidecar is read when present (site name,
-genome assembly, trait type, n_cases/n_controls for effective N, refget digest); studies on
-different assemblies or reference digests are refused.
+of non-palindromic SNPs, palindromic A/T and C/G SNPs by their alleles when the study and the
+reference study declare the same reference panel (fedgen.aligned_panel), else by frequency when
+MAF < --maf-palindromic, dropped otherwise). A study's `<file>-meta.yaml` sidecar is read when
+present (site name, genome assembly, trait type, n_cases/n_controls for effective N, refget
+digest, aligned panel); studies on different assemblies or reference digests are refused.
 
 Outputs (PREFIX from --out):
   PREFIX.tsv.gz             GWAS-SSF results + z, q, q_p_value, i2, direction, n_studies, n
                             (and *_random, *_samplesize columns when asked for)
   PREFIX.tsv.gz-meta.yaml   GWAS-SSF sidecar with lambdas and options
   PREFIX.exclusions.tsv.gz  every dropped row: study, variant, input line, reason
-  PREFIX.studies.tsv        per study: rows read, kept, flipped, strand-flipped, dropped by
-                            reason, genomic-control lambda
+  PREFIX.studies.tsv        per study: rows read, kept, flipped, strand-flipped, palindromic
+                            rows aligned/kept under the reference study's panel, dropped by
+                            reason, genomic-control lambda, aligned panel
   PREFIX.manhattan.png, PREFIX.qq.png
 """
 
@@ -66,7 +68,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=0.4,
         metavar="MAF",
         help="align palindromic SNPs by frequency only below this minor allele frequency; "
-        "drop them otherwise (default 0.4)",
+        "drop them otherwise (default 0.4). Not used for a study that declares the same "
+        "aligned panel as the reference study: its alleles decide",
     )
     parser.add_argument(
         "--drop-invalid",
@@ -131,9 +134,16 @@ def run(args: argparse.Namespace) -> int:
     )
     for s in result.studies:
         dropped = sum(s.dropped.values())
+        panel = (
+            f", panel {s.aligned_panel}: {s.palindromic_panel_aligned} palindromic aligned by "
+            f"their alleles ({s.palindromic_panel_kept} kept that MAF would have dropped)"
+            if s.aligned_panel
+            else ", no aligned panel declared"
+        )
         print(
             f"  {s.name}: read {s.read}, kept {s.kept}, flipped {s.flipped}, "
-            f"strand-flipped {s.strand_flipped}, dropped {dropped}, lambda {s.lambda_gc:.4f}",
+            f"strand-flipped {s.strand_flipped}, dropped {dropped}, lambda {s.lambda_gc:.4f}"
+            f"{panel}",
             file=sys.stderr,
         )
     return 0

@@ -56,6 +56,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="compute the refget digest from this VCF's ##contig names and lengths",
     )
     ex.add_argument(
+        "--aligned-to-panel",
+        metavar="FILE",
+        help="the reference panel the genotypes were aligned to (strand and REF/ALT) before the "
+        "GWAS; its SHA-256 goes to the sidecar as fedgen.aligned_panel, and the meta-analysis "
+        "keeps palindromic SNPs of sites that declare the same panel",
+    )
+    ex.add_argument(
         "--genotyping-technology",
         default="Genome-wide genotyping array",
         help="GWAS-SSF genotyping_technology",
@@ -119,6 +126,7 @@ def _run_export(args: argparse.Namespace) -> int:
         refget_digest=args.refget_digest or _refget_of(args.refget_vcf),
         genotyping_technology=args.genotyping_technology,
         rsids=read_rsids(args.rsids) if args.rsids else None,
+        aligned_panel=_panel_of(args.aligned_to_panel),
     )
     withheld = ", ".join(f"{k}: {v}" for k, v in result.variants_dropped.items()) or "none"
     print(
@@ -172,6 +180,17 @@ def _run_check(args: argparse.Namespace) -> int:
         print(decision.reason)
     sys.stdout.flush()
     return 0 if decision.accepted else 1
+
+
+def _panel_of(panel: str | None) -> str | None:
+    """``sha256:<hex>`` of the reference panel file, or None."""
+    if not panel:
+        return None
+    from pathlib import Path
+
+    from snakemake_fedgen.sumstats.sidecar import panel_digest
+
+    return panel_digest(Path(panel))
 
 
 def _refget_of(vcf: str | None) -> str | None:

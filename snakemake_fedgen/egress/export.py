@@ -50,7 +50,7 @@ from snakemake_fedgen.egress.airlock import (
     minor_allele_count,
 )
 from snakemake_fedgen.sumstats.columns import ALLELE_RE, RSID_RE, VARIANT_ID_RE
-from snakemake_fedgen.sumstats.sidecar import md5sum
+from snakemake_fedgen.sumstats.sidecar import PANEL_DIGEST_RE, md5sum
 
 __all__ = [
     "ExportResult",
@@ -481,6 +481,7 @@ def export_glm(
     refget_digest: str | None = None,
     genotyping_technology: str = "Genome-wide genotyping array",
     rsids: Mapping[str, str] | None = None,
+    aligned_panel: str | None = None,
 ) -> ExportResult:
     """Convert a PLINK 2 ``--glm`` report to a disclosure-controlled GWAS-SSF table + sidecar.
 
@@ -507,6 +508,11 @@ def export_glm(
         Sidecar metadata.
     rsids : mapping, optional
         ``CHROM:POS:REF:ALT`` -> rsID (:func:`read_rsids`): fills the ``rsid`` column.
+    aligned_panel : str, optional
+        ``sha256:<hex>`` of the reference panel the genotypes were aligned to before the GWAS
+        (:func:`snakemake_fedgen.sumstats.sidecar.panel_digest`), written as
+        ``fedgen.aligned_panel``; the meta-analysis then keeps palindromic SNPs of sites that
+        declare the same panel.
 
     Returns
     -------
@@ -533,6 +539,11 @@ def export_glm(
         )
     if trait_type == "quantitative" and (n_cases is not None or n_controls is not None):
         raise SumstatsError("n_cases/n_controls apply to binary traits only")
+    if aligned_panel is not None and not PANEL_DIGEST_RE.match(aligned_panel):
+        raise SumstatsError(
+            f"aligned_panel must be 'sha256:' and 64 lower-case hex digits; got "
+            f"{aligned_panel[:80]!r} (fedgen sumstats export --aligned-to-panel PANEL computes it)"
+        )
     for label, value in (("n_cases", n_cases), ("n_controls", n_controls)):
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or value < 0
@@ -623,6 +634,7 @@ def export_glm(
                 "n_cases": n_cases,
                 "n_controls": n_controls,
                 "refget_seqcol_digest": refget_digest,
+                **({"aligned_panel": aligned_panel} if aligned_panel else {}),
                 "min_n": min_n,
                 "min_mac": min_mac,
                 "variants_suppressed": suppressed,

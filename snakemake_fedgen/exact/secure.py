@@ -679,5 +679,7 @@ def unmask_sum(uploads: Sequence[MaskedUpload]) -> SiteAggregates:
             "round": first.round_id,
             "sites_summed": ",".join(first.participants),
             "variants_not_at_every_site": str(int(len(present) - len(keep))),
+            # No per-site absences: the sum shows how many sites hold a variant, not which.
+            "variants_seen_at_any_site": str(int(np.count_nonzero(present > 0))),
         },
     )

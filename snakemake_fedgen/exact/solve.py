@@ -10,6 +10,10 @@ complement of ``A`` in the normal equations::
 
 ``A`` is factorised once (Cholesky, after scaling to unit diagonal) and every variant is a
 column of one triangular solve, so the centre's cost is O(m k^2).
+
+Every variant a site sent is accounted for (:class:`VariantCounts`): solved, or not solved
+because it is absent at some site (which one, for plain aggregates) or singular in the pooled
+fit.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from snakemake_executor_plugin_fedgen.errors import HarmonisationError
@@ -25,11 +30,14 @@ from snakemake_fedgen.exact.aggregates import SiteAggregates, atomic_write_text
 
 __all__ = [
     "PooledResult",
+    "VariantCounts",
     "model_columns",
     "solve",
     "sum_aggregates",
     "t_logsf",
+    "variant_counts",
     "write_results",
+    "write_variant_counts",
 ]
 
 #: A variant whose variance left after adjusting for C is below this fraction of g'g is
@@ -81,10 +89,19 @@ def sum_aggregates(aggs: Sequence[SiteAggregates]) -> SiteAggregates:
         if agg.site in seen:
             raise HarmonisationError(f"site {agg.site} is given twice")
         seen.add(agg.site)
-    common = set(first.variant_keys())
-    for agg in aggs[1:]:
-        common &= set(agg.variant_keys())
+    # One site's key set at a time: the union, the intersection and each site's size tell
+    # every site's absences (the union minus the site's own variants).
+    union: set[str] = set()
+    common: set[str] = set()
+    held: list[int] = []
+    for i, agg in enumerate(aggs):
+        keys = set(agg.variant_keys())
+        held.append(len(keys))
+        union |= keys
+        common = keys if i == 0 else common & keys
+        del keys
     order = [i for i, key in enumerate(first.variant_keys()) if key in common]
+    del common
     total = first.subset(np.array(order, dtype=np.int64))
     total.gtg = total.gtg.copy()
     total.gty = total.gty.copy()
@@ -105,8 +122,10 @@ def sum_aggregates(aggs: Sequence[SiteAggregates]) -> SiteAggregates:
     total.site = "+".join(a.site for a in aggs)
     total.meta = {
         "sites_summed": ",".join(a.site for a in aggs),
-        "variants_not_at_every_site": str(
-            len(set().union(*(set(a.variant_keys()) for a in aggs))) - len(order)
+        "variants_not_at_every_site": str(len(union) - len(order)),
+        "variants_seen_at_any_site": str(len(union)),
+        "variants_absent_at_site": ",".join(
+            f"{a.site}={len(union) - n}" for a, n in zip(aggs, held, strict=True)
         ),
     }
     return total
@@ -223,6 +242,103 @@ def solve(agg: SiteAggregates) -> PooledResult:
         neg_log10_p=-logp / math.log(10.0),
         columns_used=tuple(agg.columns[i] for i in cols),
     )
+
+
+@dataclass(frozen=True)
+class VariantCounts:
+    """What became of every variant seen at some site.
+
+    ``seen == solved + absent + singular``.
+
+    Attributes
+    ----------
+    sites : tuple of str
+        The sites summed, in order.
+    seen : int
+        Variants in at least one site's aggregates (for masked uploads: in the shared variant
+        list and at one participant or more).
+    solved : int
+        Variants with a finite pooled beta and standard error.
+    absent : int
+        Not solved: absent at one site or more (not in its aggregates: not in its genotypes, or
+        withheld by its ``min_mac``), so the pooled sums would be partial.
+    absent_at_site : dict of str to int, or None
+        For each site, the seen variants absent there; a variant absent at two sites counts at
+        both. None for masked uploads: secure aggregation hides which site lacks a variant.
+    singular : int
+        Not solved: at every site, but the pooled fit has no estimate (the dosage is collinear
+        with the covariates, e.g. monomorphic in the pooled samples, or leaves no residual).
+    """
+
+    sites: tuple[str, ...]
+    seen: int
+    solved: int
+    absent: int
+    absent_at_site: dict[str, int] | None
+    singular: int
+
+    def summary(self) -> str:
+        """One line: solved of seen, and why the others were not."""
+        where = ""
+        if self.absent_at_site is not None:
+            where = " (" + ", ".join(f"{s} {n}" for s, n in self.absent_at_site.items()) + ")"
+        elif self.absent:
+            where = " (which site: hidden by secure aggregation)"
+        return (
+            f"{self.solved} of {self.seen} variants seen at any site solved; not solved: "
+            f"{self.absent} absent at some site{where}, {self.singular} singular"
+        )
+
+
+def variant_counts(total: SiteAggregates, result: PooledResult) -> VariantCounts:
+    """Account for every variant seen at a site: solved, absent at some site, or singular.
+
+    Parameters
+    ----------
+    total : SiteAggregates
+        The sum :func:`sum_aggregates` or :func:`~snakemake_fedgen.exact.secure.unmask_sum`
+        returned (its ``meta`` holds the per-site presence counts).
+    result : PooledResult
+        ``solve(total)``.
+    """
+    seen = int(total.meta.get("variants_seen_at_any_site", total.m))
+    absent_at = None
+    listing = total.meta.get("variants_absent_at_site")
+    if listing is not None:
+        absent_at = {}
+        for item in filter(None, listing.split(",")):
+            site, _, count = item.rpartition("=")
+            absent_at[site] = int(count)
+    solved = int(np.count_nonzero(np.isfinite(result.beta) & np.isfinite(result.se)))
+    sites = tuple(total.meta.get("sites_summed", total.site.replace("+", ",")).split(","))
+    return VariantCounts(
+        sites=sites,
+        seen=seen,
+        solved=solved,
+        absent=seen - total.m,
+        absent_at_site=absent_at,
+        singular=total.m - solved,
+    )
+
+
+def write_variant_counts(counts: VariantCounts, path: str | Path) -> None:
+    """Write :class:`VariantCounts` as a TSV (``status site variants``, atomically).
+
+    Rows: ``seen``, ``solved``, ``not_solved_absent`` (site ``all``), one ``absent_at_site``
+    per site (``NA`` for masked uploads), ``not_solved_singular`` (site ``all``).
+    """
+    per_site = counts.absent_at_site
+    rows = [
+        ("seen", "all", str(counts.seen)),
+        ("solved", "all", str(counts.solved)),
+        ("not_solved_absent", "all", str(counts.absent)),
+        *(
+            ("absent_at_site", s, "NA" if per_site is None else str(per_site.get(s, 0)))
+            for s in counts.sites
+        ),
+        ("not_solved_singular", "all", str(counts.singular)),
+    ]
+    atomic_write_text(Path(path), ["status\tsite\tvariants", *("\t".join(r) for r in rows)])
 
 
 RESULT_COLUMNS = (

@@ -5,8 +5,9 @@ Outputs (``PREFIX`` from the caller):
 
 * ``PREFIX.tsv.gz`` and ``PREFIX.tsv.gz-meta.yaml``: GWAS-SSF results plus meta columns;
 * ``PREFIX.exclusions.tsv.gz``: every dropped row with its study and reason;
-* ``PREFIX.studies.tsv``: per study rows read, kept, flipped, strand-flipped, dropped by reason,
-  genomic-control lambda;
+* ``PREFIX.studies.tsv``: per study rows read, kept, flipped, strand-flipped, palindromic rows
+  aligned (and kept) under the reference study's panel, dropped by reason, genomic-control
+  lambda, the declared panel;
 * ``PREFIX.manhattan.png`` and ``PREFIX.qq.png``.
 """
 
@@ -58,7 +59,8 @@ class MetaOptions:
     gc_result : bool
         Genomic control on the meta-analysis result (lambda > 1 only).
     maf_palindromic : float
-        Palindromic SNPs are aligned by frequency below this minor allele frequency.
+        Palindromic SNPs are aligned by frequency below this minor allele frequency (unless the
+        study and the reference study declare the same ``fedgen.aligned_panel``).
     scheme : str
         ``ivw`` (inverse variance), ``samplesize`` (METAL's weighted Z) or ``both``.
     drop_invalid : bool
@@ -93,7 +95,12 @@ class MetaOptions:
 
 @dataclass
 class StudySummary:
-    """Per-study counts and genomic-control lambda."""
+    """Per-study counts and genomic-control lambda.
+
+    ``palindromic_panel_aligned`` counts palindromic rows aligned by their alleles because the
+    study and the variant's reference study declare the same panel (``aligned_panel``);
+    ``palindromic_panel_kept`` those of them the frequency rule would have dropped.
+    """
 
     name: str
     path: Path
@@ -101,6 +108,9 @@ class StudySummary:
     kept: int = 0
     flipped: int = 0
     strand_flipped: int = 0
+    palindromic_panel_aligned: int = 0
+    palindromic_panel_kept: int = 0
+    aligned_panel: str | None = None
     dropped: dict[str, int] = field(default_factory=dict)
     lambda_gc: float = float("nan")
     lambda_applied: bool = False
@@ -440,7 +450,8 @@ def run_meta(
         )
 
     tables = [table(i) for i in infos]
-    summaries = [StudySummary(i.name, i.path) for i in infos]
+    summaries = [StudySummary(i.name, i.path, aligned_panel=i.aligned_panel) for i in infos]
+    panels = [i.aligned_panel for i in infos]
     weight_n: list[float | None] = []
     for info, summary in zip(infos, summaries, strict=True):
         neff = info.effective_n if info.trait_type == "binary" else None
@@ -490,6 +501,7 @@ def run_meta(
                     paths=files,
                     maf_palindromic=options.maf_palindromic,
                     drop_duplicates=options.drop_invalid,
+                    panels=panels,
                 )
                 blocks.clear()  # the aligned rows live on in h; free the raw ones now
                 release()  # read the next chromosome while this one is combined and written
@@ -509,6 +521,8 @@ def run_meta(
                     summary.kept += int(kept[s])
                     summary.flipped += int(h.flipped[s])
                     summary.strand_flipped += int(h.strand_flipped[s])
+                    summary.palindromic_panel_aligned += int(h.palindromic_panel_aligned[s])
+                    summary.palindromic_panel_kept += int(h.palindromic_panel_kept[s])
                 pending = list(h.exclusions)
                 for t in tables:
                     pending.extend(t.exclusions)
@@ -665,10 +679,13 @@ def _write_studies(path: Path, summaries: list[StudySummary]) -> None:
         "kept",
         "flipped",
         "strand_flipped",
+        "palindromic_panel_aligned",
+        "palindromic_panel_kept",
         *(f"dropped_{r}" for r in reasons),
         "lambda_gc",
         "lambda_applied",
         "weight_n",
+        "aligned_panel",
     ]
     lines = ["\t".join(header)]
     for s in summaries:
@@ -681,10 +698,13 @@ def _write_studies(path: Path, summaries: list[StudySummary]) -> None:
                     str(s.kept),
                     str(s.flipped),
                     str(s.strand_flipped),
+                    str(s.palindromic_panel_aligned),
+                    str(s.palindromic_panel_kept),
                     *(str(s.dropped.get(r, 0)) for r in reasons),
                     "NA" if np.isnan(s.lambda_gc) else f"{s.lambda_gc:.6f}",
                     str(s.lambda_applied).lower(),
                     s.weight_n,
+                    s.aligned_panel or "NA",
                 ]
             )
         )
@@ -738,6 +758,9 @@ def _write_result_sidecar(
                     "lambda_applied": s.lambda_applied,
                     "read": s.read,
                     "kept": s.kept,
+                    "aligned_panel": s.aligned_panel,
+                    "palindromic_panel_aligned": s.palindromic_panel_aligned,
+                    "palindromic_panel_kept": s.palindromic_panel_kept,
                 }
                 for s, i in zip(summaries, infos, strict=True)
             ],

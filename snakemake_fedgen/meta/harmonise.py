@@ -5,9 +5,12 @@ that carries a variant fixes its effect allele; other studies' rows are aligned 
 
 * swap (effect and other allele exchanged): beta changes sign, EAF becomes 1 - EAF;
 * strand flip of a non-palindromic SNP (A/C reported as T/G): complemented, then as above;
-* palindromic SNPs (A/T, C/G) cannot show a strand flip in their alleles, so the allele
+* palindromic SNPs (A/T, C/G) cannot show a strand flip in their alleles. When the study and the
+  variant's reference study declare the same reference panel (both aligned their genotypes'
+  strand to it before the GWAS, sidecar ``fedgen.aligned_panel``), there is no strand to guess:
+  the alleles as given decide (same or swapped) at any frequency. Otherwise the allele
   frequencies decide when both studies' minor allele frequency is below a threshold (0.4 by
-  default); otherwise the row is dropped as ``palindromic_ambiguous``;
+  default), and the row is dropped as ``palindromic_ambiguous`` when either is not;
 * a SNP whose alleles match no other study's at a position where every study has one SNP is an
   ``allele_mismatch`` and dropped (the first study's alleles win); several SNPs at one position
   in one study are a multi-allelic site and each allele pair is its own variant;
@@ -56,6 +59,10 @@ class Harmonised:
     n: np.ndarray
     flipped: np.ndarray  # per study: rows whose sign was flipped
     strand_flipped: np.ndarray  # per study: rows complemented
+    # Per study: palindromic rows aligned by their alleles under the reference study's panel,
+    # and those of them the frequency rule would have dropped (MAF at or above the threshold).
+    palindromic_panel_aligned: np.ndarray
+    palindromic_panel_kept: np.ndarray
     exclusions: list[Exclusion] = field(default_factory=list)
 
 
@@ -91,6 +98,7 @@ def harmonise(
     paths: list[Path],
     maf_palindromic: float = 0.4,
     drop_duplicates: bool = False,
+    panels: list[str | None] | None = None,
 ) -> Harmonised:
     """Match and align the rows of every study on one chromosome.
 
@@ -106,6 +114,10 @@ def harmonise(
         involved is below this value.
     drop_duplicates : bool
         Drop repeated variants within a study (counted) instead of raising.
+    panels : list of str or None, optional
+        One entry per study: the digest of the reference panel it aligned its genotypes to, or
+        None. A palindromic row of a study that declares the same panel as the variant's
+        reference study is aligned by its alleles as given and kept at any frequency.
 
     Raises
     ------
@@ -113,6 +125,9 @@ def harmonise(
         A study lists the same variant (position and alleles) twice.
     """
     n_studies = len(studies)
+    panels = panels if panels is not None else [None] * n_studies
+    if len(panels) != n_studies:
+        raise ValueError(f"panels has {len(panels)} entries for {n_studies} studies")
     parts = [(s, b) for s, b in enumerate(blocks) if b is not None and len(b)]
     chrom = next(b.chrom for _, b in parts)
     study = np.concatenate([np.full(len(b), s, dtype=np.int32) for s, b in parts])
@@ -204,8 +219,12 @@ def harmonise(
     strand[plain & (comp | comp_swap)] = True
     del swap, comp, comp_swap, plain
 
-    # Palindromic SNPs: identity looks like complement+swap, swap like complement; ask the EAFs.
+    # Palindromic SNPs: identity looks like complement+swap, swap like complement. Under one
+    # shared panel both studies' alleles are on the panel's strand, so the labels say it all;
+    # otherwise ask the EAFs.
     drop_pal = np.zeros(len(row), dtype=bool)
+    by_panel = np.zeros(len(row), dtype=bool)
+    panel_kept = np.zeros(len(row), dtype=bool)
     if pal.any():
         f, rf = eaf[row], eaf[ref]
         with np.errstate(invalid="ignore"):
@@ -213,13 +232,25 @@ def harmonise(
             rmaf = np.minimum(rf, 1 - rf)
             clear = (maf < maf_palindromic) & (rmaf < maf_palindromic)
             agree = (f > 0.5) == (rf > 0.5)
-        drop_pal = pal & ~is_ref & ~clear
-        p = pal & ~is_ref & clear
+        codes = {d: i for i, d in enumerate(dict.fromkeys(d for d in panels if d is not None))}
+        if codes:
+            panel_code = np.array([-1 if d is None else codes[d] for d in panels], dtype=np.int32)
+            cand = np.flatnonzero(pal & ~is_ref)
+            mine = panel_code[study[row[cand]]]
+            by_panel[cand[(mine >= 0) & (mine == panel_code[study[ref[cand]]])]] = True
+            del cand, mine
+        sign[by_panel & (e != re_)] = -1  # swap; the strand is the panel's in both
+        panel_kept = by_panel & ~clear
+        drop_pal = pal & ~is_ref & ~by_panel & ~clear
+        p = pal & ~is_ref & ~by_panel & clear
         same_label = e == re_
         sign[p & same_label & ~agree] = -1  # complement + swap
         strand[p & same_label & ~agree] = True
         sign[p & ~same_label & ~agree] = -1  # swap
         strand[p & ~same_label & agree] = True  # complement
+    panel_aligned = np.bincount(study[row[by_panel]], minlength=n_studies)
+    panel_kept_n = np.bincount(study[row[panel_kept]], minlength=n_studies)
+    del by_panel, panel_kept
     # Indels: exact alleles, possibly swapped.
     indel = np.flatnonzero(~is_snp)
     if len(indel):
@@ -268,5 +299,7 @@ def harmonise(
         n=n[row],
         flipped=flipped,
         strand_flipped=strand_flipped,
+        palindromic_panel_aligned=panel_aligned,
+        palindromic_panel_kept=panel_kept_n,
         exclusions=exclusions,
     )

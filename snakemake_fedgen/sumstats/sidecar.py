@@ -1,12 +1,14 @@
 """The GWAS-SSF ``-meta.yaml`` sidecar: what a study says about itself, read and written.
 
 The meta-analysis reads a study's sidecar (assembly, trait type, case/control counts, sample
-size, reference digest) into a :class:`StudyInfo`; :func:`check_compatible` refuses studies on
-different assemblies or references.
+size, reference digest, the reference panel the genotypes were aligned to) into a
+:class:`StudyInfo`; :func:`check_compatible` refuses studies on different assemblies or
+references.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,15 +17,20 @@ from snakemake_executor_plugin_fedgen.errors import HarmonisationError, Sumstats
 from snakemake_executor_plugin_fedgen.fileio import write_text_atomic
 
 __all__ = [
+    "PANEL_DIGEST_RE",
     "StudyInfo",
     "check_compatible",
     "md5sum",
+    "panel_digest",
     "read_study_info",
     "sidecar_path",
     "write_sidecar",
 ]
 
 _ASSEMBLY_ALIASES = {"hg19": "GRCh37", "grch37": "GRCh37", "hg38": "GRCh38", "grch38": "GRCh38"}
+#: ``fedgen.aligned_panel``: the SHA-256 of the reference panel file a site aligned its
+#: genotypes to (:func:`panel_digest`), and nothing else.
+PANEL_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}\Z")
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,9 @@ class StudyInfo:
         GA4GH refget sequence-collection digest of the reference the study used.
     is_sorted : bool or None
         The sidecar's ``is_sorted`` flag.
+    aligned_panel : str or None
+        ``sha256:<hex>`` of the reference panel the site aligned its genotypes to before the
+        GWAS (``fedgen.aligned_panel``).
     """
 
     path: Path
@@ -62,6 +72,7 @@ class StudyInfo:
     sample_size: float | None = None
     refget_digest: str | None = None
     is_sorted: bool | None = None
+    aligned_panel: str | None = None
 
     @property
     def effective_n(self) -> float | None:
@@ -139,6 +150,14 @@ def read_study_info(path: Path, *, sidecar: Path | None = None) -> StudyInfo:
                 f"{sidecar}: fedgen.{key} must be an integer, got {value!r}"
             ) from exc
 
+    panel = fed.get("aligned_panel")
+    if panel is not None and not (isinstance(panel, str) and PANEL_DIGEST_RE.match(panel)):
+        raise SumstatsError(
+            f"{sidecar}: fedgen.aligned_panel must be 'sha256:' and 64 lower-case hex digits, "
+            f"got {str(panel)[:80]!r}; re-export with fedgen sumstats export --aligned-to-panel "
+            "PANEL or remove the key"
+        )
+
     return StudyInfo(
         path=path,
         name=str(fed.get("site") or _stem(path)),
@@ -150,6 +169,7 @@ def read_study_info(path: Path, *, sidecar: Path | None = None) -> StudyInfo:
         sample_size=sample_size,
         refget_digest=fed.get("refget_seqcol_digest"),
         is_sorted=meta.get("is_sorted"),
+        aligned_panel=panel,
     )
 
 
@@ -188,6 +208,27 @@ def write_sidecar(path: Path, meta: dict[str, Any]) -> None:
     import yaml
 
     write_text_atomic(path, yaml.safe_dump(meta, sort_keys=False))
+
+
+def panel_digest(path: Path) -> str:
+    """Return ``sha256:<hex>`` of a reference panel file (the sidecar's ``fedgen.aligned_panel``).
+
+    The digest is of the file's bytes: sites that aligned to the same panel file declare the same
+    digest; a recompressed or re-indexed copy has another one.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise SumstatsError(
+            f"{path}: cannot read the reference panel ({exc.strerror}); give the panel file "
+            "the genotypes were aligned to"
+        ) from None
+    return f"sha256:{digest.hexdigest()}"
 
 
 def md5sum(path: Path) -> str:

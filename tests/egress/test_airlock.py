@@ -372,6 +372,50 @@ def test_inspect__sidecar_with_known_keys_accepted_unknown_refused(tmp_path):
     )
 
 
+def _facts():
+    import numpy as np
+
+    from snakemake_fedgen.egress.facts import DatasetFacts, ReleaseFacts
+
+    dataset = DatasetFacts("genotypes", 400, 10, (), "2026-01-01T00:00:00Z")
+    return ReleaseFacts((dataset,), np.arange(10, dtype=np.uint64), np.zeros(0, dtype=np.uint64))
+
+
+PANEL_DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize("facts", [False, True], ids=["any-site", "registered-datasets"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sha256:" + "0123456789ABCDEF" * 4,  # upper case
+        "sha256:" + "0123456789abcdef" * 4 + "0",  # 65 digits
+        "sha256:" + "0123456789abcdef" * 4 + " 1000G",  # a digest and a note
+        "0123456789abcdef" * 4,  # no algorithm
+        "md5:0123456789abcdef0123456789abcdef",
+        "1000 Genomes phase 3, EUR subset",
+        12345,
+        ["sha256:" + "0123456789abcdef" * 4],
+        {"sha256": 1},
+    ],
+)
+def test_inspect__aligned_panel_must_be_a_sha256_digest(tmp_path, facts, value):
+    import dataclasses
+
+    import yaml
+
+    policy = AirlockPolicy()
+    if facts:
+        policy = dataclasses.replace(policy, facts=_facts())
+    good = tmp_path / "A.tsv.gz-meta.yaml"
+    good.write_text(yaml.safe_dump(_meta(fedgen={"site": "A", "aligned_panel": PANEL_DIGEST})))
+    assert inspect(good, policy).accepted, inspect(good, policy)
+    bad = tmp_path / "B.tsv.gz-meta.yaml"
+    bad.write_text(yaml.safe_dump(_meta(fedgen={"site": "A", "aligned_panel": value})))
+    reason = _refused(inspect(bad, policy), "sumstats-meta")
+    assert "key fedgen.aligned_panel" in reason and "format" in reason, reason
+
+
 @pytest.mark.parametrize(
     ("fedgen", "samples", "policy", "message"),
     [

@@ -17,6 +17,7 @@ from snakemake_executor_plugin_fedgen.errors import SumstatsError
 
 from snakemake_fedgen.egress.airlock import AirlockPolicy, inspect
 from snakemake_fedgen.egress.export import count_cases_controls, export_glm, glm_trait_type
+from snakemake_fedgen.egress.facts import DatasetFacts, ReleaseFacts
 
 PLINK2 = "/usr/bin/plink2"
 N_SAMPLES = 400
@@ -412,6 +413,60 @@ def test_sumstats_cli__export_then_check(glm_run, tmp_path):
     assert "column 'n'" in refused.stdout and "below min_n=1000" in refused.stdout
     vcf = _fedgen("sumstats", "check", str(d / "geno.vcf"), cwd=tmp_path)
     assert vcf.returncode == 1 and "REFUSED kind=vcf" in vcf.stdout
+
+
+def test_sumstats_cli__aligned_to_panel_writes_the_panels_sha256(glm_run, tmp_path):
+    from snakemake_fedgen.sumstats.sidecar import read_study_info
+
+    d = glm_run["dir"]
+    panel = d / "geno.vcf"  # any file: the digest is of its bytes
+    proc = _fedgen(
+        "sumstats", "export", "--glm", str(d / "run.qt.glm.linear"),
+        "--out", str(tmp_path / "A_qt"), "--site", "A", "--assembly", "GRCh38",
+        "--aligned-to-panel", str(panel),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    sidecar = tmp_path / "A_qt.tsv.gz-meta.yaml"
+    expected = "sha256:" + hashlib.sha256(panel.read_bytes()).hexdigest()
+    assert yaml.safe_load(sidecar.read_text())["fedgen"]["aligned_panel"] == expected
+    assert read_study_info(tmp_path / "A_qt.tsv.gz").aligned_panel == expected
+    ok = _fedgen("sumstats", "check", str(sidecar), cwd=tmp_path)
+    assert ok.returncode == 0 and ok.stdout.startswith("ACCEPTED kind=sumstats-meta"), ok.stdout
+    # A site with registered datasets checks every text value and their total length too.
+    facts = ReleaseFacts(
+        (DatasetFacts("genotypes", N_SAMPLES, 1000, (), "2026-01-01T00:00:00Z"),),
+        np.arange(1000, dtype=np.uint64),
+        np.zeros(0, dtype=np.uint64),
+    )
+    strict = inspect(sidecar, AirlockPolicy(facts=facts))
+    assert strict.accepted, strict.reason
+
+    missing = _fedgen(
+        "sumstats", "export", "--glm", str(d / "run.qt.glm.linear"),
+        "--out", str(tmp_path / "B_qt"), "--site", "B", "--assembly", "GRCh38",
+        "--aligned-to-panel", str(tmp_path / "no_panel.vcf.gz"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert missing.returncode != 0 and "cannot read the reference panel" in missing.stderr
+    assert not list(tmp_path.glob("B_qt*"))
+
+
+def test_export_glm__without_a_panel_the_sidecar_declares_none(glm_run, tmp_path):
+    result = export_glm(
+        glm_run["dir"] / "run.qt.glm.linear", tmp_path / "A", site="A", assembly="GRCh38"
+    )
+    assert "aligned_panel" not in yaml.safe_load(result.meta_path.read_text())["fedgen"]
+
+
+@pytest.mark.parametrize("digest", ["md5:0123", "sha256:" + "AB" * 32, "sha256:" + "ab" * 31])
+def test_export_glm__malformed_panel_digest_refused_before_writing(glm_run, tmp_path, digest):
+    with pytest.raises(SumstatsError, match=r"aligned_panel must be 'sha256:'"):
+        export_glm(
+            glm_run["dir"] / "run.qt.glm.linear", tmp_path / "A", site="A", assembly="GRCh38",
+            aligned_panel=digest,
+        )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_export_glm__readable_by_the_meta_analysis_reader(glm_run, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
@@ -189,5 +190,70 @@ def test_cli__solve_draws_manhattan_and_qq_plots(federation):
         data = (plots / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
     assert sorted(p.name for p in plots.iterdir()) == [
-        "qt.manhattan.png", "qt.qq.png", "qt.tsv",
+        "qt.manhattan.png", "qt.qq.png", "qt.tsv", "qt.unsolved.tsv",
     ]  # fmt: skip
+
+
+def _keys(agg):
+    return set(zip(agg.chrom, agg.pos, agg.ref, agg.alt, strict=True))
+
+
+def _counts_table(path):
+    lines = path.read_text().splitlines()
+    assert lines[0] == "status\tsite\tvariants"
+    return {(r.split("\t")[0], r.split("\t")[1]): r.split("\t")[2] for r in lines[1:]}
+
+
+def test_cli__solve_writes_unsolved_counts_equal_to_an_independent_count(federation):
+    root, study = federation
+    out = root / "unsolved"
+    out.mkdir()
+    # Site C's table without its first five variants: they are absent at C.
+    cut = read_aggregates(root / "site" / "C" / "qt.aggregates.tsv")
+    cut = cut.subset(np.arange(5, cut.m))
+    from snakemake_fedgen.exact.aggregates import write_aggregates
+
+    write_aggregates(cut, out / "C.aggregates.tsv")
+    paths = [root / "site" / "A" / "qt.aggregates.tsv", root / "site" / "B" / "qt.aggregates.tsv"]
+    paths.append(out / "C.aggregates.tsv")
+    proc = fedgen("solve", "--aggregates", *paths, "--out", out / "qt.tsv.gz")
+
+    keys = {s: _keys(read_aggregates(p)) for s, p in zip(study.sites, paths, strict=True)}
+    union, every = set.union(*keys.values()), set.intersection(*keys.values())
+    text = gzip.decompress((out / "qt.tsv.gz").read_bytes()).decode().splitlines()
+    body = [x.split("\t") for x in text if not x.startswith("##")]
+    beta = body[0].index("beta")
+    solved = sum(1 for r in body[1:] if r[beta] != "NA")
+    table = _counts_table(out / "qt.unsolved.tsv")
+    assert table == {
+        ("seen", "all"): str(len(union)),
+        ("solved", "all"): str(solved),
+        ("not_solved_absent", "all"): str(len(union - every)),
+        **{("absent_at_site", s): str(len(union - keys[s])) for s in study.sites},
+        ("not_solved_singular", "all"): str(len(every) - solved),
+    }
+    assert len(union - keys["C"]) >= 5
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("pooled n=")]
+    assert f"{solved} of {len(union)} variants seen at any site solved" in line
+    assert f"{len(union - every)} absent at some site (A " in line
+    assert str(out / "qt.unsolved.tsv") in line
+
+
+def test_cli__masked_solve_counts_absent_variants_without_naming_the_site(federation):
+    root, study = federation
+    uploads = []
+    for s in study.sites:
+        uploads.append(root / "site" / s / "unsolved.aggregates.masked.tsv")
+        fedgen(
+            "mask", "--aggregates", root / "site" / s / "qt.aggregates.tsv",
+            "--key", root / "site" / s / "x25519.key", "--registry", root / "sites.yaml",
+            "--round", "unsolved-1", "--participants", "A,B,C",
+            "--variants", study.pooled.with_suffix(".pvar"), "--out", uploads[-1],
+        )  # fmt: skip
+    fedgen("solve", "--masked", *uploads, "--out", root / "masked.tsv", "--unsolved", root / "m.u")
+    keys = {s: _keys(read_aggregates(root / "site" / s / "qt.aggregates.tsv")) for s in study.sites}
+    union, every = set.union(*keys.values()), set.intersection(*keys.values())
+    table = _counts_table(root / "m.u")
+    assert table[("seen", "all")] == str(len(union))
+    assert table[("not_solved_absent", "all")] == str(len(union - every))
+    assert [table[("absent_at_site", s)] for s in study.sites] == ["NA", "NA", "NA"]

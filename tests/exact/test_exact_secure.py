@@ -9,7 +9,7 @@ from snakemake_executor_plugin_fedgen.errors import ConfigError, SecureAggregati
 
 from snakemake_fedgen.exact import secure
 from snakemake_fedgen.exact.aggregates import read_variant_table
-from snakemake_fedgen.exact.solve import solve, sum_aggregates
+from snakemake_fedgen.exact.solve import solve, sum_aggregates, variant_counts
 
 from .conftest import site_aggregates
 from .exact_study import make_study
@@ -136,6 +136,17 @@ def test_unmask_sum__variant_failing_a_site_guard_is_dropped(study4, keys4, aggs
     assert total.variant_keys() == plain.variant_keys()
     assert int(total.meta["variants_not_at_every_site"]) == len(universe["pos"]) - plain.m
     np.testing.assert_allclose(solve(total).beta, solve(plain).beta, rtol=1e-8)
+    # The same account as the plain sum, except which site lacks a variant.
+    counts, plain_counts = variant_counts(total, solve(total)), variant_counts(plain, solve(plain))
+    assert counts.absent_at_site is None and plain_counts.absent_at_site is not None
+    assert plain_counts.absent_at_site["A"] >= 2
+    assert (counts.seen, counts.solved, counts.absent, counts.singular) == (
+        plain_counts.seen,
+        plain_counts.solved,
+        plain_counts.absent,
+        plain_counts.singular,
+    )
+    assert "which site: hidden by secure aggregation" in counts.summary()
 
 
 def test_unmask_sum__dropout_is_named_and_rerun_matches_run_without_site(

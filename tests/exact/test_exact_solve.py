@@ -16,7 +16,12 @@ import pytest
 from snakemake_executor_plugin_fedgen.errors import HarmonisationError
 
 from snakemake_fedgen.exact.aggregates import SiteAggregates, compute_aggregates
-from snakemake_fedgen.exact.solve import solve, sum_aggregates
+from snakemake_fedgen.exact.solve import (
+    solve,
+    sum_aggregates,
+    variant_counts,
+    write_variant_counts,
+)
 
 from .conftest import site_aggregates
 from .exact_study import make_study, pooled_glm, read_glm, run_plink2
@@ -166,6 +171,51 @@ def test_sum_aggregates__keeps_variants_at_every_site(aggs3):
     assert total.m == a.m - 1
     assert total.meta["variants_not_at_every_site"] == "1"
     assert isinstance(total, SiteAggregates)
+
+
+def _collinear(agg: SiteAggregates, j: int, dosage: float) -> SiteAggregates:
+    """A copy of ``agg`` where variant ``j`` has the same dosage in every sample."""
+    out = agg.subset(np.arange(agg.m))  # fancy indexing: fresh arrays
+    out.gtg[j] = dosage**2 * agg.n
+    out.gty[j] = dosage * agg.cty[0]
+    out.ctg[j] = dosage * agg.ctc[:, 0]  # C'1: the intercept's column of C'C
+    return out
+
+
+def test_variant_counts__equal_an_independent_count(aggs3, tmp_path):
+    a, b, c = aggs3
+    b = b.subset(np.arange(3, b.m))  # B lacks its first three variants
+    c = c.subset(np.r_[0:2, 4 : c.m])  # C lacks its third and fourth
+    j = {k: i for i, k in enumerate(a.variant_keys())}[c.variant_keys()[-1]]
+    fixed = a.variant_keys()[j]  # at every site; monomorphic everywhere: singular
+    aggs = [_collinear(a, j, 2.0)]
+    for agg in (b, c):
+        aggs.append(_collinear(agg, agg.variant_keys().index(fixed), 2.0))
+    total = sum_aggregates(aggs)
+    result = solve(total)
+    counts = variant_counts(total, result)
+
+    keys = {agg.site: set(agg.variant_keys()) for agg in aggs}
+    union, every = set.union(*keys.values()), set.intersection(*keys.values())
+    assert counts.sites == ("A", "B", "C")
+    assert counts.seen == len(union)
+    assert counts.absent == len(union - every) >= 4
+    assert counts.absent_at_site == {s: len(union - k) for s, k in keys.items()}
+    assert counts.singular == 1 and np.isnan(result.beta[result.vid == a.vid[j]]).all()
+    assert counts.solved == len(every) - 1 == int(np.isfinite(result.beta).sum())
+    assert counts.seen == counts.solved + counts.absent + counts.singular
+
+    path = tmp_path / "qt.unsolved.tsv"
+    write_variant_counts(counts, path)
+    assert path.read_text().splitlines() == [
+        "status\tsite\tvariants",
+        f"seen\tall\t{len(union)}",
+        f"solved\tall\t{len(every) - 1}",
+        f"not_solved_absent\tall\t{len(union - every)}",
+        *(f"absent_at_site\t{s}\t{len(union - keys[s])}" for s in ("A", "B", "C")),
+        "not_solved_singular\tall\t1",
+    ]
+    assert counts.summary().startswith(f"{len(every) - 1} of {len(union)} variants seen")
 
 
 def test_solve__site_specific_covariates_match_pooled_plink2(tmp_path):

@@ -191,3 +191,17 @@ def test_workflow_dag__qc_counts_need_only_the_qc_chain(registry: Path, tmp_path
     # ... and the imputation counts come back on their own.
     proc = _dry_run(tmp_path / "w2", registry)
     assert _jobs(proc.stdout)["imputation_counts"] == 3
+
+
+def test_workflow_dag__exports_declare_their_panel_and_the_solve_counts_unsolved(
+    registry: Path, tmp_path: Path
+):
+    proc = _dry_run(tmp_path / "w", registry, "method: exact-linear\n")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    exports = _commands(proc.stdout, "fedgen sumstats export")
+    assert len(exports) == 3
+    for line in exports:
+        site = re.search(r"--site (\w)", line)[1]
+        assert f"--aligned-to-panel sites/{site}/datasets/reference_panel.vcf.gz" in line
+    (solve,) = _commands(proc.stdout, "fedgen exact solve")
+    assert "--out results/exact/qt.tsv.gz --unsolved results/exact/qt.unsolved.tsv" in solve

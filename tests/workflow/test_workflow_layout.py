@@ -134,6 +134,9 @@ def test_module__scripts_and_report_captions_resolve_from_the_module(deployed: P
         counts = deployed / "results" / "sumstats" / site / "qc_counts.tsv"
         counts.parent.mkdir(parents=True)
         counts.write_text("step\tquantity\tcount\ninput\tsamples\t120\nhwe\tvariants\t<5\n")
+        (counts.parent / "imputation_counts.tsv").write_text(
+            "step\tquantity\tcount\nimputation\tvariants_imputed\t900\n"
+        )
     meta = deployed / "results" / "meta" / "qt.tsv.gz"
     meta.parent.mkdir(parents=True)
     with gzip.open(meta, "wt") as f:
@@ -145,6 +148,7 @@ def test_module__scripts_and_report_captions_resolve_from_the_module(deployed: P
     assert proc.returncode == 0, proc.stderr + proc.stdout
     table = (deployed / targets[0]).read_text().splitlines()
     assert table[0] == "step\tquantity\tA\tB\tC" and table[2] == "hwe\tvariants\t<5\t<5\t<5"
+    assert table[3] == "imputation\tvariants_imputed\t900\t900\t900"
     top = (deployed / targets[1]).read_text().splitlines()
     assert top[1].startswith("1\t200\t1:200\t")  # smallest p first
     proc = _run([*SNAKEMAKE, "--cores", "1", *only, "--report", "report.zip", "--", *targets],
@@ -154,7 +158,7 @@ def test_module__scripts_and_report_captions_resolve_from_the_module(deployed: P
         html = z.read("report/report.html").decode()
     # workflow/report/workflow.rst (global `report:`) and the rules' captions.
     assert "Federated genome-wide association study" in html
-    assert "Samples and variants removed at each site by each QC step" in html
+    assert "Samples and variants removed or rewritten at each site, step by step" in html
     assert "strongest associations with trait" in html
 
 

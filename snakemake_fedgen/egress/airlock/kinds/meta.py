@@ -2,7 +2,8 @@
 
 Only GWAS-SSF v1.0 metadata keys (and fedgen's own block); values are scalars, short strings,
 short lists or small tallies, so no sample list or free-text dump can leave. A case/control
-study must declare its case and control counts, each at least ``min_cases``.
+study must declare its case and control counts, each at least ``min_cases``. The reference panel
+a site aligned to (``fedgen.aligned_panel``) leaves only as ``sha256:`` and 64 hex digits.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from snakemake_fedgen.egress.airlock.kind import Kind
 from snakemake_fedgen.egress.airlock.kinds.counts import COUNTS_TOKEN_RE
 from snakemake_fedgen.egress.airlock.policy import AirlockPolicy
 from snakemake_fedgen.egress.airlock.sniff import Sniff
+from snakemake_fedgen.sumstats.sidecar import PANEL_DIGEST_RE
 
 if TYPE_CHECKING:
     from snakemake_fedgen.egress.facts import ReleaseFacts
@@ -78,6 +80,7 @@ META_FEDGEN_KEYS: frozenset[str] = frozenset(
         "n_cases",
         "n_controls",
         "refget_seqcol_digest",
+        "aligned_panel",
         "min_n",
         "min_mac",
         "variants_suppressed",
@@ -128,12 +131,16 @@ _FORMATS: dict[str, re.Pattern[str] | frozenset[str]] = {
     "site": _TOKEN,
     "trait_type": frozenset({"quantitative", "binary"}),
     "refget_seqcol_digest": re.compile(r"[A-Za-z0-9_-]{32}\Z"),
+    "aligned_panel": PANEL_DIGEST_RE,
     "effect_scale": _TOKEN,
     "source_format": _TEXT,
     "effect_column": _TOKEN,
     "source_file": re.compile(r"[A-Za-z0-9._/-]{0,200}\Z"),
     "fedgen_version": _TOKEN,
 }
+#: fedgen keys whose format is checked at every site, not only at one with registered datasets:
+#: they were introduced with a fixed format, so no older sidecar carries anything else in them.
+_FIXED_EVERYWHERE: dict[str, re.Pattern[str]] = {"aligned_panel": PANEL_DIGEST_RE}
 #: Integer values that count persons (bounded by the largest registered cohort) and variants
 #: (bounded by the registered variant universe).
 _PERSON_COUNTS = frozenset(
@@ -184,6 +191,13 @@ def _meta_tally_problem(path: str, value: dict) -> str | None:
     return None
 
 
+def _fixed_format_problem(path: str, key: str, value: object) -> str | None:
+    fmt = _FIXED_EVERYWHERE[key]
+    if value is None or (isinstance(value, str) and fmt.match(value)):
+        return None
+    return f"key {path}: {str(value)[:40]!r} does not have the key's format (/{fmt.pattern}/)"
+
+
 def validate(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tuple[bool, str]:
     data = stream.read(_META_MAX_BYTES + 1)
     if len(data) > _META_MAX_BYTES:
@@ -218,7 +232,9 @@ def validate(stream: BinaryIO, sniff: Sniff, policy: AirlockPolicy) -> tuple[boo
             if bad:
                 return False, f"key fedgen: unknown key(s) {', '.join(bad)}"
             for k, v in value.items():
-                if isinstance(v, dict):
+                if k in _FIXED_EVERYWHERE:
+                    problem = _fixed_format_problem(f"fedgen.{k}", k, v)
+                elif isinstance(v, dict):
                     # Tallies such as variants_dropped: {errcode: 3}; labels are short tokens.
                     problem = _meta_tally_problem(f"fedgen.{k}", v)
                 else:

@@ -208,14 +208,6 @@ def get_genotypes(wildcards):
     return dataset_path(wildcards.site, "genotypes")
 
 
-def get_refget_vcf(wildcards):
-    """VCF whose ##contig lines give the refget digest the meta-analysis compares: the
-    reference panel, which every site aligned and imputed its genotypes to (a site's own files
-    may be PLINK files without contigs, or name them chr1 where others say 1).
-    """
-    return get_reference_panel(wildcards)
-
-
 def get_phenotype_source(wildcards):
     """The site's phenotype table as held: its dataset, or the one made from its phenopackets."""
     if wildcards.site in PHENOPACKET_SITES:
@@ -400,7 +392,7 @@ QUANTITATIVE_TRAITS = [
 # The exact-mode rules match only these (a regex that never matches if there are none).
 EXACT_TRAIT_PATTERN = "|".join(re.escape(t) for t in QUANTITATIVE_TRAITS) or "(?!)"
 # What the exact-mode solve writes per trait (results/exact/{trait}.*).
-EXACT_OUTPUTS = ("tsv.gz", "manhattan.png", "qq.png", "top_hits.tsv")
+EXACT_OUTPUTS = ("tsv.gz", "unsolved.tsv", "manhattan.png", "qq.png", "top_hits.tsv")
 # A site's plain aggregates: its egress output, or site-held when only masked uploads may leave.
 EXACT_PLAIN = (
     "sites/{site}/exact/{trait}.aggregates.tsv.gz"

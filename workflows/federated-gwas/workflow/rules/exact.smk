@@ -168,6 +168,14 @@ rule exact_solve:
             subcategory="{trait}",
             labels={"trait": "{trait}", "figure": "QQ (exact)"},
         ),
+        # Every variant a site sent: solved, or why not (absent at a site, singular).
+        unsolved=report(
+            "results/exact/{trait}.unsolved.tsv",
+            caption="../report/exact_unsolved.rst",
+            category="Association",
+            subcategory="{trait}",
+            labels={"trait": "{trait}", "figure": "unsolved variants (exact)"},
+        ),
     params:
         source="--masked" if config["exact"]["secure"] else "--aggregates",
     wildcard_constraints:
@@ -181,7 +189,7 @@ rule exact_solve:
         FEDGEN_IMAGE
     shell:
         "fedgen exact solve {params.source} {input.uploads} --out {output.result}"
-        " --manhattan {output.manhattan} --qq {output.qq} 2> {log}"
+        " --unsolved {output.unsolved} --manhattan {output.manhattan} --qq {output.qq} 2> {log}"
 
 
 rule exact_top_hits:

@@ -8,8 +8,11 @@ rule sumstats_export:
         plink_log=get_glm_log,
         pheno=get_phenotypes,
         psam="sites/{site}/impute/imputed.psam",
-        # Its ##contig lines give the refget digest the meta-analysis compares across sites.
-        vcf=get_refget_vcf,
+        # The panel every step aligned and imputed to: its ##contig lines give the refget digest
+        # the meta-analysis compares across sites (a site's own files may be PLINK files without
+        # contigs, or say chr1 where others say 1), and sites that declare the same panel keep
+        # their palindromic SNPs in the meta-analysis.
+        panel=get_reference_panel,
         rsids="sites/{site}/impute/imputed.rsids.tsv",
     output:
         sumstats="results/sumstats/{site}/{trait}.tsv.gz",
@@ -37,5 +40,6 @@ rule sumstats_export:
         " --min-n {params.min_n} --min-mac {params.min_mac}"
 
         " --pheno {input.pheno} --pheno-name {wildcards.trait} --keep {input.psam}"
-        " --rsids {input.rsids} --refget-vcf {input.vcf} > {log} 2>&1"
+        " --rsids {input.rsids} --refget-vcf {input.panel} --aligned-to-panel {input.panel}"
+        " > {log} 2>&1"
         # Case/control counts over the analysed samples (binary traits; ignored otherwise).
