@@ -295,3 +295,13 @@ def test_imputed_rsids__come_from_the_panel(run: Run) -> None:
     named = [r for r in rows if r["rsid"].startswith("rs")]
     assert len(named) > 0.9 * len(rows)
     assert np.all([r["variant_id"].count(":") == 3 for r in rows])
+
+
+def test_meta__palindromic_snps_aligned_to_the_same_panel_are_kept(run: Run) -> None:
+    studies = {r["study"]: r for r in table_rows(run.work / "results" / "meta" / "qt.studies.tsv")}
+    assert list(studies) == list(ORDER)  # the registry's order: C is the reference study
+    panels = {r["aligned_panel"] for r in studies.values()}
+    assert len(panels) == 1 and next(iter(panels)).startswith("sha256:")
+    for site in ("B", "A"):
+        assert int(studies[site]["palindromic_panel_kept"]) > 0, site
+        assert int(studies[site]["dropped_palindromic_ambiguous"]) == 0, site
