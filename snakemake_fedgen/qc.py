@@ -592,12 +592,23 @@ def write_counts(
 
 
 def check_alignment(counts: dict[str, int], *, afreq: Path, panel: Path) -> None:
-    """Refuse an alignment in which no variant matches the panel (wrong assembly or names)."""
-    if counts["match"] + counts["swap"] + counts["flip"] + counts["flip_swap"] == 0:
+    """Refuse an alignment in which fewer than :data:`MIN_ALIGNED_SHARE` of the site's SNPs
+    align with the panel: genotypes and panel of different builds (or chromosome naming) match
+    only by chance, and a silent run on those few would be wrong, not small."""
+    aligned = counts["match"] + counts["swap"] + counts["flip"] + counts["flip_swap"]
+    total = sum(counts.values())
+    if aligned == 0 or aligned < MIN_ALIGNED_SHARE * total:
         raise ConfigError(
-            f"{afreq}: no variant aligns with the panel {panel}; "
-            "check that both use the same assembly and chromosome names"
+            f"{afreq}: only {aligned} of {total} site SNPs align with the panel {panel} "
+            f"({counts['not_in_panel']} not at a panel position, {counts['allele_mismatch']} with "
+            "other alleles); the genotypes and the panel look like different genome builds or "
+            "chromosome namings. Check both datasets' `assembly:` and lift the genotypes over "
+            "to the panel's build"
         )
+
+
+#: The share of a site's SNPs that must align with the panel (a wrong build aligns by chance).
+MIN_ALIGNED_SHARE = 0.5
 
 
 # ------------------------------------------------------------------------------------------

@@ -111,6 +111,8 @@ class StudySummary:
     palindromic_panel_aligned: int = 0
     palindromic_panel_kept: int = 0
     aligned_panel: str | None = None
+    withheld_at_site: int | None = None
+    maf_floor_at_site: float | None = None
     dropped: dict[str, int] = field(default_factory=dict)
     lambda_gc: float = float("nan")
     lambda_applied: bool = False
@@ -450,7 +452,16 @@ def run_meta(
         )
 
     tables = [table(i) for i in infos]
-    summaries = [StudySummary(i.name, i.path, aligned_panel=i.aligned_panel) for i in infos]
+    summaries = [
+        StudySummary(
+            i.name,
+            i.path,
+            aligned_panel=i.aligned_panel,
+            withheld_at_site=i.withheld,
+            maf_floor_at_site=i.maf_floor,
+        )
+        for i in infos
+    ]
     panels = [i.aligned_panel for i in infos]
     weight_n: list[float | None] = []
     for info, summary in zip(infos, summaries, strict=True):
@@ -686,6 +697,8 @@ def _write_studies(path: Path, summaries: list[StudySummary]) -> None:
         "lambda_applied",
         "weight_n",
         "aligned_panel",
+        "withheld_at_site",
+        "maf_floor_at_site",
     ]
     lines = ["\t".join(header)]
     for s in summaries:
@@ -705,6 +718,8 @@ def _write_studies(path: Path, summaries: list[StudySummary]) -> None:
                     str(s.lambda_applied).lower(),
                     s.weight_n,
                     s.aligned_panel or "NA",
+                    "NA" if s.withheld_at_site is None else str(s.withheld_at_site),
+                    "NA" if s.maf_floor_at_site is None else f"{s.maf_floor_at_site:.4g}",
                 ]
             )
         )

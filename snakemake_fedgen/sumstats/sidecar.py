@@ -60,6 +60,10 @@ class StudyInfo:
     aligned_panel : str or None
         ``sha256:<hex>`` of the reference panel the site aligned its genotypes to before the
         GWAS (``fedgen.aligned_panel``).
+    withheld : int or None
+        Rows the site's disclosure rules withheld (``fedgen.variants_suppressed``).
+    min_mac : float or None
+        The site's minor-allele-count rule (``fedgen.min_mac``).
     """
 
     path: Path
@@ -73,6 +77,15 @@ class StudyInfo:
     refget_digest: str | None = None
     is_sorted: bool | None = None
     aligned_panel: str | None = None
+    withheld: int | None = None
+    min_mac: float | None = None
+
+    @property
+    def maf_floor(self) -> float | None:
+        """The smallest MAF the site could release at its size: ``min_mac / (2 n)``."""
+        if self.min_mac is None or not self.sample_size:
+            return None
+        return self.min_mac / (2 * self.sample_size)
 
     @property
     def effective_n(self) -> float | None:
@@ -170,7 +183,17 @@ def read_study_info(path: Path, *, sidecar: Path | None = None) -> StudyInfo:
         refget_digest=fed.get("refget_seqcol_digest"),
         is_sorted=meta.get("is_sorted"),
         aligned_panel=panel,
+        withheld=_int("variants_suppressed"),
+        min_mac=_number(fed.get("min_mac")),
     )
+
+
+def _number(value: object) -> float | None:
+    """A sidecar number, or None when absent or not a number (it is only reported)."""
+    try:
+        return None if value in (None, "") else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 def check_compatible(studies: list[StudyInfo]) -> str | None:

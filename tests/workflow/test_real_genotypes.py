@@ -305,3 +305,16 @@ def test_meta__palindromic_snps_aligned_to_the_same_panel_are_kept(run: Run) -> 
     for site in ("B", "A"):
         assert int(studies[site]["palindromic_panel_kept"]) > 0, site
         assert int(studies[site]["dropped_palindromic_ambiguous"]) == 0, site
+
+
+def test_meta__studies_table_shows_each_sites_disclosure_cost(run: Run) -> None:
+    studies = {r["study"]: r for r in table_rows(run.work / "results" / "meta" / "qt.studies.tsv")}
+    for site in ORDER:
+        meta = yaml.safe_load(
+            (run.work / "results" / "sumstats" / site / "qt.tsv.gz-meta.yaml").read_text()
+        )
+        n = meta["samples"][0]["sample_size"]
+        assert int(studies[site]["withheld_at_site"]) == meta["fedgen"]["variants_suppressed"] > 0
+        assert float(studies[site]["maf_floor_at_site"]) == pytest.approx(10 / (2 * n), rel=1e-3)
+    # the smallest site pays the most: its floor is the highest
+    assert float(studies["A"]["maf_floor_at_site"]) > float(studies["C"]["maf_floor_at_site"])

@@ -281,3 +281,29 @@ def test_workflow_readiness__names_what_a_node_would_refuse() -> None:
     node["approved_releases"] = ["ab" * 32]
     assert workflow_readiness({"fedgen": node}, images=images, digest="ab" * 32)[1]
     assert workflow_readiness({"name": "funnel"}, images=images, digest=None)[1]
+
+
+def test_align__genotypes_of_another_build_are_refused(source: Path, tmp_path: Path) -> None:
+    """Positions moved as a liftover would move them: the few chance matches must not pass."""
+    qc.import_genotypes(source / "eur.bed", out_prefix=tmp_path / "raw")
+    panel = tmp_path / "panel.tsv"
+    subprocess.run(
+        f"bcftools +fill-tags {EXAMPLES / 'phased.vcf.gz'} -Ou -- -t AF"
+        f" | bcftools query -f '%CHROM\\t%POS\\t%REF\\t%ALT\\t%AF\\n' > {panel}",
+        shell=True, check=True, capture_output=True,
+    )  # fmt: skip
+    counts = qc.align(tmp_path / "raw.afreq", panel, out_prefix=tmp_path / "same")
+    qc.check_alignment(counts, afreq=tmp_path / "raw.afreq", panel=panel)  # the right build
+    rows = (tmp_path / "raw.afreq").read_text().splitlines()
+    moved = [rows[0]]
+    for i, row in enumerate(rows[1:]):
+        f = row.split("\t")
+        chrom, pos = f[1].split(":")
+        # most positions move; every tenth stays, as chance matches would
+        f[1] = f"{chrom}:{int(pos) + (0 if i % 10 == 0 else 123_457)}"
+        moved.append("\t".join(f))
+    (tmp_path / "moved.afreq").write_text("\n".join(moved) + "\n")
+    counts = qc.align(tmp_path / "moved.afreq", panel, out_prefix=tmp_path / "moved")
+    assert 0 < counts["match"] < 0.5 * sum(counts.values())
+    with pytest.raises(ConfigError, match="look like different genome builds"):
+        qc.check_alignment(counts, afreq=tmp_path / "moved.afreq", panel=panel)
