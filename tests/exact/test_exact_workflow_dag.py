@@ -205,3 +205,20 @@ def test_workflow_dag__exports_declare_their_panel_and_the_solve_counts_unsolved
         assert f"--aligned-to-panel sites/{site}/datasets/reference_panel.vcf.gz" in line
     (solve,) = _commands(proc.stdout, "fedgen exact solve")
     assert "--out results/exact/qt.tsv.gz --unsolved results/exact/qt.unsolved.tsv" in solve
+
+
+def test_workflow_dag__pcs_zero_and_no_covariates(registry: Path, tmp_path: Path):
+    """pcs: 0 (no PCs: a site-provided PC column goes under covariates instead) and an empty
+    covariate list still give every site command a value (approved templates need one)."""
+    proc = _dry_run(tmp_path / "w", registry, "pcs: 0\nmethod: exact-linear\n")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    (cov, *_) = _commands(proc.stdout, "fedgen qc covariates")
+    assert "--pcs 0" in cov and "--columns age,sex" in cov
+    (agg, *_) = _commands(proc.stdout, "fedgen exact aggregate")
+    assert "--site-covar-name none" in agg
+    proc = _dry_run(tmp_path / "w2", registry, "pcs: 0\ncovariates: []\n")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    (cov, *_) = _commands(proc.stdout, "fedgen qc covariates")
+    assert "--columns none --pcs 0" in cov
+    # The panel PCA still runs: the heterozygosity check uses its PCs (qc.het_pcs).
+    assert _jobs(proc.stdout)["qc_project_pcs"] == 3

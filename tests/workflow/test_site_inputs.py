@@ -307,3 +307,19 @@ def test_align__genotypes_of_another_build_are_refused(source: Path, tmp_path: P
     assert 0 < counts["match"] < 0.5 * sum(counts.values())
     with pytest.raises(ConfigError, match="look like different genome builds"):
         qc.check_alignment(counts, afreq=tmp_path / "moved.afreq", panel=panel)
+
+
+def test_covariates__pcs_zero_keeps_only_the_named_columns(tmp_path: Path) -> None:
+    (tmp_path / "pcs.tsv").write_text("#FID\tIID\tPC1\nS1\tS1\t0.1\nS2\tS2\t0.2\n")
+    (tmp_path / "ph.tsv").write_text("#FID\tIID\tage\tPC1_site\nS1\tS1\t40\t1\nS2\tS2\t50\t2\n")
+    proc = subprocess.run(
+        [*FEDGEN, "qc", "covariates", "--pheno", str(tmp_path / "ph.tsv"), "--eigenvec",
+         str(tmp_path / "pcs.tsv"), "--columns", "age,PC1_site", "--pcs", "0",
+         "--output", str(tmp_path / "c.tsv"), "--collinear-output", str(tmp_path / "g.tsv")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        tmp_path / "c.tsv"
+    ).read_text() == "#FID\tIID\tage\tPC1_site\nS1\tS1\t40\t1\nS2\tS2\t50\t2\n"
+    assert (tmp_path / "g.tsv").read_text() == (tmp_path / "c.tsv").read_text()
