@@ -46,6 +46,7 @@ class Run:
     work: Path
     truth: dict
     log: str
+    first: list[str]  # what the --until qc_counts run brought back
 
     def site_file(self, path: str) -> Path:
         ref = read_reference(self.work / path)
@@ -154,6 +155,15 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert check.returncode == 0, check.stdout + check.stderr
+        # The first real check (docs/own-data.md): every site imports its files, matches its
+        # phenotypes, aligns to its panel and runs QC; only the QC counts come back.
+        demo.run_snakemake(
+            _snakemake(work, config, "--until", "qc_counts"),
+            env=env,
+            log_path=root / "until-qc.log",
+            show=False,
+        )
+        first = sorted(p.relative_to(work).as_posix() for p in (work / "results").rglob("*.tsv*"))
         demo.run_snakemake(
             _snakemake(work, config), env=env, log_path=root / "snakemake.log", show=False
         )
@@ -161,7 +171,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         for node in nodes.values():
             node.stop()
     truth = json.loads((data / "truth.json").read_text())
-    yield Run(root, data, work, truth, check.stdout)
+    yield Run(root, data, work, truth, check.stdout, first)
 
 
 def _meta_row(run: Run, pos: int) -> dict[str, str]:
@@ -318,3 +328,7 @@ def test_meta__studies_table_shows_each_sites_disclosure_cost(run: Run) -> None:
         assert float(studies[site]["maf_floor_at_site"]) == pytest.approx(10 / (2 * n), rel=1e-3)
     # the smallest site pays the most: its floor is the highest
     assert float(studies["A"]["maf_floor_at_site"]) > float(studies["C"]["maf_floor_at_site"])
+
+
+def test_until_qc_counts__checks_every_site_and_returns_only_counts(run: Run) -> None:
+    assert run.first == [f"results/sumstats/{s}/qc_counts.tsv" for s in sorted(ORDER)]
