@@ -171,6 +171,9 @@ def _workflow(site: Any, args: argparse.Namespace) -> tuple[str, str, bool]:
     if str(args.workflow) == "none":
         return "workflow", "not checked", True
     folder = args.workflow or WORKFLOW
+    if args.workflow is None and not (folder / "workflow" / "Snakefile").exists():
+        # an installed package without the repository's workflow folder
+        return "workflow", "not checked (no --workflow)", True
     if not hasattr(args, "_release"):
         args._release = (workflow_images(folder), release_digest(folder))
     images, digest = args._release
