@@ -40,6 +40,7 @@ from snakemake_fedgen.egress.airlock.kinds.counts import (
     STEP_ORDER,
 )
 from snakemake_fedgen.egress.disclosure import write_counts_table
+from snakemake_fedgen.egress.facts import find_genotypes
 
 _COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
 
@@ -615,65 +616,14 @@ MIN_ALIGNED_SHARE = 0.5
 # import: genotypes as the site holds them -> one PLINK 2 fileset of biallelic SNPs
 # ------------------------------------------------------------------------------------------
 
-_VCF_SUFFIXES = (".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")
 #: Chromosomes the workflow analyses (PLINK 2's codes; ``chr`` prefixes are read as the same).
 STANDARD_CHROMS = frozenset([*(str(i) for i in range(1, 23)), "X", "Y", "XY", "MT"])
-
-
-@dataclass(frozen=True)
-class GenotypeSource:
-    """The site's genotypes as found: ``vcf`` files (one, or one per chromosome), or one
-    PLINK 1 (``bfile``) or PLINK 2 (``pfile``) fileset given by its prefix."""
-
-    kind: str
-    paths: tuple[Path, ...]
 
 
 def _chrom_order(name: str) -> tuple[int, str]:
     c = _chrom(name).upper()
     order = {"X": 23, "Y": 24, "XY": 25, "MT": 26, "M": 26}
     return (int(c), "") if c.isdigit() else (order.get(c, 99), c)
-
-
-def find_genotypes(path: Path) -> GenotypeSource:
-    """Say what a genotypes dataset is: a VCF/BCF, a folder of VCF/BCF files (one per
-    chromosome), or a PLINK 1/2 fileset (a folder holding one, or its ``.bed``/``.pgen``)."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file())
-        vcfs = [p for p in files if p.name.endswith(_VCF_SUFFIXES)]
-        beds = [p for p in files if p.suffix == ".bed"]
-        pgens = [p for p in files if p.suffix == ".pgen"]
-        kinds = [k for k, found in (("vcf", vcfs), ("bfile", beds), ("pfile", pgens)) if found]
-        if len(kinds) != 1 or (kinds[0] != "vcf" and len(beds) + len(pgens) != 1):
-            raise ConfigError(
-                f"{path}: a genotypes folder must hold VCF/BCF files (one per chromosome) or "
-                f"exactly one PLINK fileset (.bed/.bim/.fam or .pgen/.pvar/.psam); found "
-                f"{len(vcfs)} VCF/BCF, {len(beds)} .bed and {len(pgens)} .pgen files"
-            )
-        if kinds[0] == "vcf":
-            return GenotypeSource("vcf", tuple(vcfs))
-        found = (beds or pgens)[0]
-        return find_genotypes(found)
-    if path.name.endswith(_VCF_SUFFIXES):
-        return GenotypeSource("vcf", (path,))
-    if path.suffix in (".bed", ".pgen"):
-        kind, parts = (
-            ("bfile", (".bim", ".fam")) if path.suffix == ".bed" else ("pfile", (".pvar", ".psam"))
-        )
-        prefix = path.with_suffix("")
-        missing = [s for s in parts if not prefix.with_suffix(s).exists()]
-        if missing:
-            raise ConfigError(
-                f"{path}: the PLINK fileset lacks {', '.join(prefix.name + s for s in missing)} "
-                "next to it; register the folder that holds all three files"
-            )
-        return GenotypeSource(kind, (prefix,))
-    raise ConfigError(
-        f"{path}: not a genotype file the workflow reads; give a VCF/BCF (.vcf.gz, .bcf), a "
-        "folder of them (one per chromosome), or a PLINK 1/2 fileset (.bed or .pgen, or its "
-        "folder)"
-    )
 
 
 def _tool(argv: Sequence[str], *, what: str) -> str:
@@ -761,6 +711,14 @@ def import_genotypes(
     Writes ``<out_prefix>.pgen/.pvar/.psam/.afreq``. Returns the import counts.
     """
     source = find_genotypes(genotypes)
+    if source.kind != "vcf":
+        parts = (".bed", ".bim", ".fam") if source.kind == "bfile" else (".pgen", ".pvar", ".psam")
+        missing = [source.part(x).name for x in parts if not source.part(x).exists()]
+        if missing:
+            raise ConfigError(
+                f"{genotypes}: the PLINK fileset lacks {', '.join(missing)}; register the folder "
+                "that holds all three files"
+            )
     out_prefix = Path(out_prefix)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
 

@@ -53,6 +53,10 @@ RSID = re.compile(r"rs[0-9]+\Z")
 _CHROM_ALIASES = {"23": "X", "24": "Y", "25": "MT", "M": "MT", "26": "MT"}
 
 
+#: File names the tools read as VCF/BCF.
+VCF_SUFFIXES = (".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")
+
+
 def _chrom(label: str) -> str:
     c = label[3:] if label[:3].lower() == "chr" else label
     c = c.upper() if c[:1].isalpha() else c
@@ -148,7 +152,7 @@ def _run(argv: Sequence[str], *, what: Path) -> Iterator[str]:
 
 
 def _is_vcf_like(path: Path) -> bool:
-    return path.name.endswith((".vcf", ".vcf.gz", ".vcf.bgz", ".bcf"))
+    return path.name.endswith(VCF_SUFFIXES)
 
 
 def read_samples(path: Path) -> list[str]:
@@ -220,28 +224,82 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def genotype_files(genotypes: Path) -> tuple[Path, list[Path]]:
-    """The file the samples are read from and the files the variants are read from, for
-    genotypes as a site holds them: a VCF/BCF, a folder of them (one per chromosome), a PLINK
-    1/2 fileset (its ``.bed``/``.pgen``/``.bim``/``.pvar`` or its folder)."""
-    genotypes = Path(genotypes).absolute()
-    if genotypes.is_dir():
-        files = sorted(p for p in genotypes.iterdir() if p.is_file())
+#: PLINK fileset parts -> PLINK 2's flag for the fileset (``--bfile``/``--pfile``).
+_PLINK_PARTS = {
+    ".bed": "bfile",
+    ".bim": "bfile",
+    ".fam": "bfile",
+    ".pgen": "pfile",
+    ".pvar": "pfile",
+    ".psam": "pfile",
+}
+
+
+@dataclass(frozen=True)
+class GenotypeSource:
+    """The site's genotypes as found: ``vcf`` files (one, or one per chromosome), or one
+    PLINK 1 (``bfile``) or PLINK 2 (``pfile``) fileset given by its prefix."""
+
+    kind: str
+    paths: tuple[Path, ...]
+
+    def part(self, suffix: str) -> Path:
+        """A file of the PLINK fileset (``.bim``, ``.psam``, ...) next to its prefix."""
+        prefix = self.paths[0]
+        return prefix.with_name(prefix.name + suffix)
+
+    @property
+    def sample_file(self) -> Path:
+        """The file naming the samples: the (first) VCF, the ``.fam`` or the ``.psam``."""
+        if self.kind == "vcf":
+            return self.paths[0]
+        return self.part(".fam" if self.kind == "bfile" else ".psam")
+
+    @property
+    def variant_files(self) -> list[Path]:
+        """The files listing the variants: every VCF, the ``.bim`` or the ``.pvar``."""
+        if self.kind == "vcf":
+            return list(self.paths)
+        return [self.part(".bim" if self.kind == "bfile" else ".pvar")]
+
+
+def find_genotypes(path: Path) -> GenotypeSource:
+    """Say what a genotypes dataset is, in every form the workflow and the node read: a
+    VCF/BCF, a folder of them (one per chromosome), or a PLINK 1/2 fileset (any of its files,
+    or the folder holding it)."""
+    path = Path(path).absolute()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
         vcfs = [p for p in files if _is_vcf_like(p)]
-        plink = [p for p in files if p.suffix in (".pvar", ".bim")]
-        if vcfs and not plink:
-            return vcfs[0], vcfs
-        if len(plink) == 1 and not vcfs:
-            return genotype_files(plink[0])
-        raise ConfigError(
-            f"{genotypes}: a genotypes folder holds VCF/BCF files (one per chromosome) or one "
-            f"PLINK fileset; found {len(vcfs)} VCF/BCF and {len(plink)} .pvar/.bim files."
+        filesets = sorted(
+            {(_PLINK_PARTS[p.suffix], p.with_suffix("")) for p in files if p.suffix in _PLINK_PARTS}
         )
-    if genotypes.suffix in (".bed", ".bim"):
-        return genotypes.with_suffix(".fam"), [genotypes.with_suffix(".bim")]
-    if genotypes.suffix in (".pgen", ".pvar"):
-        return genotypes.with_suffix(".psam"), [genotypes.with_suffix(".pvar")]
-    return genotypes, [genotypes]
+        if bool(vcfs) == bool(filesets) or len(filesets) > 1:
+            raise ConfigError(
+                f"{path}: a genotypes folder must hold VCF/BCF files (one per chromosome) or "
+                f"exactly one PLINK fileset (.bed/.bim/.fam or .pgen/.pvar/.psam); found "
+                f"{len(vcfs)} VCF/BCF files and {len(filesets)} PLINK filesets"
+            )
+        if vcfs:
+            return GenotypeSource("vcf", tuple(vcfs))
+        kind, prefix = filesets[0]
+        return GenotypeSource(kind, (prefix,))
+    if _is_vcf_like(path):
+        return GenotypeSource("vcf", (path,))
+    if path.suffix in _PLINK_PARTS:
+        return GenotypeSource(_PLINK_PARTS[path.suffix], (path.with_suffix(""),))
+    raise ConfigError(
+        f"{path}: not a genotype file the workflow reads; give a VCF/BCF (.vcf.gz, .bcf), a "
+        "folder of them (one per chromosome), or a PLINK 1/2 fileset (.bed or .pgen, or its "
+        "folder)"
+    )
+
+
+def genotype_files(genotypes: Path) -> tuple[Path, list[Path]]:
+    """The file the samples are read from and the files the variants are read from
+    (:func:`find_genotypes`)."""
+    source = find_genotypes(genotypes)
+    return source.sample_file, source.variant_files
 
 
 def register_dataset(

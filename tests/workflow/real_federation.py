@@ -48,6 +48,18 @@ class RealFederation:
     hidden: int
 
 
+def unpack_plink(folder: Path, stem: str = "EUR_test") -> Path:
+    """The package's PLINK 1 fileset, unpacked into ``folder`` as ``stem.bed/.bim/.fam``;
+    returns the prefix. Fails (not skips) when ``make install`` did not install the package."""
+    if not (EXAMPLES / "EUR_test.bed.gz").exists():
+        raise AssertionError("bio-eagle-examples is not installed: run `make install`")
+    for ext in ("bed", "bim", "fam"):
+        (folder / f"{stem}.{ext}").write_bytes(
+            gzip.decompress((EXAMPLES / f"EUR_test.{ext}.gz").read_bytes())
+        )
+    return folder / stem
+
+
 def _sh(*argv: str, stdout: Path | None = None) -> str:
     if stdout is None:
         return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
@@ -138,10 +150,7 @@ def build(root: Path) -> RealFederation:
     # Site A: PLINK 1 fileset (FID IID as in the package's .fam), table keyed by IID alone.
     a = root / "A" / "data"
     (a / "genotypes").mkdir(parents=True)
-    for ext in ("bed", "bim", "fam"):
-        (tmp / f"EUR_test.{ext}").write_bytes(
-            gzip.decompress((EXAMPLES / f"EUR_test.{ext}.gz").read_bytes())
-        )
+    unpack_plink(tmp)
     _lines(tmp / "A.keep", [" ".join(s.split("_", 1)) for s in groups["A"]])
     _sh(
         "plink2", "--bfile", str(tmp / "EUR_test"), "--keep", str(tmp / "A.keep"),

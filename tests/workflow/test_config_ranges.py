@@ -7,7 +7,6 @@ a value the schema allows must never fail at the sites (as ``king_related: 0.5``
 
 from __future__ import annotations
 
-import gzip
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 from snakemake_fedgen import demo
-from tests.workflow.real_federation import EXAMPLES
+from tests.workflow.real_federation import unpack_plink
 
 SCHEMA = demo.SNAKEFILE.parent / "schemas" / "config.schema.yaml"
 EPS = 1e-6
@@ -38,14 +37,7 @@ def _bounds(spec: dict[str, Any]) -> list[float]:
 
 @pytest.fixture(scope="module")
 def bfile(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (EXAMPLES / "EUR_test.bed.gz").exists():
-        pytest.fail("bio-eagle-examples is not installed: run `make install`")
-    d = tmp_path_factory.mktemp("bfile")
-    for ext in ("bed", "bim", "fam"):
-        (d / f"eur.{ext}").write_bytes(
-            gzip.decompress((EXAMPLES / f"EUR_test.{ext}.gz").read_bytes())
-        )
-    return d / "eur"
+    return unpack_plink(tmp_path_factory.mktemp("bfile"), "eur")
 
 
 def _qc() -> dict[str, Any]:

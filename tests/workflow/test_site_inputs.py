@@ -7,7 +7,6 @@ counts of what the import drops are checked against records injected for that pu
 
 from __future__ import annotations
 
-import gzip
 import subprocess
 import sys
 from pathlib import Path
@@ -21,20 +20,15 @@ from snakemake_fedgen import qc
 from snakemake_fedgen.egress.export import read_rsids
 from snakemake_fedgen.egress.facts import genotype_files, read_samples
 from snakemake_fedgen.onboarding import init_sites, workflow_images, workflow_readiness
-from tests.workflow.real_federation import EXAMPLES
+from tests.workflow.real_federation import EXAMPLES, unpack_plink
 
 FEDGEN = [sys.executable, "-m", "snakemake_fedgen"]
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (EXAMPLES / "EUR_test.vcf.gz").exists():
-        pytest.fail("bio-eagle-examples is not installed: run `make install`")
     d = tmp_path_factory.mktemp("eur")
-    for ext in ("bed", "bim", "fam"):
-        (d / f"eur.{ext}").write_bytes(
-            gzip.decompress((EXAMPLES / f"EUR_test.{ext}.gz").read_bytes())
-        )
+    unpack_plink(d, "eur")
     return d
 
 
@@ -244,6 +238,13 @@ def test_genotype_files__forms_the_node_registers(source: Path, tmp_path: Path) 
     for ext in ("bed", "bim", "fam"):
         (plink_dir / f"x.{ext}").write_bytes((source / f"eur.{ext}").read_bytes())
     assert genotype_files(plink_dir) == (plink_dir / "x.fam", [plink_dir / "x.bim"])
+    # a dotted prefix (release names) keeps its dots
+    dotted = tmp_path / "d"
+    dotted.mkdir()
+    for ext in ("bed", "bim", "fam"):
+        (dotted / f"cohort.v2.{ext}").write_bytes((source / f"eur.{ext}").read_bytes())
+    assert genotype_files(dotted) == (dotted / "cohort.v2.fam", [dotted / "cohort.v2.bim"])
+    assert qc.import_genotypes(dotted, out_prefix=tmp_path / "o" / "raw")["variants"] == 2000
 
 
 def test_sites_init__writes_valid_files_that_match_the_workflow(tmp_path: Path) -> None:
