@@ -238,6 +238,8 @@ def register_site_datasets(state_dir: Path, entry: dict[str, Any]) -> None:
 _PROGRESS = re.compile(r"(\d+) of (\d+) steps \((\d+)%\) done")
 _RULE = re.compile(r"^\s*(?:local)?rule (\w+):")
 _WILDCARDS = re.compile(r"^\s*wildcards: (.*)$")
+# The executor's per-site line: jobs done/failed/running/queued/waiting at each site.
+_SITES = re.compile(r"fedgen: progress (.*)$")
 
 
 def snakemake_command(
@@ -313,6 +315,8 @@ def run_snakemake(
                 elif rule and (m := _WILDCARDS.match(line)):
                     print(f"  started  {rule:<18} {m.group(1)}", flush=True)
                     rule = None
+                elif m := _SITES.search(line):
+                    print(f"  sites    {m.group(1)}", flush=True)
                 elif m := _PROGRESS.search(line):
                     done, total, pct = int(m.group(1)), int(m.group(2)), int(m.group(3))
                     bar = "#" * (pct // 5)

@@ -33,6 +33,7 @@ from typing import Any
 from snakemake_executor_plugin_fedgen.errors import ConfigError
 from snakemake_executor_plugin_fedgen.fileio import write_text_atomic
 
+from snakemake_fedgen.assemblies import chrom_sort_key, plink_chrom
 from snakemake_fedgen.egress.airlock.kinds.counts import (
     ALIGN_CLASSES,
     IMPORT_QUANTITIES,
@@ -620,12 +621,6 @@ MIN_ALIGNED_SHARE = 0.5
 STANDARD_CHROMS = frozenset([*(str(i) for i in range(1, 23)), "X", "Y", "XY", "MT"])
 
 
-def _chrom_order(name: str) -> tuple[int, str]:
-    c = _chrom(name).upper()
-    order = {"X": 23, "Y": 24, "XY": 25, "MT": 26, "M": 26}
-    return (int(c), "") if c.isdigit() else (order.get(c, 99), c)
-
-
 def _tool(argv: Sequence[str], *, what: str) -> str:
     import subprocess
 
@@ -650,7 +645,7 @@ def _first_locus(vcf: Path) -> tuple[tuple[int, str], int]:
     if not line:
         raise ConfigError(f"{vcf}: has no variants")
     chrom, pos = line.split("\t", 2)[:2]
-    return _chrom_order(chrom), int(pos)
+    return chrom_sort_key(chrom), int(pos)
 
 
 def _concat_vcfs(vcfs: Sequence[Path], out: Path) -> Path:
@@ -668,7 +663,7 @@ def _concat_vcfs(vcfs: Sequence[Path], out: Path) -> Path:
     return out
 
 
-def _import_counts(pvar: Path) -> dict[str, int]:
+def _import_counts(pvar: Path, chromosomes: frozenset[str] = STANDARD_CHROMS) -> dict[str, int]:
     """Classify the variants of the unfiltered import (PLINK 2 ``.pvar``) as import filters."""
     counts = dict.fromkeys(IMPORT_QUANTITIES, 0)
     snp_positions: dict[tuple[str, str], int] = {}
@@ -684,7 +679,7 @@ def _import_counts(pvar: Path) -> dict[str, int]:
             row = line.split()
             rec = dict(zip(header, row, strict=False))
             counts["variants"] += 1
-            if _chrom(rec["CHROM"]).upper() not in STANDARD_CHROMS:
+            if plink_chrom(rec["CHROM"]).upper() not in chromosomes:
                 counts["variants_other_contig"] += 1
             elif "," in rec["ALT"]:
                 counts["variants_multiallelic"] += 1
@@ -698,14 +693,19 @@ def _import_counts(pvar: Path) -> dict[str, int]:
 
 
 def import_genotypes(
-    genotypes: Path, *, out_prefix: Path, threads: int = 1, memory_mb: int = 2000
+    genotypes: Path,
+    *,
+    out_prefix: Path,
+    chromosomes: Sequence[str] | None = None,
+    threads: int = 1,
+    memory_mb: int = 2000,
 ) -> dict[str, int]:
     """Import the site's genotypes as it holds them into one PLINK 2 fileset of biallelic SNPs.
 
     VCF/BCF (one file or one per chromosome) and PLINK 1/2 filesets are read; ``chr`` prefixes
     or not, the IDs become ``CHROM:POS`` with PLINK 2's chromosome codes. What is not carried on
-    (other contigs, multi-allelic sites, indels and other non-SNPs, SNPs sharing a position) is
-    counted in ``<out_prefix>.import.counts.tsv`` (step ``import``). Indels of the reference
+    (other contigs and chromosomes not in ``chromosomes``, multi-allelic sites, indels and
+    other non-SNPs, SNPs sharing a position) is counted in ``<out_prefix>.import.counts.tsv`` (step ``import``). Indels of the reference
     panel come back through imputation.
 
     Writes ``<out_prefix>.pgen/.pvar/.psam/.afreq``. Returns the import counts.
@@ -747,10 +747,15 @@ def import_genotypes(
             ],
             what=f"{genotypes}: import",
         )
-        counts = _import_counts(part(staging, ".pvar"))
+        keep = (
+            frozenset(plink_chrom(c).upper() for c in chromosomes)
+            if chromosomes
+            else STANDARD_CHROMS
+        )
+        counts = _import_counts(part(staging, ".pvar"), keep)
         _tool(
             [*plink, "--pfile", str(staging), "--allow-extra-chr",
-             "--chr", "1-22", "X", "Y", "XY", "MT",
+             "--chr", *sorted(keep, key=chrom_sort_key),
              "--snps-only", "just-acgt", "--max-alleles", "2", "--set-all-var-ids", "@:#",
              "--rm-dup", "exclude-all", "--make-pgen", "--out", str(out_prefix)],
             what=f"{genotypes}: filter",

@@ -32,7 +32,7 @@ from snakemake_executor_plugin_fedgen.duo import executor_gate
 from snakemake_executor_plugin_fedgen.errors import FedgenError, TesError
 from snakemake_executor_plugin_fedgen.resume import ResumeIndex
 from snakemake_executor_plugin_fedgen.sites import load_registry
-from snakemake_executor_plugin_fedgen.status import AdaptiveInterval, StatusPoller
+from snakemake_executor_plugin_fedgen.status import AdaptiveInterval, SiteProgress, StatusPoller
 from snakemake_executor_plugin_fedgen.tes.client import BUSY_STATUSES, DEFAULT_MAX_PAGES, TesClient
 from snakemake_executor_plugin_fedgen.tes.models import TesTask, TesTaskLog
 from snakemake_executor_plugin_fedgen.tes.states import FAILED_STATES, LIVE_STATES, TesState
@@ -104,6 +104,8 @@ class ExecutorSettings(ExecutorSettingsBase):
 
 #: Seconds before a job a site answered 429/507 for is submitted again.
 BUSY_RETRY_SECONDS = 10.0
+# Seconds between two per-site progress lines in the log (a line shows only when it changed).
+PROGRESS_SECONDS = 5.0
 
 #: The executor exports its run tag under this name to the localrules of its run (their shell
 #: inherits this process's environment): `fedgen provenance crate` reads it.
@@ -179,6 +181,9 @@ class Executor(RemoteExecutor):
         self._wake = threading.Event()
         self._submit_lock = threading.Lock()
         self._cycles = 0
+        # Per-site progress, logged when it changes (at most every PROGRESS_SECONDS).
+        self.progress = SiteProgress(self.registry.sites)
+        self._progress_shown = ("", 0.0)
         try:
             staging.refuse_local_reads(
                 self.dag, site_of=lambda job: tasks.site_of(job, self.registry)
@@ -337,7 +342,24 @@ class Executor(RemoteExecutor):
                 self._fail(info, state)
             else:
                 yield info
+        self._show_progress(active_jobs)
         self.next_seconds_between_status_checks = self.interval.update(changed=changed)
+
+    def _show_progress(self, active_jobs: list[SubmittedJobInfo]) -> None:
+        """Log jobs done/running/queued/waiting per site when the line changed."""
+        waiting: dict[str, int] = {}
+        for info in active_jobs:
+            if info.aux and info.aux.get("pending") and "plan" in info.aux:
+                site = info.aux["plan"].site.name
+                waiting[site] = waiting.get(site, 0) + 1
+        with self._track:
+            states = {t: (s, self._states.get(t, TesState.QUEUED)) for t, s in self._live.items()}
+        line = self.progress.line(states, waiting)
+        last, when = self._progress_shown
+        now = time.monotonic()
+        if line and line != last and (now - when >= PROGRESS_SECONDS or not states):
+            self._progress_shown = (line, now)
+            self.logger.info(f"fedgen: progress {line}")
 
     def _forget(self, task_id: str | None) -> None:
         if task_id is None:
@@ -369,6 +391,7 @@ class Executor(RemoteExecutor):
             )
             return False
         self._forget(task_id)
+        self.progress.ended_one(plan.site.name, ok=True)
         self.report_job_success(info)
         return False
 
@@ -388,6 +411,7 @@ class Executor(RemoteExecutor):
                 logs=[TesTaskLog(logs=[], outputs=[], system_logs=[str(exc)])],
             )
         rule = (plan.task.tags or {}).get(RULE_TAG, "?")
+        self.progress.ended_one(plan.site.name, ok=False)
         self.report_job_error(
             info, msg=staging.failure_message(full, site=plan.site.name, rule=rule) + "\n"
         )

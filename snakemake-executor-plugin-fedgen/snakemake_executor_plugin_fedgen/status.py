@@ -112,3 +112,37 @@ def _state_of(client: TesClient, task_id: str) -> TesState:
         if exc.status == 404:
             return TesState.SYSTEM_ERROR
         raise
+
+
+#: Columns of the per-site progress line, in order.
+PROGRESS_COLUMNS: tuple[str, ...] = ("done", "failed", "running", "queued", "waiting")
+
+
+class SiteProgress:
+    """Jobs per site by phase, for one line in the log: ``done`` and ``failed`` (ended in this
+    run, reused results count as done), ``running``, ``queued`` at the site (QUEUED,
+    INITIALIZING, PAUSED) and ``waiting`` at the coordinator (held back by the site's
+    ``max_parallel_tasks`` or a busy node)."""
+
+    def __init__(self, sites: Iterable[str]) -> None:
+        self.sites = list(sites)
+        self.ended: dict[str, dict[str, int]] = {s: {"done": 0, "failed": 0} for s in self.sites}
+
+    def ended_one(self, site: str, *, ok: bool) -> None:
+        self.ended[site]["done" if ok else "failed"] += 1
+
+    def line(self, states: Mapping[str, tuple[str, TesState]], waiting: Mapping[str, int]) -> str:
+        """``A 12 done, 2 running, 3 queued | B ...`` for ``states`` (task id -> (site,
+        state)) of live tasks and ``waiting`` jobs per site; zero columns are left out."""
+        counts = {s: {**self.ended[s], "running": 0, "queued": 0} for s in self.sites}
+        for site, state in states.values():
+            if site in counts:
+                key = "running" if state == TesState.RUNNING else "queued"
+                counts[site][key] += 1
+        parts = []
+        for site in self.sites:
+            row = {**counts[site], "waiting": waiting.get(site, 0)}
+            shown = [f"{row[c]} {c}" for c in PROGRESS_COLUMNS if row[c]]
+            if shown:
+                parts.append(f"{site} {', '.join(shown)}")
+        return " | ".join(parts)

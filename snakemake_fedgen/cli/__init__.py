@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "sites": "snakemake_fedgen.cli.sites",
     "simulate": "snakemake_fedgen.cli.simulate",
     "qc": "snakemake_fedgen.cli.qc",
+    "impute": "snakemake_fedgen.cli.impute",
     "sumstats": "snakemake_fedgen.cli.sumstats",
     "meta": "snakemake_fedgen.cli.meta",
     "exact": "snakemake_fedgen.cli.exact",

@@ -40,6 +40,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "or its folder).",
     )
     p.add_argument("--out-prefix", type=Path, required=True, help="PLINK 2 fileset written.")
+    p.add_argument(
+        "--chromosomes",
+        default="",
+        help="comma-separated chromosomes to keep (e.g. 20,21,22); variants on others are "
+        "counted as variants_other_contig. Default: 1-22, X, Y, XY, MT",
+    )
     p.add_argument("--threads", type=int, default=1, help="plink2 --threads.")
     p.add_argument("--memory", type=int, default=2000, help="plink2 --memory (MiB).")
 
@@ -122,8 +128,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run one ``fedgen qc`` step."""
     if args.qc_command == "import":
+        chromosomes = [c.strip() for c in args.chromosomes.split(",") if c.strip()]
         qc.import_genotypes(
-            args.genotypes, out_prefix=args.out_prefix, threads=args.threads, memory_mb=args.memory
+            args.genotypes,
+            out_prefix=args.out_prefix,
+            chromosomes=chromosomes or None,
+            threads=args.threads,
+            memory_mb=args.memory,
         )
         return 0
     if args.qc_command == "phenotypes":

@@ -76,6 +76,7 @@ def _analysis_config(work: Path) -> Path:
     config = yaml.safe_load((WORKFLOW / "config" / "config.yaml").read_text())
     config.update(
         assembly="GRCh37",
+        chromosomes=["21", "22"],  # the package's two chromosomes, imputed and tested one by one
         traits={"qt": {"type": "quantitative", "description": "simulated on a real SNP"}},
         covariates=["age", "sex"],
         pcs=3,

@@ -10,8 +10,11 @@ from urllib.parse import unquote, urlparse
 import yaml
 from snakemake.utils import validate
 
+from snakemake_executor_plugin_fedgen.errors import ConfigError
 from snakemake_executor_plugin_fedgen.sites import load_registry
+from snakemake_fedgen.assemblies import chrom_length
 from snakemake_fedgen.cli import put_on_path
+from snakemake_fedgen.impute import chunk_grid, sort_chromosomes
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -48,6 +51,8 @@ if _UNKNOWN:
     )
 SITES = [s for s in REGISTRY.sites if s in _INCLUDED]
 TRAITS = sorted(config["traits"])
+# Chromosomes analysed, as PLINK codes in genome order: imputed and tested one by one.
+CHROMOSOMES = sort_chromosomes([str(c) for c in config["chromosomes"]])
 # Dataset roles used by the rules -> dataset names in the registry (genetic_map may be null:
 # Beagle then assumes 1 cM per Mb).
 DATASETS = {role: name for role, name in config["datasets"].items() if name}
@@ -155,6 +160,8 @@ wildcard_constraints:
     dataset="|".join(re.escape(f) for f in DATASET_FILES.values()),
     folder="|".join(FOLDER_DATASETS.values()),
     model=r"linear|logistic\.hybrid",
+    chrom="|".join(re.escape(c) for c in CHROMOSOMES),
+    chunk=r"[1-9][0-9]*",
 
 
 def get_site(wildcards):
@@ -240,6 +247,69 @@ def get_phenopackets_trait(wildcards, kind, what):
 
 def get_reference_panel(wildcards):
     return dataset_path(wildcards.site, "reference_panel")
+
+
+# Imputation chunks (snakemake_fedgen/impute.py): a grid over each chromosome from the length of
+# the site's assembly and the config, known before any task runs and independent of site data.
+CHUNK_BP = round(config["impute"]["chunk_mb"] * 1_000_000)
+OVERLAP_BP = round(config["impute"]["overlap_mb"] * 1_000_000)
+# Without chunks a chromosome is one window, whatever its length (tabix's largest position).
+WHOLE_CHROMOSOME = 2**29 - 1
+
+
+def site_chunks(site, chrom):
+    """The imputation chunks of a chromosome at a site (its genotypes' assembly)."""
+    if not CHUNK_BP:
+        return chunk_grid(chrom, WHOLE_CHROMOSOME, size_bp=0, overlap_bp=0)
+    assembly = (
+        REGISTRY.site(site).datasets[DATASETS["genotypes"]].assembly or config["assembly"]
+    )
+    try:
+        length = chrom_length(assembly, chrom)
+    except ConfigError as exc:
+        raise WorkflowError(f"site {site}: {exc}") from None
+    return chunk_grid(chrom, length, size_bp=CHUNK_BP, overlap_bp=OVERLAP_BP)
+
+
+if config["impute"]["overlap_mb"] > config["impute"]["chunk_mb"] > 0:
+    raise WorkflowError(
+        f"config impute: overlap_mb {config['impute']['overlap_mb']} exceeds chunk_mb "
+        f"{config['impute']['chunk_mb']}; a chunk's flank would reach past its neighbour. Use "
+        "an overlap of at most the chunk size (the imputation servers use 20 Mb chunks with "
+        "a few Mb of flank)."
+    )
+for _site in SITES:
+    for _chrom in CHROMOSOMES:
+        site_chunks(_site, _chrom)  # an unknown assembly or chromosome fails here, not mid-run
+
+
+def get_chunk_field(name):
+    """Input function: one coordinate (start, end, window_start, window_end) of the chunk
+    {chunk} of {chrom} at {site}."""
+
+    def field(wildcards):
+        chunks = site_chunks(wildcards.site, wildcards.chrom)
+        index = int(wildcards.chunk)
+        if not 1 <= index <= len(chunks):
+            raise WorkflowError(
+                f"chromosome {wildcards.chrom} has {len(chunks)} chunks at site "
+                f"{wildcards.site}, not {index}"
+            )
+        return getattr(chunks[index - 1], name)
+
+    return field
+
+
+def get_chunk_files(suffix):
+    """Input function: every chunk's ``chunk<N>.<suffix>`` of {chrom} at {site}, in order."""
+
+    def files(wildcards):
+        return [
+            f"sites/{wildcards.site}/impute/{wildcards.chrom}/chunk{c.index}.{suffix}"
+            for c in site_chunks(wildcards.site, wildcards.chrom)
+        ]
+
+    return files
 
 
 def get_genetic_map(wildcards):

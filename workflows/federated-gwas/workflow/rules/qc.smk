@@ -34,6 +34,7 @@ rule qc_import:
         counts="sites/{site}/qc/raw.import.counts.tsv",
     params:
         prefix=output_prefix,
+        chromosomes=",".join(CHROMOSOMES),
     log:
         "logs/{site}/qc_import.log",
     benchmark:
@@ -53,7 +54,7 @@ rule qc_import:
         # (other contigs, multi-allelic, indels, SNPs sharing a position) is counted; the
         # panel's indels come back through imputation.
         "fedgen qc import --genotypes {input.genotypes} --out-prefix {params.prefix}"
-        " --threads {threads} --memory {resources.mem_mb} > {log} 2>&1"
+        " --chromosomes {params.chromosomes} --threads {threads} --memory {resources.mem_mb} > {log} 2>&1"
 
 
 rule qc_phenotypes:

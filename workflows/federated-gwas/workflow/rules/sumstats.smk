@@ -7,7 +7,7 @@ rule sumstats_export:
         glm=get_glm_output,
         plink_log=get_glm_log,
         pheno=get_phenotypes,
-        psam="sites/{site}/impute/imputed.psam",
+        psam="sites/{site}/qc/qc.psam",
         # The panel every step aligned and imputed to: its ##contig lines give the refget digest
         # the meta-analysis compares across sites (a site's own files may be PLINK files without
         # contigs, or say chr1 where others say 1), and sites that declare the same panel keep
