@@ -159,7 +159,7 @@ class SlurmCluster:
     def logs(self, limit: int = 1500) -> str:
         """The tails of the daemons' log files (for error messages)."""
         parts = []
-        for path in sorted((self.root / "log").glob("*")) + [self.root / "munge" / "munged.log"]:
+        for path in [*sorted((self.root / "log").glob("*")), self.root / "munge" / "munged.log"]:
             with contextlib.suppress(OSError):
                 parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-limit:]}")
         return "\n".join(parts)
@@ -212,6 +212,8 @@ def _slurm_conf(
         "SchedulerType": "sched/builtin",
         "SelectType": "select/cons_tres",
         "SelectTypeParameters": "CR_Core_Memory",
+        # Without it a job that asks no memory would take the whole node.
+        "DefMemPerCPU": "256",
         "StateSaveLocation": str(root / "state"),
         "SlurmdSpoolDir": str(root / "spool"),
         "SlurmctldPidFile": str(root / "run" / "slurmctld.pid"),
