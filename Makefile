@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed
 # podman + runc (runtime: podman; docs/site-admin.md) and debootstrap (builds the test image);
 # bio-eagle-examples: real 1000 Genomes genotypes (tests/workflow/test_real_genotypes.py).
 APT_PACKAGES := plink2 plink1.9 bcftools tabix beagle minimac4 gwama bubblewrap default-jre-headless \
-	podman runc debootstrap bio-eagle-examples
+	podman runc debootstrap bio-eagle-examples slurm-wlm munge
 # Command each apt package provides; a package is installed only when its command is missing.
 APT_COMMANDS := plink2 plink1.9 bcftools tabix beagle minimac4 GWAMA bwrap java \
-	podman runc debootstrap /usr/share/doc/bio-eagle/examples/EUR_test.vcf.gz
+	podman runc debootstrap /usr/share/doc/bio-eagle/examples/EUR_test.vcf.gz slurmctld munged
 
 .PHONY: install demo test test-fast lint format bench mutate clean help
 

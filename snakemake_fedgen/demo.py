@@ -139,6 +139,7 @@ def federation(
     airlock: dict[str, Any] | None = None,
     masking_keys: dict[str, Path] | None = None,
     approved_code: bool = True,
+    site_config: dict[str, dict[str, Any]] | None = None,
 ) -> Iterator[dict[str, Site]]:
     """Start one ``fedgen node`` per simulated site and write the coordinator's registry.
 
@@ -157,6 +158,9 @@ def federation(
     masking_keys : dict, optional
         Site name -> X25519 private key file (``fedgen exact keygen``): each node masks its
         site's secure-aggregation uploads with it, the peers' public keys pinned in its config.
+    site_config : dict, optional
+        Site name -> node.yaml keys that override that site's (e.g. ``{"runtime": "slurm",
+        "slurm": {...}}`` to run one site on a Slurm cluster).
     approved_code : bool
         Each site's steward approves this repository's workflow release and the node runs
         approved code only (``approved_code: required``).
@@ -202,6 +206,7 @@ def federation(
 
                 approve(state / "state", SNAKEFILE.parent.parent, by="demo steward")
                 node_cfg["approved_code"] = "required"
+            node_cfg.update((site_config or {}).get(name, {}))
             node = NodeProcess(state / "state", port=free_port(), config=node_cfg)
             sites[name] = Site(name, node, entry["token_env"], token)
             entry["tes_url"] = node.url

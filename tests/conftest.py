@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from snakemake_fedgen.node.runtime import bwrap_works
+from tests.slurm_cluster import ClusterUnavailable, SlurmCluster
 
 NO_BWRAP_ENV = "FEDGEN_NO_BWRAP"
 
@@ -47,3 +52,23 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         f"'bubblewrap' package (make install does) or set {NO_BWRAP_ENV}=1 to skip it",
         pytrace=False,
     )
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """A private one-machine Slurm cluster for the session (tests/slurm_cluster.py).
+
+    Skipped with the reason where it cannot start; under CI (CI=true) that is a failure.
+    """
+    # Not under the test's 0700 basetemp: munged runs as user munge and must reach its socket.
+    root = Path(tempfile.mkdtemp(prefix="fedgen-slurm-"))
+    try:
+        cluster = SlurmCluster.start(root)
+    except ClusterUnavailable as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the private Slurm cluster did not start: {exc}", pytrace=False)
+        pytest.skip(f"the private Slurm cluster cannot start here: {exc}")
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(root, ignore_errors=True)

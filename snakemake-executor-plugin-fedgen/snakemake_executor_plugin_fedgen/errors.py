@@ -16,6 +16,7 @@ FedgenError
  +-- GovernanceError      data-use terms (DUO) do not permit the declared purpose
  +-- AuthError            a token is missing, invalid, expired or lacks a visa
  +-- SimulationError      simulated data could not be generated as asked
+ +-- ClusterError         the site's Slurm cluster refused a job or lost it (runtime slurm)
 """
 
 from __future__ import annotations
@@ -103,3 +104,7 @@ class QueueFull(NodeBusy):
 
 class DiskFull(NodeBusy):
     """The disk under the node's state directory is (nearly) full (HTTP 507)."""
+
+
+class ClusterError(FedgenError):
+    """The site's Slurm cluster refused a job or ended it without an exit status."""

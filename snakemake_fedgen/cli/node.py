@@ -215,7 +215,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from snakemake_fedgen.node.app import create_app
     from snakemake_fedgen.node.auth import make_authenticator
-    from snakemake_fedgen.node.config import config_overrides, load_config
+    from snakemake_fedgen.node.config import config_overrides, load_config, slurm_settings
     from snakemake_fedgen.node.protocol import protocol_with_header_timeout
     from snakemake_fedgen.node.runtime import make_runtime
 
@@ -229,6 +229,9 @@ def _serve(args: argparse.Namespace) -> int:
         tool_paths=cfg.tool_paths,
         allowed_images=cfg.allowed_images,
         containers_conf=cfg.containers_conf,
+        slurm=slurm_settings(cfg, str(args.config or "command line"))
+        if cfg.runtime == "slurm"
+        else None,
     )
     authenticator = make_authenticator(cfg)
     if not cfg.allowed_images:

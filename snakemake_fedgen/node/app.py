@@ -65,7 +65,7 @@ from snakemake_fedgen.node.scheduler import Scheduler, is_disk_full
 from snakemake_fedgen.node.storage import check_task_urls
 from snakemake_fedgen.node.store import StoredTask, TaskStore
 from snakemake_fedgen.node.task import (
-    SUPPORTED_BACKEND_PARAMETERS,
+    MASK_BACKEND_PARAMETERS,
     check_task,
     new_task_id,
     now_rfc3339,
@@ -271,8 +271,9 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
         storage=[r.as_uri() for r in cfg.write_roots]
         + (["http://", "https://"] if cfg.allowed_input_hosts else []),
         tesResources_backend_parameters=(
-            list(SUPPORTED_BACKEND_PARAMETERS) if cfg.secure_aggregation_key else []
-        ),
+            list(MASK_BACKEND_PARAMETERS) if cfg.secure_aggregation_key else []
+        )
+        + (["runtime"] if runtime.name == "slurm" else []),
         fedgen=FedgenNodeInfo(
             node_id=cfg.node_id,
             runtime=runtime.name,

@@ -29,7 +29,7 @@ from snakemake_executor_plugin_fedgen.errors import ConfigError
 if TYPE_CHECKING:
     from snakemake_fedgen.egress.privacy import PrivacySettings
 
-Runtime = Literal["auto", "bwrap", "host", "docker", "podman"]
+Runtime = Literal["auto", "bwrap", "host", "docker", "podman", "slurm"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -126,7 +126,17 @@ class NodeConfig(BaseModel):
         default_factory=list,
         description="image allow-list (fnmatch patterns); empty accepts every image",
     )
-    runtime: Runtime = Field("auto", description="how tasks run (auto: bwrap where it works)")
+    runtime: Runtime = Field(
+        "auto",
+        description="how tasks run (auto: bwrap where it works; slurm: each executor is a "
+        "Slurm job running the bwrap sandbox, see the slurm key)",
+    )
+    slurm: Annotated[dict[str, Any], Setting("YAML")] = Field(
+        default_factory=dict,
+        description="runtime slurm: {task_root (required: an existing directory on the shared "
+        "file system), partition, account, options (extra sbatch options), poll_seconds, conf "
+        "(slurm.conf for the client commands)}",
+    )
     token_file: Annotated[OptionalAbsPath, Setting("FILE")] = Field(
         None, description="YAML mapping 'caller: token'"
     )
@@ -282,8 +292,11 @@ class NodeConfig(BaseModel):
 
     @property
     def node_cores(self) -> int:
-        """Cores this node may keep busy (configured, never more than the machine has)."""
+        """Cores this node may keep busy (configured, never more than the machine has; under
+        runtime slurm the cores of the cluster it keeps busy, ``cpu_cores`` as given)."""
         machine = os.cpu_count() or 1
+        if self.runtime == "slurm" and self.cpu_cores:
+            return self.cpu_cores
         return max(1, min(self.cpu_cores or machine, machine))
 
     @property
@@ -296,6 +309,9 @@ class NodeConfig(BaseModel):
 
     @property
     def tasks_dir(self) -> Path:
+        """Task directories: STATE/tasks, or ``slurm.task_root`` (shared with the cluster)."""
+        if self.runtime == "slurm" and self.slurm.get("task_root"):
+            return Path(self.slurm["task_root"]).expanduser().absolute()
         return self.state_dir / "tasks"
 
 
@@ -458,6 +474,100 @@ def privacy_settings(cfg: NodeConfig, source: str = "node.yaml") -> PrivacySetti
     return PrivacySettings(**values)
 
 
+@dataclass(frozen=True)
+class SlurmSettings:
+    """The ``slurm`` block of node.yaml (runtime slurm), checked.
+
+    Attributes
+    ----------
+    task_root
+        Existing directory on the file system the compute nodes share with the node; task
+        directories live here instead of STATE/tasks.
+    partition, account
+        Where jobs go (None: the cluster's default partition, no account).
+    options
+        Further sbatch options the steward vetted (callers never add any).
+    poll_seconds
+        Seconds between the node's squeue queries (one query for all its jobs).
+    conf
+        slurm.conf for sbatch/squeue/scancel/scontrol/sinfo (SLURM_CONF), None: the default.
+    """
+
+    task_root: Path
+    partition: str | None = None
+    account: str | None = None
+    options: tuple[str, ...] = ()
+    poll_seconds: float = 2.0
+    conf: Path | None = None
+
+
+SLURM_KEYS = ("task_root", "partition", "account", "options", "poll_seconds", "conf")
+
+
+def slurm_settings(cfg: NodeConfig, source: str = "node.yaml") -> SlurmSettings:
+    """The ``slurm`` block as :class:`SlurmSettings`.
+
+    Raises
+    ------
+    ConfigError
+        An unknown key, a missing or non-existing task_root, a value of the wrong type (named).
+    """
+    block = cfg.slurm
+    where = f"node config {source}: slurm"
+    unknown = sorted(str(k) for k in block if k not in SLURM_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; keys are {', '.join(SLURM_KEYS)}."
+        )
+    root = block.get("task_root")
+    if not root:
+        raise ConfigError(
+            f"{where}.task_root is not set; runtime slurm keeps task directories on a file "
+            "system the compute nodes share: create one (e.g. /shared/fedgen-tasks) and set "
+            "slurm: {task_root: ...} in node.yaml."
+        )
+    task_root = Path(str(root)).expanduser().absolute()
+    if not task_root.is_dir():
+        raise ConfigError(
+            f"{where}.task_root {task_root} is not an existing directory; create it on the "
+            "file system the compute nodes share (and mount it there at the same path)."
+        )
+    if any(c in str(task_root) for c in "%\\\n"):
+        raise ConfigError(
+            f"{where}.task_root {task_root} contains '%', '\\' or a newline, which sbatch "
+            "reads as file name patterns; choose a plain path."
+        )
+    texts: dict[str, str | None] = {}
+    for key in ("partition", "account"):
+        value = block.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ConfigError(f"{where}.{key} must be a name (a string), got {value!r}.")
+        texts[key] = value
+    options = block.get("options") or []
+    if isinstance(options, str) or not all(
+        isinstance(o, str) and o.startswith("--") for o in options
+    ):
+        raise ConfigError(
+            f"{where}.options must be a list of long sbatch options ('--qos=normal'), got "
+            f"{options!r}."
+        )
+    poll = block.get("poll_seconds", 2.0)
+    if isinstance(poll, bool) or not isinstance(poll, int | float) or not poll > 0:
+        raise ConfigError(f"{where}.poll_seconds must be a number > 0, got {poll!r}.")
+    conf = block.get("conf")
+    conf_path = Path(str(conf)).expanduser().absolute() if conf else None
+    if conf_path is not None and not conf_path.is_file():
+        raise ConfigError(f"{where}.conf {conf_path} is not a file; name the site's slurm.conf.")
+    return SlurmSettings(
+        task_root=task_root.resolve(),
+        partition=texts["partition"],
+        account=texts["account"],
+        options=tuple(options),
+        poll_seconds=float(poll),
+        conf=conf_path,
+    )
+
+
 def _check(cfg: NodeConfig, source: str) -> NodeConfig:
     """What types cannot say: ranges, existing directories, egress inside a write root, ..."""
     for key, (strict, bound) in _LOWER_BOUNDS.items():
@@ -482,6 +592,8 @@ def _check(cfg: NodeConfig, source: str) -> NodeConfig:
                 "write_roots; add its parent to write_roots."
             )
     privacy_settings(cfg, source)
+    if cfg.runtime == "slurm" or cfg.slurm:
+        slurm_settings(cfg, source)
     from snakemake_fedgen.egress.airlock import AirlockPolicy
 
     try:

@@ -28,12 +28,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snakemake_executor_plugin_fedgen.errors import ConfigError, InvalidTask, StorageError
 
 from snakemake_fedgen.node import paths
 from snakemake_fedgen.node.images import check_image, pinned
+
+if TYPE_CHECKING:
+    from snakemake_fedgen.node.config import SlurmSettings
 
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Who a task is inside a docker/podman container by default: nobody:nogroup.
@@ -658,8 +661,12 @@ def make_runtime(
     allowed_images: Sequence[str] = (),
     container_user: object = DEFAULT_CONTAINER_USER,
     containers_conf: Path | None = None,
+    slurm: SlurmSettings | None = None,
 ) -> Runtime:
     """Build the configured runtime; ``auto`` is bwrap where it works, else host.
+
+    ``slurm`` needs the checked ``slurm`` block of node.yaml (see
+    :func:`snakemake_fedgen.node.slurm.make_slurm_runtime`).
 
     Under ``docker``/``podman`` the allow-list must not be empty (the image is real software
     there, so "any image" would mean any software, pulled from anywhere), ``container_user``
@@ -687,6 +694,14 @@ def make_runtime(
         return BwrapRuntime(tool_paths=tool_paths, pids_root=pids_root, memory_root=memory_root)
     if name == "host":
         return HostRuntime()
+    if name == "slurm":
+        from snakemake_fedgen.node.slurm import make_slurm_runtime
+
+        if slurm is None:
+            raise ConfigError(
+                "runtime slurm: node.yaml has no slurm block (slurm: {task_root: ...})."
+            )
+        return make_slurm_runtime(slurm, tool_paths=tool_paths)
     if name in ("docker", "podman"):
         return _engine_runtime(
             name,

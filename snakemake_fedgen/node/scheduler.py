@@ -26,6 +26,7 @@ import sys
 import tempfile
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,7 @@ from snakemake_fedgen.node.runtime import (
     reachable_by,
     task_user_for,
 )
+from snakemake_fedgen.node.slurm import JobFiles, SlurmRuntime, job_minutes
 from snakemake_fedgen.node.storage import (
     OutputFile,
     collect_outputs,
@@ -86,6 +88,8 @@ REVIEW_REASON = (
 
 
 HOST_TMP_RECORD = "host-tmp"
+# The task's read-only input binds (host path, container path), for a reattached task.
+BINDS_RECORD = "binds.json"
 
 
 @dataclass(frozen=True)
@@ -114,10 +118,14 @@ class _Active:
     owner: str
     cores: int
     proc: asyncio.subprocess.Process | None = None
+    job: str | None = None  # the Slurm job running an executor (runtime slurm)
+    # The node stopped and left the task's Slurm job running: the next start reattaches.
+    detached: bool = False
     cancel: bool = False
     stopping: bool = False
     timed_out: bool = False
-    # Why the node stopped the task for a resource (disk quota, memory, full disk), if it did.
+    # Why the node stopped the task for a resource (disk quota, memory, full disk), or why
+    # Slurm ended its job (TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, ...), if it did.
     resource_error: str | None = None
     # Registered sample sets the task's inputs trace back to (names; see _sample_sets).
     sample_sets: frozenset[str] = frozenset()
@@ -189,7 +197,12 @@ class Scheduler:
     # -- life cycle of the node -------------------------------------------------------------
 
     def recover(self) -> None:
-        """After a crash: reap orphaned executors, end interrupted tasks, re-queue QUEUED ones."""
+        """After a crash: reap orphaned executors, end interrupted tasks, re-queue QUEUED ones.
+
+        Under runtime slurm a task whose Slurm job is recorded is not ended: the node
+        reattaches to the job (queued, running or ended meanwhile) and carries on.
+        """
+        jobs = self.store.jobs()
         for task_id, pgid, pstart in self.store.processes():
             if pstart is not None and _process_start(pgid) == pstart:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -199,6 +212,18 @@ class Scheduler:
             [TesState.INITIALIZING, TesState.RUNNING, TesState.PAUSED]
         ):
             doc = stored.doc
+            if stored.id in jobs and stored.state == TesState.RUNNING:
+                if isinstance(self.runtime, SlurmRuntime):
+                    self._reattach(stored.id, stored.owner, doc, *jobs[stored.id])
+                    continue
+                log.warning(
+                    "task %s: its Slurm job %s is not watched by runtime %s; scancel it if it "
+                    "still runs",
+                    stored.id,
+                    jobs[stored.id][0],
+                    self.runtime.name,
+                )
+            self.store.set_job(stored.id, job=None, executor=None)
             self._end(doc, TesState.SYSTEM_ERROR, reason=RESTART_REASON)
             self.audit.record(
                 caller="node", action="Recover", task=doc["id"], outcome=TesState.SYSTEM_ERROR
@@ -207,16 +232,43 @@ class Scheduler:
             self.runtime.release(doc["id"])
             self._remove_task_dir(doc["id"])
         for stored in self.store.in_states([TesState.CANCELING]):
+            if stored.id in jobs and isinstance(self.runtime, SlurmRuntime):
+                self.runtime.cancel(jobs[stored.id][0])
+                self.store.set_job(stored.id, job=None, executor=None)
             self._end(stored.doc, TesState.CANCELED)
             self._remove_task_dir(stored.doc["id"])
         for stored in self.store.in_states([TesState.QUEUED]):
             self._enqueue(stored.id, stored.owner, self._cores(stored.doc))
         self._pump()
 
+    def _reattach(
+        self, task_id: str, owner: str, doc: dict[str, Any], job: str, index: int
+    ) -> None:
+        """Watch a task's Slurm job again after a restart and go on from ``executors[index]``."""
+        cores = self._cores(doc)
+        self.cores_free -= cores
+        active = _Active(doc, owner, cores, job=job)
+        self._active[task_id] = active
+        log.info("task %s: reattached to Slurm job %s (executors[%d])", task_id, job, index)
+        self.audit.record(
+            caller="node", action="Reattach", task=task_id, outcome=TesState.RUNNING, job=job
+        )
+        active.runner = asyncio.get_running_loop().create_task(
+            self._run(active, resume=(job, index))
+        )
+
     async def stop(self) -> None:
-        """Kill running executors and record why; queued tasks stay queued for the next start."""
+        """Kill running executors and record why; queued tasks stay queued for the next start.
+
+        A task waiting for its Slurm job is left running: the job goes on without the node,
+        and the next start reattaches to it (:meth:`recover`).
+        """
         self._stopping = True
         for active in list(self._active.values()):
+            if active.job is not None and active.runner is not None:
+                active.detached = True
+                active.runner.cancel()
+                continue
             active.stopping = True
             self._kill(active)
         runners = [a.runner for a in self._active.values() if a.runner is not None]
@@ -319,10 +371,13 @@ class Scheduler:
             self._active[queued.task_id] = active
             active.runner = asyncio.get_running_loop().create_task(self._run(active))
 
-    async def _run(self, active: _Active) -> None:
+    async def _run(self, active: _Active, resume: tuple[str, int] | None = None) -> None:
         doc = active.doc
         try:
-            await self._execute(active)
+            await self._execute(active, resume)
+        except asyncio.CancelledError:
+            if not active.detached:
+                raise
         except Exception as exc:
             # Any unexpected failure still ends the task with a reason instead of leaving it.
             if is_disk_full(exc):
@@ -333,37 +388,46 @@ class Scheduler:
                 reason = f"node error: {type(exc).__name__}: {exc}"
             self._end(doc, TesState.SYSTEM_ERROR, reason=reason, save=False)
         finally:
-            try:
-                # Scratch goes first: on a full disk it is what frees the space for the rest.
-                await asyncio.to_thread(self._remove_task_dir, doc["id"])
-                # The reason (timeout, size cap, airlock...) goes into the audit trail too.
-                reasons = (doc.get("logs") or [{}])[-1].get("system_logs") or [None]
-                self.audit.record(
-                    caller=active.owner,
-                    action="TaskEnded",
-                    task=doc["id"],
-                    outcome=doc["state"],
-                    reason=reasons[-1],
-                )
-                # Provenance (issue 6) is in the task log before the final state is visible.
-                await asyncio.to_thread(
-                    task_provenance,
-                    self.cfg,
-                    doc,
-                    owner=active.owner,
-                    entries=self.audit.pop_task_entries(doc["id"]),
-                    locate=functools.partial(self._locate, owner=active.owner),
-                )
-            except OSError as exc:
-                # A full disk must not leave the task RUNNING: record what we can, go on.
-                log.error("task %s: audit/provenance not written: %s", doc["id"], exc)
-            finally:
-                self.cores_free += active.cores
+            if active.detached:
+                # The node stops; the task stays RUNNING with its job for the next start.
                 self._active.pop(doc["id"], None)
-                # The final state becomes visible only now: a caller that sees it finds the
-                # scratch directory gone and the task's cores free.
-                self._save_final(doc)
-                self._pump()
+            else:
+                await self._finish(active)
+
+    async def _finish(self, active: _Active) -> None:
+        """Remove the task's scratch, record its end and make its final state visible."""
+        doc = active.doc
+        try:
+            # Scratch goes first: on a full disk it is what frees the space for the rest.
+            await asyncio.to_thread(self._remove_task_dir, doc["id"])
+            # The reason (timeout, size cap, airlock...) goes into the audit trail too.
+            reasons = (doc.get("logs") or [{}])[-1].get("system_logs") or [None]
+            self.audit.record(
+                caller=active.owner,
+                action="TaskEnded",
+                task=doc["id"],
+                outcome=doc["state"],
+                reason=reasons[-1],
+            )
+            # Provenance (issue 6) is in the task log before the final state is visible.
+            await asyncio.to_thread(
+                task_provenance,
+                self.cfg,
+                doc,
+                owner=active.owner,
+                entries=self.audit.pop_task_entries(doc["id"]),
+                locate=functools.partial(self._locate, owner=active.owner),
+            )
+        except OSError as exc:
+            # A full disk must not leave the task RUNNING: record what we can, go on.
+            log.error("task %s: audit/provenance not written: %s", doc["id"], exc)
+        finally:
+            self.cores_free += active.cores
+            self._active.pop(doc["id"], None)
+            # The final state becomes visible only now: a caller that sees it finds the
+            # scratch directory gone and the task's cores free.
+            self._save_final(doc)
+            self._pump()
 
     def _save_final(self, doc: dict[str, Any]) -> None:
         """Store a task's final state; on a full disk keep retrying until it is stored."""
@@ -383,24 +447,37 @@ class Scheduler:
         if doc is not None and not self._stopping:
             self._save_final(doc)
 
-    async def _execute(self, active: _Active) -> None:
+    async def _execute(self, active: _Active, resume: tuple[str, int] | None = None) -> None:
+        """Stage, run the executors, check and publish the outputs.
+
+        ``resume``: (Slurm job, executor index) of a task reattached after a restart; its
+        directory is staged already and that executor's job is running or has ended.
+        """
         doc = active.doc
-        # Warnings recorded at submission (unsupported backend_parameters) stay in the log.
-        warnings = [w for log in doc.get("logs") or [] for w in log.get("system_logs") or []]
-        task_log: dict[str, Any] = {
-            "logs": [],
-            "outputs": [],
-            "start_time": now_rfc3339(),
-            "metadata": {"node_id": self.cfg.node_id, "runtime": self.runtime.name},
-            "system_logs": warnings,
-        }
-        doc["logs"] = [task_log]
-        doc["state"] = TesState.INITIALIZING
-        self.store.save(doc)
+        if resume is None:
+            # Warnings recorded at submission (unsupported backend_parameters) stay in the log.
+            warnings = [w for log in doc.get("logs") or [] for w in log.get("system_logs") or []]
+            task_log: dict[str, Any] = {
+                "logs": [],
+                "outputs": [],
+                "start_time": now_rfc3339(),
+                "metadata": {"node_id": self.cfg.node_id, "runtime": self.runtime.name},
+                "system_logs": warnings,
+            }
+            doc["logs"] = [task_log]
+            doc["state"] = TesState.INITIALIZING
+            self.store.save(doc)
+        else:
+            task_log = doc["logs"][-1]
         try:
-            layout = await asyncio.to_thread(self._prepare, doc, active.owner)
+            if resume is None:
+                layout = await asyncio.to_thread(self._prepare, doc, active.owner)
+            else:
+                layout = await asyncio.to_thread(self._staged_layout, doc)
             active.sample_sets = await asyncio.to_thread(self._sample_sets, doc, active.owner)
-        except FedgenError as exc:
+        except (FedgenError, OSError, ValueError) as exc:
+            if resume is not None and active.job is not None:
+                self._kill(active)  # the job cannot be followed up: do not leave it running
             self._end(doc, TesState.SYSTEM_ERROR, reason=str(exc), save=False)
             return
         if self._interrupted(active):
@@ -416,12 +493,23 @@ class Scheduler:
         doc["state"] = TesState.RUNNING
         self.store.save(doc)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.cfg.max_task_seconds if self.cfg.max_task_seconds else None
+        deadline = None
+        if self.cfg.max_task_seconds:
+            # A reattached task keeps the deadline it started with.
+            elapsed = _seconds_since(task_log.get("start_time"))
+            deadline = loop.time() + self.cfg.max_task_seconds - elapsed
         watchdog = loop.create_task(self._watch_disk(active, layout))
         try:
             for index, executor in enumerate(doc["executors"]):
+                job = None
+                if resume is not None:
+                    if index < resume[1]:
+                        continue
+                    job = resume[0] if index == resume[1] else None
                 try:
-                    exit_code = await self._run_executor(active, index, executor, layout, deadline)
+                    exit_code = await self._run_executor(
+                        active, index, executor, layout, deadline, job=job
+                    )
                 except FedgenError as exc:
                     self._end(
                         doc, TesState.SYSTEM_ERROR, reason=f"executors[{index}]: {exc}", save=False
@@ -563,7 +651,11 @@ class Scheduler:
         executor: dict[str, Any],
         layout: TaskLayout,
         deadline: float | None,
+        *,
+        job: str | None = None,
     ) -> int:
+        if isinstance(self.runtime, SlurmRuntime):
+            return await self._run_job(active, index, executor, layout, deadline, job=job)
         doc = active.doc
         task_dir = self.cfg.tasks_dir / doc["id"]
         launch = self.runtime.launch(executor, layout, task_id=doc["id"])
@@ -640,6 +732,111 @@ class Scheduler:
         self.store.save(doc)
         return int(exec_log["exit_code"])
 
+    async def _run_job(
+        self,
+        active: _Active,
+        index: int,
+        executor: dict[str, Any],
+        layout: TaskLayout,
+        deadline: float | None,
+        *,
+        job: str | None,
+    ) -> int:
+        """Run one executor as a Slurm job (``job``: one submitted before a restart)."""
+        assert isinstance(self.runtime, SlurmRuntime)
+        doc = active.doc
+        task_dir = self.cfg.tasks_dir / doc["id"]
+        shared = bool(executor.get("stdout")) and executor.get("stdout") == executor.get("stderr")
+        files = JobFiles.of(task_dir, index, shared_output=shared)
+        if job is None:
+            exec_log: dict[str, Any] = {"start_time": now_rfc3339(), "exit_code": -1}
+            doc["logs"][-1]["logs"].append(exec_log)
+            self.store.save(doc)
+            try:
+                await asyncio.to_thread(self._copy_stdin, executor, layout, files)
+            except paths.MissingTaskPath as exc:
+                return self._failed_to_start(doc, exec_log, 1, str(exc))
+            # The task's stdout/stderr files exist from the start, as for a local executor.
+            await asyncio.to_thread(self._deliver_stdio, executor, layout, None)
+            job = await asyncio.to_thread(
+                self.runtime.submit,
+                executor,
+                layout,
+                task_id=doc["id"],
+                index=index,
+                files=files,
+                minutes=job_minutes(doc, self.cfg.max_task_seconds),
+            )
+            active.job = job
+            self.store.set_job(doc["id"], job=job, executor=index)
+            if active.cancel or active.stopping or active.resource_error:
+                self._kill(active)
+        else:
+            exec_log = doc["logs"][-1]["logs"][index]
+        loop = asyncio.get_running_loop()
+        timeout = None if deadline is None else max(0.0, deadline - loop.time())
+        try:
+            end = await asyncio.wait_for(self.runtime.wait(job, files), timeout)
+        except TimeoutError:
+            active.timed_out = True
+            self._kill(active)
+            end = await self.runtime.wait(job, files)
+        active.job = None
+        self.store.set_job(doc["id"], job=None, executor=None)
+        stopped = active.cancel or active.timed_out or active.resource_error is not None
+        if end.exit_code is None and not stopped:
+            active.resource_error = f"executors[{index}]: {end.reason}"
+        exec_log["end_time"] = now_rfc3339()
+        exec_log["exit_code"] = end.exit_code if end.exit_code is not None else 128 + 9
+        await asyncio.to_thread(self._deliver_stdio, executor, layout, files)
+        limit = self.cfg.log_tail_bytes
+        for key, path in (("stdout", files.stdout), ("stderr", files.stderr)):
+            exec_log[key] = self.redactor.redact(_private_tail(path, limit))
+        self.store.save(doc)
+        return int(exec_log["exit_code"])
+
+    def _copy_stdin(self, executor: dict[str, Any], layout: TaskLayout, files: JobFiles) -> None:
+        """Copy the executor's stdin (opened safely in the task) to the job's private file."""
+        fd = os.open(
+            files.stdin, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        with os.fdopen(fd, "wb") as sink:
+            if not executor.get("stdin"):
+                return
+            user = self.task_user
+            src = paths.open_file(
+                layout.root,
+                executor["stdin"],
+                owner_uid=user.uid if user is not None else None,
+                what=f"stdin {executor['stdin']}:",
+            )
+            with os.fdopen(src, "rb") as source:
+                shutil.copyfileobj(source, sink)
+
+    def _deliver_stdio(
+        self, executor: dict[str, Any], layout: TaskLayout, files: JobFiles | None
+    ) -> None:
+        """Copy the job's private stdout/stderr to the executor's paths in the task, created
+        beneath its root without following symlinks (StorageError if the task planted one);
+        ``files`` None: create them empty."""
+        user = self.task_user
+        owner = (user.uid, user.gid) if user is not None else None
+        delivered: set[str] = set()
+        for key in ("stdout", "stderr"):
+            path = executor.get(key)
+            if not path or path in delivered:
+                continue
+            delivered.add(path)
+            fd = paths.create_file(layout.root, path, owner=owner, what=f"{key} {path}:")
+            with os.fdopen(fd, "wb") as sink:
+                if files is None:
+                    continue
+                private = files.stdout if key == "stdout" else files.stderr
+                with contextlib.suppress(FileNotFoundError):
+                    src = os.open(private, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                    with os.fdopen(src, "rb") as source:
+                        shutil.copyfileobj(source, sink)
+
     def _stdio(
         self,
         executor: dict[str, Any],
@@ -697,6 +894,8 @@ class Scheduler:
         return code
 
     def _kill(self, active: _Active) -> None:
+        if active.job is not None and isinstance(self.runtime, SlurmRuntime):
+            self.runtime.cancel(active.job)
         if active.proc is not None and active.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(active.proc.pid, signal.SIGKILL)
@@ -818,7 +1017,20 @@ class Scheduler:
             # Nothing of the task has run yet: the tree holds only what the node made.
             paths.chown_tree(root, user.uid, user.gid)
             paths.chown_tree(tmp, user.uid, user.gid)
+        if isinstance(self.runtime, SlurmRuntime):
+            (task_dir / BINDS_RECORD).write_text(json.dumps([[str(h), c] for h, c in binds]))
         return TaskLayout(root=root, tmp=tmp, binds=tuple(binds), user=user)
+
+    def _staged_layout(self, doc: dict[str, Any]) -> TaskLayout:
+        """The layout of a task staged before a restart (runtime slurm; nothing is staged)."""
+        task_dir = self.cfg.tasks_dir / doc["id"]
+        record = task_dir / BINDS_RECORD
+        if record.is_symlink() or not record.is_file():
+            raise StorageError(f"the task directory {task_dir} was lost while the node was down")
+        binds = tuple((Path(h), str(c)) for h, c in json.loads(record.read_text()))
+        return TaskLayout(
+            root=task_dir / "root", tmp=task_dir / "tmp", binds=binds, user=self.task_user
+        )
 
     def _locate(self, url: str, *, owner: str) -> Path | None:
         """The host file a task URL names for ``owner`` (provenance hashes it)."""
@@ -1378,6 +1590,29 @@ def is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return exc.errno in (errno.ENOSPC, errno.EDQUOT)
     return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
+
+
+def _seconds_since(stamp: object) -> float:
+    """Seconds since an RFC 3339 time stamp of the node's (0 when there is none)."""
+    if not isinstance(stamp, str):
+        return 0.0
+    try:
+        then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return max(0.0, (datetime.now(UTC) - then).total_seconds())
+
+
+def _private_tail(path: Path, limit: int) -> str:
+    """The tail of a node-private file (never through a symlink); "" when it is missing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        return paths.tail(fd, limit)
+    finally:
+        os.close(fd)
 
 
 def _process_start(pid: int) -> int | None:

@@ -24,7 +24,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     state TEXT NOT NULL,
     doc TEXT NOT NULL,
     pgid INTEGER,
-    pstart INTEGER
+    pstart INTEGER,
+    slurm_job TEXT,
+    slurm_executor INTEGER
 );
 CREATE INDEX IF NOT EXISTS tasks_owner_seq ON tasks(owner, seq);
 CREATE INDEX IF NOT EXISTS tasks_owner_state_seq ON tasks(owner, state, seq);
@@ -130,6 +132,11 @@ class TaskStore:
         # the last commits.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        # Databases of nodes before runtime slurm lack its columns.
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        for column, kind in (("slurm_job", "TEXT"), ("slurm_executor", "INTEGER")):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -177,6 +184,22 @@ class TaskStore:
                 "SELECT id, pgid, pstart FROM tasks WHERE pgid IS NOT NULL"
             ).fetchall()
         return [(r[0], r[1], r[2]) for r in rows]
+
+    def set_job(self, task_id: str, *, job: str | None, executor: int | None) -> None:
+        """Remember the Slurm job running ``executors[executor]`` (runtime slurm; None: none)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE tasks SET slurm_job = ?, slurm_executor = ? WHERE id = ?",
+                (job, executor, task_id),
+            )
+
+    def jobs(self) -> dict[str, tuple[str, int]]:
+        """Task id -> (Slurm job id, executor index) of every recorded job."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, slurm_job, slurm_executor FROM tasks WHERE slurm_job IS NOT NULL"
+            ).fetchall()
+        return {r[0]: (r[1], int(r[2])) for r in rows}
 
     def add_published(self, path: str, *, owner: str, task: str, sha256: str, size: int) -> None:
         """Record a file the airlock published (``path`` relative to the egress root)."""

@@ -144,13 +144,15 @@ def check_task(
     return doc
 
 
-#: backend_parameters this node acts on (the node masks secure-aggregation uploads); every
-#: other one is dropped with a warning, as TES asks.
-SUPPORTED_BACKEND_PARAMETERS: tuple[str, ...] = (
+#: backend_parameters this node acts on (the node masks secure-aggregation uploads; runtime
+#: slurm takes ``runtime``, minutes, as the job's time limit); every other one is dropped with
+#: a warning, as TES asks.
+MASK_BACKEND_PARAMETERS: tuple[str, ...] = (
     "fedgen_mask_round",
     "fedgen_mask_participants",
     "fedgen_mask_variants",
 )
+SUPPORTED_BACKEND_PARAMETERS: tuple[str, ...] = (*MASK_BACKEND_PARAMETERS, "runtime")
 
 
 #: Caps on task document fields: (what, largest count or length). A task past one is refused
