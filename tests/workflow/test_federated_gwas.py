@@ -218,8 +218,9 @@ def _pooled_glm(run: Run, tmp: Path) -> dict[int, dict[str, str]]:
     """All sites' QC-passing samples in one plink2 --glm on the sites' imputed dosages."""
     vcfs = []
     for site in SITES:
-        # The unfiltered Beagle output: every site imputed the same panel variants.
-        src = run.site_file(f"sites/{site}/impute/beagle.vcf.gz")
+        # The unfiltered Beagle output (chromosome 20, its chunks ligated): every site imputed
+        # the same panel variants.
+        src = run.site_file(f"sites/{site}/impute/20/beagle.vcf.gz")
         dst = tmp / f"{site}.vcf.gz"
         dst.write_bytes(src.read_bytes())
         subprocess.run(["bcftools", "index", "-f", str(dst)], check=True)
