@@ -36,8 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "Each gets its own loci and background SNPs (the scale's totals spread over them: "
         "loci evenly, at least one each; background SNPs in proportion to GRCh38 length), its "
         "##contig line and its genetic-map rows; the causal variants go to different "
-        "chromosomes. Default: the scale's (20; 1-22 for genome). With 20 the files are those "
-        "of a one-chromosome simulation",
+        "chromosomes. Default: the scale's (20; 1-22 for genome)",
     )
     parser.add_argument(
         "--base-port",

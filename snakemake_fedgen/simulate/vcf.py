@@ -95,8 +95,10 @@ def write_vcf(
     try:
         with vcf as out:
             # BGZF blocks are compressed independently: threads do not change the bytes.
+            # Compression is most of a large scale's time, so use every core we may.
+            threads = str(max(2, len(os.sched_getaffinity(0))))
             proc = subprocess.Popen(
-                [_tool("bgzip"), "-c", "-@", "2"], stdin=subprocess.PIPE, stdout=out
+                [_tool("bgzip"), "-c", "-@", threads], stdin=subprocess.PIPE, stdout=out
             )
             assert proc.stdin is not None
             try:

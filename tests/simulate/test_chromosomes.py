@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import subprocess
 import sys
@@ -26,21 +25,6 @@ from snakemake_fedgen.simulate.scales import SCALES
 SEED = 7  # the seed of the ``tiny`` fixture
 CHROMS = ("20", "21", "22")
 SITES = ("A", "B", "C")
-
-
-@pytest.fixture(scope="module")
-def tiny3(tmp_path_factory, simulate_cli) -> Path:
-    out = tmp_path_factory.mktemp("fed3") / "sim"
-    # Given out of order: the files come in numeric order all the same.
-    proc = simulate_cli(out, "--chromosomes", "22,20,21")
-    assert proc.returncode == 0, proc.stderr
-    assert "on chromosomes 20,21,22" in proc.stdout
-    return out
-
-
-@pytest.fixture(scope="module")
-def truth3(tiny3: Path) -> dict:
-    return json.loads((tiny3 / "truth.json").read_text())
 
 
 def _query(vcf: Path, fmt: str = "%CHROM\t%POS\t%REF\t%ALT\n") -> list[list[str]]:
