@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "Simulate a federation: reference panel, three sites' genotypes/phenotypes, sites.yaml."
+HELP = (
+    "Simulate a federation: reference panel, three sites' genotypes/phenotypes, sites.yaml, "
+    "on one or more chromosomes."
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -14,12 +17,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", required=True, type=int, help="random seed (same seed, same bytes)"
     )
+    from snakemake_fedgen.simulate.scales import SCALES
+
     parser.add_argument(
         "--scale",
         default="tiny",
-        choices=["tiny", "small", "demo"],
-        help="size: tiny (tests; 485 site samples, panel 300), small (1,121; panel 900) or "
-        "demo (2,533; panel 1,500); default tiny",
+        choices=list(SCALES),
+        help="size (loci and background SNPs are totals, spread over the chromosomes): "
+        + "; ".join(sc.summary() for sc in SCALES.values())
+        + ". tiny is for tests (seconds); large and genome are for benchmarks, far too slow "
+        "for tests (minutes and gigabytes of memory). Default tiny",
+    )
+    parser.add_argument(
+        "--chromosomes",
+        default=None,
+        metavar="LIST",
+        help="autosomes to simulate, e.g. 20,21,22 or 1-22 (names as in the VCFs, no 'chr'). "
+        "Each gets its own loci and background SNPs (the scale's totals spread over them: "
+        "loci evenly, at least one each; background SNPs in proportion to GRCh38 length), its "
+        "##contig line and its genetic-map rows; the causal variants go to different "
+        "chromosomes. Default: the scale's (20; 1-22 for genome)",
     )
     parser.add_argument(
         "--base-port",
@@ -39,21 +56,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Simulate and print a one-line summary per site."""
+    from snakemake_fedgen.simulate.chromosomes import parse_chromosomes
     from snakemake_fedgen.simulate.federation import simulate
 
     packets = [s.strip() for s in args.phenopackets_sites.split(",") if s.strip()]
+    chromosomes = None if args.chromosomes is None else parse_chromosomes(args.chromosomes)
     fed = simulate(
         args.out,
         seed=args.seed,
         scale=args.scale,
+        chromosomes=chromosomes,
         base_port=args.base_port,
         phenopackets_sites=packets,
     )
     t = fed.truth
+    chroms = sorted(set(fed.genomes.chrom.tolist()), key=int)
     print(
         f"simulated {t['scale']} federation (seed {t['seed']}) in {Path(args.out).resolve()}: "
         f"panel {t['reference_panel']['n_samples']} samples x "
-        f"{t['reference_panel']['n_variants']} variants"
+        f"{t['reference_panel']['n_variants']} variants on chromosome"
+        f"{'s' if len(chroms) > 1 else ''} {','.join(chroms)}"
     )
     for s, info in t["sites"].items():
         kind = " (phenotypes as phenopackets)" if s in packets else ""

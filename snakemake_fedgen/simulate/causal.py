@@ -40,17 +40,18 @@ def choose_causal(
 
     Candidates are panel variants off the array, not palindromic, in a locus away from its
     edges; the strong one is common at every site, and each is preferably tagged by an array
-    marker (r2 >= 0.8 / 0.6) so imputation can recover it. Returns the variants and their
-    best tag r2.
+    marker (r2 >= 0.8 / 0.6) so imputation can recover it. With several chromosomes each
+    variant is drawn from a chromosome holding none yet, while any is left (the strong one
+    from any). Returns the variants and their best tag r2.
     """
     all_cols = np.sort(np.concatenate(list(site_cols.values())))
     on_array = np.zeros(g.n_variants, dtype=bool)
     on_array[backbone] = True
     base = panel_poly & ~on_array & ~gen.is_palindromic(g.ref, g.alt)
     site_maf = np.stack(
-        [np.minimum(f, 1 - f) for f in (g.haps[:, c].mean(axis=1) for c in site_cols.values())]
+        [np.minimum(f, 1 - f) for f in (gen.row_mean(g.haps, c) for c in site_cols.values())]
     ).min(axis=0)
-    pooled = g.haps[:, all_cols].mean(axis=1)
+    pooled = gen.row_mean(g.haps, all_cols)
     pooled_maf = np.minimum(pooled, 1 - pooled)
     # In a long locus and away from its edges, so imputation has flanking markers.
     offset = g.pos - g.locus_start[np.maximum(g.locus, 0)]
@@ -70,7 +71,10 @@ def choose_causal(
     for k, (min_maf, min_r2, _) in enumerate(specs):
         ok = base & edge & ((site_maf if k == 0 else pooled_maf) >= min_maf)
         for c in chosen:
-            ok &= np.abs(g.pos - g.pos[c]) >= MIN_CAUSAL_SPACING_BP
+            ok &= (g.chrom != g.chrom[c]) | (np.abs(g.pos - g.pos[c]) >= MIN_CAUSAL_SPACING_BP)
+        elsewhere = ok & ~np.isin(g.chrom, g.chrom[chosen])
+        if chosen and elsewhere.any():
+            ok = elsewhere  # spread over the chromosomes (never the case with one chromosome)
         candidates = rng.permutation(np.flatnonzero(ok))[:400]
         best, best_r2 = None, -1.0
         for c in candidates.tolist():

@@ -19,6 +19,7 @@ from snakemake_fedgen.simulate.array import (
     site_markers,
 )
 from snakemake_fedgen.simulate.causal import choose_causal
+from snakemake_fedgen.simulate.chromosomes import parse_chromosomes, split_sizes
 from snakemake_fedgen.simulate.cohort import Cohort, SparePool, build_cohort
 from snakemake_fedgen.simulate.phenopackets import write_phenopackets
 from snakemake_fedgen.simulate.phenotypes import (
@@ -79,11 +80,15 @@ def _rsids(n: int, rng: np.random.Generator) -> list[str]:
     return [f"rs{x}" for x in rng.permutation(numbers).tolist()]
 
 
-def build_federation(*, seed: int, scale: str = "tiny") -> Federation:
+def build_federation(
+    *, seed: int, scale: str = "tiny", chromosomes: Sequence[str] | None = None
+) -> Federation:
     """Simulate a federation in memory (no files): see :func:`simulate`."""
     sc = get_scale(scale)
     if seed < 0:
         raise SimulationError(f"seed must be a non-negative integer; got seed={seed}")
+    chroms = parse_chromosomes(",".join(sc.chromosomes if chromosomes is None else chromosomes))
+    loci, background = split_sizes(chroms, n_loci=sc.n_loci, n_background=sc.n_background)
     streams = dict(
         zip(
             _STREAMS,
@@ -99,9 +104,10 @@ def build_federation(*, seed: int, scale: str = "tiny") -> Federation:
         counts[pop] = counts.get(pop, 0) + sc.spares_per_population
     g = gen.simulate_genomes(
         counts,
-        n_loci=sc.n_loci,
+        chromosomes=chroms,
+        n_loci=loci,
         locus_bp=sc.locus_bp,
-        n_background=sc.n_background,
+        n_background=background,
         rng=streams["genomes"],
     )
 
@@ -112,7 +118,7 @@ def build_federation(*, seed: int, scale: str = "tiny") -> Federation:
     panel_ac = g.haps[:, panel_cols].sum(axis=1)
     panel_poly = (panel_ac > 0) & (panel_ac < panel_cols.size)
     design_cols = np.concatenate([panel_cols, *site_cols.values()])
-    freq = g.haps[:, design_cols].mean(axis=1)
+    freq = gen.row_mean(g.haps, design_cols)
     # Every background SNP is array content; loci get a realistic share of common variants.
     rate = np.where(g.locus >= 0, sc.array_rate, 1.0)
     backbone = design_backbone(np.minimum(freq, 1 - freq), rate=rate, rng=rng)
@@ -206,6 +212,7 @@ def simulate(
     *,
     seed: int,
     scale: str = "tiny",
+    chromosomes: Sequence[str] | None = None,
     base_port: int = 8101,
     phenopackets_sites: Sequence[str] = (),
 ) -> Federation:
@@ -214,7 +221,8 @@ def simulate(
     Writes ``reference/panel.vcf.gz`` (+ ``.tbi``, phased), ``reference/panel_populations.tsv``,
     ``reference/genetic_map.map`` (PLINK map), per site ``sites/<S>/genotypes.vcf.gz`` (+ ``.tbi``,
     unphased array calls), ``sites/<S>/phenotypes.tsv``, ``sites/<S>/node.yaml`` and empty
-    ``work/``/``egress/`` dirs, plus ``sites.yaml`` and ``truth.json``.
+    ``work/``/``egress/`` dirs, plus ``sites.yaml`` and ``truth.json``. Each VCF and the map
+    cover every chromosome (one ``##contig`` each, in numeric order).
 
     Parameters
     ----------
@@ -223,7 +231,12 @@ def simulate(
     seed
         Random seed; the same seed and scale give byte-identical files.
     scale
-        ``tiny``, ``small`` or ``demo``.
+        A name in :data:`~snakemake_fedgen.simulate.scales.SCALES`; its loci and background
+        SNPs are totals, spread over the chromosomes
+        (:func:`~snakemake_fedgen.simulate.chromosomes.split_sizes`).
+    chromosomes
+        Autosome names in numeric order (``parse_chromosomes``); default the scale's own
+        (chromosome 20 except for ``genome``).
     base_port
         Port of site A's node; B and C use the next two.
     phenopackets_sites
@@ -242,16 +255,17 @@ def simulate(
             f"--phenopackets-sites {','.join(unknown)}: no such site; sites are "
             f"{', '.join(SITE_NAMES)}"
         )
-    fed = build_federation(seed=seed, scale=scale)
+    fed = build_federation(seed=seed, scale=scale, chromosomes=chromosomes)
     g = fed.genomes
     ref_dir = out / "reference"
     ref_dir.mkdir(parents=True, exist_ok=True)
     panel_rows = np.flatnonzero(fed.in_panel)
     panel_ids = [f"REF{i + 1:05d}" for i in range(fed.panel.size)]
-    h = g.haps[panel_rows][:, np.stack([2 * fed.panel, 2 * fed.panel + 1], axis=1).reshape(-1)]
+    h = g.haps[np.ix_(panel_rows, np.stack([2 * fed.panel, 2 * fed.panel + 1], axis=1).ravel())]
     write_vcf(
         ref_dir / "panel.vcf.gz",
         samples=panel_ids,
+        chrom=g.chrom[panel_rows],
         pos=g.pos[panel_rows],
         ids=[fed.ids[r] for r in panel_rows.tolist()],
         ref=g.ref[panel_rows],
@@ -268,7 +282,7 @@ def simulate(
             for sid, pop in zip(panel_ids, g.population[fed.panel].tolist(), strict=True)
         ),
     )
-    write_plink_map(ref_dir / "genetic_map.map", bp=g.map_bp, cm=g.map_cm)
+    write_plink_map(ref_dir / "genetic_map.map", chrom=g.chrom, bp=g.map_bp, cm=g.map_cm)
     for s in SITE_NAMES:
         d = site_dir(out, s)
         d.mkdir(parents=True, exist_ok=True)
@@ -276,6 +290,7 @@ def simulate(
         write_vcf(
             d / "genotypes.vcf.gz",
             samples=[x.iid for x in fed.cohorts[s].samples],
+            chrom=g.chrom[calls.rows],
             pos=g.pos[calls.rows],
             ids=[fed.ids[r] for r in calls.rows.tolist()],
             ref=calls.ref,

@@ -1,12 +1,14 @@
 """Genomes of a simulated federation: coalescent loci plus genome-wide background markers.
 
-Two kinds of variants, all biallelic SNPs on chromosome 20 (positions 1-based, sorted):
+Two kinds of variants, all biallelic SNPs on one or more autosomes (chromosome 20 unless
+told otherwise; positions 1-based, sorted by chromosome then position):
 
 * **Loci**: a few long stretches simulated with msprime under the stdpopsim human
   four-population American admixture model (Browning et al. 2018: AFR, EUR, ASIA and the
   admixed ADMIX), with a hotspot-style recombination map. They carry realistic haplotype
   structure (LD, rare variants) for phasing and imputation, and hold the causal variants. The
-  loci are unlinked to each other (a one-base gap with recombination probability 1/2).
+  loci are unlinked to each other (a one-base gap with recombination probability 1/2); the
+  loci of every chromosome come from one msprime run and are then placed on their chromosomes.
   Sites with more than one mutation are dropped, so every variant is a clean biallelic SNP.
 * **Background**: thousands of independent common SNPs between the loci, standing in for the
   rest of a genome. Their population allele frequencies are drawn from the coalescent loci's
@@ -21,10 +23,15 @@ GRCh38 is largely one admixed donor), so REF is sometimes the minor or derived a
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from snakemake_executor_plugin_fedgen.errors import SimulationError
+
+from snakemake_fedgen.simulate.chromosomes import DEFAULT_CHROMOSOMES, SPAN_START, span_end
 
 #: stdpopsim species / model used for the demography.
 SPECIES = "HomSap"
@@ -34,10 +41,6 @@ SOURCE_POPULATIONS = ("AFR", "EUR", "ASIA")
 ADMIX_PROPORTIONS = (1 / 6, 1 / 3, 1 / 2)
 #: Dirichlet concentration of individual ADMIX ancestry around the mean.
 ADMIX_CONCENTRATION = 15.0
-CHROM = "20"
-CHROM_LENGTH = 64_444_167
-SPAN_START = 1_000_000
-SPAN_END = 63_000_000
 MUTATION_RATE = 1.29e-8
 #: Mean recombination rate inside loci (per bp per generation; chr20 is about 1.2 cM/Mb).
 MEAN_RECOMBINATION_RATE = 1.2e-8
@@ -46,6 +49,9 @@ UNLINKED_MEIOSIS_CM = 300.0
 _COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
 _BASES = np.array(["A", "C", "G", "T"])
 _BLOCK = 1000
+_ROW_BLOCK = 4096
+#: Sort key stride: chromosome rank * stride + position (longer than any chromosome).
+_CHROM_STRIDE = 1_000_000_000
 
 
 @dataclass
@@ -54,30 +60,37 @@ class Genomes:
 
     Attributes
     ----------
+    chrom
+        ``(n_variants,)`` chromosome names (``<U2``, e.g. ``"20"``), in numeric order.
     pos
-        ``(n_variants,)`` int64, 1-based positions on chromosome 20, strictly increasing.
+        ``(n_variants,)`` int64, 1-based positions, strictly increasing within a chromosome.
     ref, alt
         ``(n_variants,)`` single-letter allele arrays (``<U1``); ``ref != alt``.
     haps
         ``(n_variants, 2 * n_individuals)`` uint8; 1 = ALT. Individual ``i`` owns columns
         ``2i`` and ``2i + 1``.
     locus
-        ``(n_variants,)`` index of the coalescent locus holding the variant, -1 for background.
+        ``(n_variants,)`` index of the coalescent locus holding the variant (over all
+        chromosomes), -1 for background.
     cm
         ``(n_variants,)`` increasing genetic positions for transmitting haplotypes (cM):
         the real map inside loci, :data:`UNLINKED_MEIOSIS_CM` between units.
     locus_start
-        ``(n_loci,)`` 1-based first base of each locus.
+        ``(n_loci,)`` 1-based first base of each locus on its chromosome.
+    locus_chrom
+        ``(n_loci,)`` chromosome of each locus.
     population
         ``(n_individuals,)`` population name of each individual.
     admixture
         ``(n_individuals, 3)`` AFR/EUR/ASIA ancestry used for background alleles (one-hot for
         unadmixed individuals).
     map_bp, map_cm
-        The genetic map written for Beagle (1-based bp, cM): the simulated map inside loci,
-        :data:`MEAN_RECOMBINATION_RATE` between them.
+        The genetic map written for Beagle (1-based bp, cM; one row per variant, so its
+        chromosomes are :attr:`chrom`): the simulated map inside loci,
+        :data:`MEAN_RECOMBINATION_RATE` between them, restarting on each chromosome.
     """
 
+    chrom: np.ndarray
     pos: np.ndarray
     ref: np.ndarray
     alt: np.ndarray
@@ -85,6 +98,7 @@ class Genomes:
     locus: np.ndarray
     cm: np.ndarray
     locus_start: np.ndarray
+    locus_chrom: np.ndarray
     population: np.ndarray
     admixture: np.ndarray
     map_bp: np.ndarray
@@ -101,14 +115,25 @@ def complement(alleles: np.ndarray) -> np.ndarray:
     return np.array([_COMPLEMENT[a] for a in alleles.tolist()], dtype="<U1")
 
 
+def row_mean(haps: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Return ``haps[:, cols].mean(axis=1)`` (the same floats), a block of rows at a time.
+
+    A whole-matrix gather of a large scale's haplotypes would need gigabytes.
+    """
+    out = np.empty(haps.shape[0])
+    for lo in range(0, haps.shape[0], _ROW_BLOCK):
+        out[lo : lo + _ROW_BLOCK] = haps[lo : lo + _ROW_BLOCK, cols].mean(axis=1)
+    return out
+
+
 def is_palindromic(ref: np.ndarray, alt: np.ndarray) -> np.ndarray:
     """True where REF/ALT are complementary (A/T or C/G): strand cannot be told from alleles."""
     return complement(ref) == alt
 
 
-def locus_starts(n_loci: int, locus_bp: int) -> np.ndarray:
-    """1-based first base of each locus: loci centred in equal slices of the span."""
-    slice_bp = (SPAN_END - SPAN_START) / n_loci
+def locus_starts(n_loci: int, locus_bp: int, *, chrom: str = "20") -> np.ndarray:
+    """1-based first base of each locus: loci centred in equal slices of the chromosome's span."""
+    slice_bp = (span_end(chrom) - SPAN_START) / n_loci
     centres = SPAN_START + slice_bp * (np.arange(n_loci) + 0.5)
     return (centres - locus_bp // 2).astype(np.int64) + 1
 
@@ -216,12 +241,12 @@ def _background(
 
 
 def _background_positions(
-    n: int, *, starts: np.ndarray, locus_bp: int, rng: np.random.Generator
+    n: int, *, starts: np.ndarray, locus_bp: int, end: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """``n`` distinct sorted positions in the span, at least 20 kb away from every locus."""
+    """``n`` distinct sorted positions in ``(SPAN_START, end)``, >= 20 kb from every locus."""
     chosen = np.empty(0, dtype=np.int64)
     while chosen.size < n:
-        draw = rng.integers(SPAN_START + 1, SPAN_END, size=2 * n)
+        draw = rng.integers(SPAN_START + 1, end, size=2 * n)
         rel = draw[:, None] - starts[None, :]
         near = ((rel > -20_000) & (rel < locus_bp + 20_000)).any(axis=1)
         chosen = np.unique(np.concatenate([chosen, draw[~near]]))
@@ -231,9 +256,10 @@ def _background_positions(
 def simulate_genomes(
     counts: dict[str, int],
     *,
-    n_loci: int,
+    chromosomes: Sequence[str] = DEFAULT_CHROMOSOMES,
+    n_loci: Sequence[int],
     locus_bp: int,
-    n_background: int,
+    n_background: Sequence[int],
     rng: np.random.Generator,
 ) -> Genomes:
     """Simulate ``counts[pop]`` diploid individuals per population.
@@ -242,23 +268,39 @@ def simulate_genomes(
     ----------
     counts
         Individuals to sample per population (``AFR``, ``EUR``, ``ASIA``, ``ADMIX``).
-    n_loci, locus_bp
-        Number and length (bp) of the coalescent loci.
+    chromosomes
+        Chromosome names in numeric order (``parse_chromosomes``).
+    n_loci
+        Coalescent loci per chromosome (at least one each), ``len(chromosomes)`` counts.
+    locus_bp
+        Length of every locus (bp).
     n_background
-        Number of independent background SNPs.
+        Independent background SNPs per chromosome.
     rng
-        Source of every random choice (msprime seeds are drawn from it).
+        Source of every random choice (msprime seeds are drawn from it). The loci of all
+        chromosomes come from one msprime run; with one chromosome the draws are those of the
+        one-chromosome simulator this generalises (same seed, same genomes).
 
     Returns
     -------
     Genomes
         Individuals in the order of ``counts`` (population by population).
     """
+    chroms = np.array(chromosomes, dtype="<U2")
+    loci_counts = np.asarray(n_loci, dtype=np.int64)
+    bg_counts = np.asarray(n_background, dtype=np.int64)
+    if not chroms.size == loci_counts.size == bg_counts.size or (loci_counts < 1).any():
+        raise SimulationError(
+            f"one locus count (>= 1) and one background count per chromosome; got "
+            f"chromosomes={list(chromosomes)}, n_loci={list(n_loci)}, "
+            f"n_background={list(n_background)}"
+        )
+    total_bg = int(bg_counts.sum())
     samples = {pop: n for pop, n in counts.items() if n > 0}
     # One extra ADMIX individual whose first haplotype is the reference genome.
     samples["ADMIX"] = samples.get("ADMIX", 0) + 1
     x, alleles, geno, node_pops, ratemap = _simulate_loci(
-        samples, n_loci=n_loci, locus_bp=locus_bp, rng=rng
+        samples, n_loci=int(loci_counts.sum()), locus_bp=locus_bp, rng=rng
     )
     ind_pop = node_pops[::2]
     n_ind = ind_pop.shape[0]
@@ -277,53 +319,69 @@ def simulate_genomes(
     admixture[is_admix] = rng.dirichlet(
         ADMIX_CONCENTRATION * np.array(ADMIX_PROPORTIONS), size=int(is_admix.sum())
     )
-    bg = _background(n_background, source_freq=common, admixture=admixture, rng=rng)
+    bg = _background(total_bg, source_freq=common, admixture=admixture, rng=rng)
 
     # Positions: loci where they lie; background SNPs uniformly between them (not inside).
-    starts = locus_starts(n_loci, locus_bp)
+    # Loci are numbered over all chromosomes, the first chromosome's first.
+    locus_chrom = np.repeat(chroms, loci_counts)
+    first_locus = np.cumsum(loci_counts) - loci_counts
+    starts = np.concatenate(
+        [
+            locus_starts(int(n), locus_bp, chrom=str(c))
+            for c, n in zip(chroms, loci_counts, strict=True)
+        ]
+    )
     locus_idx, offset = np.divmod(x, locus_bp + 1)
     loci_pos = starts[locus_idx] + offset
-    bg_pos = _background_positions(n_background, starts=starts, locus_bp=locus_bp, rng=rng)
-    bg_bases = np.array([rng.choice(_BASES, size=2, replace=False) for _ in range(n_background)])
+    bg_pos = np.concatenate(
+        [
+            _background_positions(
+                int(n),
+                starts=starts[f : f + k],
+                locus_bp=locus_bp,
+                end=span_end(str(c)),
+                rng=rng,
+            )
+            for c, n, f, k in zip(chroms, bg_counts, first_locus, loci_counts, strict=True)
+        ]
+    )
+    bg_bases = np.array([rng.choice(_BASES, size=2, replace=False) for _ in range(total_bg)])
+    bg_bases = bg_bases.reshape(total_bg, 2)
 
+    rank = np.arange(chroms.size)
+    chrom_rank = np.concatenate(
+        [np.repeat(rank, loci_counts)[locus_idx], np.repeat(rank, bg_counts)]
+    )
     pos = np.concatenate([loci_pos, bg_pos]).astype(np.int64)
     anc = np.concatenate([np.array([a[0] for a in alleles], dtype="<U1"), bg_bases[:, 0]])
     der = np.concatenate([np.array([a[1] for a in alleles], dtype="<U1"), bg_bases[:, 1]])
     haps = np.concatenate([geno, bg], axis=0)
-    locus = np.concatenate([locus_idx, np.full(n_background, -1)]).astype(np.int64)
+    del geno, bg
+    locus = np.concatenate([locus_idx, np.full(total_bg, -1)]).astype(np.int64)
     within = ratemap.get_cumulative_mass(x) - ratemap.get_cumulative_mass(
         locus_idx * (locus_bp + 1)
     )
-    local_cm = np.concatenate([100 * within, np.zeros(n_background)])
-    order = np.argsort(pos, kind="stable")
-    pos, anc, der, haps, locus, local_cm = (
-        pos[order],
-        anc[order],
-        der[order],
-        haps[order],
-        locus[order],
-        local_cm[order],
-    )
+    local_cm = np.concatenate([100 * within, np.zeros(total_bg)])
+    # Chromosome by chromosome (numeric order), by position within each.
+    order = np.argsort(chrom_rank * _CHROM_STRIDE + pos, kind="stable")
 
-    # REF is the reference haplotype's allele; drop it and its partner from the samples.
-    ref_hap = haps[:, 2 * ref_ind]
+    # REF is the reference haplotype's allele; drop it and its partner from the samples, and
+    # monomorphic variants. One gather of the kept rows and columns, then REF/ALT swaps in
+    # place (the whole matrix is the largest thing simulated: copies of it cost the most).
+    ref_hap = haps[order, 2 * ref_ind]
     keep_cols = np.ones(haps.shape[1], dtype=bool)
     keep_cols[2 * ref_ind : 2 * ref_ind + 2] = False
-    haps = haps[:, keep_cols]
-    swap = ref_hap == 1
-    ref = np.where(swap, der, anc)
-    alt = np.where(swap, anc, der)
-    haps[swap] = 1 - haps[swap]
-    ac = haps.sum(axis=1)
-    poly = (ac > 0) & (ac < haps.shape[1])
-    pos, ref, alt, haps, locus, local_cm = (
-        pos[poly],
-        ref[poly],
-        alt[poly],
-        haps[poly],
-        locus[poly],
-        local_cm[poly],
-    )
+    n_haps = int(keep_cols.sum())
+    ac = haps.sum(axis=1, dtype=np.int64)[order] - ref_hap - haps[order, 2 * ref_ind + 1]
+    poly = (ac > 0) & (ac < n_haps)
+    haps = haps[np.ix_(order[poly], np.flatnonzero(keep_cols))]
+    swap = ref_hap[poly] == 1
+    np.bitwise_xor(haps, swap[:, None].astype(np.uint8), out=haps)
+    keep = order[poly]
+    chrom = chroms[chrom_rank[keep]]
+    pos, locus, local_cm = pos[keep], locus[keep], local_cm[keep]
+    ref = np.where(swap, der[keep], anc[keep])
+    alt = np.where(swap, anc[keep], der[keep])
 
     # Transmission map: real cM inside a locus, a large step between unlinked units.
     new_unit = np.ones(pos.shape[0], dtype=bool)
@@ -332,13 +390,22 @@ def simulate_genomes(
     cm = np.cumsum(step)
     # Beagle map: one line per variant; the simulated map inside loci and the chromosome's
     # mean rate between units (as a real chr20 map would say; a large nominal step there
-    # would split Beagle's 40 cM windows into hundreds of slow tiny ones).
-    bp_step = np.diff(pos, prepend=SPAN_START) * MEAN_RECOMBINATION_RATE * 100
+    # would split Beagle's 40 cM windows into hundreds of slow tiny ones). Each chromosome's
+    # map starts afresh at SPAN_START.
+    chrom_first = np.ones(pos.shape[0], dtype=bool)
+    chrom_first[1:] = chrom[1:] != chrom[:-1]
+    previous = np.concatenate([[SPAN_START], pos[:-1]])
+    previous[chrom_first] = SPAN_START
+    bp_step = (pos - previous) * MEAN_RECOMBINATION_RATE * 100
     map_step = np.where(new_unit, bp_step, np.diff(local_cm, prepend=0.0))
-    map_cm = SPAN_START * MEAN_RECOMBINATION_RATE * 100 + np.cumsum(map_step)
+    map_cm = np.empty(pos.shape[0])
+    bounds = [*np.flatnonzero(chrom_first).tolist(), pos.shape[0]]
+    for lo, hi in itertools.pairwise(bounds):
+        map_cm[lo:hi] = SPAN_START * MEAN_RECOMBINATION_RATE * 100 + np.cumsum(map_step[lo:hi])
     ind_keep = np.ones(n_ind, dtype=bool)
     ind_keep[ref_ind] = False
     return Genomes(
+        chrom=chrom,
         pos=pos,
         ref=ref.astype("<U1"),
         alt=alt.astype("<U1"),
@@ -346,6 +413,7 @@ def simulate_genomes(
         locus=locus,
         cm=cm,
         locus_start=starts,
+        locus_chrom=locus_chrom,
         population=ind_pop[ind_keep],
         admixture=admixture[ind_keep],
         map_bp=pos.copy(),

@@ -1,8 +1,9 @@
 """The truth file (``truth.json``): what a correct analysis of the simulated federation finds.
 
 Top-level keys: ``fedgen_truth`` (format version 1), ``seed``, ``scale``, ``model`` (simulator,
-demography, rates, how loci/background/map were made), ``region`` (chromosome, assembly, loci),
-``reference_panel`` (counts per population), ``array`` (design, error rates),
+demography, rates, how loci/background/map were made), ``region`` (assembly, loci and variant
+counts: one chromosome gives ``chrom`` and ``loci``, several a ``chromosomes`` list of
+``chrom``, ``length``, ``loci`` and counts), ``reference_panel`` (counts per population), ``array`` (design, error rates),
 ``causal_variants`` (id, chrom, pos, ref, alt, beta and liability_beta per ALT allele,
 variance_explained, alt_freq per site and in the panel, best tag r2), ``phenotype_model`` and
 ``sites`` (per site: counts, populations, DUO codes, the allele-coding fault, and ``injected``:
@@ -21,6 +22,7 @@ from snakemake_executor_plugin_fedgen.fileio import write_text_atomic
 
 from snakemake_fedgen.simulate import genomes as gen
 from snakemake_fedgen.simulate.array import SITE_PROBE_FAILURE
+from snakemake_fedgen.simulate.chromosomes import GRCH38_LENGTHS
 from snakemake_fedgen.simulate.registry import SITE_DUO
 from snakemake_fedgen.simulate.scales import SITE_BATCH
 
@@ -48,7 +50,42 @@ def _variant(fed: Federation, row: int, *, site: str | None = None) -> dict[str,
         calls = fed.calls[site]
         k = int(np.searchsorted(calls.rows, row))
         ref, alt = str(calls.ref[k]), str(calls.alt[k])
-    return {"id": fed.ids[row], "chrom": gen.CHROM, "pos": int(g.pos[row]), "ref": ref, "alt": alt}
+    return {
+        "id": fed.ids[row],
+        "chrom": str(g.chrom[row]),
+        "pos": int(g.pos[row]),
+        "ref": ref,
+        "alt": alt,
+    }
+
+
+def _region(fed: Federation) -> dict[str, Any]:
+    """Where the variants lie: one chromosome keeps the original flat layout (``chrom``,
+    ``loci``); several list each under ``chromosomes`` with its length, loci and counts."""
+    g, sc = fed.genomes, fed.scale
+
+    def loci(chrom: str) -> list[dict[str, int]]:
+        starts = g.locus_start[g.locus_chrom == chrom]
+        return [{"start": int(st), "end": int(st + sc.locus_bp - 1)} for st in starts.tolist()]
+
+    names = list(dict.fromkeys(g.locus_chrom.tolist()))
+    totals = {
+        "n_locus_variants": int((g.locus >= 0).sum()),
+        "n_background_snps": int((g.locus < 0).sum()),
+    }
+    if len(names) == 1:
+        return {"chrom": names[0], "assembly": "GRCh38", "loci": loci(names[0]), **totals}
+    per_chrom = [
+        {
+            "chrom": c,
+            "length": GRCH38_LENGTHS[c],
+            "loci": loci(c),
+            "n_locus_variants": int(((g.chrom == c) & (g.locus >= 0)).sum()),
+            "n_background_snps": int(((g.chrom == c) & (g.locus < 0)).sum()),
+        }
+        for c in names
+    ]
+    return {"assembly": "GRCh38", "chromosomes": per_chrom, **totals}
 
 
 def build_truth(
@@ -184,16 +221,7 @@ def build_truth(
             "variants": "biallelic SNPs only (sites with one mutation); REF from a simulated "
             "reference-genome haplotype",
         },
-        "region": {
-            "chrom": gen.CHROM,
-            "assembly": "GRCh38",
-            "loci": [
-                {"start": int(st), "end": int(st + sc.locus_bp - 1)}
-                for st in g.locus_start.tolist()
-            ],
-            "n_locus_variants": int((g.locus >= 0).sum()),
-            "n_background_snps": int((g.locus < 0).sum()),
-        },
+        "region": _region(fed),
         "reference_panel": {
             "n_samples": int(fed.panel.size),
             "n_haplotypes": int(2 * fed.panel.size),

@@ -12,7 +12,7 @@ import numpy as np
 from snakemake_executor_plugin_fedgen.errors import SimulationError
 from snakemake_executor_plugin_fedgen.fileio import AtomicFile, write_text_atomic
 
-from snakemake_fedgen.simulate.genomes import CHROM, CHROM_LENGTH
+from snakemake_fedgen.simulate.chromosomes import GRCH38_LENGTHS
 
 _PHASED = np.frombuffer(b"0|0\t0|1\t1|0\t1|1\t", dtype=np.uint8).reshape(4, 4)
 _UNPHASED = np.frombuffer(b"0/0\t0/1\t1/1\t./.\t", dtype=np.uint8).reshape(4, 4)
@@ -26,12 +26,24 @@ def _tool(name: str) -> str:
     return path
 
 
-def _header(samples: Sequence[str], *, source: str, phased: bool) -> bytes:
+def _contigs(chrom: np.ndarray) -> list[str]:
+    """The chromosomes of ``chrom`` in file order; refuse them out of order or interleaved."""
+    first = np.ones(chrom.shape[0], dtype=bool)
+    first[1:] = chrom[1:] != chrom[:-1]
+    names = [str(c) for c in chrom[first].tolist()]
+    if len(set(names)) != len(names) or names != sorted(names, key=int):
+        raise SimulationError(
+            f"VCF rows must come chromosome by chromosome in numeric order; got runs {names}"
+        )
+    return names
+
+
+def _header(samples: Sequence[str], *, contigs: Sequence[str], source: str, phased: bool) -> bytes:
     lines = [
         "##fileformat=VCFv4.2",
         '##FILTER=<ID=PASS,Description="All filters passed">',
         f"##source={source}",
-        f"##contig=<ID={CHROM},length={CHROM_LENGTH},assembly=GRCh38>",
+        *(f"##contig=<ID={c},length={GRCH38_LENGTHS[c]},assembly=GRCh38>" for c in contigs),
         '##FORMAT=<ID=GT,Number=1,Type=String,Description="'
         + ("Phased genotype" if phased else "Genotype")
         + '">',
@@ -46,6 +58,7 @@ def write_vcf(
     path: Path,
     *,
     samples: Sequence[str],
+    chrom: np.ndarray,
     pos: np.ndarray,
     ids: Sequence[str],
     ref: np.ndarray,
@@ -54,7 +67,7 @@ def write_vcf(
     phased: bool,
     source: str,
 ) -> None:
-    """Write a bgzipped, tabix-indexed VCF of chromosome 20 atomically.
+    """Write a bgzipped, tabix-indexed VCF atomically, one ``##contig`` per chromosome.
 
     Parameters
     ----------
@@ -62,8 +75,10 @@ def write_vcf(
         Output ``.vcf.gz``; ``path + ".tbi"`` is written next to it.
     samples
         Sample IDs, one per column.
+    chrom
+        ``(n_variants,)`` chromosome names, chromosome by chromosome in numeric order.
     pos, ids, ref, alt
-        ``(n_variants,)`` 1-based positions (increasing), IDs and alleles.
+        ``(n_variants,)`` 1-based positions (increasing within a chromosome), IDs and alleles.
     codes
         ``(n_variants, n_samples)`` uint8. Phased: ``2 * hap0 + hap1`` (0..3); unphased: ALT
         count 0/1/2 or 3 for a missing call.
@@ -73,22 +88,25 @@ def write_vcf(
         Value of the ``##source`` header line.
     """
     table = _PHASED if phased else _UNPHASED
+    contigs = _contigs(chrom)
     path = Path(path)
     vcf = AtomicFile(path, "wb")
     index = Path(f"{vcf.tmp}.tbi")
     try:
         with vcf as out:
             # BGZF blocks are compressed independently: threads do not change the bytes.
+            # Compression is most of a large scale's time, so use every core we may.
+            threads = str(max(2, len(os.sched_getaffinity(0))))
             proc = subprocess.Popen(
-                [_tool("bgzip"), "-c", "-@", "2"], stdin=subprocess.PIPE, stdout=out
+                [_tool("bgzip"), "-c", "-@", threads], stdin=subprocess.PIPE, stdout=out
             )
             assert proc.stdin is not None
             try:
-                proc.stdin.write(_header(samples, source=source, phased=phased))
+                proc.stdin.write(_header(samples, contigs=contigs, source=source, phased=phased))
                 prefixes = [
-                    f"{CHROM}\t{p}\t{i}\t{r}\t{a}\t.\tPASS\t.\tGT\t".encode()
-                    for p, i, r, a in zip(
-                        pos.tolist(), ids, ref.tolist(), alt.tolist(), strict=True
+                    f"{c}\t{p}\t{i}\t{r}\t{a}\t.\tPASS\t.\tGT\t".encode()
+                    for c, p, i, r, a in zip(
+                        chrom.tolist(), pos.tolist(), ids, ref.tolist(), alt.tolist(), strict=True
                     )
                 ]
                 for start in range(0, codes.shape[0], _CHUNK):
@@ -119,9 +137,14 @@ def write_vcf(
         index.unlink(missing_ok=True)
 
 
-def write_plink_map(path: Path, *, bp: np.ndarray, cm: np.ndarray) -> None:
-    """Write a PLINK ``.map`` genetic map (chrom, id, cM, bp) as Beagle's ``map=`` reads it."""
+def write_plink_map(path: Path, *, chrom: np.ndarray, bp: np.ndarray, cm: np.ndarray) -> None:
+    """Write a PLINK ``.map`` genetic map (chrom, id, cM, bp) as Beagle's ``map=`` reads it.
+
+    ``chrom``, ``bp`` and ``cm`` are ``(n_rows,)``; rows come chromosome by chromosome.
+    """
+    _contigs(chrom)
     text = "".join(
-        f"{CHROM}\t.\t{c:.6f}\t{b}\n" for b, c in zip(bp.tolist(), cm.tolist(), strict=True)
+        f"{h}\t.\t{c:.6f}\t{b}\n"
+        for h, b, c in zip(chrom.tolist(), bp.tolist(), cm.tolist(), strict=True)
     )
     write_text_atomic(path, text)

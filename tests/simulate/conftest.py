@@ -42,3 +42,18 @@ def tiny(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def truth(tiny: Path) -> dict:
     return json.loads((tiny / "truth.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny3(tmp_path_factory) -> Path:
+    """A tiny federation on chromosomes 20, 21 and 22 (given out of order on purpose)."""
+    out = tmp_path_factory.mktemp("fed3") / "sim"
+    proc = run_simulate(out, "--chromosomes", "22,20,21")
+    assert proc.returncode == 0, proc.stderr
+    assert "on chromosomes 20,21,22" in proc.stdout
+    return out
+
+
+@pytest.fixture(scope="session")
+def truth3(tiny3: Path) -> dict:
+    return json.loads((tiny3 / "truth.json").read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,11 @@ from scipy import stats
 
 
 @pytest.mark.slow
-def test_simulate__beagle_imputes_the_causal_variant_at_site_a(tiny: Path, tmp_path, truth):
+@pytest.mark.parametrize("federation", ["tiny", "tiny3"])
+def test_simulate__beagle_imputes_the_causal_variant_at_site_a(federation, tmp_path, request):
+    """One chromosome, and three in one multi-contig panel, VCF and map (Beagle reads all)."""
+    tiny: Path = request.getfixturevalue(federation)
+    truth = json.loads((tiny / "truth.json").read_text())
     subprocess.run(
         [
             "beagle",
@@ -32,7 +37,7 @@ def test_simulate__beagle_imputes_the_causal_variant_at_site_a(tiny: Path, tmp_p
         record = next(
             line.rstrip("\n").split("\t")
             for line in fh
-            if line.split("\t", 2)[1] == str(strong["pos"])
+            if line.split("\t", 2)[:2] == [strong["chrom"], str(strong["pos"])]
         )
     assert (record[3], record[4]) == (strong["ref"], strong["alt"])
     info = dict(kv.split("=") for kv in record[7].split(";") if "=" in kv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -11,15 +12,32 @@ import pytest
 SITES = ("A", "B", "C")
 
 
+@pytest.fixture(scope="module", params=["tiny", "tiny3"])
+def fed_dir(request) -> Path:
+    """The tiny federation on chromosome 20, then on chromosomes 20, 21 and 22."""
+    return request.getfixturevalue(request.param)
+
+
 @pytest.fixture(scope="module")
-def plink_qc(tiny: Path, tmp_path_factory) -> dict[str, dict[str, pd.DataFrame]]:
+def truth(fed_dir: Path) -> dict:
+    return json.loads((fed_dir / "truth.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def plink_qc(fed_dir: Path, tmp_path_factory) -> dict[str, dict[str, pd.DataFrame]]:
     """plink2 KING table, heterozygosity, missingness and HWE per site."""
     out: dict[str, dict[str, pd.DataFrame]] = {}
     work = tmp_path_factory.mktemp("plink")
     for s in SITES:
         subprocess.run(
             [
-                *("plink2", "--threads", "1", "--vcf", str(tiny / f"sites/{s}/genotypes.vcf.gz")),
+                *(
+                    "plink2",
+                    "--threads",
+                    "1",
+                    "--vcf",
+                    str(fed_dir / f"sites/{s}/genotypes.vcf.gz"),
+                ),
                 *("--make-king-table", "--het", "--missing", "--hardy", "--out", s),
             ],
             cwd=work,
@@ -97,39 +115,44 @@ def test_simulate__hwe_failures_are_extreme(plink_qc, truth, site):
         assert sorted(hardy.index[hardy["P"] < 1e-6]) == sorted(injected)
 
 
-def _site_alleles(vcf: Path, positions: list[int]) -> dict[int, tuple[str, str]]:
+def _site_alleles(vcf: Path, variants: list[dict]) -> dict[tuple[str, int], tuple[str, str]]:
     out = subprocess.run(
-        ["bcftools", "query", "-f", "%POS\t%REF\t%ALT\n", str(vcf)],
+        ["bcftools", "query", "-f", "%CHROM\t%POS\t%REF\t%ALT\n", str(vcf)],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    wanted = set(positions)
+    wanted = {_where(v) for v in variants}
     rows = (line.split("\t") for line in out.splitlines())
-    return {int(p): (r, a) for p, r, a in rows if int(p) in wanted}
+    return {(c, int(p)): (r, a) for c, p, r, a in rows if (c, int(p)) in wanted}
 
 
-def test_simulate__flipped_and_swapped_batches_differ_from_the_panel(tiny, truth):
+def _where(variant: dict) -> tuple[str, int]:
+    return variant["chrom"], variant["pos"]
+
+
+def test_simulate__flipped_and_swapped_batches_differ_from_the_panel(fed_dir, truth):
+    tiny = fed_dir
     comp = str.maketrans("ACGT", "TGCA")
     flipped = truth["sites"]["B"]["injected"]["strand_flipped"]
     swapped = truth["sites"]["C"]["injected"]["ref_alt_swapped"]
     assert len(flipped) >= 20 and len(swapped) >= 20
     assert truth["sites"]["A"]["injected"]["strand_flipped"] == []
-    panel = _site_alleles(tiny / "reference/panel.vcf.gz", [v["pos"] for v in flipped + swapped])
-    site_b = _site_alleles(tiny / "sites/B/genotypes.vcf.gz", [v["pos"] for v in flipped])
-    site_c = _site_alleles(tiny / "sites/C/genotypes.vcf.gz", [v["pos"] for v in swapped])
+    panel = _site_alleles(tiny / "reference/panel.vcf.gz", flipped + swapped)
+    site_b = _site_alleles(tiny / "sites/B/genotypes.vcf.gz", flipped)
+    site_c = _site_alleles(tiny / "sites/C/genotypes.vcf.gz", swapped)
     for v in flipped:
-        ref, alt = panel[v["pos"]]
+        ref, alt = panel[_where(v)]
         assert (
-            site_b[v["pos"]] == (ref.translate(comp), alt.translate(comp)) == (v["ref"], v["alt"])
+            site_b[_where(v)] == (ref.translate(comp), alt.translate(comp)) == (v["ref"], v["alt"])
         )
         assert ref.translate(comp) != alt  # not palindromic: the flip is detectable
     for v in swapped:
-        ref, alt = panel[v["pos"]]
-        assert site_c[v["pos"]] == (alt, ref) == (v["ref"], v["alt"])
+        ref, alt = panel[_where(v)]
+        assert site_c[_where(v)] == (alt, ref) == (v["ref"], v["alt"])
     # Every other marker of B and C agrees with the panel where the panel has it.
     for site, batch in (("B", flipped), ("C", swapped)):
-        marked = {v["pos"] for v in batch}
+        marked = {_where(v) for v in batch}
         out = subprocess.run(
             [
                 *("bcftools", "isec", "-n=2", "-w1", "-c", "none"),
@@ -140,7 +163,10 @@ def test_simulate__flipped_and_swapped_batches_differ_from_the_panel(tiny, truth
             capture_output=True,
             text=True,
         ).stdout
-        exact = {int(line.split("\t")[1]) for line in out.splitlines() if not line.startswith("#")}
+        exact = {
+            (f[0], int(f[1]))
+            for f in (line.split("\t") for line in out.splitlines() if not line.startswith("#"))
+        }
         assert not (exact & marked)
         n_markers = truth["sites"][site]["n_variants"]
         missing_from_panel = truth["sites"][site]["n_array_markers_not_in_panel"]
