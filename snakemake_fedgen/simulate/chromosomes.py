@@ -13,32 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 from snakemake_executor_plugin_fedgen.errors import SimulationError
 
-#: GRCh38 primary-assembly chromosome lengths in bp (the ``##contig`` lengths written).
-GRCH38_LENGTHS: dict[str, int] = {
-    "1": 248_956_422,
-    "2": 242_193_529,
-    "3": 198_295_559,
-    "4": 190_214_555,
-    "5": 181_538_259,
-    "6": 170_805_979,
-    "7": 159_345_973,
-    "8": 145_138_636,
-    "9": 138_394_717,
-    "10": 133_797_422,
-    "11": 135_086_622,
-    "12": 133_275_309,
-    "13": 114_364_328,
-    "14": 107_043_718,
-    "15": 101_991_189,
-    "16": 90_338_345,
-    "17": 83_257_441,
-    "18": 80_373_285,
-    "19": 58_617_616,
-    "20": 64_444_167,
-    "21": 46_709_983,
-    "22": 50_818_468,
-    "X": 156_040_895,
-}
+from snakemake_fedgen.assemblies import CHROM_LENGTHS
+
+#: GRCh38 chromosome lengths in bp (the ``##contig`` lengths written): the workflow's table.
+GRCH38_LENGTHS: dict[str, int] = CHROM_LENGTHS["GRCh38"]
 #: Chromosomes ``--chromosomes`` accepts: the autosomes. X is listed above for its length but
 #: not simulated (males would need haploid calls and the workflow's sex checks).
 AUTOSOMES: tuple[str, ...] = tuple(str(i) for i in range(1, 23))
