@@ -803,13 +803,7 @@ class Scheduler:
         with os.fdopen(fd, "wb") as sink:
             if not executor.get("stdin"):
                 return
-            user = self.task_user
-            src = paths.open_file(
-                layout.root,
-                executor["stdin"],
-                owner_uid=user.uid if user is not None else None,
-                what=f"stdin {executor['stdin']}:",
-            )
+            src = self._open_stdin(executor, layout)
             with os.fdopen(src, "rb") as source:
                 shutil.copyfileobj(source, sink)
 
@@ -837,6 +831,27 @@ class Scheduler:
                     with os.fdopen(src, "rb") as source:
                         shutil.copyfileobj(source, sink)
 
+    def _open_stdin(self, executor: dict[str, Any], layout: TaskLayout) -> int:
+        """An fd of the executor's stdin as the task sees it: a file input bound read-only at
+        that path (or inside a bound folder) is read from the input itself, which the node
+        checked against its storage roots when it staged the task; any other path beneath the
+        task root, without following symlinks."""
+        wanted = "/" + str(executor["stdin"]).strip("/")
+        what = f"stdin {executor['stdin']}:"
+        for host, container in layout.binds:
+            mount = "/" + container.strip("/")
+            if wanted == mount and host.is_file():
+                return os.open(host, os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+            if wanted.startswith(mount + "/") and host.is_dir():
+                return paths.open_file(host, wanted[len(mount) + 1 :], what=what)
+        user = self.task_user
+        return paths.open_file(
+            layout.root,
+            executor["stdin"],
+            owner_uid=user.uid if user is not None else None,
+            what=what,
+        )
+
     def _stdio(
         self,
         executor: dict[str, Any],
@@ -854,12 +869,7 @@ class Scheduler:
         user = self.task_user
         owner = (user.uid, user.gid) if user is not None else None
         if executor.get("stdin"):
-            fin = paths.open_file(
-                layout.root,
-                executor["stdin"],
-                owner_uid=user.uid if user is not None else None,
-                what=f"stdin {executor['stdin']}:",
-            )
+            fin = self._open_stdin(executor, layout)
         else:
             fin = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         fds.append(fin)

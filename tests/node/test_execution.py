@@ -68,6 +68,30 @@ def test_executors__run_in_order_with_env_stdin_stdout_and_ignore_error(site, st
     assert (site.area() / "env.txt").read_text() == "hi a\n"
 
 
+def test_executors__stdin_from_a_bound_input_reads_the_input(site, start_node):
+    # Under bwrap a file input is bound read-only at its path over an empty placeholder: the
+    # executor's stdin must be the input, not the placeholder.
+    node = start_node(site.state, config=site.config())
+    site.area().mkdir(parents=True, exist_ok=True)
+    (site.area() / "in.txt").write_text("z\ny\n")
+    task = {
+        "name": "stdin-input",
+        "inputs": [{"path": "/fedgen/work/in.txt", "url": (site.work / "in.txt").as_uri()}],
+        "outputs": [{"path": "/fedgen/work/out.txt", "url": (site.work / "out.txt").as_uri()}],
+        "executors": [
+            {
+                "image": "fedgen/tools:0.1",
+                "command": ["sort"],
+                "stdin": "/fedgen/work/in.txt",
+                "stdout": "/fedgen/work/out.txt",
+            }
+        ],
+    }
+    doc = wait_task(node.url, _post(node, task))
+    assert doc["state"] == "COMPLETE", doc
+    assert (site.area() / "out.txt").read_text() == "y\nz\n"
+
+
 def test_executors__first_failure_ends_task_executor_error(site, start_node):
     node = start_node(site.state, config=site.config())
     task = simple_task("echo boom >&2; exit 3")
