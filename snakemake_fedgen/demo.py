@@ -36,6 +36,8 @@ from typing import Any
 import yaml
 from snakemake_executor_plugin_fedgen.errors import ConfigError, FedgenError
 
+from snakemake_fedgen.assemblies import plink_chrom
+
 # The source checkout: snakemake_fedgen/demo.py -> the repository root.
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "workflows" / "federated-gwas" / "workflow" / "Snakefile"
@@ -66,12 +68,18 @@ PHENOPACKETS_SITES = ("C",)
 
 
 def simulate(
-    data: Path, *, seed: int, scale: str, phenopackets_sites: Sequence[str] = ()
+    data: Path,
+    *,
+    seed: int,
+    scale: str,
+    phenopackets_sites: Sequence[str] = (),
+    chromosomes: Sequence[str] = ("20",),
 ) -> dict[str, Any]:
     """Simulate the federation into ``data`` unless the same one is already there.
 
     ``phenopackets_sites`` hold their phenotypes as a folder of Phenopacket v2 files (the
     registry's phenotypes dataset points at it); see ``fedgen simulate --phenopackets-sites``.
+    ``chromosomes``: see ``fedgen simulate --chromosomes``.
     """
     truth_path = data / "truth.json"
     packets = sorted(phenopackets_sites)
@@ -81,6 +89,7 @@ def simulate(
             truth.get("seed") == seed
             and truth.get("scale") == scale
             and truth.get("phenopackets_sites", []) == packets
+            and simulated_chromosomes(truth) == list(chromosomes)
         ):
             return truth
         shutil.rmtree(data)
@@ -93,11 +102,21 @@ def simulate(
         str(seed),
         "--scale",
         scale,
+        "--chromosomes",
+        ",".join(chromosomes),
     ]
     if packets:
         cmd += ["--phenopackets-sites", ",".join(packets)]
     subprocess.run(cmd, check=True)
     return json.loads(truth_path.read_text())
+
+
+def simulated_chromosomes(truth: dict[str, Any]) -> list[str]:
+    """The chromosomes of a simulated federation, from its truth file."""
+    region = truth.get("region", {})
+    if "chromosomes" in region:
+        return [str(c["chrom"]) for c in region["chromosomes"]]
+    return [str(region.get("chrom", "20"))]
 
 
 def _fedgen() -> list[str]:
@@ -366,6 +385,10 @@ def _mlog10p(row: dict[str, str]) -> float:
     return float(row.get("neg_log_10_p_value") or "nan")
 
 
+def _locus(chrom: object, pos: object) -> tuple[str, int]:
+    return plink_chrom(str(chrom)), int(str(pos))
+
+
 def summary(workdir: Path, truth: dict[str, Any], *, traits: Sequence[str] = ("qt", "bt")) -> str:
     """Top hit per trait and every causal variant's meta-analysis result next to the truth."""
     lines = []
@@ -374,10 +397,11 @@ def summary(workdir: Path, truth: dict[str, Any], *, traits: Sequence[str] = ("q
         if not path.exists():
             continue
         rows = read_meta(path)
-        by_pos = {int(r["base_pair_location"]): r for r in rows}
+        by_pos = {_locus(r["chromosome"], r["base_pair_location"]): r for r in rows}
         top = max(rows, key=_mlog10p)
         lines.append(
-            f"{trait}: top hit 20:{top['base_pair_location']} {top['other_allele']}>"
+            f"{trait}: top hit {top['chromosome']}:{top['base_pair_location']} "
+            f"{top['other_allele']}>"
             f"{top['effect_allele']} beta={float(top['beta']):+.3f} "
             f"p={float(top['p_value']):.2e} (n={top.get('n', '?')}, sites={top.get('direction', '?')})"
         )
@@ -385,11 +409,15 @@ def summary(workdir: Path, truth: dict[str, Any], *, traits: Sequence[str] = ("q
             f"  {'causal variant':<24}{'true beta':>10}{'meta beta':>11}{'p':>11}  rank  verdict"
         )
         ranked = sorted(rows, key=_mlog10p, reverse=True)
-        rank = {int(r["base_pair_location"]): i + 1 for i, r in enumerate(ranked)}
+        rank = {
+            _locus(r["chromosome"], r["base_pair_location"]): i + 1 for i, r in enumerate(ranked)
+        }
         for c in truth["causal_variants"]:
             key = "beta" if trait == "qt" else "liability_beta"
-            r = by_pos.get(int(c["pos"]))
-            label = f"{c['id']} 20:{c['pos']}"
+            chrom = str(c.get("chrom", "20"))
+            locus = _locus(chrom, c["pos"])
+            r = by_pos.get(locus)
+            label = f"{c['id']} {chrom}:{c['pos']}"
             if r is None:
                 lines.append(f"  {label:<24}{c[key]:>+10.3f}{'(not imputed/kept)':>22}")
                 continue
@@ -399,7 +427,7 @@ def summary(workdir: Path, truth: dict[str, Any], *, traits: Sequence[str] = ("q
             p = float(r["p_value"])
             verdict = "genome-wide significant" if p < 5e-8 else ""
             lines.append(
-                f"  {label:<24}{c[key]:>+10.3f}{beta:>+11.3f}{p:>11.2e}  {rank[int(c['pos'])]:>4}  "
+                f"  {label:<24}{c[key]:>+10.3f}{beta:>+11.3f}{p:>11.2e}  {rank[locus]:>4}  "
                 f"{verdict}"
             )
     return "\n".join(lines)
@@ -414,7 +442,14 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def run_demo(out: Path, *, scale: str = "small", seed: int = 42, runtime: str = "auto") -> int:
+def run_demo(
+    out: Path,
+    *,
+    scale: str = "small",
+    seed: int = 42,
+    runtime: str = "auto",
+    chromosomes: Sequence[str] = ("20",),
+) -> int:
     """Run the whole demo under ``out``; returns the process exit code."""
     # Background jobs start with SIGINT ignored; the demo must stop its nodes on Ctrl-C anyway.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -426,8 +461,14 @@ def run_demo(out: Path, *, scale: str = "small", seed: int = 42, runtime: str = 
         check_tools()
         print(f"== simulating the federation ({scale}, seed {seed}) into {out / 'data'}")
         truth = simulate(
-            out / "data", seed=seed, scale=scale, phenopackets_sites=PHENOPACKETS_SITES
+            out / "data",
+            seed=seed,
+            scale=scale,
+            phenopackets_sites=PHENOPACKETS_SITES,
+            chromosomes=chromosomes,
         )
+        # The workflow analyses the simulated chromosomes (config `chromosomes`).
+        analysed = ["chromosomes=[" + ",".join(f'"{c}"' for c in chromosomes) + "]"]
         print("== starting one fedgen node per site")
         with federation(out / "data", out / "nodes", work / "sites.yaml", runtime=runtime) as sites:
             for s in sites.values():
@@ -436,13 +477,15 @@ def run_demo(out: Path, *, scale: str = "small", seed: int = 42, runtime: str = 
             env.update({s.token_env: s.token for s in sites.values()})
             print("== running the federated GWAS (snakemake --executor fedgen --profile demo)")
             seconds = run_snakemake(
-                snakemake_command(work), env=env, log_path=out / "snakemake.log"
+                snakemake_command(work, extra_config=analysed),
+                env=env,
+                log_path=out / "snakemake.log",
             )
             print(f"  done in {seconds:.0f} s (log: {out / 'snakemake.log'})")
             print("== writing the report")
             report = out / "report.html"
             run_snakemake(
-                [*snakemake_command(work), f"--report={report}"],
+                [*snakemake_command(work, extra_config=analysed), f"--report={report}"],
                 env=env,
                 log_path=out / "report.log",
                 show=False,

@@ -21,8 +21,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runtime", default="auto", help="node runtime: auto (bubblewrap), bwrap, host"
     )
+    parser.add_argument(
+        "--chromosomes",
+        default="20",
+        help="chromosomes to simulate and analyse, e.g. 20,21,22 (default 20); each is "
+        "imputed in 20 Mb chunks and tested on its own",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns the process exit code."""
-    return demo.run_demo(args.out, scale=args.scale, seed=args.seed, runtime=args.runtime)
+    chromosomes = [c.strip() for c in args.chromosomes.split(",") if c.strip()]
+    return demo.run_demo(
+        args.out,
+        scale=args.scale,
+        seed=args.seed,
+        runtime=args.runtime,
+        chromosomes=chromosomes,
+    )
