@@ -262,7 +262,8 @@ def site_chunks(site, chrom):
     if not CHUNK_BP:
         return chunk_grid(chrom, WHOLE_CHROMOSOME, size_bp=0, overlap_bp=0)
     assembly = (
-        REGISTRY.site(site).datasets[DATASETS["genotypes"]].assembly or config["assembly"]
+        REGISTRY.site(site).datasets[DATASETS["genotypes"]].assembly
+        or config["assembly"]
     )
     try:
         length = chrom_length(assembly, chrom)
@@ -278,9 +279,10 @@ if config["impute"]["overlap_mb"] > config["impute"]["chunk_mb"] > 0:
         "an overlap of at most the chunk size (the imputation servers use 20 Mb chunks with "
         "a few Mb of flank)."
     )
+# An unknown assembly or chromosome fails here, before any task, not mid-run.
 for _site in SITES:
     for _chrom in CHROMOSOMES:
-        site_chunks(_site, _chrom)  # an unknown assembly or chromosome fails here, not mid-run
+        site_chunks(_site, _chrom)
 
 
 def get_chunk_field(name):

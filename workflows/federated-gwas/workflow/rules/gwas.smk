@@ -74,7 +74,9 @@ rule gwas_gather:
             "sites/{{site}}/gwas/{chrom}/{{trait}}.{{model}}.{{trait}}.glm.{{model}}",
             chrom=CHROMOSOMES,
         ),
-        plink_log=expand("sites/{{site}}/gwas/{chrom}/{{trait}}.{{model}}.log", chrom=CHROMOSOMES),
+        plink_log=expand(
+            "sites/{{site}}/gwas/{chrom}/{{trait}}.{{model}}.log", chrom=CHROMOSOMES
+        ),
     output:
         glm="sites/{site}/gwas/{trait}.{model}.{trait}.glm.{model}",
         plink_log="sites/{site}/gwas/{trait}.{model}.log",
@@ -90,6 +92,6 @@ rule gwas_gather:
         BCFTOOLS_IMAGE
     shell:
         "(awk 'FNR == 1 {{ if (NR == 1) h = $0; else if ($0 != h) {{ print FILENAME \": header"
-        " differs from the first\" > \"/dev/stderr\"; exit 1 }} else next }} 1'"
+        ' differs from the first" | "cat 1>&2"; exit 1 }} else next }} 1\''
         " {input.glm} > {output.glm}.partial && mv {output.glm}.partial {output.glm}"
         " && cat {input.plink_log} > {output.plink_log}) 2> {log}"

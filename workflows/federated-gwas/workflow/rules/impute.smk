@@ -127,7 +127,7 @@ rule impute_beagle:
         # A chunk with too few typed markers (its status says impute no) is not imputed: the
         # ligation skips it and counts its panel variants. Debian's `beagle` wrapper runs
         # `java -jar`; the heap size comes in through the JVM's standard environment variable.
-        "if [ \"$(awk '$1 == \"impute\" {{print $2}}' {input.status})\" = no ]; then"
+        'if [ "$(awk \'$1 == "impute" {{print $2}}\' {input.status})" = no ]; then'
         " cp {input.target} {output.vcf} && echo 'chunk not imputed' > {log};"
         " else JAVA_TOOL_OPTIONS=-Xmx{resources.mem_mb}m beagle gt={input.target}"
         " ref={input.panel} {params.genetic_map} out={params.prefix} nthreads={threads}"
@@ -219,9 +219,15 @@ rule impute_pgen:
 # The site's imputation, gathered over its chromosomes: counts (chunks, DR2) and rsIDs.
 rule impute_gather:
     input:
-        chunks=expand("sites/{{site}}/impute/{chrom}/chunks.counts.tsv", chrom=CHROMOSOMES),
-        counts=expand("sites/{{site}}/impute/{chrom}/imputed.counts.tsv", chrom=CHROMOSOMES),
-        rsids=expand("sites/{{site}}/impute/{chrom}/imputed.rsids.tsv", chrom=CHROMOSOMES),
+        chunks=expand(
+            "sites/{{site}}/impute/{chrom}/chunks.counts.tsv", chrom=CHROMOSOMES
+        ),
+        counts=expand(
+            "sites/{{site}}/impute/{chrom}/imputed.counts.tsv", chrom=CHROMOSOMES
+        ),
+        rsids=expand(
+            "sites/{{site}}/impute/{chrom}/imputed.rsids.tsv", chrom=CHROMOSOMES
+        ),
     output:
         counts="sites/{site}/impute/imputed.counts.tsv",
         rsids="sites/{site}/impute/imputed.rsids.tsv",
