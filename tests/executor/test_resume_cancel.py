@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections import Counter
 from pathlib import Path
@@ -10,7 +11,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Federation, SiteNode, run_snakemake, running_snakemake, wait_for
+from .conftest import (
+    Federation,
+    SiteNode,
+    run_snakemake,
+    running_snakemake,
+    start_site,
+    wait_for,
+)
 
 SNAKEFILE = """
 N = range(6)
@@ -114,3 +122,63 @@ def test_fedgen_executor__sigint_cancels_every_live_task(tmp_path, one_site):
     )
     assert len(tasks_at(site)) == 6
     assert "canceled 6 live task(s)" in (workdir / "coordinator.log").read_text()
+
+
+@pytest.mark.slow
+def test_fedgen_executor__sigint_scancels_the_jobs_of_a_site_on_slurm(
+    tmp_path, monkeypatch, slurm_cluster
+):
+    # The whole chain: Ctrl-C at the coordinator -> CancelTask at the site -> scancel.
+    from tests.slurm_cluster import PARTITION
+
+    task_root = tmp_path / "shared-tasks"
+    task_root.mkdir()
+    site = start_site(
+        tmp_path / "sites",
+        "A",
+        runtime="slurm",
+        cpu_cores=slurm_cluster.cpus,
+        slurm={
+            "task_root": str(task_root),
+            "partition": PARTITION,
+            "poll_seconds": 0.5,
+            "conf": str(slurm_cluster.conf),
+        },
+    )
+    fed = Federation()
+    fed.sites["A"] = site
+    fed.env[site.token_env] = site.token
+    monkeypatch.setenv(site.token_env, site.token)
+    try:
+        workdir, registry = setup(tmp_path, fed)
+        with running_snakemake(workdir, registry, fed, "--config", "sleep=120") as proc:
+            wait_for(
+                lambda: any(t["state"] == "RUNNING" for t in tasks_at(site)),
+                timeout=120,
+                what="a running task",
+            )
+            jobs = re.findall(r"Slurm job (\d+) submitted", site.node.log_tail(10**7))
+            assert jobs
+            os.kill(proc.pid, signal.SIGINT)
+            proc.wait(60)
+        assert proc.returncode != 0
+        wait_for(
+            lambda: all(t["state"] == "CANCELED" for t in tasks_at(site)),
+            timeout=60,
+            what="every task CANCELED",
+        )
+        wait_for(
+            lambda: not slurm_cluster.run("squeue", "-h", "-o", "%i").split(),
+            timeout=60,
+            what="no job left in squeue",
+        )
+        for job in jobs:
+            out = slurm_cluster.run("scontrol", "-o", "show", "job", job)
+            state = dict(w.partition("=")[::2] for w in out.split() if "=" in w)["JobState"]
+            # The mkdir executor of a task may have ended before the cancel.
+            assert state in ("CANCELLED", "COMPLETED"), (job, state)
+        assert any(
+            "CANCELLED" in slurm_cluster.run("scontrol", "-o", "show", "job", j) for j in jobs
+        )
+    finally:
+        site.node.stop()
