@@ -184,8 +184,8 @@ def test_chunked_imputation__rerun_after_coordinator_crash_reuses_every_finished
     assert set(complete_per_chunk.values()) == {1}, complete_per_chunk
     assert set(complete_per_key.values()) == {1}, complete_per_key
     # A chunk finished at the crash was never sent again.
-    sent_again = [c.chunk_id for c in at_crash.values() if c.id in complete]
-    assert all(tasks_per_chunk[chunk] == 1 for chunk in sent_again), tasks_per_chunk
+    finished_chunks = [c.chunk_id for c in at_crash.values() if c.id in complete]
+    assert all(tasks_per_chunk[chunk] == 1 for chunk in finished_chunks), tasks_per_chunk
     # Finished but not landed before the crash: the rerun takes the result from the same task.
     # (Landed ones were done for Snakemake, or are reused too if it had not recorded them.)
     unlanded = complete - landed
