@@ -273,8 +273,13 @@ def snakemake_command(
     cores: int = 2,
     extra_config: Sequence[str] = (),
     targets: Sequence[str] = (),
+    configfile: Path = CONFIGFILE,
 ) -> list[str]:
-    """The Snakemake command line of the demo (fedgen executor) or its local twin."""
+    """The Snakemake command line of the demo (fedgen executor) or its local twin.
+
+    ``configfile`` replaces the workflow's shipped config (the Snakefile's own ``configfile:``
+    is relative to ``workdir``, so only this file's keys apply).
+    """
     cmd = [
         sys.executable,
         "-m",
@@ -284,7 +289,7 @@ def snakemake_command(
         "--directory",
         str(workdir),
         "--configfile",
-        str(CONFIGFILE),
+        str(configfile),
     ]
     if executor == "fedgen":
         cmd += ["--profile", str(PROFILE), "--fedgen-sites", "sites.yaml"]
