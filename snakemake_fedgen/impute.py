@@ -101,7 +101,7 @@ def _run(argv: Sequence[str], *, what: str) -> str:
 def _count_records(vcf: Path) -> int:
     """Records of a VCF/BCF (streamed)."""
     with subprocess.Popen(
-        ["bcftools", "view", "-H", str(vcf)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ["bcftools", "view", "-H", "-G", str(vcf)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as proc:
         assert proc.stdout is not None
         n = sum(1 for _ in proc.stdout)
@@ -297,7 +297,7 @@ def extract_window(
             renames.unlink(missing_ok=True)
             cut.unlink(missing_ok=True)
     core = _run(
-        ["bcftools", "view", "-H", "--regions-overlap", "0",
+        ["bcftools", "view", "-H", "-G", "--regions-overlap", "0",
          "-r", f"{panel_name}:{chunk.start}-{chunk.end}", str(panel)],
         what=f"{panel}: chunk {chunk.index}",
     ).count("\n")  # fmt: skip
