@@ -24,6 +24,8 @@ import os
 import shlex
 import shutil
 import subprocess
+import threading
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -57,6 +59,7 @@ _ACTIVE_STATES = frozenset(
     }
 )
 _CLIENT_TIMEOUT = 60
+_SCANCEL_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -225,16 +228,32 @@ class SlurmRuntime(Runtime):
         return job_id
 
     def cancel(self, job_id: str) -> None:
-        """scancel the job (without waiting: the poller sees it leave)."""
-        with contextlib.suppress(OSError):
-            subprocess.Popen(
-                ["scancel", job_id],
-                env=self.client_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
+        """scancel the job in the background (the poller sees it leave); a refused or timed
+        out scancel (a busy slurmctld) is retried and logged, never dropped silently."""
+        threading.Thread(
+            target=self._scancel, args=(job_id,), name=f"scancel-{job_id}", daemon=True
+        ).start()
+
+    def _scancel(self, job_id: str) -> None:
+        for attempt in range(1, _SCANCEL_ATTEMPTS + 1):
+            try:
+                res = self._client(["scancel", job_id])
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                problem = str(exc)
+            else:
+                if res.returncode == 0:
+                    return
+                problem = (res.stderr or res.stdout).strip()[-300:]
+                if "Invalid job id" in problem or "already completed" in problem:
+                    return
+            log.warning(
+                "scancel %s failed (attempt %d of %d): %s",
+                job_id,
+                attempt,
+                _SCANCEL_ATTEMPTS,
+                problem,
             )
+            time.sleep(min(2.0 * attempt, 10.0))
 
     # -- waiting ---------------------------------------------------------------------------------
 

@@ -162,11 +162,18 @@ def test_fedgen_executor__sigint_scancels_the_jobs_of_a_site_on_slurm(
             os.kill(proc.pid, signal.SIGINT)
             proc.wait(60)
         assert proc.returncode != 0
-        wait_for(
-            lambda: all(t["state"] == "CANCELED" for t in tasks_at(site)),
-            timeout=60,
-            what="every task CANCELED",
-        )
+        try:
+            wait_for(
+                lambda: all(t["state"] == "CANCELED" for t in tasks_at(site)),
+                timeout=90,
+                what="every task CANCELED",
+            )
+        except AssertionError:
+            states = Counter(t["state"] for t in tasks_at(site))
+            squeue = slurm_cluster.run("squeue", "-h", "-o", "%i %T")
+            raise AssertionError(
+                f"tasks {dict(states)}; squeue:\n{squeue}\nnode log:\n" + site.node.log_tail(6000)
+            ) from None
         wait_for(
             lambda: not slurm_cluster.run("squeue", "-h", "-o", "%i").split(),
             timeout=60,
