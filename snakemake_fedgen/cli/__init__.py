@@ -28,6 +28,8 @@ SUBCOMMANDS: dict[str, str] = {
     "sumstats": "snakemake_fedgen.cli.sumstats",
     "meta": "snakemake_fedgen.cli.meta",
     "exact": "snakemake_fedgen.cli.exact",
+    "pgs": "snakemake_fedgen.cli.pgs",
+    "risk": "snakemake_fedgen.cli.risk",
     "keys": "snakemake_fedgen.cli.keys",
     "phenopackets": "snakemake_fedgen.cli.phenopackets",
     "provenance": "snakemake_fedgen.cli.provenance",
