@@ -226,13 +226,13 @@ def decode(words: np.ndarray, frac_bits: int) -> np.ndarray:
     return np.where(neg, -value, value)
 
 
-def _to_hex(words: np.ndarray) -> list[str]:
+def words_to_hex(words: np.ndarray) -> list[str]:
     # Big-endian (hi, lo) bytes in one buffer: 32 hex digits per element, vectorised.
     text = np.stack([words[:, 1], words[:, 0]], axis=1).astype(">u8").tobytes().hex()
     return [text[i : i + 32] for i in range(0, len(text), 32)]
 
 
-def _from_hex(tokens: Sequence[str], where: str) -> np.ndarray:
+def words_from_hex(tokens: Sequence[str], where: str) -> np.ndarray:
     joined = "".join(tokens)
     if len(joined) != 32 * len(tokens) or not all(len(t) == 32 for t in tokens):
         bad = next(i for i, t in enumerate(tokens) if len(t) != 32)
@@ -521,12 +521,12 @@ def write_masked(upload: MaskedUpload, path: Path) -> None:
         yield f"##context={upload.context}"
         for key, value in upload.meta.items():
             yield f"##{key}={value}"
-        yield f"##once={','.join(_to_hex(upload.once))}"
+        yield f"##once={','.join(words_to_hex(upload.once))}"
         names = variant_value_names(upload.columns)
         yield "\t".join((*VARIANT_COLUMNS, *names))
         u = upload.universe
         width = upload.table.shape[1]
-        values = _to_hex(upload.table.reshape(-1, 2))
+        values = words_to_hex(upload.table.reshape(-1, 2))
         for i in range(len(upload.table)):
             fields = (
                 str(u["chrom"][i]),
@@ -570,7 +570,7 @@ def read_masked(path: Path) -> MaskedUpload:
             "frac_bits": int(meta.pop("frac_bits")),
             "context": meta.pop("context"),
         }
-        once = _from_hex(meta.pop("once").split(","), f"{path}: header key once")
+        once = words_from_hex(meta.pop("once").split(","), f"{path}: header key once")
     except (KeyError, ValueError) as exc:
         raise SiteDataError(f"{path}: header is missing or has a bad value for {exc}") from exc
     meta.pop("ring", None)
@@ -587,7 +587,7 @@ def read_masked(path: Path) -> MaskedUpload:
         for key, value in zip(universe, row[:5], strict=True):
             universe[key].append(value)
         tokens.extend(row[5:])
-    table = _from_hex(tokens, f"{path}: data rows").reshape(len(rows), width, 2)
+    table = words_from_hex(tokens, f"{path}: data rows").reshape(len(rows), width, 2)
     return MaskedUpload(
         columns=columns,
         universe={

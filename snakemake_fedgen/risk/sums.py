@@ -1,0 +1,235 @@
+"""Named sums a site sends to the centre, plain or masked, and their addition at the centre.
+
+Every site step of the risk model (standardisation moments, Newton terms, evaluation counts)
+returns a short vector of sums over its people. :class:`SiteSums` carries that vector with the
+names of its entries; :func:`mask_sums` hides it under the project's pairwise masks
+(:mod:`snakemake_fedgen.exact.secure`, a fresh ``round_id`` per use) so that only the sum over
+all participants can be read; :func:`add_sums` adds the uploads of one round and refuses
+uploads of different rounds, names or participants, and a round with a site missing.
+
+The file is JSON (``fedgen-sums/1``): ``site``, ``round``, ``kind``, ``names``, and either
+``values`` (plain floats) or ``masked`` (ring elements as 32 hex digits) with
+``participants``, ``frac_bits`` and ``context``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from snakemake_executor_plugin_fedgen.errors import SecureAggregationError, SiteDataError
+from snakemake_executor_plugin_fedgen.fileio import atomic_write
+
+from snakemake_fedgen.exact import secure
+
+FORMAT = "fedgen-sums/1"
+
+__all__ = ["FORMAT", "SiteSums", "add_sums", "mask_sums", "read_sums", "write_sums"]
+
+
+@dataclass
+class SiteSums:
+    """One site's (or, after :func:`add_sums`, all participants') named sums for one round.
+
+    ``values`` holds floats when plain; ``words`` holds ring elements (shape (n, 2)) when
+    masked. ``meta`` carries non-sensitive labels (e.g. the model state's digest).
+    """
+
+    site: str
+    round_id: str
+    kind: str
+    names: tuple[str, ...]
+    values: np.ndarray | None = None
+    words: np.ndarray | None = None
+    participants: tuple[str, ...] = ()
+    frac_bits: int = secure.DEFAULT_FRAC_BITS
+    context: str = ""
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def masked(self) -> bool:
+        """True when the values are hidden under pairwise masks."""
+        return self.words is not None
+
+    def as_dict(self) -> dict[str, float]:
+        """Plain values by name (not for masked sums)."""
+        if self.values is None:
+            raise SecureAggregationError(
+                f"site {self.site} round {self.round_id}: masked sums cannot be read alone; "
+                "add every participant's upload with add_sums"
+            )
+        return dict(zip(self.names, (float(v) for v in self.values), strict=True))
+
+
+def _context(kind: str, names: Sequence[str], round_id: str) -> str:
+    digest = hashlib.sha256("\0".join(names).encode()).hexdigest()[:16]
+    return f"{kind}\0{round_id}\0{len(names)}\0{digest}"
+
+
+def mask_sums(
+    sums: SiteSums,
+    *,
+    private_key: Any,
+    public_keys: Mapping[str, str],
+    participants: Sequence[str],
+    frac_bits: int = secure.DEFAULT_FRAC_BITS,
+) -> SiteSums:
+    """Mask a site's plain sums for the round ``sums.round_id`` among ``participants``.
+
+    ``participants`` must be in the same (registry) order at every site and hold at least
+    :data:`~snakemake_fedgen.exact.secure.MIN_PARTICIPANTS` sites.
+    """
+    if sums.values is None:
+        raise SecureAggregationError(f"site {sums.site}: sums are already masked")
+    if sums.site not in participants:
+        raise SecureAggregationError(
+            f"site {sums.site} is not among the participants {','.join(participants)}"
+        )
+    if len(participants) < secure.MIN_PARTICIPANTS:
+        raise SecureAggregationError(
+            f"secure sums need at least {secure.MIN_PARTICIPANTS} sites; got "
+            f"{','.join(participants)} (with two, the sum reveals each site's values to the other)"
+        )
+    context = _context(sums.kind, sums.names, sums.round_id)
+    words = secure.mask_vector(
+        secure.encode(np.asarray(sums.values, dtype=np.float64), frac_bits),
+        private_key=private_key,
+        public_keys=public_keys,
+        site=sums.site,
+        participants=participants,
+        round_id=sums.round_id,
+        context=context,
+    )
+    return SiteSums(
+        site=sums.site,
+        round_id=sums.round_id,
+        kind=sums.kind,
+        names=sums.names,
+        words=words,
+        participants=tuple(participants),
+        frac_bits=frac_bits,
+        context=context,
+        meta=dict(sums.meta),
+    )
+
+
+def add_sums(uploads: Sequence[SiteSums]) -> SiteSums:
+    """Add the uploads of one round (plain or masked, not mixed); the result is plain.
+
+    Raises
+    ------
+    SecureAggregationError
+        Uploads of different rounds, kinds, names or contexts; a site twice; a masked round
+        with a participant's upload missing (its masks would not cancel).
+    """
+    if not uploads:
+        raise SecureAggregationError("no uploads to add")
+    first = uploads[0]
+    for up in uploads:
+        for attr in ("round_id", "kind", "names", "participants", "context", "frac_bits"):
+            if getattr(up, attr) != getattr(first, attr):
+                raise SecureAggregationError(
+                    f"site {up.site} uploaded {attr}={getattr(up, attr)!r} but site "
+                    f"{first.site} uploaded {getattr(first, attr)!r}: uploads of different "
+                    "rounds or inputs cannot be added"
+                )
+        if up.masked != first.masked:
+            raise SecureAggregationError(
+                f"round {first.round_id}: sites {first.site} and {up.site} mix masked and plain"
+            )
+    got = [up.site for up in uploads]
+    if len(set(got)) != len(got):
+        raise SecureAggregationError(f"round {first.round_id}: a site uploaded twice ({got})")
+    if first.masked:
+        missing = [s for s in first.participants if s not in got]
+        if missing:
+            raise SecureAggregationError(
+                f"round {first.round_id}: no upload from site(s) {', '.join(missing)}; their "
+                "masks do not cancel. Rerun the round under a new round id with the sites "
+                "that remain as participants"
+            )
+        words = first.words
+        for up in uploads[1:]:
+            words = secure.ring_add(words, up.words)
+        values = secure.decode(words, first.frac_bits)
+    else:
+        values = np.sum([np.asarray(up.values, dtype=np.float64) for up in uploads], axis=0)
+    return SiteSums(
+        site="+".join(got),
+        round_id=first.round_id,
+        kind=first.kind,
+        names=first.names,
+        values=np.asarray(values, dtype=np.float64),
+        meta={**first.meta, "sites_summed": ",".join(got)},
+    )
+
+
+def write_sums(sums: SiteSums, path: Path) -> None:
+    """Write sums as ``fedgen-sums/1`` JSON, atomically."""
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "site": sums.site,
+        "round": sums.round_id,
+        "kind": sums.kind,
+        "names": list(sums.names),
+        "meta": sums.meta,
+    }
+    if sums.masked:
+        assert sums.words is not None
+        doc |= {
+            "participants": list(sums.participants),
+            "frac_bits": sums.frac_bits,
+            "context": sums.context,
+            "masked": secure.words_to_hex(sums.words),
+        }
+    else:
+        assert sums.values is not None
+        doc["values"] = [float(v) for v in sums.values]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+
+
+def read_sums(path: Path) -> SiteSums:
+    """Read a file written by :func:`write_sums`."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SiteDataError(f"{path}: not a readable {FORMAT} file ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise SiteDataError(f"{path}: not a {FORMAT} file (format key missing or different)")
+    try:
+        names = tuple(str(n) for n in doc["names"])
+        common = {
+            "site": str(doc["site"]),
+            "round_id": str(doc["round"]),
+            "kind": str(doc["kind"]),
+            "names": names,
+            "meta": {str(k): str(v) for k, v in doc.get("meta", {}).items()},
+        }
+        if "masked" in doc:
+            words = secure.words_from_hex(doc["masked"], f"{path}: masked")
+            sums = SiteSums(
+                words=words,
+                participants=tuple(doc["participants"]),
+                frac_bits=int(doc["frac_bits"]),
+                context=str(doc["context"]),
+                **common,
+            )
+            count = len(words)
+        else:
+            values = np.asarray([float(v) for v in doc["values"]], dtype=np.float64)
+            sums = SiteSums(values=values, **common)
+            count = len(values)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SiteDataError(f"{path}: missing or bad key {exc}") from None
+    if count != len(names):
+        raise SiteDataError(f"{path}: {count} values for {len(names)} names")
+    return sums
