@@ -9,7 +9,8 @@ writes its *plain* aggregates and asks for a round through three TES ``backend_p
 
     fedgen_mask_round          the round id (fresh per analysis)
     fedgen_mask_participants   comma-separated sites of the round
-    fedgen_mask_variants       the public variant list in the task (path under /fedgen/work)
+    fedgen_mask_variants       the public variant list in the task (path under /fedgen/work);
+                               aggregates tables only, not the risk model's named sums
 
 The node checks the plain aggregates like any release (min_n, min_mac), masks them
 (:func:`snakemake_fedgen.exact.secure.mask_aggregates`) and publishes only the masked form. A
@@ -46,7 +47,7 @@ class MaskRequest:
 
     round_id: str
     participants: tuple[str, ...]
-    variants: str  # path in the task, relative to /fedgen/work
+    variants: str | None  # path in the task, relative to /fedgen/work (aggregates only)
 
 
 def mask_request(doc: Mapping[str, Any]) -> MaskRequest | None:
@@ -61,18 +62,21 @@ def mask_request(doc: Mapping[str, Any]) -> MaskRequest | None:
     given = {k: str(params[k]) for k in MASK_PARAMETERS if k in params}
     if not given:
         return None
-    missing = [k for k in MASK_PARAMETERS if k not in given]
+    # The variant list lays out aggregates tables; named sums (risk rounds) need none.
+    missing = [k for k in MASK_PARAMETERS[:2] if k not in given]
     if missing:
         raise ConfigError(
-            f"backend_parameters: a mask request needs {', '.join(MASK_PARAMETERS)}; "
-            f"{', '.join(missing)} missing"
+            f"backend_parameters: a mask request needs {', '.join(MASK_PARAMETERS[:2])} (and "
+            f"{MASK_PARAMETERS[2]} for aggregates tables); {', '.join(missing)} missing"
         )
     participants = tuple(p for p in given["fedgen_mask_participants"].split(",") if p)
-    variants = given["fedgen_mask_variants"].removeprefix("/fedgen/work/")
-    if variants.startswith("/") or ".." in variants.split("/"):
-        raise ConfigError(
-            "backend_parameters: fedgen_mask_variants must be a path under /fedgen/work"
-        )
+    variants = None
+    if "fedgen_mask_variants" in given:
+        variants = given["fedgen_mask_variants"].removeprefix("/fedgen/work/")
+        if variants.startswith("/") or ".." in variants.split("/"):
+            raise ConfigError(
+                "backend_parameters: fedgen_mask_variants must be a path under /fedgen/work"
+            )
     return MaskRequest(given["fedgen_mask_round"], participants, variants)
 
 
@@ -95,7 +99,22 @@ class SiteMasker:
         self.site = mine[0]
         self.ledger = ledger
 
-    def mask(self, plain: Path, variants: Path, request: MaskRequest, out: Path) -> int:
+    @property
+    def private_key(self):
+        """The site's X25519 key (for the masking functions of other formats)."""
+        return self._key
+
+    def check_participants(self, request: MaskRequest) -> None:
+        """Refuse a round with a participant whose public key the steward has not pinned."""
+        unpinned = [p for p in request.participants if p not in self.peers]
+        if unpinned:
+            raise ConfigError(
+                f"no pinned public key for participant(s) {', '.join(unpinned)} "
+                "(secure_aggregation_peers in the node config); the steward adds a peer's key "
+                "after checking it with that site"
+            )
+
+    def mask(self, plain: Path, variants: Path | None, request: MaskRequest, out: Path) -> int:
         """Mask the plain aggregates at ``plain`` for ``request``; write the upload to ``out``.
 
         Returns the number of variants masked.
@@ -108,18 +127,16 @@ class SiteMasker:
         """
         from snakemake_fedgen.exact.aggregates import read_aggregates, read_variant_table
 
+        if variants is None:
+            raise ConfigError(
+                "an aggregates table is masked on a variant list: set fedgen_mask_variants"
+            )
         agg = read_aggregates(plain)
         if agg.site != self.site:
             raise ConfigError(
                 f"the aggregates are of site {agg.site!r}; this node masks for site {self.site!r}"
             )
-        unpinned = [p for p in request.participants if p not in self.peers]
-        if unpinned:
-            raise ConfigError(
-                f"no pinned public key for participant(s) {', '.join(unpinned)} "
-                "(secure_aggregation_peers in the node config); the steward adds a peer's key "
-                "after checking it with that site"
-            )
+        self.check_participants(request)
         upload = mask_aggregates(
             agg,
             private_key=self._key,

@@ -75,7 +75,7 @@ from snakemake_fedgen.node.task import now_rfc3339
 
 if TYPE_CHECKING:
     from snakemake_fedgen.egress.privacy import DpRelease
-    from snakemake_fedgen.exact.site_masking import SiteMasker
+    from snakemake_fedgen.exact.site_masking import MaskRequest, SiteMasker
 
 log = logging.getLogger("snakemake_fedgen.node")
 
@@ -1198,10 +1198,8 @@ class Scheduler:
                     "allele frequency under min_maf or count under min_mac)",
                 )
             round_id = None
-            if decision.kind == "aggregates":
-                from snakemake_fedgen.exact.secure import masked_round  # numpy: this kind only
-
-                round_id = masked_round(f.source)
+            if decision.kind in ("aggregates", "sums"):
+                round_id = _masked_round(f.source, decision.kind)
                 if decision.accepted:
                     decision, round_id = self._secure_aggregation(
                         active, layout, f, decision, round_id, policy
@@ -1295,8 +1293,21 @@ class Scheduler:
                 "the task asks the node to mask its aggregates, but this node has no "
                 "secure_aggregation_key; ask the site's steward to configure it"
             )
-        variants = f.source.with_name(f.source.name + ".variants")
         masked = f.source.with_name(f.source.name + ".masked")
+        if decision.kind == "sums":
+            from snakemake_fedgen.risk.sums import mask_sums_at_node  # numpy: this kind only
+
+            try:
+                count = mask_sums_at_node(self.masker, f.source, request, masked)
+            except FedgenError as exc:
+                masked.unlink(missing_ok=True)
+                return refuse(f"cannot mask for round {request.round_id!r}: {exc}")
+            return self._publish_masked(active, f, decision, request, masked, policy, count)
+        if request.variants is None:
+            return refuse(
+                "an aggregates table is masked on a variant list: set fedgen_mask_variants"
+            )
+        variants = f.source.with_name(f.source.name + ".variants")
         owner_uid = self.task_user.uid if self.task_user is not None else None
         container_path = f"/fedgen/work/{request.variants}"
         given = [
@@ -1326,6 +1337,19 @@ class Scheduler:
             return refuse(f"cannot mask for round {request.round_id!r}: {exc}")
         finally:
             variants.unlink(missing_ok=True)
+        return self._publish_masked(active, f, decision, request, masked, policy, count)
+
+    def _publish_masked(
+        self,
+        active: _Active,
+        f: _Staged,
+        decision: AirlockDecision,
+        request: MaskRequest,
+        masked: Path,
+        policy: AirlockPolicy,
+        count: int,
+    ) -> tuple[AirlockDecision, str | None]:
+        """Put the node's masked file in place of the plain one and check it again."""
         os.replace(masked, f.source)
         checked = inspect(
             f.source, dataclasses.replace(policy, secure_aggregation=True), name=f.dest.name
@@ -1344,7 +1368,8 @@ class Scheduler:
             checked = dataclasses.replace(
                 checked,
                 reason=f"{decision.reason}; masked by the node for round {request.round_id} "
-                f"({count} variants, participants {','.join(request.participants)})",
+                f"({count} {'entries' if decision.kind == 'sums' else 'variants'}, "
+                f"participants {','.join(request.participants)})",
             )
         return checked, request.round_id if checked.accepted else None
 
@@ -1635,3 +1660,16 @@ def _process_start(pid: int) -> int | None:
 
 
 __all__ = ["RESTART_REASON", "Scheduler", "is_disk_full"]
+
+
+def _masked_round(path: Path, kind: str) -> str | None:
+    """The round id of a masked upload of ``kind`` (aggregates or sums); None if plain."""
+    if kind == "sums":
+        try:
+            doc = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        return str(doc["round"]) if isinstance(doc, dict) and "masked" in doc else None
+    from snakemake_fedgen.exact.secure import masked_round  # numpy: this kind only
+
+    return masked_round(path)

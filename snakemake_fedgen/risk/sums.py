@@ -22,14 +22,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from snakemake_executor_plugin_fedgen.errors import SecureAggregationError, SiteDataError
+from snakemake_executor_plugin_fedgen.errors import (
+    ConfigError,
+    SecureAggregationError,
+    SiteDataError,
+)
 from snakemake_executor_plugin_fedgen.fileio import atomic_write
 
 from snakemake_fedgen.exact import secure
+from snakemake_fedgen.exact.site_masking import MaskRequest, SiteMasker
 
 FORMAT = "fedgen-sums/1"
 
-__all__ = ["FORMAT", "SiteSums", "add_sums", "mask_sums", "read_sums", "write_sums"]
+__all__ = [
+    "FORMAT",
+    "SiteSums",
+    "add_sums",
+    "mask_sums",
+    "mask_sums_at_node",
+    "read_sums",
+    "write_sums",
+]
 
 
 @dataclass
@@ -233,3 +246,34 @@ def read_sums(path: Path) -> SiteSums:
     if count != len(names):
         raise SiteDataError(f"{path}: {count} values for {len(names)} names")
     return sums
+
+
+def mask_sums_at_node(masker: SiteMasker, plain: Path, request: MaskRequest, out: Path) -> int:
+    """The node's masking of a task's plain sums (a risk-model round) for ``request``.
+
+    Writes the masked file to ``out``; returns the number of entries. The round id goes into
+    the site's ledger with a digest of the plain sums: the same round with other values is
+    refused (the masks would cancel in the difference of the two uploads).
+    """
+    sums = read_sums(plain)
+    if sums.site != masker.site:
+        raise ConfigError(
+            f"the sums are of site {sums.site!r}; this node masks for site {masker.site!r}"
+        )
+    if sums.round_id != request.round_id:
+        raise ConfigError(
+            f"the sums are for round {sums.round_id!r} but the task asked the node to mask "
+            f"round {request.round_id!r}"
+        )
+    masker.check_participants(request)
+    assert sums.values is not None
+    digest = hashlib.sha256(sums.values.tobytes() + "\0".join(sums.names).encode())
+    secure._ledger_check(masker.ledger, request.round_id, digest.hexdigest())
+    masked = mask_sums(
+        sums,
+        private_key=masker.private_key,
+        public_keys=masker.peers,
+        participants=request.participants,
+    )
+    write_sums(masked, out)
+    return len(sums.names)

@@ -247,3 +247,71 @@ def test_node_masking__keys_outside_the_config_are_refused(tmp_path: Path, keys)
         SiteMasker(key, {"B": public["B"], "C": public["C"]}, ledger=tmp_path / "l")
     with pytest.raises(ConfigError, match="site C: public_key_x25519 is not base64"):
         SiteMasker(key, {"B": public["B"], "C": "not-a-key"}, ledger=tmp_path / "l")
+
+
+def test_node_masking__risk_round_sums(make_site, keys, tmp_path):
+    """A risk-model round (named sums, no variant list): the node masks the plain sums, the
+    sum with B's and C's uploads is the plain total, and the round cannot be reused."""
+    from snakemake_fedgen.risk.sums import SiteSums, add_sums, mask_sums, read_sums, write_sums
+
+    private, public = keys
+    site = make_site()
+    key = site.base / "keys" / "A.key"
+    key.parent.mkdir()
+    key.write_text(
+        "# site A\n" + __import__("base64").b64encode(private["A"].private_bytes_raw()).decode()
+    )
+    site.start(
+        runtime="bwrap",
+        secure_aggregation_key=str(key),
+        secure_aggregation_peers={s: public[s] for s in "ABC"},
+        airlock={"min_n": 50, "min_cell": 5},
+    )
+    rng = np.random.default_rng(3)
+    names = ("n", "n_cases", "u:intercept", "u:age", "h:intercept:age")
+    plain = {
+        s: SiteSums(
+            site=s,
+            round_id="risk.run1.it1",
+            kind="risk.terms",
+            names=names,
+            values=np.array([200 + i, 30, *rng.normal(size=3)]),
+        )
+        for i, s in enumerate("ABC")
+    }
+    write_sums(plain["A"], site.data / "A.sums.json")
+    readable_by_task_user(site.data / "A.sums.json")
+    out = "A.terms.sums.json"
+
+    def round_task(command: str) -> dict[str, Any]:
+        doc = task(
+            executor(command),
+            inputs=[{"url": (site.data / "A.sums.json").as_uri(), "path": "/fedgen/work/in.json"}],
+            outputs=[{"path": f"/fedgen/work/{out}", "url": (site.egress / "A" / out).as_uri()}],
+        )
+        doc["resources"] = {
+            "backend_parameters": {
+                "fedgen_mask_round": "risk.run1.it1",
+                "fedgen_mask_participants": "A,B,C",
+            }
+        }
+        return doc
+
+    done = site.alice.run(round_task(f"cp in.json {out}"))
+    assert done["state"] == "COMPLETE", system_log(done)
+    [published] = list(site.egress.rglob(out))
+    upload = read_sums(published)
+    assert upload.masked and upload.site == "A"
+    peers = [
+        mask_sums(plain[s], private_key=private[s], public_keys=public, participants="ABC")
+        for s in "BC"
+    ]
+    total = add_sums([upload, *peers])
+    np.testing.assert_allclose(total.values, sum(p.values for p in plain.values()), atol=1e-9)
+    # The same round with other values: its difference with the first would be unmasked.
+    other = plain["A"]
+    other.values = other.values + 1.0
+    write_sums(other, site.data / "A.sums.json")
+    done = site.alice.run(round_task(f"cp in.json {out}"))
+    assert done["state"] == "SYSTEM_ERROR"
+    assert "already used by this site for different" in system_log(done)

@@ -9,7 +9,14 @@ plus one line below.
 from __future__ import annotations
 
 from snakemake_fedgen.egress.airlock.kind import Kind
-from snakemake_fedgen.egress.airlock.kinds import aggregates, counts, meta, provenance, sumstats
+from snakemake_fedgen.egress.airlock.kinds import (
+    aggregates,
+    counts,
+    meta,
+    provenance,
+    sums,
+    sumstats,
+)
 
 __all__ = ["KINDS"]
 
@@ -22,5 +29,6 @@ KINDS: dict[str, Kind] = {
         sumstats.KIND,  # GWAS-SSF table
         meta.KIND,  # GWAS-SSF -meta.yaml sidecar
         provenance.KIND,  # .prov.json record
+        sums.KIND,  # risk-model round sums (.sums.json)
     )
 }

@@ -1,0 +1,74 @@
+"""The airlock's ``sums`` kind: risk-model round sums leave only as aggregates."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from snakemake_fedgen.egress.airlock.gate import inspect
+from snakemake_fedgen.egress.airlock.policy import AirlockPolicy
+from snakemake_fedgen.risk.sums import SiteSums, write_sums
+
+POLICY = AirlockPolicy(min_n=50, min_cell=5, min_cases=10)
+
+
+def _write(tmp_path, names, values, *, name="A.terms.sums.json", **kw):
+    sums = SiteSums(
+        site="A", round_id="run1.it3", kind="risk.terms", names=tuple(names),
+        values=np.asarray(values, dtype=float), **kw,
+    )  # fmt: skip
+    path = tmp_path / name
+    write_sums(sums, path)
+    return path
+
+
+def test_plain_sums_with_enough_people_pass(tmp_path):
+    path = _write(tmp_path, ["n", "n_cases", "u:age", "h:age:age"], [400, 60, 1.5, 88.25])
+    d = inspect(path, POLICY)
+    assert d.accepted and d.kind == "sums", d.reason
+
+
+@pytest.mark.parametrize(
+    ("names", "values", "why"),
+    [
+        (["n", "u:age"], [12, 0.5], "below min_n"),
+        (["n", "n_cases", "u:age"], [400, 3, 0.5], "min_cases"),
+        (["n", "n_cases", "u:age"], [400, 398, 0.5], "min_cases"),
+        (["u:age"], [0.5], "entry 'n'"),
+        # A histogram cell holding one person: a per-person value in plain sight.
+        (["n", "count:clinical:case:0417"], [400, 1], "min_cell"),
+        (["n", "count:clinical:case:0417"], [400, 7.5], "whole number"),
+        # Entry names are tokens: a sample ID or free text in a name is refused.
+        (["n", "HG00096 was a case"], [400, 1.0], "machine token"),
+        (["n", "u:age"], [400, float("nan")], "not finite"),
+    ],
+)
+def test_the_airlock_refuses_disclosive_or_malformed_sums(tmp_path, names, values, why):
+    d = inspect(_write(tmp_path, names, values), POLICY)
+    assert not d.accepted
+    assert why in d.reason
+
+
+def test_masked_sums_need_the_sites_secure_aggregation_policy(tmp_path):
+    path = _write(tmp_path, ["n", "u:age"], [400, 1.0])
+    doc = json.loads(path.read_text())
+    doc.pop("values")
+    doc |= {"masked": ["0" * 32, "f" * 32], "participants": ["A", "B", "C"], "frac_bits": 40,
+            "context": "risk.terms"}  # fmt: skip
+    path.write_text(json.dumps(doc))
+    assert "secure_aggregation: false" in inspect(path, POLICY).reason
+    secure = AirlockPolicy(min_n=50, min_cell=5, min_cases=10, secure_aggregation=True)
+    assert inspect(path, secure).accepted
+    doc["participants"] = ["A", "B"]
+    path.write_text(json.dumps(doc))
+    assert "at least 3" in inspect(path, secure).reason
+
+
+def test_extra_keys_cannot_carry_data(tmp_path):
+    path = _write(tmp_path, ["n", "u:age"], [400, 1.0])
+    doc = json.loads(path.read_text())
+    doc["notes"] = "HG00096 HG00097"
+    path.write_text(json.dumps(doc))
+    assert "unexpected key" in inspect(path, POLICY).reason
