@@ -699,8 +699,8 @@ def _delong(total2: SiteSums, design: EvalDesign, n1: float, n0: float):
     return means, cov
 
 
-def _published_row(n: float, obs: float, exp: float, *, min_n: int, min_cell: int) -> bool:
-    """A calibration cell is published when n >= min_n and events/non-events are 0 or >= min_cell."""
+def _published_row(n: float, obs: float, *, min_n: int, min_cell: int) -> bool:
+    """Published when ``n >= min_n`` and events and non-events are each 0 or ``>= min_cell``."""
     nonev = n - obs
     return n >= min_n and not (0 < obs < min_cell) and not (0 < nonev < min_cell)
 
@@ -730,9 +730,60 @@ def evaluate(
     SiteDataError
         The rounds disagree (different sites, designs, or a site's data changed in between).
     """
+    design, summary, sites = _check_rounds(counts, placements)
+    c, p2 = counts.as_dict(), placements.as_dict()
+    n, n1 = c["n"], c["n_cases"]
+    means, cov = _delong(placements, design, n1, n - n1)
+    models: dict[str, Any] = {}
+    deciles: dict[str, list[dict[str, Any]]] = {}
+    categories: dict[str, list[dict[str, Any]]] = {}
+    for i, m in enumerate(design.models):
+        cases, ctrls = _hist(counts, design, m, "hist_case"), _hist(counts, design, m, "hist_ctrl")
+        models[m] = _model_metrics(c, m, cases, ctrls, cov[i, i])
+        for who in ("case", "ctrl"):
+            if abs(models[m]["auc"] - means[who][i]) > 1e-6:
+                raise SiteDataError(
+                    f"model {m}: the AUC from round 1 ({models[m]['auc']:.6f}) differs from the "
+                    f"{who} placements of round 2 ({means[who][i]:.6f}): a site's predictions "
+                    "changed between the rounds"
+                )
+        deciles[m] = _decile_rows(p2, design, m, summary.decile_edges[m], cases, ctrls,
+                                  min_n=min_n, min_cell=min_cell)  # fmt: skip
+        bounds = (0.0, *design.cutoffs, 1.0)
+        categories[m] = [
+            _cal_row(g + 1, *(c[f"{m}.cat.{g}.{x}"] for x in ("n", "obs", "exp")),
+                     bounds[g], bounds[g + 1], min_n=min_n, min_cell=min_cell)
+            for g in range(len(design.cutoffs) + 1)
+        ]  # fmt: skip
+    suppressed = sum(
+        r["suppressed"] for table in (deciles, categories) for rows in table.values() for r in rows
+    )
+    return {
+        "format": RESULT_FORMAT,
+        "sites": list(sites),
+        "rounds": [counts.round_id, placements.round_id],
+        "design": design.meta(),
+        "n": round(n),
+        "n_cases": round(n1),
+        "prevalence": n1 / n,
+        "bin_width_logit": design.bins.width,
+        "min_n": min_n,
+        "min_cell": min_cell,
+        "models": models,
+        "comparisons": [_comparison(c, design, a, m, models, cov) for a, m in design.comparisons],
+        "calibration_deciles": deciles,
+        "calibration_categories": categories,
+        "suppressed_cells": suppressed,
+        "per_site": _site_table(site_sums, design, sites),
+    }
+
+
+def _check_rounds(
+    counts: SiteSums, placements: SiteSums
+) -> tuple[EvalDesign, RoundOneSummary, tuple[str, ...]]:
+    """The two rounds share the design, the sites, the summary and the people counted."""
     design = _design_of(counts, KIND_COUNTS)
-    d2design = _design_of(placements, KIND_PLACEMENTS)
-    if d2design != design:
+    if _design_of(placements, KIND_PLACEMENTS) != design:
         raise SiteDataError("rounds 1 and 2 were computed under different evaluation designs")
     sites1 = counts.meta.get("sites_summed", counts.site)
     sites2 = placements.meta.get("sites_summed", placements.site)
@@ -748,154 +799,158 @@ def evaluate(
             f"round-1 sums give summary {summary.digest()}; rerun round 2 with this summary"
         )
     c, p2 = counts.as_dict(), placements.as_dict()
+    if abs(p2["n"] - c["n"]) > 0.5 or abs(p2["n_cases"] - c["n_cases"]) > 0.5:
+        raise SiteDataError(
+            f"round 1 counted n={c['n']:g}, cases={c['n_cases']:g} but round 2 counted "
+            f"n={p2['n']:g}, cases={p2['n_cases']:g}: a site's predictions changed between the "
+            "rounds"
+        )
+    return design, summary, tuple(sites1.split(","))
+
+
+def _model_metrics(
+    c: Mapping[str, float], m: str, cases: np.ndarray, ctrls: np.ndarray, var: float
+) -> dict[str, Any]:
+    """AUC (from the histograms), its DeLong CI and bin bound, Brier, R^2, calibration in the large."""
     n, n1 = c["n"], c["n_cases"]
     n0 = n - n1
-    if abs(p2["n"] - n) > 0.5 or abs(p2["n_cases"] - n1) > 0.5:
-        raise SiteDataError(
-            f"round 1 counted n={n:g}, cases={n1:g} but round 2 counted n={p2['n']:g}, "
-            f"cases={p2['n_cases']:g}: a site's predictions changed between the rounds"
-        )
-    prevalence = n1 / n
-    ll0 = n1 * math.log(prevalence) + n0 * math.log1p(-prevalence)
-    means, cov = _delong(placements, design, n1, n0)
-    ms = design.models
-    k_cat = len(design.cutoffs) + 1
-    suppressed = 0
-    models: dict[str, Any] = {}
-    deciles: dict[str, list[dict[str, Any]]] = {}
-    categories: dict[str, list[dict[str, Any]]] = {}
-    for i, m in enumerate(ms):
-        cases, ctrls = _hist(counts, design, m, "hist_case"), _hist(counts, design, m, "hist_ctrl")
-        v10, _ = _placements(cases, ctrls)
-        auc = float(np.dot(cases, v10) / n1)
-        if abs(auc - means["case"][i]) > 1e-6 or abs(auc - means["ctrl"][i]) > 1e-6:
-            raise SiteDataError(
-                f"model {m}: the AUC from round 1 ({auc:.6f}) differs from the placements of "
-                f"round 2 ({means['case'][i]:.6f}): a site's predictions changed between rounds"
-            )
-        se = math.sqrt(max(cov[i, i], 0.0))
-        ll = c[f"{m}.loglik"]
-        cox_snell = 1.0 - math.exp(2.0 * (ll0 - ll) / n)
-        max_cs = 1.0 - math.exp(2.0 * ll0 / n)
-        models[m] = {
-            "auc": auc,
-            "auc_se": se,
-            "auc_ci": _ci(auc, se),
-            "auc_bin_bound": float(0.5 * np.dot(cases, ctrls) / (n1 * n0)),
-            "brier": c[f"{m}.brier"] / n,
-            "loglik": ll,
-            "cox_snell_r2": cox_snell,
-            "nagelkerke_r2": cox_snell / max_cs,
-            "calibration_in_the_large": (n1 - c[f"{m}.sum_p"]) / n,
-            "oe_ratio": n1 / c[f"{m}.sum_p"] if c[f"{m}.sum_p"] > 0 else float("nan"),
-        }
-        edges = summary.decile_edges[m]
-        lows = np.concatenate([[0], edges])
-        highs = np.concatenate([edges, [design.bins.bins]])
-        rows = []
-        for g in range(len(edges) + 1):
-            gn, obs, exp = (p2[f"{m}.dec.{g}.{x}"] for x in ("n", "obs", "exp"))
-            sel = slice(int(lows[g]), int(highs[g]))
-            if (
-                abs(gn - (cases[sel].sum() + ctrls[sel].sum())) > 0.5
-                or abs(obs - cases[sel].sum()) > 0.5
-            ):
-                raise SiteDataError(
-                    f"model {m} decile {g + 1}: round 2 counts differ from the round-1 "
-                    "histogram: a site's predictions changed between rounds"
-                )
-            rows.append(_cal_row(g + 1, gn, obs, exp, design, lows[g], highs[g], min_n, min_cell))
-        deciles[m] = rows
-        cat_rows = []
-        bounds = (0.0, *design.cutoffs, 1.0)
-        for g in range(k_cat):
-            gn, obs, exp = (c[f"{m}.cat.{g}.{x}"] for x in ("n", "obs", "exp"))
-            cat_rows.append(
-                _cal_row(g + 1, gn, obs, exp, None, bounds[g], bounds[g + 1], min_n, min_cell)
-            )
-        categories[m] = cat_rows
-        suppressed += sum(r["suppressed"] for r in rows + cat_rows)
-    comparisons = []
-    for a, m in design.comparisons:
-        i, j = ms.index(a), ms.index(m)
-        delta = models[m]["auc"] - models[a]["auc"]
-        var = cov[i, i] + cov[j, j] - 2 * cov[i, j]
-        se = math.sqrt(max(var, 0.0))
-        z = delta / se if se > 0 else float("nan")
-        nri = {}
-        for kind in ("cat", "any"):
-            e_up, e_dn, ne_up, ne_dn = (
-                c[f"nri.{a}.{m}.{who}.{kind}.{d}"]
-                for who in ("event", "nonevent")
-                for d in ("up", "down")
-            )
-            ev, nonev = (e_up - e_dn) / n1, (ne_dn - ne_up) / n0
-            nri["categorical" if kind == "cat" else "continuous"] = {
-                "events": ev,
-                "nonevents": nonev,
-                "total": ev + nonev,
-            }
-        comparisons.append(
-            {
-                "reference": a,
-                "model": m,
-                "delta_auc": delta,
-                "delta_auc_se": se,
-                "delta_auc_ci": _ci(delta, se),
-                "z": z,
-                "p": _norm_sf2(z) if se > 0 else float("nan"),
-                "auc_correlation": float(cov[i, j] / math.sqrt(cov[i, i] * cov[j, j]))
-                if cov[i, i] > 0 and cov[j, j] > 0
-                else float("nan"),
-                "nri": nri,
-            }
-        )
-    per_site = []
-    for s in site_sums:
-        if s.kind != KIND_SITE:
-            raise SiteDataError(f"site {s.site}: file of kind {s.kind!r} is not a site table")
-        if not s.names:
-            per_site.append({"site": s.site, "suppressed": s.meta.get("suppressed", "yes")})
-            continue
-        v = s.as_dict()
-        per_site.append(
-            {
-                "site": s.site,
-                "n": int(v["n"]),
-                "n_cases": int(v["n_cases"]),
-                "models": {
-                    m: {x: v[f"{m}.{x}"] for x in ("auc", "brier", "citl", "oe")}
-                    for m in ms
-                    if f"{m}.auc" in v
-                },
-            }
-        )
+    v10, _ = _placements(cases, ctrls)
+    auc = float(np.dot(cases, v10) / n1)
+    se = math.sqrt(max(var, 0.0))
+    ll0 = n1 * math.log(n1 / n) + n0 * math.log(n0 / n)
+    ll = c[f"{m}.loglik"]
+    cox_snell = 1.0 - math.exp(2.0 * (ll0 - ll) / n)
+    sum_p = c[f"{m}.sum_p"]
     return {
-        "format": RESULT_FORMAT,
-        "sites": sites1.split(","),
-        "rounds": [counts.round_id, placements.round_id],
-        "design": design.meta(),
-        "n": round(n),
-        "n_cases": round(n1),
-        "prevalence": prevalence,
-        "bin_width_logit": design.bins.width,
-        "min_n": min_n,
-        "min_cell": min_cell,
-        "models": models,
-        "comparisons": comparisons,
-        "calibration_deciles": deciles,
-        "calibration_categories": categories,
-        "suppressed_cells": suppressed,
-        "per_site": per_site,
+        "auc": auc,
+        "auc_se": se,
+        "auc_ci": _ci(auc, se),
+        "auc_bin_bound": float(0.5 * np.dot(cases, ctrls) / (n1 * n0)),
+        "brier": c[f"{m}.brier"] / n,
+        "loglik": ll,
+        "cox_snell_r2": cox_snell,
+        "nagelkerke_r2": cox_snell / (1.0 - math.exp(2.0 * ll0 / n)),
+        "calibration_in_the_large": (n1 - sum_p) / n,
+        "oe_ratio": n1 / sum_p if sum_p > 0 else float("nan"),
     }
 
 
-def _cal_row(group, n, obs, exp, design, lo, hi, min_n, min_cell) -> dict[str, Any]:
-    if design is not None:  # decile groups: bin edges as probabilities
-        lo = 0.0 if lo == 0 else float(design.bins.edge_probability(lo))
-        hi = 1.0 if hi == design.bins.bins else float(design.bins.edge_probability(hi))
-    row: dict[str, Any] = {"group": group, "p_from": float(lo), "p_to": float(hi)}
-    if _published_row(n, obs, exp, min_n=min_n, min_cell=min_cell):
+def _decile_rows(
+    p2: Mapping[str, float],
+    design: EvalDesign,
+    m: str,
+    edges: np.ndarray,
+    cases: np.ndarray,
+    ctrls: np.ndarray,
+    *,
+    min_n: int,
+    min_cell: int,
+) -> list[dict[str, Any]]:
+    """Calibration rows of the pooled deciles, checked against the round-1 histogram."""
+    lows = np.concatenate([[0], edges]).astype(int)
+    highs = np.concatenate([edges, [design.bins.bins]]).astype(int)
+    rows = []
+    for g in range(len(edges) + 1):
+        gn, obs, exp = (p2[f"{m}.dec.{g}.{x}"] for x in ("n", "obs", "exp"))
+        sel = slice(lows[g], highs[g])
+        if abs(gn - cases[sel].sum() - ctrls[sel].sum()) > 0.5 or abs(obs - cases[sel].sum()) > 0.5:
+            raise SiteDataError(
+                f"model {m} decile {g + 1}: round 2 counts differ from the round-1 histogram: "
+                "a site's predictions changed between the rounds"
+            )
+        p_from = 0.0 if g == 0 else float(design.bins.edge_probability(lows[g]))
+        p_to = 1.0 if g == len(edges) else float(design.bins.edge_probability(highs[g]))
+        rows.append(_cal_row(g + 1, gn, obs, exp, p_from, p_to, min_n=min_n, min_cell=min_cell))
+    return rows
+
+
+def _comparison(
+    c: Mapping[str, float],
+    design: EvalDesign,
+    a: str,
+    m: str,
+    models: Mapping[str, Any],
+    cov: np.ndarray,
+) -> dict[str, Any]:
+    """Model ``m`` against the reference ``a``: delta AUC (DeLong), categorical and continuous NRI."""
+    n1 = c["n_cases"]
+    n0 = c["n"] - n1
+    i, j = design.models.index(a), design.models.index(m)
+    delta = models[m]["auc"] - models[a]["auc"]
+    se = math.sqrt(max(cov[i, i] + cov[j, j] - 2 * cov[i, j], 0.0))
+    z = delta / se if se > 0 else float("nan")
+    nri = {}
+    for kind, label in (("cat", "categorical"), ("any", "continuous")):
+        e_up, e_dn, ne_up, ne_dn = (
+            c[f"nri.{a}.{m}.{who}.{kind}.{d}"]
+            for who in ("event", "nonevent")
+            for d in ("up", "down")
+        )
+        ev, nonev = (e_up - e_dn) / n1, (ne_dn - ne_up) / n0
+        nri[label] = {"events": ev, "nonevents": nonev, "total": ev + nonev}
+    corr = (
+        float(cov[i, j] / math.sqrt(cov[i, i] * cov[j, j]))
+        if cov[i, i] > 0 and cov[j, j] > 0
+        else float("nan")
+    )
+    return {
+        "reference": a,
+        "model": m,
+        "delta_auc": delta,
+        "delta_auc_se": se,
+        "delta_auc_ci": _ci(delta, se),
+        "z": z,
+        "p": _norm_sf2(z) if se > 0 else float("nan"),
+        "auc_correlation": corr,
+        "nri": nri,
+    }
+
+
+def _site_table(
+    site_sums: Sequence[SiteSums], design: EvalDesign, sites: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The per-site rows from the sites' released scalars (or their suppression notes)."""
+    rows: list[dict[str, Any]] = []
+    for s in site_sums:
+        if s.kind != KIND_SITE or s.site not in sites:
+            raise SiteDataError(
+                f"site {s.site}: a {s.kind!r} file is not a site table of this evaluation "
+                f"(sites {','.join(sites)})"
+            )
+        if EvalDesign.from_meta(s.meta).models != design.models:
+            raise SiteDataError(f"site {s.site}: its own metrics are of other models")
+        if not s.names:
+            rows.append({"site": s.site, "suppressed": s.meta.get("suppressed", "yes")})
+            continue
+        v = s.as_dict()
+        rows.append(
+            {
+                "site": s.site,
+                "n": round(v["n"]),
+                "n_cases": round(v["n_cases"]),
+                "models": {
+                    m: {x: v[f"{m}.{x}"] for x in ("auc", "brier", "citl", "oe")}
+                    for m in design.models
+                },
+            }
+        )
+    return rows
+
+
+def _cal_row(
+    group: int,
+    n: float,
+    obs: float,
+    exp: float,
+    p_from: float,
+    p_to: float,
+    *,
+    min_n: int,
+    min_cell: int,
+) -> dict[str, Any]:
+    """One calibration group; its numbers are withheld when it is a small cell."""
+    row: dict[str, Any] = {"group": group, "p_from": float(p_from), "p_to": float(p_to)}
+    if _published_row(n, obs, min_n=min_n, min_cell=min_cell):
         row |= {
             "n": round(n),
             "observed": round(obs),
@@ -912,6 +967,17 @@ def _cal_row(group, n, obs, exp, design, lo, hi, min_n, min_cell) -> dict[str, A
 # ---------------------------------------------------------------------------------------------
 # Outputs
 # ---------------------------------------------------------------------------------------------
+
+
+def _finite(x: Any) -> Any:
+    """NaN and infinities as JSON null (strict JSON has neither)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, Mapping):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
 
 
 def _fmt(x: Any) -> str:
@@ -942,7 +1008,7 @@ def write_evaluation(
     """Write the metrics JSON and, when given, the TSV tables and the calibration plot."""
     Path(json_path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(json_path) as f:
-        json.dump(result, f, indent=1, allow_nan=True)
+        json.dump(_finite(result), f, indent=1, allow_nan=False)
         f.write("\n")
     if metrics_tsv is not None:
         rows: list[list[Any]] = []

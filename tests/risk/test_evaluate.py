@@ -236,6 +236,13 @@ def test_calibration_deciles__equal_pandas_groups_on_the_same_cut_points(cohort)
             assert r["expected"] == pytest.approx(table.loc[g, "exp"], rel=1e-10)
             # Pooled deciles: about a tenth of everybody each (bins are 1% in odds wide).
             assert abs(r["n"] - len(cohort) / 10) <= 0.02 * len(cohort)
+        # Each cut is the first bin edge with at least k/10 of everybody below it.
+        spec = BinSpec()
+        for k, r in enumerate(rows[:-1], start=1):
+            edge = (math.log(r["p_to"] / (1 - r["p_to"])) - spec.lo) / spec.width
+            previous = _expit(spec.lo + (round(edge) - 1) * spec.width)
+            assert (cohort[m] < r["p_to"]).sum() >= k * len(cohort) / 10
+            assert (cohort[m] < previous).sum() < k * len(cohort) / 10
 
 
 def test_suppression__hides_small_calibration_cells_and_small_sites(cohort):
@@ -354,3 +361,16 @@ def test_site_metrics__released_only_above_min_n(cohort):
     assert site_metrics(pred, design, round_id="r", min_n=n1).names
     hidden = site_metrics(pred, design, round_id="r", min_n=n1 + 1)
     assert hidden.names == () and "min_n" in hidden.meta["suppressed"]
+    # Few non-cases identify people as much as few cases do.
+    flipped = Predictions("C", 1 - pred.y, pred.p)
+    assert site_metrics(flipped, design, round_id="r", min_n=n1 + 1).names == ()
+
+
+def test_suppression__a_cell_of_exactly_min_n_people_is_published(cohort):
+    design = EvalDesign(MODELS, "clinical")
+    first = run_federated_evaluation(_preds(cohort), design, min_n=1, min_cell=1)
+    size = first["calibration_deciles"]["clinical"][4]["n"]
+    at = run_federated_evaluation(_preds(cohort), design, min_n=size, min_cell=1)
+    above = run_federated_evaluation(_preds(cohort), design, min_n=size + 1, min_cell=1)
+    assert not at["calibration_deciles"]["clinical"][4]["suppressed"]
+    assert above["calibration_deciles"]["clinical"][4]["suppressed"]
