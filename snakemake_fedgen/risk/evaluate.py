@@ -555,8 +555,7 @@ def read_summary(path: Path) -> RoundOneSummary:
         b = design.bins.bins
 
         def arrays(key: str, dtype: type) -> dict[str, np.ndarray]:
-            out = {m: np.asarray(doc[key][m], dtype=dtype) for m in design.models}
-            return out
+            return {m: np.asarray(doc[key][m], dtype=dtype) for m in design.models}
 
         summary = RoundOneSummary(
             design=design,
@@ -575,9 +574,13 @@ def read_summary(path: Path) -> RoundOneSummary:
             len(e) >= design.groups
             or (len(e) and (e.min() < 1 or e.max() >= b or (np.diff(e) <= 0).any()))
             or any(v.shape != (b,) or not ((v >= 0) & (v <= 1)).all() for v in pl)
+            # Placements of real histograms rise with the bin for cases and fall for non-cases;
+            # anything else is a crafted vector (e.g. one that singles out one bin).
+            or (np.diff(pl[0]) < -1e-12).any()
+            or (np.diff(pl[1]) > 1e-12).any()
         ):
             raise SiteDataError(
-                f"{path}: model {m}: decile edges or placements out of shape or range; ask the "
+                f"{path}: model {m}: decile edges or placements out of shape, range or order; ask the "
                 "centre for the summary written by `fedgen risk eval-summary`"
             )
     return summary
@@ -750,11 +753,12 @@ def evaluate(
         deciles[m] = _decile_rows(p2, design, m, summary.decile_edges[m], cases, ctrls,
                                   min_n=min_n, min_cell=min_cell)  # fmt: skip
         bounds = (0.0, *design.cutoffs, 1.0)
-        categories[m] = [
-            _cal_row(g + 1, *(c[f"{m}.cat.{g}.{x}"] for x in ("n", "obs", "exp")),
-                     bounds[g], bounds[g + 1], min_n=min_n, min_cell=min_cell)
-            for g in range(len(design.cutoffs) + 1)
-        ]  # fmt: skip
+        categories[m] = []
+        for g in range(len(design.cutoffs) + 1):
+            gn, obs, exp = (c[f"{m}.cat.{g}.{x}"] for x in ("n", "obs", "exp"))
+            row = _cal_row(g + 1, gn, obs, exp, bounds[g], bounds[g + 1], min_n=min_n,
+                           min_cell=min_cell)  # fmt: skip
+            categories[m].append(row)
     suppressed = sum(
         r["suppressed"] for table in (deciles, categories) for rows in table.values() for r in rows
     )

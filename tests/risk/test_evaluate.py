@@ -29,9 +29,11 @@ from snakemake_fedgen.risk.evaluate import (
     count_sums,
     evaluate,
     placement_sums,
+    read_summary,
     run_federated_evaluation,
     site_metrics,
     summarise_counts,
+    write_summary,
 )
 from snakemake_fedgen.risk.sums import add_sums, read_sums
 
@@ -286,6 +288,22 @@ def test_rounds__a_site_whose_data_changed_between_rounds_is_refused(cohort):
         evaluate(total1, total2)
     with pytest.raises(Exception, match="new round id"):
         placement_sums(preds["A"], summary, round_id="r1")
+
+
+def test_read_summary__refuses_a_crafted_placement_vector(cohort, tmp_path):
+    design = EvalDesign(MODELS, "clinical")
+    preds = _preds(cohort)
+    summary = summarise_counts(
+        add_sums([count_sums(preds[s], design, round_id="r1") for s in SITES])
+    )
+    write_summary(summary, tmp_path / "ok.json")
+    assert read_summary(tmp_path / "ok.json").digest() == summary.digest()
+    spike = np.zeros(design.bins.bins)
+    spike[1234] = 1.0  # would return, per site, the cases in one bin of the reference model
+    summary.case_placement["clinical"] = spike
+    write_summary(summary, tmp_path / "crafted.json")
+    with pytest.raises(SiteDataError, match="order"):
+        read_summary(tmp_path / "crafted.json")
 
 
 def _fedgen(*args) -> int:
