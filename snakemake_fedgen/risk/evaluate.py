@@ -418,7 +418,7 @@ def site_metrics(pred: Predictions, design: EvalDesign, *, round_id: str, min_n:
             kind=KIND_SITE,
             names=(),
             values=np.zeros(0),
-            meta={**design.meta(), "suppressed": f"fewer than min_n={min_n} cases or non-cases"},
+            meta={**design.meta(), "suppressed": f"min_n:{min_n}"},
         )
     names = ["n", "n_cases"]
     values = [float(pred.n), float(n1)]

@@ -72,3 +72,34 @@ def test_extra_keys_cannot_carry_data(tmp_path):
     doc["notes"] = "HG00096 HG00097"
     path.write_text(json.dumps(doc))
     assert "unexpected key" in inspect(path, POLICY).reason
+
+
+def test_evaluation_uploads__plain_histograms_with_small_cells_are_refused(tmp_path):
+    """Round 1 of the evaluation, plain: a histogram cell of one person leaves only masked."""
+    from snakemake_fedgen.risk.evaluate import BinSpec, EvalDesign, Predictions, count_sums
+
+    rng = np.random.default_rng(4)
+    n = 300
+    y = (rng.random(n) < 0.2).astype(float)
+    p = {"clinical": rng.uniform(0.02, 0.6, n), "clinical_pgs": rng.uniform(0.02, 0.6, n)}
+    pred = Predictions(site="A", y=y, p=p)
+    design = EvalDesign(("clinical", "clinical_pgs"), "clinical", bins=BinSpec(bins=200))
+    sums = count_sums(pred, design, round_id="risk1.eval1")
+    write_sums(sums, tmp_path / "A.counts.sums.json")
+    d = inspect(tmp_path / "A.counts.sums.json", POLICY)
+    assert not d.accepted and "min_cell" in d.reason, d.reason
+
+
+def test_evaluation_uploads__site_metrics_pass_and_a_suppressed_report_passes(tmp_path):
+    from snakemake_fedgen.risk.evaluate import EvalDesign, Predictions, site_metrics
+
+    rng = np.random.default_rng(5)
+    design = EvalDesign(("clinical",), "clinical")
+    for n, rate, suppressed in ((400, 0.3, False), (400, 0.02, True)):
+        y = (rng.random(n) < rate).astype(float)
+        pred = Predictions(site="A", y=y, p={"clinical": rng.uniform(0.02, 0.6, n)})
+        sums = site_metrics(pred, design, round_id="risk1.site", min_n=50)
+        assert (not sums.names) == suppressed
+        write_sums(sums, tmp_path / "A.site.sums.json")
+        d = inspect(tmp_path / "A.site.sums.json", POLICY)
+        assert d.accepted, d.reason

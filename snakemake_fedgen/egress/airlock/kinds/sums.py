@@ -7,8 +7,11 @@ entry is a sum over the site's people; the airlock checks, from the file's own n
   tokens (no free text that could carry an identifier), at most :data:`MAX_ENTRIES` entries;
 - plain values: finite numbers; an entry ``n`` (people summed) with ``n >= min_n``; with an
   entry ``n_cases``, at least ``min_cases`` cases and as many non-cases; every entry named
-  ``count:...`` (people in a cell: a risk bin, a decile, a reclassification) is a whole number
-  that is 0 or at least ``min_cell``;
+  as a count of people (``count:...``, a last part ``n``, ``obs``, ``up`` or ``down``, or a
+  part ``hist_case``/``hist_ctrl``: a risk bin, a decile, a reclassification; the names
+  :mod:`snakemake_fedgen.risk.evaluate` writes) is a whole number that is 0 or at least
+  ``min_cell``; a file with no entries at all is a site's suppressed report (meta
+  ``suppressed``);
 - masked values (ring elements, noise to the airlock): admitted only where the site's policy
   sets ``secure_aggregation: true`` and the round has at least three participants. Where the
   node masks (``secure_aggregation_key``), it checks the plain sums above first, masks them and
@@ -32,7 +35,7 @@ from snakemake_fedgen.egress.airlock.kinds.aggregates import (
 from snakemake_fedgen.egress.airlock.policy import AirlockPolicy
 from snakemake_fedgen.egress.airlock.sniff import Sniff
 
-__all__ = ["FORMAT", "KIND", "MAX_ENTRIES", "SUFFIX", "check_sums"]
+__all__ = ["FORMAT", "KIND", "MAX_ENTRIES", "SUFFIX", "check_sums", "is_count"]
 
 FORMAT = "fedgen-sums/1"
 SUFFIX = ".sums.json"
@@ -40,7 +43,7 @@ SUFFIX = ".sums.json"
 MAX_ENTRIES = 200_000
 #: Largest file read (JSON is parsed whole; this bounds memory whatever the file holds).
 MAX_BYTES = 64 * 1024 * 1024
-KIND_RE = re.compile(r"^risk\.[a-z0-9_.\-]{1,40}$")
+KIND_RE = re.compile(r"^risk[.\-][a-z0-9_.\-]{1,40}$")
 #: Entry names: machine tokens (a feature, a model, a bin number), never free text.
 ENTRY_RE = re.compile(r"^[a-z0-9_.:+\-]{1,80}$")
 _TOP_KEYS = frozenset(
@@ -53,13 +56,27 @@ def detect(s: Sniff) -> bool:
     return s.name.lower().endswith(SUFFIX) and not s.compression
 
 
+_COUNT_LAST = frozenset({"n", "obs", "up", "down"})
+_COUNT_PART = frozenset({"hist_case", "hist_ctrl"})
+
+
+def is_count(name: str) -> bool:
+    """Does the entry count people (so a small nonzero value would single someone out)?"""
+    parts = re.split(r"[.:]", name)
+    return (
+        name.startswith("count:")
+        or (len(parts) > 1 and parts[-1] in _COUNT_LAST)
+        or not _COUNT_PART.isdisjoint(parts)
+    )
+
+
 def _number_problem(name: str, value: object, policy: AirlockPolicy) -> str | None:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return f"entry {name!r}: {str(value)[:30]!r} is not a number"
     v = float(value)
     if not math.isfinite(v):
         return f"entry {name!r}: {v} is not finite"
-    if name.startswith("count:") and (v != int(v) or (0 < v < policy.min_cell) or v < 0):
+    if is_count(name) and (v != int(v) or (0 < v < policy.min_cell) or v < 0):
         return (
             f"entry {name!r}: a count of people must be 0 or a whole number of at least "
             f"min_cell={policy.min_cell}; got {v:g}"
@@ -84,6 +101,10 @@ def check_sums(doc: object, policy: AirlockPolicy) -> tuple[bool, str]:
         if not ENTRY_RE.match(str(k)) or not re.match(r"^[A-Za-z0-9_.:+,\-]{0,80}$", str(v)):
             return False, f"meta {str(k)[:30]!r}: {str(v)[:40]!r} is not a short machine token"
     names = doc.get("names")
+    if isinstance(names, list) and not names and "suppressed" in meta:
+        if doc.get("values", []) != [] or "masked" in doc:
+            return False, "a suppressed report carries no values"
+        return True, f"sums {doc['kind']}: suppressed at the site ({meta['suppressed']})"
     if not isinstance(names, list) or not 0 < len(names) <= MAX_ENTRIES:
         return False, f"key 'names': a list of 1 to {MAX_ENTRIES} entry names"
     for i, name in enumerate(names):
