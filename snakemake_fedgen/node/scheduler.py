@@ -1297,6 +1297,10 @@ class Scheduler:
         if decision.kind == "sums":
             from snakemake_fedgen.risk.sums import mask_sums_at_node  # numpy: this kind only
 
+            if _sums_round(f.source) != request.round_id:
+                # Another file of the task (a site's own report, say): it was checked as plain
+                # sums on its own numbers and leaves as it is.
+                return decision, None
             try:
                 count = mask_sums_at_node(self.masker, f.source, request, masked)
             except FedgenError as exc:
@@ -1660,6 +1664,15 @@ def _process_start(pid: int) -> int | None:
 
 
 __all__ = ["RESTART_REASON", "Scheduler", "is_disk_full"]
+
+
+def _sums_round(path: Path) -> str | None:
+    """The round id of a ``fedgen-sums/1`` file (None if unreadable)."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return str(doc.get("round")) if isinstance(doc, dict) else None
 
 
 def _masked_round(path: Path, kind: str) -> str | None:

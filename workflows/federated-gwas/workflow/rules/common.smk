@@ -454,6 +454,7 @@ def get_final_output():
         *expand("results/meta/{trait}.top_hits.tsv", trait=meta),
         *expand("results/exact/{trait}.{ext}", trait=exact, ext=EXACT_OUTPUTS),
         "results/qc/qc_counts.tsv",
+        *get_risk_outputs(),
         PROVENANCE_CRATE,
     ]
 
@@ -539,3 +540,169 @@ def get_crate_options(wildcards, input):
         # Site jobs ran in this Snakemake process on local files: there are no TES tasks to list.
         options.append("--no-site-tasks")
     return " ".join(shlex.quote(o) for o in options)
+
+
+# Federated risk prediction (rules/risk.smk). A "fit" is a training set of sites: "all", or
+# "without-X" (leave-one-site-out, evaluated at X); a "model" is a feature set.
+RISK = config["risk"]
+RISK_MODELS = {
+    "clinical": list(RISK["clinical"]),
+    "clinical_pgs": ["pgs", *RISK["clinical"]],
+}
+RISK_LOSO = [f"without-{s}" for s in SITES]
+RISK_LOSO_PATTERN = "|".join(re.escape(f) for f in RISK_LOSO) or "(?!)"
+RISK_FITS = ["all", *(RISK_LOSO if "loso" in RISK["evaluate"] else [])]
+if RISK["enabled"]:
+    if RISK["pgs"]["source"] == "meta":
+        if RISK["gwas_trait"] not in TRAITS:
+            raise WorkflowError(
+                f"config risk.gwas_trait {RISK['gwas_trait']!r} is not in traits "
+                f"({', '.join(TRAITS)}); add it there so its meta-analysis is run"
+            )
+        if not RISK["pgs"]["ld_panel"]:
+            raise WorkflowError(
+                "config risk.pgs.ld_panel is not set: clumping the meta-analysis needs a public "
+                "reference panel (VCF) readable at the coordinator"
+            )
+    elif not RISK["pgs"]["catalog"]:
+        raise WorkflowError("config risk.pgs.source is catalog but risk.pgs.catalog is not set")
+    if "loso" in RISK["evaluate"] and len(SITES) < 2:
+        raise WorkflowError("config risk.evaluate loso needs at least two sites")
+
+
+def get_risk_outputs():
+    """The risk target: the models fitted on all sites and every evaluation's metrics."""
+    if not RISK["enabled"]:
+        return []
+    return [
+        *expand("results/risk/all/{model}/model.json", model=RISK_MODELS),
+        *expand("results/risk/eval/{evalset}.metrics.tsv", evalset=RISK["evaluate"]),
+        *expand("results/risk/eval/{evalset}.calibration.png", evalset=RISK["evaluate"]),
+    ]
+
+
+def risk_fit_sites(fit):
+    """The sites a fit trains on (registry order)."""
+    return [s for s in SITES if fit != f"without-{s}"]
+
+
+def get_risk_fit_sites_csv(wildcards):
+    return ",".join(risk_fit_sites(wildcards.fit))
+
+
+def get_risk_run(wildcards):
+    return RISK["run"]
+
+
+def get_risk_loso_sumstats(wildcards):
+    """Summary statistics of the score's GWAS at every site of a leave-one-out fit."""
+    return [
+        f"results/sumstats/{s}/{RISK['gwas_trait']}.tsv.gz" for s in risk_fit_sites(wildcards.fit)
+    ]
+
+
+def get_risk_meta(wildcards):
+    """The meta-analysis the score weights of a fit come from (none with a catalog score)."""
+    if RISK["pgs"]["source"] != "meta":
+        return []
+    if wildcards.fit == "all":
+        return f"results/meta/{RISK['gwas_trait']}.tsv.gz"
+    return f"results/risk/meta/{wildcards.fit}.tsv.gz"
+
+
+def get_risk_site_inputs(wildcards):
+    """A site's model inputs: its phenotype table and, for models with the score, its scores."""
+    inputs = {"pheno": get_phenotypes(wildcards)}
+    if "pgs" in RISK_MODELS[wildcards.model]:
+        inputs["scores"] = f"sites/{wildcards.site}/risk/{wildcards.fit}/scores.tsv"
+    return inputs
+
+
+def get_risk_features(wildcards):
+    return ",".join(RISK_MODELS[wildcards.model])
+
+
+def get_risk_join(wildcards):
+    """The score table joined to the phenotype table (`none` for the clinical model)."""
+    if "pgs" not in RISK_MODELS[wildcards.model]:
+        return "none"
+    return f"sites/{wildcards.site}/risk/{wildcards.fit}/scores.tsv"
+
+
+def _risk_masked(participants):
+    return RISK["secure"] and len(participants) >= 3
+
+
+def get_risk_mask(wildcards, what, stage):
+    """fedgen_mask_* backend parameter of a fit's round (None: the round is not masked)."""
+    participants = risk_fit_sites(wildcards.fit)
+    if not _risk_masked(participants):
+        return None
+    if what == "participants":
+        return ",".join(participants)
+    return f"{RISK['run']}.{wildcards.fit}.{wildcards.model}.{stage}"
+
+
+def get_risk_eval_mask(wildcards, what, stage):
+    """fedgen_mask_* backend parameter of an evaluation round (every site takes part)."""
+    if not _risk_masked(SITES):
+        return None
+    if what == "participants":
+        return ",".join(SITES)
+    return f"{RISK['run']}.{wildcards.evalset}.{stage}"
+
+
+def get_risk_moments(wildcards):
+    return [
+        f"results/sumstats/{s}/risk/{wildcards.fit}.{wildcards.model}.moments.sums.json"
+        for s in risk_fit_sites(wildcards.fit)
+    ]
+
+
+def get_risk_previous_state(wildcards):
+    return f"results/risk/{wildcards.fit}/{wildcards.model}/state.{int(wildcards.it) - 1}.json"
+
+
+def get_risk_round_terms(wildcards):
+    return [
+        f"results/sumstats/{s}/risk/{wildcards.fit}.{wildcards.model}.terms.{wildcards.it}"
+        ".sums.json"
+        for s in risk_fit_sites(wildcards.fit)
+    ]
+
+
+def get_risk_final_state(wildcards):
+    """The first state of a fit's chain of rounds that has converged (or stopped).
+
+    Each state is a checkpoint's output: asking for it makes Snakemake run that round and
+    re-evaluate the DAG, so rounds are added one at a time while the centre's step says the
+    fit has not converged, and never beyond.
+    """
+    it = 0
+    while True:
+        if it == 0:
+            ck = checkpoints.risk_init.get(fit=wildcards.fit, model=wildcards.model)
+        else:
+            ck = checkpoints.risk_step.get(fit=wildcards.fit, model=wildcards.model, it=str(it))
+        state = json.loads(Path(ck.output.state).read_text())
+        if RISK_STATE_DONE(state):
+            return ck.output.state
+        it += 1
+
+
+def get_risk_model_weights(wildcards):
+    """The score weights a model with the score was fitted with (recorded in the model)."""
+    if "pgs" not in RISK_MODELS[wildcards.model]:
+        return []
+    return f"results/risk/weights/{wildcards.fit}.weights.tsv"
+
+
+def get_risk_eval_inputs(wildcards):
+    """What a site scores its people with in an evaluation: the fit trained on all sites
+    (insample) or without it (loso), both models, and the scores of that fit's weights."""
+    fit = "all" if wildcards.evalset == "insample" else f"without-{wildcards.site}"
+    return {
+        "pheno": get_phenotypes(wildcards),
+        "scores": f"sites/{wildcards.site}/risk/{fit}/scores.tsv",
+        **{m: f"results/risk/{fit}/{m}/model.json" for m in RISK_MODELS},
+    }
