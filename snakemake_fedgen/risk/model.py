@@ -443,9 +443,9 @@ def init_state(
         "max_iter": int(max_iter),
         "sites": list(sites),
         "masked": bool(masked),
-        "n": int(round(n)),
-        "n_cases": int(round(n_cases)),
-        "n_dropped": int(round(sums["n_dropped"])),
+        "n": round(n),
+        "n_cases": round(n_cases),
+        "n_dropped": round(sums["n_dropped"]),
         "deviance_history": [],
         "converged": False,
         "stopped": None,
@@ -625,8 +625,12 @@ def newton_step(state: Mapping[str, Any], total: SiteSums) -> dict[str, Any]:
     pdev = -2.0 * ll + float(np.sum(pen * beta * beta))
     history = list(state["deviance_history"])
     history.append(
-        {"iteration": state["iteration"], "deviance": -2.0 * ll, "penalised_deviance": pdev,
-         "step": rel}  # fmt: skip
+        {
+            "iteration": state["iteration"],
+            "deviance": -2.0 * ll,
+            "penalised_deviance": pdev,
+            "step": rel,
+        }
     )
     prev = history[-2]["penalised_deviance"] if len(history) > 1 else None
     converged = rel < state["tol"] or (

@@ -3,7 +3,10 @@ in-process driver; stale, incomplete and reused rounds are refused."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +23,7 @@ from snakemake_executor_plugin_fedgen.errors import (
     SecureAggregationError,
 )
 
+from snakemake_fedgen.cli import main
 from snakemake_fedgen.exact import secure
 from snakemake_fedgen.risk.model import (
     finish_model,
@@ -29,9 +33,11 @@ from snakemake_fedgen.risk.model import (
     newton_step,
     predict,
     read_site_table,
+    read_state,
     site_moments,
     site_terms,
     sum_terms,
+    write_state,
 )
 from snakemake_fedgen.risk.sums import add_sums
 
@@ -70,7 +76,9 @@ def _write_site(root: Path, site: str, n: int, offset: float, rng: np.random.Gen
     (root / f"{site}.pheno.tsv").write_text("\n".join(lines) + "\n")
     score_lines = ["#FID\tIID\tALLELE_CT\tNAMED_ALLELE_DOSAGE_SUM\tSCORE1_AVG"]
     score_lines += [
-        f"{ids[i]}\t{ids[i]}\t200\t{float(score[i]) * 200!r}\t{float(score[i])!r}" for i in range(n) if i != 9
+        f"{ids[i]}\t{ids[i]}\t200\t{float(score[i]) * 200!r}\t{float(score[i])!r}"
+        for i in range(n)
+        if i != 9
     ]
     (root / f"{site}.sscore").write_text("\n".join(score_lines) + "\n")
     return 4  # rows 3 and 5 (outcome), 7 (ldl), 9 (no score)
@@ -123,7 +131,7 @@ def test_read_site_table__drops_and_counts_rows_and_detects_coding(federation):
 def test_fit_federated__equals_pooled_statsmodels_logit(federation, masked, tmp_path):
     _, tables, x, y, _ = federation
     keys, public = _keys() if masked else (None, None)
-    model, state = fit_federated(
+    model, _ = fit_federated(
         tables, keys=keys, public_keys=public, ledger_dir=tmp_path if masked else None
     )
     assert model["converged"] and model["stopped"] == "converged" and model["iterations"] < 12
@@ -145,6 +153,7 @@ def test_fit_federated__equals_pooled_statsmodels_logit(federation, masked, tmp_
     np.testing.assert_allclose(p, raw.pvalues, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:scipy.optimize.*iprint:DeprecationWarning")
 def test_fit_federated__ridge_equals_sklearn_l2(federation):
     _, tables, x, y, _ = federation
     lam = 25.0
@@ -180,7 +189,7 @@ def test_newton_step__refuses_terms_of_a_stale_state(federation):
     stale = [site_terms(tables["A"], s0, site="A")] + [
         site_terms(tables[s], s1, site=s) for s in ("B", "C")
     ]
-    with pytest.raises(ConfigError, match="site A: terms computed for state .* stale state"):
+    with pytest.raises(ConfigError, match=r"site A: terms computed for state .* stale state"):
         sum_terms(s1, stale)
     with pytest.raises(SecureAggregationError, match="missing A"):
         sum_terms(s1, stale[1:])
@@ -192,9 +201,12 @@ def test_masked_round_with_a_site_missing_is_refused(federation, tmp_path):
     s0 = _state0(tables)
     ups = [
         mask_upload(
-            site_terms(tables[s], s0, site=s), private_key=keys[s], public_keys=public,
-            participants=SITES, ledger=tmp_path / f"{s}.rounds",
-        )  # fmt: skip
+            site_terms(tables[s], s0, site=s),
+            private_key=keys[s],
+            public_keys=public,
+            participants=SITES,
+            ledger=tmp_path / f"{s}.rounds",
+        )
         for s in SITES
     ]
     with pytest.raises(SecureAggregationError, match="no upload from site"):
@@ -219,17 +231,22 @@ def test_max_iter_reached_is_marked_and_finish_refuses(federation):
 
 def test_site_moments__refuses_small_sites(federation):
     _, tables, _, _, _ = federation
-    with pytest.raises(EgressRefused, match="site A: .* min_n=1000"):
+    with pytest.raises(EgressRefused, match=r"site A: .* min_n=1000"):
         site_moments(tables["A"], site="A", run_id="r1", min_n=1000)
 
 
 def _fedgen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake_fedgen", "risk", *args],
-        cwd=cwd, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    return proc
+    """``fedgen risk ARGS`` in-process (the real parser and commands; a subprocess costs ~1 s)."""
+    err = io.StringIO()
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stderr(err):
+            code = main(["risk", *args])
+    finally:
+        os.chdir(old)
+    assert code == 0, err.getvalue()
+    return subprocess.CompletedProcess(args, code, "", err.getvalue())
 
 
 def _registry(root: Path, public: dict[str, str]) -> Path:
@@ -317,3 +334,27 @@ def _fedgen_exact_keygen(path: Path, *, cwd: Path) -> str:
         cwd=cwd, capture_output=True, text=True, check=True,
     )  # fmt: skip
     return proc.stdout.split(":", 1)[1].strip()
+
+
+def test_read_site_table__refuses_bad_values_naming_file_and_column(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_text("IID\tevent\tage\nx1\t3\t50\nx2\t1\t60\n")
+    with pytest.raises(ConfigError, match=r"t.tsv: outcome 'event' has value\(s\) \[3.0\]"):
+        read_site_table(path, features=["age"], outcome="event")
+    path.write_text("IID\tevent\tsex\nx1\t1\tM\n")
+    with pytest.raises(ConfigError, match="ID x1 column 'sex': 'M' is not a number"):
+        read_site_table(path, features=["sex"], outcome="event")
+    with pytest.raises(ConfigError, match="column 'ldl' is in neither"):
+        read_site_table(path, features=["ldl"], outcome="event")
+
+
+def test_read_state__refuses_an_edited_state(federation, tmp_path):
+    _, tables, _, _, _ = federation
+    state = _state0(tables)
+    write_state(state, tmp_path / "s.json")
+    assert read_state(tmp_path / "s.json") == state
+    doc = json.loads((tmp_path / "s.json").read_text())
+    doc["coef"][1] = 0.5
+    (tmp_path / "s.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="digest does not match"):
+        read_state(tmp_path / "s.json")
