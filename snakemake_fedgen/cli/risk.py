@@ -244,6 +244,11 @@ def _run_terms(args: argparse.Namespace) -> int:
     from snakemake_fedgen.risk.model import read_site_table, read_state, site_terms
 
     state = read_state(args.state)
+    if state["masked"] != (args.key is not None):
+        raise ConfigError(
+            f"run {state['run']} is {'masked' if state['masked'] else 'plain'} (as its moments "
+            f"were): {'pass --key and --registry' if state['masked'] else 'leave out --key'}"
+        )
     mask = _masking(args, state["sites"])
     data = read_site_table(
         args.table, features=[f["name"] for f in state["features"]], outcome=state["outcome"],

@@ -564,6 +564,17 @@ def sum_terms(state: Mapping[str, Any], uploads: Sequence[SiteSums]) -> SiteSums
                 "terms with the current state file"
             )
     sites = [up.site for up in uploads]
+    plain = [up.site for up in uploads if not up.masked]
+    if state["masked"] and plain:
+        raise SecureAggregationError(
+            f"round {terms_round(state)}: run {state['run']} is masked but site(s) "
+            f"{','.join(plain)} sent plain terms; they must mask (--key, --registry)"
+        )
+    if not state["masked"] and len(plain) < len(uploads):
+        raise SecureAggregationError(
+            f"round {terms_round(state)}: run {state['run']} is plain (its moments were not "
+            "masked) but some terms are masked; every round of a run is masked or none is"
+        )
     if uploads and uploads[0].masked and list(uploads[0].participants) != state["sites"]:
         raise SecureAggregationError(
             f"round {uploads[0].round_id}: masked among {','.join(uploads[0].participants)} "

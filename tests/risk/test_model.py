@@ -209,10 +209,23 @@ def test_masked_round_with_a_site_missing_is_refused(federation, tmp_path):
         )
         for s in SITES
     ]
+    with pytest.raises(SecureAggregationError, match=r"run r1 is plain .* some terms are masked"):
+        sum_terms(s0, ups)
+    s0m = _state0(tables, masked=True)
+    ups = [
+        mask_upload(
+            site_terms(tables[s], s0m, site=s), private_key=keys[s], public_keys=public,
+            participants=SITES, ledger=tmp_path / f"{s}.rounds",
+        )
+        for s in SITES
+    ]  # fmt: skip
     with pytest.raises(SecureAggregationError, match="no upload from site"):
-        sum_terms(s0, ups[:2])
+        sum_terms(s0m, ups[:2])
+    with pytest.raises(SecureAggregationError, match=r"site\(s\) C sent plain terms"):
+        sum_terms(s0m, [*ups[:2], site_terms(tables["C"], s0m, site="C")])
+    assert sum_terms(s0m, ups).as_dict()["n"] == s0m["n"]
     # A site never masks different terms under the same round id.
-    other = site_terms(tables["A"], {**s0, "coef": [0.1] * len(s0["coef"])}, site="A")
+    other = site_terms(tables["A"], {**s0m, "coef": [0.1] * len(s0m["coef"])}, site="A")
     with pytest.raises(SecureAggregationError, match="already used"):
         mask_upload(
             other, private_key=keys["A"], public_keys=public, participants=SITES,
@@ -235,7 +248,7 @@ def test_site_moments__refuses_small_sites(federation):
         site_moments(tables["A"], site="A", run_id="r1", min_n=1000)
 
 
-def _fedgen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _fedgen_code(*args: str, cwd: Path) -> tuple[int, str]:
     """``fedgen risk ARGS`` in-process (the real parser and commands; a subprocess costs ~1 s)."""
     err = io.StringIO()
     old = Path.cwd()
@@ -245,8 +258,13 @@ def _fedgen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
             code = main(["risk", *args])
     finally:
         os.chdir(old)
-    assert code == 0, err.getvalue()
-    return subprocess.CompletedProcess(args, code, "", err.getvalue())
+    return code, err.getvalue()
+
+
+def _fedgen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    code, err = _fedgen_code(*args, cwd=cwd)
+    assert code == 0, err
+    return subprocess.CompletedProcess(args, code, "", err)
 
 
 def _registry(root: Path, public: dict[str, str]) -> Path:
@@ -358,3 +376,32 @@ def test_read_state__refuses_an_edited_state(federation, tmp_path):
     (tmp_path / "s.json").write_text(json.dumps(doc))
     with pytest.raises(ConfigError, match="digest does not match"):
         read_state(tmp_path / "s.json")
+
+
+def test_cli_max_iter__warns_loudly_and_finish_refuses(federation, tmp_path):
+    root, _, _, _, _ = federation
+    table = ["--table", str(root / "A.pheno.tsv"), "--join", str(root / "A.sscore")]
+    for s in SITES:
+        _fedgen("moments", "--table", str(root / f"{s}.pheno.tsv"), "--join",
+                str(root / f"{s}.sscore"), "--outcome", "event", "--features", ",".join(FEATURES),
+                "--site", s, "--run", "short", "--out", f"{s}.m.json", cwd=tmp_path)  # fmt: skip
+    _fedgen("init", "--moments", *(f"{s}.m.json" for s in SITES), "--outcome", "event",
+            "--max-iter", "1", "--out", "s0.json", cwd=tmp_path)  # fmt: skip
+    for s in SITES:
+        t = ["--table", str(root / f"{s}.pheno.tsv"), "--join", str(root / f"{s}.sscore")]
+        _fedgen("terms", "--state", "s0.json", *t, "--site", s, "--out", f"{s}.t.json",
+                cwd=tmp_path)  # fmt: skip
+    proc = _fedgen("step", "--state", "s0.json", "--terms", *(f"{s}.t.json" for s in SITES),
+                   "--out", "s1.json", cwd=tmp_path)  # fmt: skip
+    assert "WARNING: run short did NOT converge in max_iter=1 rounds" in proc.stderr
+    state = json.loads((tmp_path / "s1.json").read_text())
+    assert state["stopped"] == "max_iter" and state["converged"] is False
+    code, err = _fedgen_code("finish", "--state", "s1.json", "--out", "m.json", cwd=tmp_path)
+    assert code == 1 and "has not converged (stopped: max_iter" in err
+    assert not (tmp_path / "m.json").exists()
+    code, err = _fedgen_code("terms", "--state", "s1.json", *table, "--site", "A",
+                             "--out", "x.json", cwd=tmp_path)  # fmt: skip
+    assert code == 1 and "has stopped (max_iter); no more rounds" in err
+    code, err = _fedgen_code("terms", "--state", "s0.json", *table, "--site", "A", "--key",
+                             "k", "--registry", "r", "--out", "x.json", cwd=tmp_path)  # fmt: skip
+    assert code == 1 and "run short is plain" in err
