@@ -267,8 +267,10 @@ def _run_step(args: argparse.Namespace) -> int:
     nxt = newton_step(state, sum_terms(state, [read_sums(p) for p in args.terms]))
     write_state(nxt, args.out)
     last = nxt["deviance_history"][-1]
+    dev = "not finite" if last["deviance"] is None else f"{last['deviance']:.10g}"
+    halved = " (higher than the last accepted: step halved)" if last["halved"] else ""
     print(
-        f"run {nxt['run']} round {state['iteration']}: deviance {last['deviance']:.10g}, "
+        f"run {nxt['run']} round {state['iteration']}: deviance {dev}{halved}, "
         f"relative step {last['step']:.3g} -> iteration {nxt['iteration']}, "
         f"converged={str(nxt['converged']).lower()} -> {args.out}",
         file=sys.stderr,

@@ -17,7 +17,8 @@ Every site->centre message is a :class:`~snakemake_fedgen.risk.sums.SiteSums` (p
 2. :func:`site_terms` (site): at the state's coefficients, the score ``U = X'(y - p)``, the
    information ``H = X'WX`` (upper triangle) and the log-likelihood, under the round id
    ``{run}.it{iteration}.{digest[:12]}`` (fresh per round; masks are never reused);
-   :func:`newton_step` (centre) adds them and steps ``b += (H + lambda D)^-1 (U - lambda D b)``.
+   :func:`newton_step` (centre) adds them and steps ``b += (H + lambda D)^-1 (U - lambda D b)``
+   (or halves back when the penalised deviance rose: the previous step overshot).
 3. :func:`finish_model` (centre): the model file from a converged state: coefficients on the
    standardised and the original feature scale with SEs from the inverse penalised information
    and Wald p-values.
@@ -449,6 +450,7 @@ def init_state(
         "deviance_history": [],
         "converged": False,
         "stopped": None,
+        "accepted": None,
         "covariance": None,
     }
     state["digest"] = _digest(state)
@@ -601,9 +603,12 @@ def sum_terms(state: Mapping[str, Any], uploads: Sequence[SiteSums]) -> SiteSums
 def newton_step(state: Mapping[str, Any], total: SiteSums) -> dict[str, Any]:
     """One penalised Newton step from the summed terms (centre); returns the next state.
 
-    Converged when ``max_j |step_j| / max(1, |b_j|) < tol`` or the penalised deviance changed
-    by less than :data:`DEVIANCE_TOL` relative; then ``covariance`` is the inverse penalised
-    information at the last terms. Stops with ``stopped: max_iter`` (``converged: false``)
+    If the penalised deviance at the state's coefficients is higher than at the last accepted
+    coefficients, the last step overshot: the next coefficients are halfway back (step
+    halving, as R's ``glm.fit`` does) and no Newton step is taken from these terms. Converged
+    when ``max_j |step_j| / max(1, |b_j|) < tol`` or the penalised deviance changed by less
+    than :data:`DEVIANCE_TOL` relative; ``covariance`` is the inverse penalised information at
+    the last accepted coefficients. Stops with ``stopped: max_iter`` (``converged: false``)
     after ``max_iter`` rounds.
     """
     if state["converged"] or state["stopped"]:
@@ -613,47 +618,57 @@ def newton_step(state: Mapping[str, Any], total: SiteSums) -> dict[str, Any]:
     k = len(state["terms"])
     v = total.values
     assert v is not None
-    u = v[1 : 1 + k]
-    h = _from_triu(v[1 + k : -1], k)
     ll = float(v[-1])
     beta = np.asarray(state["coef"], dtype=np.float64)
     pen = np.full(k, state["ridge"])
     pen[0] = 0.0
-    hp = h + np.diag(pen)
-    try:
-        step = np.linalg.solve(hp, u - pen * beta)
-        cov = np.linalg.inv(hp)
-    except np.linalg.LinAlgError:
-        raise FedgenError(
-            f"run {state['run']} iteration {state['iteration']}: the information matrix is "
-            "singular (collinear features, or an outcome separated by a feature); drop a "
-            "feature or use a ridge penalty"
-        ) from None
-    if not (np.isfinite(step).all() and math.isfinite(ll)):
-        raise FedgenError(f"run {state['run']}: the Newton step is not finite")
-    new = beta + step
-    rel = float(np.max(np.abs(step) / np.maximum(1.0, np.abs(new))))
-    pdev = -2.0 * ll + float(np.sum(pen * beta * beta))
-    history = list(state["deviance_history"])
-    history.append(
-        {
-            "iteration": state["iteration"],
+    pdev = -2.0 * ll + float(np.sum(pen * beta * beta)) if math.isfinite(ll) else math.inf
+    best = state["accepted"]
+    entry: dict[str, Any] = {
+        "iteration": state["iteration"],
+        "deviance": -2.0 * ll if math.isfinite(ll) else None,
+        "penalised_deviance": pdev if math.isfinite(pdev) else None,
+    }
+    nxt = {k2: v2 for k2, v2 in state.items() if k2 != "digest"}
+    slack = DEVIANCE_TOL * (abs(best["penalised_deviance"]) + 0.1) if best else 0.0
+    if best is not None and not pdev <= best["penalised_deviance"] + slack:
+        new = 0.5 * (np.asarray(best["coef"]) + beta)
+        entry |= {"step": float(np.max(np.abs(new - beta) / np.maximum(1.0, np.abs(new)))),
+                  "halved": True}  # fmt: skip
+        converged = False
+    else:
+        if not math.isfinite(pdev):
+            raise FedgenError(f"run {state['run']}: the log-likelihood is not finite")
+        u = v[1 : 1 + k]
+        hp = _from_triu(v[1 + k : -1], k) + np.diag(pen)
+        try:
+            step = np.linalg.solve(hp, u - pen * beta)
+            cov = np.linalg.inv(hp)
+        except np.linalg.LinAlgError:
+            raise FedgenError(
+                f"run {state['run']} iteration {state['iteration']}: the information matrix is "
+                "singular (collinear features, or an outcome separated by a feature); drop a "
+                "feature or use a ridge penalty"
+            ) from None
+        if not np.isfinite(step).all():
+            raise FedgenError(f"run {state['run']}: the Newton step is not finite")
+        new = beta + step
+        rel = float(np.max(np.abs(step) / np.maximum(1.0, np.abs(new))))
+        entry |= {"step": rel, "halved": False}
+        converged = rel < state["tol"] or (
+            best is not None and abs(pdev - best["penalised_deviance"]) < slack
+        )
+        nxt["accepted"] = {
+            "coef": [float(b) for b in beta],
             "deviance": -2.0 * ll,
             "penalised_deviance": pdev,
-            "step": rel,
         }
-    )
-    prev = history[-2]["penalised_deviance"] if len(history) > 1 else None
-    converged = rel < state["tol"] or (
-        prev is not None and abs(pdev - prev) < DEVIANCE_TOL * (abs(pdev) + 0.1)
-    )
-    nxt = {k2: v2 for k2, v2 in state.items() if k2 != "digest"}
+        nxt["covariance"] = [[float(c) for c in row] for row in cov]
     nxt |= {
         "iteration": state["iteration"] + 1,
         "coef": [float(b) for b in new],
-        "deviance_history": history,
+        "deviance_history": [*state["deviance_history"], entry],
         "converged": bool(converged),
-        "covariance": [[float(c) for c in row] for row in cov],
     }
     if converged:
         nxt["stopped"] = "converged"
@@ -708,7 +723,7 @@ def finish_model(
     a[0, 1:] = -mean / sd
     a[1:, 1:] = np.diag(1.0 / sd)
     terms = state["terms"]
-    last = state["deviance_history"][-1]
+    last = state["accepted"]
     return {
         "format": MODEL_FORMAT,
         "model": "logistic",
@@ -729,6 +744,7 @@ def finish_model(
         "stopped": state["stopped"],
         "deviance": last["deviance"],
         "deviance_history": [h["deviance"] for h in state["deviance_history"]],
+        "step_halvings": sum(bool(h.get("halved")) for h in state["deviance_history"]),
         "ridge": state["ridge"],
         "tol": state["tol"],
         "run": state["run"],

@@ -26,6 +26,7 @@ from snakemake_executor_plugin_fedgen.errors import (
 from snakemake_fedgen.cli import main
 from snakemake_fedgen.exact import secure
 from snakemake_fedgen.risk.model import (
+    _digest,
     finish_model,
     fit_federated,
     init_state,
@@ -405,3 +406,23 @@ def test_cli_max_iter__warns_loudly_and_finish_refuses(federation, tmp_path):
     code, err = _fedgen_code("terms", "--state", "s0.json", *table, "--site", "A", "--key",
                              "k", "--registry", "r", "--out", "x.json", cwd=tmp_path)  # fmt: skip
     assert code == 1 and "run short is plain" in err
+
+
+def test_newton_step__halves_an_overshooting_step_and_still_converges(federation):
+    """Plain Newton from b = 2 (per SD) diverges on these data (the information becomes
+    singular by round 2); with step halving it reaches the statsmodels fit."""
+    _, tables, x, y, _ = federation
+    state = _state0(tables, max_iter=40)
+    state["coef"] = [2.0] * len(state["coef"])
+    state["digest"] = _digest(state)
+    while not state["stopped"]:
+        terms = [site_terms(tables[s], state, site=s) for s in SITES]
+        state = newton_step(state, sum_terms(state, terms))
+    model = finish_model(state)
+    assert model["converged"] and model["step_halvings"] > 0
+    assert any(h["halved"] for h in state["deviance_history"])
+    mean, sd = x.mean(axis=0), x.std(axis=0, ddof=1)
+    ref = _pooled_logit((x - mean) / sd, y)
+    beta, se = _coefs(model, "standardised")
+    np.testing.assert_allclose(beta, ref.params, rtol=REL)
+    np.testing.assert_allclose(se, ref.bse, rtol=REL)
