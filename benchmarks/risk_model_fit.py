@@ -80,14 +80,16 @@ def run_cli(root: Path) -> tuple[dict, float, int]:
     feats = ",".join(FEATURES)
     for s in SITES:
         cli("moments", "--table", str(root / f"{s}.tsv"), "--outcome", "event", "--features",
-            feats, "--site", s, "--run", "bench", "--out", str(root / f"{s}.moments.json"))  # fmt: skip
-    cli("init", "--moments", *(str(root / f"{s}.moments.json") for s in SITES), "--outcome",
-        "event", "--out", str(root / "state.0.json"))  # fmt: skip
+            feats, "--site", s, "--run", "bench",
+            "--out", str(root / f"{s}.moments.json"))  # fmt: skip
+    cli("init", "--moments", *(str(root / f"{s}.moments.json") for s in SITES),
+        "--out", str(root / "state.0.json"))  # fmt: skip
     it = 0
     while not json.loads((root / f"state.{it}.json").read_text())["stopped"]:
         for s in SITES:
             cli("terms", "--state", str(root / f"state.{it}.json"), "--table",
-                str(root / f"{s}.tsv"), "--site", s, "--out", str(root / f"{s}.terms.{it}.json"))  # fmt: skip
+                str(root / f"{s}.tsv"), "--site", s,
+                "--out", str(root / f"{s}.terms.{it}.json"))  # fmt: skip
         cli("step", "--state", str(root / f"state.{it}.json"), "--terms",
             *(str(root / f"{s}.terms.{it}.json") for s in SITES),
             "--out", str(root / f"state.{it + 1}.json"))  # fmt: skip

@@ -32,7 +32,7 @@ One command per step, each reading and writing files (a Snakemake rule each):
   site:   fedgen risk moments --table pheno.tsv --join A.sscore --outcome event \\
               --features SCORE1_AVG,age,sex --site A --run cvd1 --out A.moments.json
   centre: fedgen risk init --moments A.moments.json B.moments.json C.moments.json \\
-              --outcome event --out state.0.json
+              --out state.0.json
   site:   fedgen risk terms --state state.0.json --table pheno.tsv --join A.sscore \\
               --site A --out A.terms.0.json
   centre: fedgen risk step --state state.0.json --terms A.terms.0.json ... --out state.1.json
@@ -99,7 +99,6 @@ def _configure_model(sub) -> None:
 
     p = sub.add_parser("init", help="centre: initial model state from the sites' moments")
     p.add_argument("--moments", nargs="+", required=True, type=Path, help="every site's moments")
-    p.add_argument("--outcome", required=True, help="the outcome column's name (recorded)")
     p.add_argument("--ridge", type=float, default=0.0, help="L2 penalty lambda (default 0)")
     p.add_argument("--tol", type=float, default=1e-8, help="relative step tolerance")
     p.add_argument("--max-iter", type=int, default=25, help="most Newton rounds")
@@ -212,8 +211,9 @@ def _run_moments(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(f"site {args.site}: {data.describe()}", file=sys.stderr)
     sums = site_moments(
-        data, site=args.site, run_id=args.run, min_n=args.min_n, min_cases=args.min_cases
-    )
+        data, site=args.site, run_id=args.run, outcome=args.outcome, min_n=args.min_n,
+        min_cases=args.min_cases,
+    )  # fmt: skip
     _upload(args, sums, mask)
     return 0
 
@@ -224,10 +224,13 @@ def _run_init(args: argparse.Namespace) -> int:
 
     uploads = [read_sums(p) for p in args.moments]
     masked = uploads[0].masked
+    outcomes = {u.meta.get("outcome", "") for u in uploads}
+    if len(outcomes) != 1:
+        raise ConfigError(f"the sites' moments name different outcomes: {sorted(outcomes)}")
     sites = list(uploads[0].participants) if masked else [u.site for u in uploads]
     total = add_sums(uploads)
     state = init_state(
-        total, sites=sites, outcome=args.outcome, ridge=args.ridge, tol=args.tol,
+        total, sites=sites, ridge=args.ridge, tol=args.tol,
         max_iter=args.max_iter, start=args.start, masked=masked,
     )  # fmt: skip
     write_state(state, args.out)

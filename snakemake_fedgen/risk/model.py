@@ -347,7 +347,13 @@ def _check_run(run_id: str) -> str:
 
 
 def site_moments(
-    data: SiteTable, *, site: str, run_id: str, min_n: int = 50, min_cases: int = 10
+    data: SiteTable,
+    *,
+    site: str,
+    run_id: str,
+    outcome: str = "event",
+    min_n: int = 50,
+    min_cases: int = 10,
 ) -> SiteSums:
     """A site's standardisation sums: ``n``, ``n_cases``, ``n_dropped``, ``sum:f``, ``sumsq:f``.
 
@@ -379,7 +385,7 @@ def site_moments(
         kind=MOMENTS_KIND,
         names=tuple(names),
         values=values.astype(np.float64),
-        meta={"run": run_id, "coding": data.coding},
+        meta={"run": run_id, "outcome": outcome, "coding": data.coding},
     )
 
 
@@ -393,7 +399,7 @@ def init_state(
     total: SiteSums,
     *,
     sites: Sequence[str],
-    outcome: str,
+    outcome: str | None = None,
     ridge: float = 0.0,
     tol: float = 1e-8,
     max_iter: int = 25,
@@ -402,8 +408,12 @@ def init_state(
 ) -> dict[str, Any]:
     """The initial model state from the summed moments of all training sites (centre).
 
-    ``start`` is ``prevalence`` (intercept at the logit of the pooled prevalence) or ``zero``.
+    ``start`` is ``prevalence`` (intercept at the logit of the pooled prevalence) or ``zero``;
+    ``outcome`` defaults to the name the sites' moments carry.
     """
+    outcome = outcome or total.meta.get("outcome", "")
+    if not outcome:
+        raise ConfigError("the moments do not name the outcome; pass it")
     if total.kind != MOMENTS_KIND:
         raise ConfigError(f"sums of kind {total.kind!r} are not standardisation moments")
     if ridge < 0 or tol <= 0 or max_iter < 1:
@@ -826,9 +836,10 @@ def fit_federated(
         )  # fmt: skip
 
     moments = [
-        upload(s, site_moments(d, site=s, run_id=run_id, min_n=min_n, min_cases=min_cases))
+        upload(s, site_moments(d, site=s, run_id=run_id, outcome=outcome, min_n=min_n,
+                               min_cases=min_cases))
         for s, d in sites.items()
-    ]
+    ]  # fmt: skip
     state = init_state(
         add_sums(moments), sites=names, outcome=outcome, ridge=ridge, tol=tol,
         max_iter=max_iter, start=start, masked=keys is not None,

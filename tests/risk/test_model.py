@@ -305,8 +305,8 @@ def test_cli_round_trip__equals_in_process_driver(federation, tmp_path, masked):
         assert "dropped: 1 not in joined table, 2 outcome missing, 1 feature missing" in proc.stderr
     doc = json.loads((tmp_path / "A.moments.json").read_text())
     assert ("masked" in doc) is masked and ("values" in doc) is not masked
-    _fedgen("init", "--moments", *(f"{s}.moments.json" for s in SITES), "--outcome", "event",
-            "--out", "state.0.json", cwd=tmp_path)  # fmt: skip
+    _fedgen("init", "--moments", *(f"{s}.moments.json" for s in SITES), "--out", "state.0.json",
+            cwd=tmp_path)  # fmt: skip
     it = 0
     while True:
         for s in SITES:
@@ -386,8 +386,8 @@ def test_cli_max_iter__warns_loudly_and_finish_refuses(federation, tmp_path):
         _fedgen("moments", "--table", str(root / f"{s}.pheno.tsv"), "--join",
                 str(root / f"{s}.sscore"), "--outcome", "event", "--features", ",".join(FEATURES),
                 "--site", s, "--run", "short", "--out", f"{s}.m.json", cwd=tmp_path)  # fmt: skip
-    _fedgen("init", "--moments", *(f"{s}.m.json" for s in SITES), "--outcome", "event",
-            "--max-iter", "1", "--out", "s0.json", cwd=tmp_path)  # fmt: skip
+    _fedgen("init", "--moments", *(f"{s}.m.json" for s in SITES), "--max-iter", "1",
+            "--out", "s0.json", cwd=tmp_path)  # fmt: skip
     for s in SITES:
         t = ["--table", str(root / f"{s}.pheno.tsv"), "--join", str(root / f"{s}.sscore")]
         _fedgen("terms", "--state", "s0.json", *t, "--site", s, "--out", f"{s}.t.json",
