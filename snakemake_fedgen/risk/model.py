@@ -230,39 +230,37 @@ def read_site_table(
         raise ConfigError(f"features {','.join(features)}: names must be unique, not 'intercept'")
     path = Path(table)
     header, ids, rows = _read_columns(path, id_column)
-    sources: dict[str, tuple[Path, list[str], dict[str, list[str]]]] = {}
+    join_header: list[str] = []
+    join_rows: dict[str, list[str]] = {}
     if join is not None:
-        jh, jids, jrows = _read_columns(Path(join), id_column)
-        sources["join"] = (Path(join), jh, dict(zip(jids, jrows, strict=True)))
-    wanted = [c for c in ([outcome] if outcome else []) + list(features)]
-    where: dict[str, tuple[str, int]] = {}
+        join_header, jids, jrows = _read_columns(Path(join), id_column)
+        join_rows = dict(zip(jids, jrows, strict=True))
+    wanted = ([outcome] if outcome else []) + list(features)
+    # Per wanted column: (from the joined table?, column index).
+    where: list[tuple[bool, int]] = []
     for name in wanted:
         if name in header:
-            where[name] = ("main", header.index(name))
-        elif join is not None and name in sources["join"][1]:
-            where[name] = ("join", sources["join"][1].index(name))
+            where.append((False, header.index(name)))
+        elif name in join_header:
+            where.append((True, join_header.index(name)))
         else:
-            cols = header + (sources["join"][1] if join is not None else [])
             raise ConfigError(
                 f"column {name!r} is in neither {path}"
                 + (f" nor {join}" if join is not None else "")
-                + f"; columns: {', '.join(cols)}"
+                + f"; columns: {', '.join(header + join_header)}"
             )
     n_read = len(ids)
     values = np.full((n_read, len(wanted)), np.nan)
     unmatched = np.zeros(n_read, dtype=bool)
     for i, (key, row) in enumerate(zip(ids, rows, strict=True)):
-        other = sources["join"][2].get(key) if join is not None else None
-        if join is not None and other is None:
+        other = join_rows.get(key, []) if join is not None else []
+        if join is not None and not other:
             unmatched[i] = True
             continue
-        for j, name in enumerate(wanted):
-            src, col = where[name]
-            if src == "main":
-                values[i, j] = _number(row[col], path=path, row=f"ID {key}", column=name)
-            else:
-                assert other is not None and join is not None
-                values[i, j] = _number(other[col], path=Path(join), row=f"ID {key}", column=name)
+        for j, (joined, col) in enumerate(where):
+            token = other[col] if joined else row[col]
+            where_from = Path(join) if joined and join is not None else path
+            values[i, j] = _number(token, path=where_from, row=f"ID {key}", column=wanted[j])
     y = None
     found = ""
     dropped: dict[str, int] = {}
