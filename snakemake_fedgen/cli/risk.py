@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from snakemake_executor_plugin_fedgen.errors import ConfigError
+
 HELP = "Federated risk model: standardisation sums, Newton rounds, evaluation, scoring at a site."
 
 
@@ -24,8 +26,311 @@ def run(args: argparse.Namespace) -> int:
 # == model: moments, terms, step, score (snakemake_fedgen.risk.model) =========================
 
 
+_MODEL_EPILOG = """\
+One command per step, each reading and writing files (a Snakemake rule each):
+
+  site:   fedgen risk moments --table pheno.tsv --join A.sscore --outcome event \\
+              --features SCORE1_AVG,age,sex --site A --run cvd1 --out A.moments.json
+  centre: fedgen risk init --moments A.moments.json B.moments.json C.moments.json \\
+              --out state.0.json
+  site:   fedgen risk terms --state state.0.json --table pheno.tsv --join A.sscore \\
+              --site A --out A.terms.0.json
+  centre: fedgen risk step --state state.0.json --terms A.terms.0.json ... --out state.1.json
+          (repeat terms + step until the state says "stopped")
+  centre: fedgen risk finish --state state.N.json --out model.json
+  site:   fedgen risk score --model model.json --table pheno.tsv --out predictions.tsv
+
+Masked uploads: add --key KEY --registry sites.yaml --participants A,B,C to moments and
+--key KEY --registry sites.yaml to terms (the participants are the state's training sites).
+"""
+
+
+def _table_args(p: argparse.ArgumentParser, *, features: bool, outcome: bool) -> None:
+    p.add_argument("--table", required=True, type=Path, help="site table (TSV with a header)")
+    p.add_argument(
+        "--join",
+        type=Path,
+        default=None,
+        help="second table joined on the ID (e.g. plink2 --score output '#IID ... SCORE1_AVG'); "
+        "features missing from --table are taken from it",
+    )
+    p.add_argument("--id", dest="id_column", default="IID", help="ID column (default IID)")
+    if outcome:
+        p.add_argument(
+            "--coding",
+            choices=("auto", "01", "plink2"),
+            default="auto",
+            help="outcome coding: 0/1, plink2's 1=control 2=case, or auto (default; the "
+            "coding found is printed)",
+        )
+    if features:
+        p.add_argument("--outcome", required=True, help="binary outcome column")
+        p.add_argument(
+            "--features", required=True, help="comma-separated feature columns, e.g. score,age"
+        )
+
+
+def _mask_args(p: argparse.ArgumentParser, *, participants: str) -> None:
+    p.add_argument("--key", type=Path, default=None, help="this site's X25519 key: mask the upload")
+    p.add_argument("--registry", type=Path, default=None, help="sites.yaml with public keys")
+    p.add_argument("--participants", default=None, help=participants)
+    p.add_argument("--ledger", type=Path, default=None, help="round ledger (default: KEY.rounds)")
+
+
 def _configure_model(sub) -> None:
     """Subcommands of the model rounds; each sets ``_risk_run``."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "moments",
+        help="site: standardisation sums (n, cases, sum x, sum x^2) of the model's features",
+        epilog=_MODEL_EPILOG,
+        formatter_class=fmt,
+    )
+    _table_args(p, features=True, outcome=True)
+    p.add_argument("--site", required=True, help="this site's name in the registry")
+    p.add_argument("--run", required=True, help="run id from the centre (names every round)")
+    p.add_argument("--min-n", type=int, default=50, help="refuse below this many people")
+    p.add_argument(
+        "--min-cases", type=int, default=10, help="refuse below this many cases or controls"
+    )
+    _mask_args(p, participants="comma-separated training sites (registry order)")
+    p.add_argument("--out", required=True, type=Path, help="sums to upload (JSON)")
+    p.set_defaults(_risk_run=_run_moments)
+
+    p = sub.add_parser("init", help="centre: initial model state from the sites' moments")
+    p.add_argument("--moments", nargs="+", required=True, type=Path, help="every site's moments")
+    p.add_argument("--ridge", type=float, default=0.0, help="L2 penalty lambda (default 0)")
+    p.add_argument("--tol", type=float, default=1e-8, help="relative step tolerance")
+    p.add_argument("--max-iter", type=int, default=25, help="most Newton rounds")
+    p.add_argument(
+        "--start",
+        choices=("prevalence", "zero"),
+        default="prevalence",
+        help="intercept start: logit of the pooled prevalence (default) or zero",
+    )
+    p.add_argument("--out", required=True, type=Path, help="state file (JSON)")
+    p.set_defaults(_risk_run=_run_init)
+
+    p = sub.add_parser("terms", help="site: gradient, information and log-likelihood at a state")
+    p.add_argument("--state", required=True, type=Path, help="the current state from the centre")
+    _table_args(p, features=False, outcome=True)
+    p.add_argument("--site", required=True, help="this site's name in the registry")
+    _mask_args(p, participants="training sites (default and required: the state's)")
+    p.add_argument("--out", required=True, type=Path, help="sums to upload (JSON)")
+    p.set_defaults(_risk_run=_run_terms)
+
+    p = sub.add_parser("step", help="centre: add one round's terms and take the Newton step")
+    p.add_argument("--state", required=True, type=Path, help="the state the terms were made at")
+    p.add_argument("--terms", nargs="+", required=True, type=Path, help="every site's terms")
+    p.add_argument("--out", required=True, type=Path, help="next state (JSON)")
+    p.set_defaults(_risk_run=_run_step)
+
+    p = sub.add_parser("finish", help="centre: the model file from a converged state")
+    p.add_argument("--state", required=True, type=Path, help="the final state")
+    p.add_argument(
+        "--provenance",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="add to the model's provenance object (repeatable), e.g. weights_sha256=...",
+    )
+    p.add_argument(
+        "--allow-unconverged", action="store_true", help="write a model that did not converge"
+    )
+    p.add_argument("--out", required=True, type=Path, help="model file (JSON)")
+    p.set_defaults(_risk_run=_run_finish)
+
+    p = sub.add_parser(
+        "score",
+        help="site only: linear predictor and probability per person (never leaves the site)",
+        description="Apply a model file to this site's people. The output is individual-level "
+        "(one row per person): it stays at the site and must never be uploaded. Rows with a "
+        "missing feature are dropped and counted on stderr.",
+    )
+    p.add_argument("--model", required=True, type=Path, help="model file from fedgen risk finish")
+    _table_args(p, features=False, outcome=False)
+    p.add_argument("--out", required=True, type=Path, help="predictions TSV (stays at the site)")
+    p.set_defaults(_risk_run=_run_score)
+
+
+def _names(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _masking(args: argparse.Namespace, default_participants: list[str] | None):
+    """(private key, public keys, participants in registry order, ledger) or None."""
+    if args.key is None:
+        if args.registry is not None or args.participants is not None:
+            raise ConfigError("--registry and --participants mask an upload only with --key")
+        return None
+    from snakemake_executor_plugin_fedgen.sites import load_registry
+
+    from snakemake_fedgen.exact.secure import load_private_key
+
+    if args.registry is None:
+        raise ConfigError("--key needs --registry (the sites' public keys)")
+    registry = load_registry(args.registry)
+    if args.participants is None and default_participants is None:
+        raise ConfigError("--key needs --participants (the training sites of the run)")
+    wanted = _names(args.participants) if args.participants else list(default_participants or [])
+    if default_participants is not None and sorted(wanted) != sorted(default_participants):
+        raise ConfigError(
+            f"--participants {','.join(wanted)} differ from the state's training sites "
+            f"{','.join(default_participants)}"
+        )
+    unknown = [s for s in wanted if s not in registry.sites]
+    if unknown:
+        raise ConfigError(f"participant(s) {', '.join(unknown)} not in {args.registry}")
+    order = default_participants or [s for s in registry.sites if s in wanted]
+    public = {name: s.public_key_x25519 or "" for name, s in registry.sites.items()}
+    ledger = args.ledger or args.key.with_name(args.key.name + ".rounds")
+    return load_private_key(args.key), public, order, ledger
+
+
+def _upload(args: argparse.Namespace, sums, mask) -> None:
+    from snakemake_fedgen.risk.model import mask_upload
+    from snakemake_fedgen.risk.sums import write_sums
+
+    if mask is not None:
+        key, public, participants, ledger = mask
+        sums = mask_upload(
+            sums, private_key=key, public_keys=public, participants=participants, ledger=ledger
+        )
+    write_sums(sums, args.out)
+    how = f"masked among {','.join(sums.participants)}" if sums.masked else "plain"
+    print(f"site {sums.site}: round {sums.round_id}: {how} -> {args.out}", file=sys.stderr)
+
+
+def _run_moments(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.risk.model import read_site_table, site_moments
+
+    mask = _masking(args, None)
+    data = read_site_table(
+        args.table, features=_names(args.features), outcome=args.outcome, join=args.join,
+        id_column=args.id_column, coding=args.coding,
+    )  # fmt: skip
+    print(f"site {args.site}: {data.describe()}", file=sys.stderr)
+    sums = site_moments(
+        data, site=args.site, run_id=args.run, outcome=args.outcome, min_n=args.min_n,
+        min_cases=args.min_cases,
+    )  # fmt: skip
+    _upload(args, sums, mask)
+    return 0
+
+
+def _run_init(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.risk.model import init_state, write_state
+    from snakemake_fedgen.risk.sums import add_sums, read_sums
+
+    uploads = [read_sums(p) for p in args.moments]
+    masked = uploads[0].masked
+    outcomes = {u.meta.get("outcome", "") for u in uploads}
+    if len(outcomes) != 1:
+        raise ConfigError(f"the sites' moments name different outcomes: {sorted(outcomes)}")
+    sites = list(uploads[0].participants) if masked else [u.site for u in uploads]
+    total = add_sums(uploads)
+    state = init_state(
+        total, sites=sites, ridge=args.ridge, tol=args.tol,
+        max_iter=args.max_iter, start=args.start, masked=masked,
+    )  # fmt: skip
+    write_state(state, args.out)
+    print(
+        f"run {state['run']}: n={state['n']} ({state['n_cases']} cases, {state['n_dropped']} "
+        f"rows dropped at the sites) over {','.join(sites)}; features "
+        f"{','.join(state['terms'][1:])}; state {state['digest'][:12]} -> {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _run_terms(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.risk.model import read_site_table, read_state, site_terms
+
+    state = read_state(args.state)
+    if state["masked"] != (args.key is not None):
+        raise ConfigError(
+            f"run {state['run']} is {'masked' if state['masked'] else 'plain'} (as its moments "
+            f"were): {'pass --key and --registry' if state['masked'] else 'leave out --key'}"
+        )
+    mask = _masking(args, state["sites"])
+    data = read_site_table(
+        args.table, features=[f["name"] for f in state["features"]], outcome=state["outcome"],
+        join=args.join, id_column=args.id_column, coding=args.coding,
+    )  # fmt: skip
+    print(f"site {args.site}: {data.describe()}", file=sys.stderr)
+    _upload(args, site_terms(data, state, site=args.site), mask)
+    return 0
+
+
+def _run_step(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.risk.model import newton_step, read_state, sum_terms, write_state
+    from snakemake_fedgen.risk.sums import read_sums
+
+    state = read_state(args.state)
+    nxt = newton_step(state, sum_terms(state, [read_sums(p) for p in args.terms]))
+    write_state(nxt, args.out)
+    last = nxt["deviance_history"][-1]
+    dev = "not finite" if last["deviance"] is None else f"{last['deviance']:.10g}"
+    halved = " (higher than the last accepted: step halved)" if last["halved"] else ""
+    print(
+        f"run {nxt['run']} round {state['iteration']}: deviance {dev}{halved}, "
+        f"relative step {last['step']:.3g} -> iteration {nxt['iteration']}, "
+        f"converged={str(nxt['converged']).lower()} -> {args.out}",
+        file=sys.stderr,
+    )
+    if nxt["stopped"] == "max_iter":
+        print(
+            f"WARNING: run {nxt['run']} did NOT converge in max_iter={nxt['max_iter']} rounds "
+            f"(relative step {last['step']:.3g} > tol {nxt['tol']:g}); the state says "
+            "converged: false, stopped: max_iter and fedgen risk finish will refuse it",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _run_finish(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.risk.model import finish_model, read_state, write_model
+
+    provenance = {}
+    for item in args.provenance:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--provenance {item!r}: expected KEY=VALUE")
+        provenance[key] = value
+    model = finish_model(
+        read_state(args.state), provenance=provenance, allow_unconverged=args.allow_unconverged
+    )
+    write_model(model, args.out)
+    print(
+        f"model of run {model['run']}: {model['iterations']} rounds, converged="
+        f"{str(model['converged']).lower()}, n={model['n']}, deviance {model['deviance']:.10g} "
+        f"-> {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.risk.model import (
+        predict,
+        read_model,
+        read_site_table,
+        write_predictions,
+    )
+
+    model = read_model(args.model)
+    data = read_site_table(
+        args.table, features=[f["name"] for f in model["features"]], join=args.join,
+        id_column=args.id_column,
+    )  # fmt: skip
+    lp, prob = predict(model, data)
+    write_predictions(args.out, data, lp, prob)
+    print(
+        f"{data.describe()}; {len(data.ids)} people scored -> {args.out} (individual-level: "
+        "keep it at the site)",
+        file=sys.stderr,
+    )
+    return 0
 
 
 # == evaluate: site counts, centre metrics (snakemake_fedgen.risk.evaluate) ===================
