@@ -376,7 +376,7 @@ def _configure_evaluate(sub) -> None:
     p.add_argument(
         "--site-metrics", type=Path, default=None, help="also write the site's own metrics"
     )
-    _mask_args(p)
+    _eval_mask_args(p)
     p.set_defaults(_risk_run=_run_eval_counts)
 
     p = sub.add_parser("eval-summary", help="centre, after round 1: decile cuts and placements")
@@ -388,7 +388,7 @@ def _configure_evaluate(sub) -> None:
     _site_inputs(p)
     p.add_argument("--models", default=None, help="prediction columns (default: the summary's)")
     p.add_argument("--summary", required=True, type=Path, help="the centre's round-1 summary")
-    _mask_args(p)
+    _eval_mask_args(p)
     p.set_defaults(_risk_run=_run_eval_placements)
 
     p = sub.add_parser("evaluate", help="centre: pooled AUC, delta AUC, calibration, NRI")
@@ -416,7 +416,7 @@ def _site_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="upload to write (fedgen-sums/1)")
 
 
-def _mask_args(p: argparse.ArgumentParser) -> None:
+def _eval_mask_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("secure aggregation (all or none; as `fedgen exact mask`)")
     g.add_argument("--key", type=Path, default=None, help="this site's X25519 private key")
     g.add_argument("--registry", type=Path, default=None, help="sites.yaml with public keys")

@@ -55,7 +55,7 @@ import numpy as np
 from snakemake_executor_plugin_fedgen.errors import ConfigError, SiteDataError
 from snakemake_executor_plugin_fedgen.fileio import atomic_write
 
-from snakemake_fedgen.risk.sums import SiteSums, add_sums, mask_sums
+from snakemake_fedgen.risk.sums import SiteSums, add_sums, mask_with_ledger
 
 __all__ = [
     "DEFAULT_CUTOFFS",
@@ -658,14 +658,12 @@ def mask_upload(
     Masking two different vectors under one round id would reveal their difference, so the
     site's ledger (as in ``fedgen exact mask``) records the digest of what it masked per round.
     """
-    from snakemake_fedgen.exact import secure
-
-    if ledger is not None:
-        assert sums.values is not None
-        digest = hashlib.sha256(np.asarray(sums.values, dtype=np.float64).tobytes()).hexdigest()
-        secure._ledger_check(ledger, sums.round_id, f"{sums.kind}:{digest[:32]}")
-    return mask_sums(
-        sums, private_key=private_key, public_keys=public_keys, participants=participants
+    return mask_with_ledger(
+        sums,
+        private_key=private_key,
+        public_keys=public_keys,
+        participants=participants,
+        ledger=ledger,
     )
 
 

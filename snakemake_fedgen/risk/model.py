@@ -56,9 +56,9 @@ from snakemake_executor_plugin_fedgen.errors import (
 from snakemake_executor_plugin_fedgen.fileio import atomic_write
 
 from snakemake_fedgen import __version__
-from snakemake_fedgen.exact import secure
 from snakemake_fedgen.exact.aggregates import MISSING_TOKENS, _from_triu, _triu
-from snakemake_fedgen.risk.sums import SiteSums, add_sums, mask_sums
+from snakemake_fedgen.risk import sums as sums_format
+from snakemake_fedgen.risk.sums import SiteSums, add_sums, mask_with_ledger
 
 __all__ = [
     "MODEL_FORMAT",
@@ -90,7 +90,7 @@ INTERCEPT = "intercept"
 #: Fixed-point fractional bits of masked risk sums: 2^-64 ~ 5e-20 absolute resolution (a PGS
 #: average's sum of squares is ~1e-3 and its variance a small difference of two such sums), and
 #: still |sum| < 2^62 ~ 4.6e18 of range (sum of sbp^2 over 10^6 people ~ 2e10).
-FRAC_BITS = 64
+FRAC_BITS = sums_format.FRAC_BITS
 #: Relative change of the penalised deviance below which further rounds cannot improve the fit.
 DEVIANCE_TOL = 1e-14
 OBJECTIVE = (
@@ -310,24 +310,12 @@ def mask_upload(
     stops a site from masking different sums under the same masks, which would reveal their
     difference.
     """
-    limit = 2.0 ** (126 - FRAC_BITS) / len(participants)
-    big = np.abs(np.asarray(sums.values, dtype=np.float64))
-    if not (np.isfinite(big).all() and big.max() < limit):
-        name = sums.names[int(np.argmax(np.where(np.isfinite(big), big, np.inf)))]
-        raise SecureAggregationError(
-            f"site {sums.site}: {name} = {big.max():.3g} does not fit the masking ring "
-            f"(|value| < 2^(126-{FRAC_BITS})/participants = {limit:.3g}); rescale the feature"
-        )
-    h = hashlib.sha256()
-    h.update("\0".join([sums.kind, *sums.names, *participants]).encode())
-    h.update(np.asarray(sums.values, dtype="<f8").tobytes())
-    secure._ledger_check(ledger, sums.round_id, f"{sums.kind}:{h.hexdigest()}")
-    return mask_sums(
+    return mask_with_ledger(
         sums,
         private_key=private_key,
         public_keys=public_keys,
         participants=participants,
-        frac_bits=FRAC_BITS,
+        ledger=ledger,
     )
 
 

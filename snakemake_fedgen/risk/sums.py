@@ -33,6 +33,9 @@ from snakemake_fedgen.exact import secure
 from snakemake_fedgen.exact.site_masking import MaskRequest, SiteMasker
 
 FORMAT = "fedgen-sums/1"
+#: Fractional bits of masked sums: a score averaged over variants (~1e-3) squared and summed
+#: keeps 1e-12 relative precision; the integer part still holds +-2^61 over a few sites.
+FRAC_BITS = 64
 
 __all__ = [
     "FORMAT",
@@ -40,6 +43,7 @@ __all__ = [
     "add_sums",
     "mask_sums",
     "mask_sums_at_node",
+    "mask_with_ledger",
     "read_sums",
     "write_sums",
 ]
@@ -60,7 +64,7 @@ class SiteSums:
     values: np.ndarray | None = None
     words: np.ndarray | None = None
     participants: tuple[str, ...] = ()
-    frac_bits: int = secure.DEFAULT_FRAC_BITS
+    frac_bits: int = FRAC_BITS
     context: str = ""
     meta: dict[str, str] = field(default_factory=dict)
 
@@ -90,7 +94,7 @@ def mask_sums(
     private_key: Any,
     public_keys: Mapping[str, str],
     participants: Sequence[str],
-    frac_bits: int = secure.DEFAULT_FRAC_BITS,
+    frac_bits: int = FRAC_BITS,
 ) -> SiteSums:
     """Mask a site's plain sums for the round ``sums.round_id`` among ``participants``.
 
@@ -107,6 +111,14 @@ def mask_sums(
         raise SecureAggregationError(
             f"secure sums need at least {secure.MIN_PARTICIPANTS} sites; got "
             f"{','.join(participants)} (with two, the sum reveals each site's values to the other)"
+        )
+    limit = 2.0 ** (126 - frac_bits) / len(participants)
+    big = np.abs(np.asarray(sums.values, dtype=np.float64))
+    if len(big) and not (np.isfinite(big).all() and big.max() < limit):
+        name = sums.names[int(np.argmax(np.where(np.isfinite(big), big, np.inf)))]
+        raise SecureAggregationError(
+            f"site {sums.site}: {name} = {big.max():.3g} does not fit the masking ring "
+            f"(|value| < 2^(126-{frac_bits})/participants = {limit:.3g}); rescale the feature"
         )
     context = _context(sums.kind, sums.names, sums.round_id)
     words = secure.mask_vector(
@@ -128,6 +140,27 @@ def mask_sums(
         frac_bits=frac_bits,
         context=context,
         meta=dict(sums.meta),
+    )
+
+
+def mask_with_ledger(
+    sums: SiteSums,
+    *,
+    private_key: Any,
+    public_keys: Mapping[str, str],
+    participants: Sequence[str],
+    ledger: Path | None,
+) -> SiteSums:
+    """:func:`mask_sums` after recording the round in the site's ledger (``round<TAB>digest``
+    lines, as ``fedgen exact mask`` keeps them): masking other values under a round id used
+    before is refused, since the two uploads' difference would have no mask left in it."""
+    assert sums.values is not None
+    h = hashlib.sha256()
+    h.update("\0".join([sums.kind, *sums.names, *participants]).encode())
+    h.update(np.asarray(sums.values, dtype="<f8").tobytes())
+    secure._ledger_check(ledger, sums.round_id, f"{sums.kind}:{h.hexdigest()}")
+    return mask_sums(
+        sums, private_key=private_key, public_keys=public_keys, participants=participants
     )
 
 
@@ -266,14 +299,12 @@ def mask_sums_at_node(masker: SiteMasker, plain: Path, request: MaskRequest, out
             f"round {request.round_id!r}"
         )
     masker.check_participants(request)
-    assert sums.values is not None
-    digest = hashlib.sha256(sums.values.tobytes() + "\0".join(sums.names).encode())
-    secure._ledger_check(masker.ledger, request.round_id, digest.hexdigest())
-    masked = mask_sums(
+    masked = mask_with_ledger(
         sums,
         private_key=masker.private_key,
         public_keys=masker.peers,
         participants=request.participants,
+        ledger=masker.ledger,
     )
     write_sums(masked, out)
     return len(sums.names)

@@ -45,7 +45,7 @@ MAX_ENTRIES = 200_000
 MAX_BYTES = 64 * 1024 * 1024
 KIND_RE = re.compile(r"^risk[.\-][a-z0-9_.\-]{1,40}$")
 #: Entry names: machine tokens (a feature, a model, a bin number), never free text.
-ENTRY_RE = re.compile(r"^[a-z0-9_.:+\-]{1,80}$")
+ENTRY_RE = re.compile(r"^[A-Za-z0-9_.:+\-]{1,80}$")
 _TOP_KEYS = frozenset(
     {"format", "site", "round", "kind", "names", "meta", "values", "masked", "participants",
      "frac_bits", "context"}
@@ -111,7 +111,7 @@ def check_sums(doc: object, policy: AirlockPolicy) -> tuple[bool, str]:
         if not isinstance(name, str) or not ENTRY_RE.match(name):
             return False, (
                 f"names[{i}]: {str(name)[:40]!r} is not a short machine token "
-                "(lower-case letters, digits, _ . : + -)"
+                "(letters, digits, _ . : + -)"
             )
     if len(set(names)) != len(names):
         return False, "key 'names': an entry name repeats"
