@@ -52,7 +52,7 @@ def _table_args(p: argparse.ArgumentParser, *, features: bool, outcome: bool) ->
         type=Path,
         default=None,
         help="second table joined on the ID (e.g. plink2 --score output '#IID ... SCORE1_AVG'); "
-        "features missing from --table are taken from it",
+        "features missing from --table are taken from it; 'none': no second table",
     )
     p.add_argument("--id", dest="id_column", default="IID", help="ID column (default IID)")
     if outcome:
@@ -147,10 +147,26 @@ def _configure_model(sub) -> None:
         "(one row per person): it stays at the site and must never be uploaded. Rows with a "
         "missing feature are dropped and counted on stderr.",
     )
-    p.add_argument("--model", required=True, type=Path, help="model file from fedgen risk finish")
-    _table_args(p, features=False, outcome=False)
+    p.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="model file from fedgen risk finish; repeat as NAME=model.json for one probability "
+        "column per model",
+    )
+    p.add_argument(
+        "--outcome",
+        default=None,
+        help="also write this outcome column (0/1): the evaluation's input",
+    )
+    _table_args(p, features=False, outcome=True)
     p.add_argument("--out", required=True, type=Path, help="predictions TSV (stays at the site)")
     p.set_defaults(_risk_run=_run_score)
+
+
+def _join(args: argparse.Namespace) -> Path | None:
+    """The --join table; ``none`` (a workflow's way of saying no table) is no table."""
+    return None if args.join is None or str(args.join) == "none" else args.join
 
 
 def _names(text: str) -> list[str]:
@@ -206,7 +222,7 @@ def _run_moments(args: argparse.Namespace) -> int:
 
     mask = _masking(args, None)
     data = read_site_table(
-        args.table, features=_names(args.features), outcome=args.outcome, join=args.join,
+        args.table, features=_names(args.features), outcome=args.outcome, join=_join(args),
         id_column=args.id_column, coding=args.coding,
     )  # fmt: skip
     print(f"site {args.site}: {data.describe()}", file=sys.stderr)
@@ -255,7 +271,7 @@ def _run_terms(args: argparse.Namespace) -> int:
     mask = _masking(args, state["sites"])
     data = read_site_table(
         args.table, features=[f["name"] for f in state["features"]], outcome=state["outcome"],
-        join=args.join, id_column=args.id_column, coding=args.coding,
+        join=_join(args), id_column=args.id_column, coding=args.coding,
     )  # fmt: skip
     print(f"site {args.site}: {data.describe()}", file=sys.stderr)
     _upload(args, site_terms(data, state, site=args.site), mask)
@@ -311,6 +327,10 @@ def _run_finish(args: argparse.Namespace) -> int:
 
 
 def _run_score(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from snakemake_executor_plugin_fedgen.fileio import atomic_write
+
     from snakemake_fedgen.risk.model import (
         predict,
         read_model,
@@ -318,16 +338,39 @@ def _run_score(args: argparse.Namespace) -> int:
         write_predictions,
     )
 
-    model = read_model(args.model)
+    named = [m.split("=", 1) if "=" in str(m) else [None, m] for m in args.model]
+    if len(named) > 1 and any(name is None for name, _ in named):
+        raise ConfigError("with several --model, name each: --model NAME=model.json")
+    models = [(name, read_model(Path(path))) for name, path in named]
+    features = list(dict.fromkeys(f["name"] for _, m in models for f in m["features"]))
     data = read_site_table(
-        args.table, features=[f["name"] for f in model["features"]], join=args.join,
-        id_column=args.id_column,
+        args.table, features=features, join=_join(args), id_column=args.id_column,
+        outcome=args.outcome, coding=args.coding,
     )  # fmt: skip
-    lp, prob = predict(model, data)
-    write_predictions(args.out, data, lp, prob)
+    probs = []
+    for _, model in models:
+        cols = [features.index(f["name"]) for f in model["features"]]
+        view = dataclasses.replace(
+            data, features=tuple(features[i] for i in cols), x=data.x[:, cols]
+        )
+        probs.append(predict(model, view))
+    if len(models) == 1 and models[0][0] is None and args.outcome is None:
+        write_predictions(args.out, data, *probs[0])
+    else:
+        # The evaluation's table: ID, the outcome (0/1), one probability column per model.
+        names = [name or "probability" for name, _ in models]
+        with atomic_write(Path(args.out)) as f:
+            head = [data.id_column, *([args.outcome] if args.outcome else []), *names]
+            f.write("\t".join(head) + "\n")
+            for i, pid in enumerate(data.ids):
+                row = [pid]
+                if data.y is not None:
+                    row.append(str(int(data.y[i])))
+                row += [repr(float(prob[i])) for _, prob in probs]
+                f.write("\t".join(row) + "\n")
     print(
-        f"{data.describe()}; {len(data.ids)} people scored -> {args.out} (individual-level: "
-        "keep it at the site)",
+        f"{data.describe()}; {len(data.ids)} people scored by {len(models)} model(s) -> "
+        f"{args.out} (individual-level: keep it at the site)",
         file=sys.stderr,
     )
     return 0

@@ -1297,10 +1297,16 @@ class Scheduler:
         if decision.kind == "sums":
             from snakemake_fedgen.risk.sums import mask_sums_at_node  # numpy: this kind only
 
-            if _sums_round(f.source) != request.round_id:
-                # Another file of the task (a site's own report, say): it was checked as plain
-                # sums on its own numbers and leaves as it is.
-                return decision, None
+            round_of, kind_of = _sums_labels(f.source)
+            if round_of != request.round_id:
+                if kind_of in PLAIN_SUMS_KINDS:
+                    # A site's own report next to the round's sums: plain by design, checked
+                    # on its own numbers, and it leaves as it is.
+                    return decision, None
+                return refuse(
+                    f"the task asked the node to mask round {request.round_id!r} but these "
+                    f"sums are of round {round_of!r}; nothing is published unmasked"
+                )
             try:
                 count = mask_sums_at_node(self.masker, f.source, request, masked)
             except FedgenError as exc:
@@ -1666,13 +1672,19 @@ def _process_start(pid: int) -> int | None:
 __all__ = ["RESTART_REASON", "Scheduler", "is_disk_full"]
 
 
-def _sums_round(path: Path) -> str | None:
-    """The round id of a ``fedgen-sums/1`` file (None if unreadable)."""
+#: Sums kinds that are plain by design (a site's own metrics): never masked by the node.
+PLAIN_SUMS_KINDS = frozenset({"risk-eval-site"})
+
+
+def _sums_labels(path: Path) -> tuple[str | None, str | None]:
+    """The round id and kind of a ``fedgen-sums/1`` file (None where unreadable)."""
     try:
         doc = json.loads(path.read_bytes())
     except (OSError, ValueError):
-        return None
-    return str(doc.get("round")) if isinstance(doc, dict) else None
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    return str(doc.get("round")), str(doc.get("kind"))
 
 
 def _masked_round(path: Path, kind: str) -> str | None:

@@ -315,3 +315,9 @@ def test_node_masking__risk_round_sums(make_site, keys, tmp_path):
     done = site.alice.run(round_task(f"cp in.json {out}"))
     assert done["state"] == "SYSTEM_ERROR"
     assert "already used by this site for different" in system_log(done)
+    # Sums of another round than the one the task asked the node to mask: refused, not plain.
+    other.round_id = "risk.run1.it9"
+    write_sums(other, site.data / "A.sums.json")
+    done = site.alice.run(round_task(f"cp in.json {out}"))
+    assert done["state"] == "SYSTEM_ERROR"
+    assert "nothing is published unmasked" in system_log(done)

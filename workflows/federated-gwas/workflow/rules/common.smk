@@ -633,14 +633,29 @@ def _risk_masked(participants):
     return RISK["secure"] and len(participants) >= 3
 
 
+def get_risk_fit_run(wildcards):
+    """Run id of one fit of one model: every round id of the fit starts with it."""
+    return f"{RISK['run']}.{wildcards.fit}.{wildcards.model}"
+
+
 def get_risk_mask(wildcards, what, stage):
-    """fedgen_mask_* backend parameter of a fit's round (None: the round is not masked)."""
+    """fedgen_mask_* backend parameter of a fit's round (None: the round is not masked).
+
+    The round id is the one `fedgen risk moments`/`terms` writes into the sums: the node
+    masks only sums of the round the task asked for. A terms round's id names the state it
+    was computed at (snakemake_fedgen.risk.model.terms_round), which exists by the time the
+    round's jobs are created: it is the previous checkpoint's output.
+    """
     participants = risk_fit_sites(wildcards.fit)
     if not _risk_masked(participants):
         return None
     if what == "participants":
         return ",".join(participants)
-    return f"{RISK['run']}.{wildcards.fit}.{wildcards.model}.{stage}"
+    if stage == "moments":
+        return f"{get_risk_fit_run(wildcards)}.moments"
+    from snakemake_fedgen.risk.model import read_state, terms_round
+
+    return terms_round(read_state(Path(get_risk_previous_state(wildcards))))
 
 
 def get_risk_eval_mask(wildcards, what, stage):
@@ -671,6 +686,11 @@ def get_risk_round_terms(wildcards):
     ]
 
 
+def RISK_STATE_DONE(state):
+    """A fit's state ends the chain: converged, or stopped at risk.max_rounds (finish fails)."""
+    return bool(state.get("stopped"))
+
+
 def get_risk_final_state(wildcards):
     """The first state of a fit's chain of rounds that has converged (or stopped).
 
@@ -695,6 +715,17 @@ def get_risk_model_weights(wildcards):
     if "pgs" not in RISK_MODELS[wildcards.model]:
         return []
     return f"results/risk/weights/{wildcards.fit}.weights.tsv"
+
+
+def get_risk_model_provenance(wildcards, input):
+    """--provenance options of a model: its training fit, sites and score weights' SHA-256."""
+    import hashlib
+
+    items = [f"fit={wildcards.fit}", f"sites={get_risk_fit_sites_csv(wildcards)}"]
+    if input.weights:
+        digest = hashlib.sha256(Path(input.weights).read_bytes()).hexdigest()
+        items += [f"weights={input.weights}", f"weights_sha256={digest}"]
+    return " ".join(f"--provenance {shlex.quote(item)}" for item in items)
 
 
 def get_risk_eval_inputs(wildcards):

@@ -99,7 +99,7 @@ rule risk_moments:
     params:
         features=get_risk_features,
         outcome=config["risk"]["outcome"],
-        run=get_risk_run,
+        run=get_risk_fit_run,
         min_n=config["egress"]["min_n"],
         join=get_risk_join,
     log:
@@ -115,7 +115,9 @@ rule risk_moments:
     container:
         FEDGEN_IMAGE
     shell:
-        RISK_MOMENTS_COMMAND
+        "fedgen risk moments --table {input.pheno} --join {params.join}"
+        " --outcome {params.outcome} --features {params.features} --site {wildcards.site}"
+        " --run {params.run} --min-n {params.min_n} --out {output.sums} 2> {log}"
 
 
 checkpoint risk_init:
@@ -124,7 +126,6 @@ checkpoint risk_init:
     output:
         state="results/risk/{fit}/{model}/state.0.json",
     params:
-        outcome=config["risk"]["outcome"],
         ridge=config["risk"]["ridge"],
         tol=config["risk"]["tolerance"],
         max_iter=config["risk"]["max_rounds"],
@@ -136,7 +137,8 @@ checkpoint risk_init:
     container:
         FEDGEN_IMAGE
     shell:
-        RISK_INIT_COMMAND
+        "fedgen risk init --moments {input.moments} --ridge {params.ridge} --tol {params.tol}"
+        " --max-iter {params.max_iter} --out {output.state} 2> {log}"
 
 
 rule risk_terms:
@@ -155,14 +157,15 @@ rule risk_terms:
         site=get_site,
         mem_mb=1000,
         runtime=10,
-        fedgen_mask_round=lambda wc: get_risk_mask(wc, "round", f"it{wc.it}"),
-        fedgen_mask_participants=lambda wc: get_risk_mask(wc, "participants", f"it{wc.it}"),
+        fedgen_mask_round=lambda wc: get_risk_mask(wc, "round", "terms"),
+        fedgen_mask_participants=lambda wc: get_risk_mask(wc, "participants", "terms"),
     conda:
         "../envs/fedgen.yaml"
     container:
         FEDGEN_IMAGE
     shell:
-        RISK_TERMS_COMMAND
+        "fedgen risk terms --state {input.state} --table {input.pheno} --join {params.join}"
+        " --site {wildcards.site} --out {output.sums} 2> {log}"
 
 
 checkpoint risk_step:
@@ -191,6 +194,8 @@ rule risk_finish:
         weights=get_risk_model_weights,
     output:
         model="results/risk/{fit}/{model}/model.json",
+    params:
+        provenance=get_risk_model_provenance,
     log:
         "logs/risk/finish.{fit}.{model}.log",
     localrule: True
@@ -199,7 +204,8 @@ rule risk_finish:
     container:
         FEDGEN_IMAGE
     shell:
-        RISK_FINISH_COMMAND
+        "fedgen risk finish --state {input.state} {params.provenance} --out {output.model}"
+        " 2> {log}"
 
 
 rule risk_predict:
@@ -221,7 +227,9 @@ rule risk_predict:
     container:
         FEDGEN_IMAGE
     shell:
-        RISK_PREDICT_COMMAND
+        "fedgen risk score --model clinical={input.clinical}"
+        " --model clinical_pgs={input.clinical_pgs} --table {input.pheno} --join {input.scores}"
+        " --outcome {params.outcome} --out {output.predictions} 2> {log}"
 
 
 rule risk_eval_counts:
