@@ -16,6 +16,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="risk_command", metavar="STEP", required=True)
     _configure_model(sub)
     _configure_evaluate(sub)
+    _configure_card(sub)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -631,4 +632,56 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         f"suppressed -> {args.out}\n" + "\n".join(lines),
         file=sys.stderr,
     )
+    return 0
+
+
+# == card: the model card for the report (snakemake_fedgen.risk.card) ========================
+
+
+def _configure_card(sub) -> None:
+    p = sub.add_parser("card", help="centre: the model card (HTML) of a model and its evaluations")
+    p.add_argument("--model", required=True, type=Path, help="model file")
+    p.add_argument("--name", required=True, help="model name on the card")
+    p.add_argument(
+        "--evaluation",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="an evaluation's results (fedgen risk evaluate --out), repeatable",
+    )
+    p.add_argument(
+        "--plot", action="append", default=[], metavar="NAME=PNG", help="its calibration plot"
+    )
+    p.add_argument("--out", required=True, type=Path, help="card (HTML)")
+    p.set_defaults(_risk_run=_run_card)
+
+
+def _pairs(items: list[str], what: str) -> dict[str, Path]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"{what} {item!r}: write NAME=PATH")
+        out[name] = Path(path)
+    return out
+
+
+def _run_card(args: argparse.Namespace) -> int:
+    import json
+
+    from snakemake_fedgen.risk.card import render_card, write_card
+    from snakemake_fedgen.risk.model import read_model
+
+    evaluations = {
+        name: json.loads(path.read_text())
+        for name, path in _pairs(args.evaluation, "--evaluation").items()
+    }
+    card = render_card(
+        read_model(args.model),
+        name=args.name,
+        evaluations=evaluations,
+        calibration_plots=_pairs(args.plot, "--plot"),
+    )
+    write_card(args.out, card)
+    print(f"model card of {args.name} -> {args.out}", file=sys.stderr)
     return 0

@@ -578,6 +578,7 @@ def get_risk_outputs():
         *expand("results/risk/all/{model}/model.json", model=RISK_MODELS),
         *expand("results/risk/eval/{evalset}.metrics.tsv", evalset=RISK["evaluate"]),
         *expand("results/risk/eval/{evalset}.calibration.png", evalset=RISK["evaluate"]),
+        *expand("results/risk/{model}.model_card.html", model=RISK_MODELS),
     ]
 
 
@@ -726,6 +727,16 @@ def get_risk_model_provenance(wildcards, input):
         digest = hashlib.sha256(Path(input.weights).read_bytes()).hexdigest()
         items += [f"weights={input.weights}", f"weights_sha256={digest}"]
     return " ".join(f"--provenance {shlex.quote(item)}" for item in items)
+
+
+def get_risk_card_options(wildcards, input):
+    """--evaluation NAME=JSON --plot NAME=PNG for each evaluation on the model card."""
+    options = []
+    for name, result, plot in zip(
+        RISK["evaluate"], input.evaluations, input.plots, strict=True
+    ):
+        options += ["--evaluation", f"{name}={result}", "--plot", f"{name}={plot}"]
+    return " ".join(shlex.quote(o) for o in options)
 
 
 def get_risk_eval_inputs(wildcards):

@@ -370,3 +370,30 @@ rule risk_evaluate:
         " --out {output.json} --metrics-tsv {output.metrics}"
         " --calibration-tsv {output.calibration} --sites-tsv {output.sites}"
         " --plot {output.plot} 2> {log}"
+
+
+rule risk_card:
+    input:
+        model="results/risk/all/{model}/model.json",
+        evaluations=expand("results/risk/eval/{evalset}.json", evalset=RISK["evaluate"]),
+        plots=expand("results/risk/eval/{evalset}.calibration.png", evalset=RISK["evaluate"]),
+    output:
+        card=report(
+            "results/risk/{model}.model_card.html",
+            caption="../report/risk_model_card.rst",
+            category="Risk prediction",
+            subcategory="model cards",
+            labels={"model": "{model}", "figure": "model card"},
+        ),
+    params:
+        evaluations=get_risk_card_options,
+    log:
+        "logs/risk/card.{model}.log",
+    localrule: True
+    conda:
+        "../envs/fedgen.yaml"
+    container:
+        FEDGEN_IMAGE
+    shell:
+        "fedgen risk card --model {input.model} --name {wildcards.model} {params.evaluations}"
+        " --out {output.card} 2> {log}"
