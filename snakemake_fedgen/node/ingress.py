@@ -29,6 +29,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from snakemake_executor_plugin_fedgen.errors import InvalidTask, StorageError
 from snakemake_executor_plugin_fedgen.tes.ingress import (
@@ -41,6 +42,9 @@ from snakemake_executor_plugin_fedgen.tes.ingress import (
 )
 
 from snakemake_fedgen.node.areas import is_area_name
+
+if TYPE_CHECKING:
+    from snakemake_fedgen.node.config import NodeConfig
 
 __all__ = [
     "INGRESS_PREFIX",
@@ -174,14 +178,14 @@ class IngressStore:
         self._inflight: dict[int, IngressUpload] = {}
 
     @classmethod
-    def of(cls, cfg: object) -> IngressStore:
+    def of(cls, cfg: NodeConfig) -> IngressStore:
         """The ingress store of a node config."""
         return cls(
-            cfg.state_dir / "ingress",  # type: ignore[attr-defined]
-            max_bytes=cfg.max_ingress_bytes,  # type: ignore[attr-defined]
-            quota=cfg.max_ingress_bytes_per_caller,  # type: ignore[attr-defined]
-            keep_seconds=cfg.ingress_keep_days * 86400,  # type: ignore[attr-defined]
-            min_free_bytes=cfg.min_free_disk_mb * 1024 * 1024,  # type: ignore[attr-defined]
+            cfg.state_dir / "ingress",
+            max_bytes=cfg.max_ingress_bytes,
+            quota=cfg.max_ingress_bytes_per_caller,
+            keep_seconds=cfg.ingress_keep_days * 86400,
+            min_free_bytes=cfg.min_free_disk_mb * 1024 * 1024,
         )
 
     # -- directories ------------------------------------------------------------------------------
