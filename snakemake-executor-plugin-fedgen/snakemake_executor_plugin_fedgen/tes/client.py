@@ -13,6 +13,7 @@ ignored); an answer that does not parse is a :class:`TesError` naming the site a
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -50,6 +51,7 @@ LIST_PAGE_SIZE = 2048
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _UNKNOWN = object()
+_PLAIN_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 _Page = TypeVar("_Page", MinimalListTasksResponse, TesListTasksResponse)
 
 
@@ -135,7 +137,10 @@ class TesClient:
             doc = {}
         block = doc.get("fedgen") if isinstance(doc, dict) else None
         limit = None
-        if isinstance(block, dict) and isinstance(block.get("ingress_path"), str):
+        path = block.get("ingress_path") if isinstance(block, dict) else None
+        # A plain absolute path on the node's own origin: a path that would change the host
+        # ("@evil", "//evil") must never receive the coordinator's token.
+        if isinstance(block, dict) and isinstance(path, str) and _PLAIN_PATH.fullmatch(path):
             given = block.get("max_ingress_bytes")
             limit = given if isinstance(given, int) and given > 0 else None
             self._ingress_path = block["ingress_path"]
