@@ -14,7 +14,10 @@ import secrets
 from pathlib import Path
 
 import pytest
+from snakemake_executor_plugin_fedgen.errors import StorageError
 from snakemake_executor_plugin_fedgen.reference import read_reference
+from snakemake_executor_plugin_fedgen.sites import Site
+from snakemake_executor_plugin_fedgen.staging import input_for, upload_of
 
 from .conftest import Federation, run_snakemake, start_site
 
@@ -83,3 +86,37 @@ def test_site_without_ingress__refused_with_the_content_message(tmp_path: Path, 
         assert not [r for r in map(json.loads, audit) if r["action"] == "CreateTask"]
     finally:
         site.node.stop()
+
+
+def test_input_for__small_text_as_content_larger_or_binary_through_ingress(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    site = Site(name="A", tes_url="http://127.0.0.1:1/ga4gh/tes/v1", work_url="file:///w")
+    files = {
+        "small.txt": b"x=1\n",
+        "small.gz": b"\x1f\x8b\x08\x00binary",
+        "large.tsv": b"variant\tbeta\n" * 20_000,
+    }
+    for name, data in files.items():
+        Path(name).write_bytes(data)
+    asked: list[str] = []
+
+    def limit(s: Site) -> int | None:
+        asked.append(s.name)
+        return 1 << 20
+
+    for name, data in files.items():
+        spec, fingerprint = input_for(name, site=site, rule="r", ingress_limit=limit)
+        digest = hashlib.sha256(data).hexdigest()
+        # The job key's fingerprint is the content's sha256 however the file travels.
+        assert fingerprint == f"content:{digest}"
+        upload = upload_of(spec, name)
+        if name == "small.txt":
+            assert spec.content == "x=1\n" and upload is None
+        else:
+            assert spec.url == f"fedgen-ingress:sha256:{digest}" and spec.content is None
+            assert upload is not None and (upload.sha256, upload.size) == (digest, len(data))
+    assert asked == ["A", "A"]  # the site is asked only for files that need ingress
+    with pytest.raises(StorageError, match="takes uploads up to 100 bytes"):
+        input_for("large.tsv", site=site, rule="r", ingress_limit=lambda s: 100)
+    with pytest.raises(StorageError, match="TES content must be text"):
+        input_for("small.gz", site=site, rule="r", ingress_limit=lambda s: None)
