@@ -196,7 +196,12 @@ class Executor(RemoteExecutor):
 
     def run_job(self, job: JobExecutorInterface) -> None:
         try:
-            plan = tasks.build_task(job, registry=self.registry, run_id=self.run_id)
+            plan = tasks.build_task(
+                job,
+                registry=self.registry,
+                run_id=self.run_id,
+                ingress_limit=lambda site: self.clients[site.name].ingress_limit(),
+            )
         except FedgenError as exc:
             raise WorkflowError(str(exc)) from None
         info = SubmittedJobInfo(job=job, aux={"plan": plan})
@@ -248,6 +253,13 @@ class Executor(RemoteExecutor):
                 info.aux["pending"] = True
                 return
             else:
+                # Larger coordinator inputs reach the site's ingress before the task names them.
+                for upload in plan.uploads:
+                    if client.upload(upload.path, upload.sha256, upload.size):
+                        self.logger.info(
+                            f"fedgen: uploaded {upload.path} ({upload.size} bytes) to the "
+                            f"ingress of site {site}"
+                        )
                 info.external_jobid = client.create_task_once(plan.task, job_key=plan.job_key)
                 self.resume.add(site, plan.job_key, info.external_jobid)
         except FedgenError as exc:

@@ -1,7 +1,9 @@
 """Where a job's files come from and go to, and how finished outputs land on the coordinator.
 
 Inputs: a reference becomes its site URL (same site only), a small coordinator file travels as
-TES ``content``; anything else is refused. Outputs: egress paths go to the site's egress root
+TES ``content``; a larger or binary one goes to a fedgen node's ingress first (uploaded before
+the task, named ``fedgen-ingress:sha256:<hex>``: :mod:`.tes.ingress`) where the site's node has
+one, and is refused elsewhere (Funnel, TESK). Outputs: egress paths go to the site's egress root
 and are downloaded after the task (temp file, size and sha256 checked, then renamed); every other
 output stays at the site and becomes a reference file at its path.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -23,6 +25,7 @@ from snakemake_executor_plugin_fedgen.fileio import AtomicFile, write_text_atomi
 from snakemake_executor_plugin_fedgen.reference import Reference, read_reference, write_reference
 from snakemake_executor_plugin_fedgen.sites import Site
 from snakemake_executor_plugin_fedgen.tes.client import TesClient, egress_too_large
+from snakemake_executor_plugin_fedgen.tes.ingress import ingress_digest, ingress_url, is_ingress_url
 from snakemake_executor_plugin_fedgen.tes.models import (
     TesExecutorLog,
     TesFileType,
@@ -81,15 +84,36 @@ def container_path(path: str) -> str:
     return f"{CONTAINER_ROOT}/{task_relpath(path)}"
 
 
-def input_for(path: str, *, site: Site, rule: str) -> tuple[TesInput, str]:
+@dataclass(frozen=True)
+class Upload:
+    """A coordinator file the site's ingress must hold before the task is created."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+#: ``ingress_limit(site)``: the largest file the site's ingress takes, None without ingress.
+IngressLimit = Callable[[Site], "int | None"]
+
+
+def input_for(
+    path: str, *, site: Site, rule: str, ingress_limit: IngressLimit | None = None
+) -> tuple[TesInput, str]:
     """Return the TES input for the Snakemake input ``path`` and a fingerprint for the job key.
+
+    A coordinator file too large for content, or binary, becomes an ingress input
+    (``fedgen-ingress:sha256:<hex>``; :func:`upload_of` names the upload it needs) where
+    ``ingress_limit`` gives the site's ingress cap. Its fingerprint is ``content:<sha256>`` as
+    for content, so the job key (and resuming a run) does not depend on how the file travels.
 
     Raises
     ------
     SiteDataError
         ``path`` refers to data of another site.
     StorageError
-        ``path`` is a coordinator file too large (or not text) to send as content.
+        ``path`` is a coordinator file too large (or not text) to send as content, and the site
+        has no ingress (or a smaller cap).
     """
     rel = task_relpath(path)
     ref = read_reference(path)
@@ -118,13 +142,17 @@ def input_for(path: str, *, site: Site, rule: str) -> tuple[TesInput, str]:
         size = p.stat().st_size
     except FileNotFoundError:
         raise StorageError(f"rule {rule}: input {rel} does not exist on the coordinator.") from None
+    raw = p.read_bytes() if size <= MAX_CONTENT_BYTES else b""
+    if size > MAX_CONTENT_BYTES or not _is_text(raw):
+        limit = ingress_limit(site) if ingress_limit is not None else None
+        if limit is not None:
+            return _ingress_input(p, rel, size=size, limit=limit, site=site, rule=rule)
     if size > MAX_CONTENT_BYTES:
         raise StorageError(
             f"rule {rule}: input {rel} is a {size}-byte coordinator file; only files up to "
             f"{MAX_CONTENT_BYTES // 1024} KiB travel to site {site.name} as task content. Make it "
             "a site dataset (fedgen sites ref) or produce it at the site."
         )
-    raw = p.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -134,6 +162,41 @@ def input_for(path: str, *, site: Site, rule: str) -> tuple[TesInput, str]:
         ) from None
     spec = TesInput(name=rel, content=text, path=f"{CONTAINER_ROOT}/{rel}", type=TesFileType.FILE)
     return spec, f"content:{hashlib.sha256(raw).hexdigest()}"
+
+
+def _is_text(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _ingress_input(
+    p: Path, rel: str, *, size: int, limit: int, site: Site, rule: str
+) -> tuple[TesInput, str]:
+    if size > limit:
+        raise StorageError(
+            f"rule {rule}: input {rel} is a {size}-byte coordinator file; site {site.name} takes "
+            f"uploads up to {limit} bytes (its node's max_ingress_bytes). Make it a site "
+            "dataset (fedgen sites ref), produce it at the site, or ask the site for a larger cap."
+        )
+    sha = hashlib.sha256()
+    with p.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            sha.update(block)
+    digest = sha.hexdigest()
+    spec = TesInput(
+        name=rel, url=ingress_url(digest), path=f"{CONTAINER_ROOT}/{rel}", type=TesFileType.FILE
+    )
+    return spec, f"content:{digest}"
+
+
+def upload_of(spec: TesInput, path: str) -> Upload | None:
+    """The upload an input built by :func:`input_for` needs (None: not an ingress input)."""
+    if not spec.url or not is_ingress_url(spec.url):
+        return None
+    return Upload(path=path, sha256=ingress_digest(spec.url), size=Path(path).stat().st_size)
 
 
 def output_for(path: str, *, site: Site, rule: str, is_directory: bool = False) -> OutputPlan:

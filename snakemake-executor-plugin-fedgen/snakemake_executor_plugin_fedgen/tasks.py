@@ -43,6 +43,8 @@ class TaskPlan:
     job_key: str
     outputs: list[staging.OutputPlan] = field(default_factory=list)
     benchmarks: list[str] = field(default_factory=list)
+    #: Coordinator files the site's ingress must hold before the task is created.
+    uploads: list[staging.Upload] = field(default_factory=list)
 
 
 def subjobs(job: Any) -> list[Any]:
@@ -182,8 +184,17 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def build_task(job: Any, *, registry: Registry, run_id: str) -> TaskPlan:
+def build_task(
+    job: Any,
+    *,
+    registry: Registry,
+    run_id: str,
+    ingress_limit: staging.IngressLimit | None = None,
+) -> TaskPlan:
     """Build the TES task for ``job`` (a single job or a group job).
+
+    ``ingress_limit(site)`` says whether (and up to which size) a site takes coordinator files
+    through its ingress; it is asked only for inputs too large or binary for content.
 
     Raises
     ------
@@ -202,6 +213,7 @@ def build_task(job: Any, *, registry: Registry, run_id: str) -> TaskPlan:
     job_logs: list[list[str]] = []
     outputs: list[staging.OutputPlan] = []
     benchmarks: list[str] = []
+    uploads: list[staging.Upload] = []
     for j in jobs:
         cmd = check_direct_command(j)
         image = image_of(j, site)
@@ -212,8 +224,12 @@ def build_task(job: Any, *, registry: Registry, run_id: str) -> TaskPlan:
             if norm in produced or norm in seen:
                 continue
             seen.add(norm)
-            spec, fingerprint = staging.input_for(str(f), site=site, rule=j.rule.name)
+            spec, fingerprint = staging.input_for(
+                str(f), site=site, rule=j.rule.name, ingress_limit=ingress_limit
+            )
             inputs.append(spec)
+            if (upload := staging.upload_of(spec, str(f))) is not None:
+                uploads.append(upload)
             fingerprints.append(f"{spec.name}={fingerprint}")
         for f in [*j.output, *j.log]:
             outputs.append(
@@ -270,7 +286,14 @@ def build_task(job: Any, *, registry: Registry, run_id: str) -> TaskPlan:
         executors=executors,
         tags=tags,
     )
-    return TaskPlan(site=site, task=task, job_key=key, outputs=outputs, benchmarks=benchmarks)
+    return TaskPlan(
+        site=site,
+        task=task,
+        job_key=key,
+        outputs=outputs,
+        benchmarks=benchmarks,
+        uploads=uploads,
+    )
 
 
 def _approval_entry(job: Any, logs: list[str]) -> dict[str, Any]:

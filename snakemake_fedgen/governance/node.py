@@ -24,6 +24,7 @@ from typing import Any
 
 from snakemake_executor_plugin_fedgen.crypt import RECIPIENT_TAG
 from snakemake_executor_plugin_fedgen.errors import ConfigError, StorageError
+from snakemake_executor_plugin_fedgen.tes.ingress import is_ingress_url
 
 
 def check_node_config(cfg: Any, source: str) -> None:
@@ -63,10 +64,11 @@ def check_task_visas(caller: Any, doc: Mapping[str, Any], cfg: Any) -> None:
     """
     from snakemake_fedgen.governance.passport import require_visas
 
+    # Ingress inputs are the caller's own uploads (node/ingress.py), not site data: no visa.
     inputs = [
         (i["url"], i.get("type") or "FILE")
         for i in doc.get("inputs") or ()
-        if i.get("url") and not i.get("content")
+        if i.get("url") and not i.get("content") and not is_ingress_url(i["url"])
     ]
     require_visas(caller.claims, (), cfg.datasets_requiring_visa, inputs=inputs)
 

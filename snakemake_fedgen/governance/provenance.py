@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlparse
 
 from snakemake_executor_plugin_fedgen.errors import FedgenError, ProvenanceError
 from snakemake_executor_plugin_fedgen.fileio import atomic_write
+from snakemake_executor_plugin_fedgen.tes.ingress import is_ingress_url
 from snakemake_executor_plugin_fedgen.tes.tags import SITE_TAG
 
 SCHEMA_ID = "https://github.com/snakemake-fedgen/snakemake-fedgen/schemas/provenance/v1"
@@ -198,6 +199,11 @@ def node_record(
             sha = hashlib.sha256(item["content"].encode()).hexdigest()
             size = len(item["content"].encode())
             url = None
+        elif is_ingress_url(item.get("url") or ""):
+            # The caller's upload: the node checked this digest when it copied the file in.
+            url = item["url"]
+            sha = url.rsplit(":", 1)[-1]
+            size = None
         else:
             url = item.get("url")
             path = file_path(url)

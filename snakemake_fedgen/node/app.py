@@ -11,6 +11,7 @@ body of any size; this way nothing of the body is read before the caller is know
 
 # No ``from __future__ import annotations``: FastAPI reads the handlers' annotations, and the
 # dependency aliases (CallerDep, OwnTask) are local to create_app.
+import asyncio
 import contextlib
 import logging
 import os
@@ -22,7 +23,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 from snakemake_executor_plugin_fedgen.approval import UnapprovedCommand
 from snakemake_executor_plugin_fedgen.errors import (
@@ -60,6 +61,13 @@ from snakemake_fedgen.node.auth import Authenticator, Caller
 from snakemake_fedgen.node.caller_view import LogAccess, caller_view
 from snakemake_fedgen.node.config import NodeConfig
 from snakemake_fedgen.node.guard import RequestGuard
+from snakemake_fedgen.node.ingress import (
+    INGRESS_PREFIX,
+    INGRESS_SCHEME,
+    IngressRefused,
+    IngressStore,
+    is_digest,
+)
 from snakemake_fedgen.node.runtime import Runtime
 from snakemake_fedgen.node.scheduler import Scheduler, is_disk_full
 from snakemake_fedgen.node.storage import check_task_urls
@@ -108,6 +116,8 @@ class FedgenNodeInfo(BaseModel):
     auth: str
     approved_code: str
     approved_releases: list[str] | None = None
+    ingress_path: str | None = None
+    max_ingress_bytes: int | None = None
 
 
 class NodeServiceInfo(TesServiceInfo):
@@ -138,7 +148,8 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
     """Build the node's FastAPI application (the scheduler starts with the app's lifespan)."""
     store = TaskStore(cfg.db_path)
     audit = AuditLog(cfg.audit_path)
-    scheduler = Scheduler(cfg, store=store, audit=audit, runtime=runtime)
+    ingress = IngressStore.of(cfg) if cfg.max_ingress_bytes > 0 else None
+    scheduler = Scheduler(cfg, store=store, audit=audit, runtime=runtime, ingress=ingress)
     blocked = list(cfg.tool_paths)
     log_callers = set(cfg.caller_logs)
 
@@ -153,11 +164,22 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler.recover()
         audit.record(caller="node", action="Start", outcome="ok", runtime=runtime.name)
+        if ingress is not None:
+            # No upload is in flight yet: temporary files are a crash's leftovers.
+            collect_ingress_garbage(stale_parts=True)
         yield
         await scheduler.stop()
         audit.record(caller="node", action="Stop", outcome="ok")
         store.close()
         audit.close()
+
+    def collect_ingress_garbage(*, stale_parts: bool = False) -> None:
+        assert ingress is not None
+        for name in ingress.collect_garbage(stale_parts=stale_parts):
+            area, _, file = name.partition("/")
+            audit.record(
+                caller="node", action="IngressExpired", outcome="removed", area=area, file=file
+            )
 
     app = FastAPI(
         title="fedgen node",
@@ -247,6 +269,7 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
 
     allow = cfg.allowed_images
     schemes = ["file", "content"] + (["http", "https"] if cfg.allowed_input_hosts else [])
+    schemes += [INGRESS_SCHEME] if ingress is not None else []
     info = NodeServiceInfo(
         id=f"org.fedgen.node.{cfg.node_id}",
         name=f"fedgen node {cfg.node_id}",
@@ -290,6 +313,8 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
             approved_code="required"
             if cfg.approved_code == "required"
             else "off: tasks may run any command (not approved code)",
+            ingress_path=INGRESS_PREFIX if ingress is not None else None,
+            max_ingress_bytes=cfg.max_ingress_bytes if ingress is not None else None,
         ),
     )
 
@@ -311,7 +336,7 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
                 max_content_bytes=cfg.max_content_bytes,
                 blocked_paths=blocked,
             )
-            check_task_urls(cfg, doc, area=area_of(caller))
+            check_task_urls(cfg, doc, area=area_of(caller), ingress=ingress)
         except (InvalidTask, StorageError) as exc:
             audit.record(caller=caller.name, action="CreateTask", outcome="400", reason=str(exc))
             raise ApiError(400, f"invalid task: {exc}") from None
@@ -417,6 +442,90 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
         state = scheduler.cancel(stored.id)
         audit.record(caller=caller.name, action="CancelTask", task=stored.id, outcome=state)
         return TesCancelTaskResponse()
+
+    # -- ingress ------------------------------------------------------------------------------
+
+    if ingress is not None:
+
+        @app.put(INGRESS_PREFIX + "/{digest}", name="PutIngress", response_model=None)
+        async def put_ingress(request: Request, caller: CallerDep, digest: str) -> JSONResponse:
+            """Store the body as the caller's ingress file ``digest`` (streamed, checked)."""
+            area = area_of(caller)
+            length_header = request.headers.get("content-length", "")
+            length = int(length_header) if length_header.isdigit() else None
+            upload = None
+            try:
+                upload = await asyncio.to_thread(ingress.begin, area, digest, length=length)
+                pending: list[bytes] = []
+                buffered = 0
+                async for block in request.stream():
+                    pending.append(block)
+                    buffered += len(block)
+                    if buffered >= 4 << 20:
+                        await asyncio.to_thread(upload.write, b"".join(pending))
+                        pending, buffered = [], 0
+                if pending:
+                    await asyncio.to_thread(upload.write, b"".join(pending))
+                created = await asyncio.to_thread(upload.commit)
+            except IngressRefused as exc:
+                audit.record(
+                    caller=caller.name,
+                    action="PutIngress",
+                    outcome=str(exc.status),
+                    sha256=digest[:64],
+                    bytes=upload.received if upload else length,
+                    reason=str(exc),
+                )
+                raise ApiError(exc.status, str(exc)) from None
+            except StarletteHTTPException as exc:
+                # The guard's 413 (past max_ingress_bytes) or 408 (too slow), mid-body.
+                audit.record(
+                    caller=caller.name,
+                    action="PutIngress",
+                    outcome=str(exc.status_code),
+                    sha256=digest[:64],
+                    bytes=upload.received if upload else length,
+                    reason=str(exc.detail),
+                )
+                raise
+            finally:
+                if upload is not None:
+                    await asyncio.to_thread(upload.close)
+            audit.record(
+                caller=caller.name,
+                action="PutIngress",
+                outcome="201" if created else "200",
+                sha256=digest,
+                bytes=upload.received,
+            )
+            await asyncio.to_thread(collect_ingress_garbage)
+            body = {
+                "sha256": digest,
+                "size": upload.received,
+                "url": f"{INGRESS_SCHEME}:sha256:{digest}",
+            }
+            return JSONResponse(body, status_code=201 if created else 200)
+
+        @app.api_route(
+            INGRESS_PREFIX + "/{digest}",
+            methods=["GET", "HEAD"],
+            name="HasIngress",
+            response_model=None,
+        )
+        async def has_ingress(request: Request, caller: CallerDep, digest: str) -> Response:
+            """Whether the caller's own area holds ``digest`` (and its size); never content."""
+            if not is_digest(digest):
+                raise ApiError(400, f"{digest[:80]!r} is not a sha256 (64 lower-case hex digits).")
+            size = ingress.size_of(area_of(caller), digest)
+            audit.record(
+                caller=caller.name,
+                action="HasIngress",
+                outcome="404" if size is None else "200",
+                sha256=digest,
+            )
+            if size is None:
+                raise ApiError(404, f"you have uploaded no file with sha256 {digest} here.")
+            return JSONResponse({"sha256": digest, "size": size})
 
     # -- egress -------------------------------------------------------------------------------
 

@@ -283,6 +283,25 @@ class NodeConfig(BaseModel):
         description="free space kept under the state directory: below it tasks are stopped "
         "and CreateTask answers 507",
     )
+    # Ingress (node/ingress.py): larger coordinator inputs uploaded before the task.
+    max_ingress_bytes: int = Field(
+        256 * 1024**2,
+        description="largest file one PUT /fedgen/v1/ingress/SHA256 accepts; larger ones are "
+        "answered 413 and nothing is kept (0: no ingress endpoint)",
+    )
+    max_ingress_bytes_per_caller: int = Field(
+        1024**3,
+        description="total size of one caller's ingress files; an upload past it is answered "
+        "413 and nothing is kept",
+    )
+    ingress_keep_days: float = Field(
+        7.0,
+        description="ingress files neither uploaded again nor used by a task for this long are "
+        "removed (checked at start and on every upload)",
+    )
+    ingress_timeout_seconds: float = Field(
+        600.0, description="an ingress upload whose body takes longer is answered 408"
+    )
     max_queued_per_caller: int = Field(
         1000, description="tasks one caller may have waiting; more are answered 429"
     )
@@ -425,6 +444,10 @@ _LOWER_BOUNDS: dict[str, tuple[bool, float]] = {
     "max_queued_per_caller": (False, 1),
     "max_running_per_caller": (False, 1),
     "max_request_bytes": (False, 1),
+    "max_ingress_bytes": (False, 0),
+    "max_ingress_bytes_per_caller": (False, 0),
+    "ingress_keep_days": (True, 0),
+    "ingress_timeout_seconds": (True, 0),
     "min_set_difference": (False, 1),
 }
 

@@ -14,6 +14,10 @@ An ASGI middleware in front of the FastAPI app (:class:`RequestGuard`):
 * the body is at most ``max_request_bytes`` (413, from ``Content-Length`` before reading, or
   while reading a chunked body) and must arrive within ``body_timeout_seconds`` (408).
 
+The one exception is an ingress upload (``PUT /fedgen/v1/ingress/<sha256>``,
+:mod:`snakemake_fedgen.node.ingress`): its body is ``application/octet-stream`` (still no
+browser's "simple" type), at most ``max_ingress_bytes``, within ``ingress_timeout_seconds``.
+
 The header timeout (a connection that never finishes its headers) is the HTTP protocol's
 concern: :mod:`snakemake_fedgen.node.protocol`.
 """
@@ -28,6 +32,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 
 from snakemake_fedgen.node.config import NodeConfig
+from snakemake_fedgen.node.ingress import INGRESS_PREFIX
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -75,21 +80,35 @@ class RequestGuard:
         self.hosts = allowed_host_names(cfg)
         self.limit = cfg.max_request_bytes
         self.body_timeout = cfg.body_timeout_seconds
+        self.ingress_limit = cfg.max_ingress_bytes
+        self.ingress_timeout = cfg.ingress_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        ingress = scope["method"] == "PUT" and scope["path"].startswith(INGRESS_PREFIX + "/")
+        limit = self.ingress_limit if ingress else self.limit
+        body_timeout = self.ingress_timeout if ingress else self.body_timeout
+        media = "application/octet-stream" if ingress else "application/json"
         try:
-            _check_headers(scope["method"], headers, hosts=self.hosts, limit=self.limit)
+            # An ingress upload's announced length is checked by the endpoint, after the
+            # caller is known, so the refusal is audited under its name.
+            _check_headers(
+                scope["method"],
+                headers,
+                hosts=self.hosts,
+                limit=None if ingress else limit,
+                media=media,
+            )
         except _Refused as exc:
             await _answer(send, exc.status, exc.message)
             return
         more = scope["method"] in _BODY_METHODS
         received = 0
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.body_timeout
+        deadline = loop.time() + body_timeout
 
         async def receive_guarded() -> Message:
             nonlocal more, received
@@ -100,14 +119,14 @@ class RequestGuard:
             except TimeoutError:
                 raise HTTPException(
                     408,
-                    f"the request body did not arrive within {self.body_timeout:g} s "
-                    "(the node's body_timeout_seconds)",
+                    f"the request body did not arrive within {body_timeout:g} s (the node's "
+                    + ("ingress_timeout_seconds)" if ingress else "body_timeout_seconds)"),
                 ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 more = bool(message.get("more_body"))
-                if received > self.limit:
-                    raise HTTPException(413, _too_large(self.limit))
+                if received > limit:
+                    raise HTTPException(413, _too_large(limit, ingress=ingress))
             else:
                 more = False
             return message
@@ -116,7 +135,12 @@ class RequestGuard:
 
 
 def _check_headers(
-    method: str, headers: dict[str, str], *, hosts: frozenset[str], limit: int
+    method: str,
+    headers: dict[str, str],
+    *,
+    hosts: frozenset[str],
+    limit: int | None,
+    media: str = "application/json",
 ) -> None:
     if "origin" in headers:
         raise _Refused(
@@ -134,16 +158,19 @@ def _check_headers(
     length = headers.get("content-length")
     has_body = (length not in (None, "0")) or "transfer-encoding" in headers
     if method in _BODY_METHODS and has_body:
-        media = headers.get("content-type", "").split(";")[0].strip().lower()
-        if media != "application/json":
-            raise _Refused(
-                415, f"request bodies must be application/json, not {media or 'unset'!r}"
-            )
-    if length is not None and length.isdigit() and int(length) > limit:
+        given = headers.get("content-type", "").split(";")[0].strip().lower()
+        if given != media:
+            raise _Refused(415, f"request bodies here must be {media}, not {given or 'unset'!r}")
+    if limit is not None and length is not None and length.isdigit() and int(length) > limit:
         raise _Refused(413, _too_large(limit))
 
 
-def _too_large(limit: int) -> str:
+def _too_large(limit: int, *, ingress: bool = False) -> str:
+    if ingress:
+        return (
+            f"the upload is larger than {limit} bytes (the node's max_ingress_bytes); nothing "
+            "was kept. Make it a site dataset (fedgen sites ref) or split it."
+        )
     return (
         f"the request body is larger than {limit} bytes (the node's max_request_bytes); "
         "large inputs go to the site's storage, not into the task document"

@@ -51,6 +51,7 @@ from snakemake_fedgen.node import paths
 from snakemake_fedgen.node.areas import SiteRoots, Target
 from snakemake_fedgen.node.audit import AuditLog
 from snakemake_fedgen.node.config import NodeConfig, privacy_settings
+from snakemake_fedgen.node.ingress import IngressStore, ingress_digest, is_ingress_url
 from snakemake_fedgen.node.redact import IdRedactor
 from snakemake_fedgen.node.runtime import (
     Runtime,
@@ -143,9 +144,16 @@ class Scheduler:
     """Runs queued tasks within the node's core budget."""
 
     def __init__(
-        self, cfg: NodeConfig, *, store: TaskStore, audit: AuditLog, runtime: Runtime
+        self,
+        cfg: NodeConfig,
+        *,
+        store: TaskStore,
+        audit: AuditLog,
+        runtime: Runtime,
+        ingress: IngressStore | None = None,
     ) -> None:
         self.cfg = cfg
+        self.ingress = ingress
         self.store = store
         self.audit = audit
         self.runtime = runtime
@@ -988,6 +996,22 @@ class Scheduler:
                 dest.write_text(item["content"])
                 continue
             url = item["url"]
+            if is_ingress_url(url):
+                # A copy of the caller's own upload, hashed again, mode 0444: data only.
+                if self.ingress is None:
+                    raise StorageError(f"inputs[{i}] {url!r}: this node has no ingress.")
+                digest = ingress_digest(url, what=f"inputs[{i}]")
+                size = self.ingress.stage(owner, digest, dest)
+                self.audit.record(
+                    caller=owner,
+                    action="IngressInput",
+                    task=doc["id"],
+                    outcome="staged",
+                    sha256=digest,
+                    bytes=size,
+                    file=item["path"],
+                )
+                continue
             if url_scheme(url) in ("http", "https"):
                 fetch_http(
                     url,

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlsplit
 
-from snakemake_executor_plugin_fedgen.errors import StorageError
+from snakemake_executor_plugin_fedgen.errors import InvalidTask, StorageError
 
 from snakemake_fedgen.governance.datasets import local_path
 from snakemake_fedgen.node import paths
 from snakemake_fedgen.node.areas import SiteRoots, Target
+from snakemake_fedgen.node.ingress import IngressStore, ingress_digest, is_ingress_url
 
 
 def host_path(task_root: Path, container_path: str) -> Path:
@@ -76,12 +77,16 @@ def check_http_host(url: str, allowed_hosts: Sequence[str], *, what: str) -> Non
         )
 
 
-def check_task_urls(cfg: Any, doc: dict[str, Any], *, area: str) -> None:
+def check_task_urls(
+    cfg: Any, doc: dict[str, Any], *, area: str, ingress: IngressStore | None = None
+) -> None:
     """Refuse, at submission, inputs and outputs the caller of ``area`` may not use.
 
     Raises StorageError naming the field: http(s) hosts off the allow-list, local inputs
     outside the read roots and the caller's area (in any spelling, through any symlink),
-    outputs outside the write roots or through a symlink in the caller's area.
+    outputs outside the write roots or through a symlink in the caller's area; InvalidTask for
+    an ingress URL (``fedgen-ingress:sha256:<hex>``) the caller's own ingress area does not
+    hold (or a node without ``ingress``).
     """
     roots = SiteRoots.of(cfg)
     for i, item in enumerate(doc.get("inputs") or []):
@@ -89,14 +94,21 @@ def check_task_urls(cfg: Any, doc: dict[str, Any], *, area: str) -> None:
             continue
         url, what = item["url"], f"inputs[{i}]"
         scheme = url_scheme(url)
-        if scheme in ("http", "https"):
+        if is_ingress_url(url):
+            digest = ingress_digest(url, what=what)
+            if item.get("type", "FILE") != "FILE":
+                raise InvalidTask(f"{what} {url!r}: ingress inputs must be of type FILE.")
+            if ingress is None:
+                raise InvalidTask(f"{what} {url!r}: this node has no ingress endpoint.")
+            ingress.check_present(area, digest, what=what)
+        elif scheme in ("http", "https"):
             check_http_host(url, cfg.allowed_input_hosts, what=what)
         elif scheme == "file":
             roots.input_path(url, kind=item.get("type", "FILE"), area=area, what=what)
         else:
             raise StorageError(
-                f"{what} {url!r}: scheme {scheme!r} is not supported; use file://, http(s):// or "
-                "content."
+                f"{what} {url!r}: scheme {scheme!r} is not supported; use file://, http(s)://, "
+                "content or fedgen-ingress:sha256:<hex>."
             )
     for i, item in enumerate(doc.get("outputs") or []):
         what = f"outputs[{i}].url"

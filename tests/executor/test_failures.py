@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from snakemake_executor_plugin_fedgen.reference import Reference, write_reference
 
-from .conftest import Federation, run_snakemake, snakemake_cmd
+from .conftest import Federation, run_snakemake, snakemake_cmd, start_site
 
 
 def workflow(tmp_path: Path, fed: Federation, snakefile: str, **registry) -> tuple[Path, Path]:
@@ -69,19 +69,27 @@ def test_fedgen_executor__job_without_site_says_what_to_do(tmp_path, one_site):
 
 
 @pytest.mark.e2e
-def test_fedgen_executor__large_coordinator_input_is_refused(tmp_path, one_site):
-    workdir, registry = workflow(
-        tmp_path,
-        one_site,
-        'rule r:\n    input: "big.bin"\n    output: "x.txt"\n    resources: site="A"\n'
-        '    shell: "wc -c {input} > {output}"\n',
-    )
-    (workdir / "big.bin").write_bytes(b"x" * (128 * 1024 + 1))
-    proc = run_snakemake(workdir, registry, env=one_site.env)
-    assert proc.returncode != 0
-    assert "input big.bin is a 131073-byte coordinator file" in proc.stderr
-    assert "only files up to 128 KiB" in proc.stderr
-    assert not any(r["action"] == "CreateTask" for r in one_site.sites["A"].audit())
+def test_fedgen_executor__coordinator_input_above_the_ingress_cap_is_refused(tmp_path, monkeypatch):
+    # Too large for content, and above this site's ingress cap (the refusal without any
+    # ingress: tests/executor/test_ingress_staging.py).
+    site = start_site(tmp_path / "sites", "A", max_ingress_bytes=200_000)
+    fed = Federation(sites={"A": site}, env={site.token_env: site.token})
+    monkeypatch.setenv(site.token_env, site.token)
+    try:
+        workdir, registry = workflow(
+            tmp_path,
+            fed,
+            'rule r:\n    input: "big.bin"\n    output: "x.txt"\n    resources: site="A"\n'
+            '    shell: "wc -c {input} > {output}"\n',
+        )
+        (workdir / "big.bin").write_bytes(b"x" * 200_001)
+        proc = run_snakemake(workdir, registry, env=fed.env)
+        assert proc.returncode != 0
+        assert "input big.bin is a 200001-byte coordinator file" in proc.stderr
+        assert "site A takes uploads up to 200000 bytes" in proc.stderr
+        assert not any(r["action"] in ("CreateTask", "PutIngress") for r in site.audit())
+    finally:
+        site.node.stop()
 
 
 @pytest.mark.e2e

@@ -158,7 +158,9 @@ def test_service_info__reports_allow_list_and_storage(site, start_node):
     info = httpx.get(f"{node.url}/service-info").json()
     assert info["type"] == {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"}
     assert info["fedgen"]["image_allow_list"] is True
-    assert set(info["fedgen"]["storage_schemes"]) == {"file", "http", "https", "content"}
+    schemes = {"file", "http", "https", "content", "fedgen-ingress"}
+    assert set(info["fedgen"]["storage_schemes"]) == schemes
+    assert info["fedgen"]["ingress_path"] == "/fedgen/v1/ingress"
     assert site.work.as_uri() in info["storage"]
 
 

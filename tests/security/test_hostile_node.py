@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from snakemake_executor_plugin_fedgen.errors import NodeProtocolError, StorageError
+from snakemake_executor_plugin_fedgen.errors import NodeProtocolError, StorageError, TesError
 from snakemake_executor_plugin_fedgen.sites import Site
 from snakemake_executor_plugin_fedgen.staging import OutputPlan, fetch_egress
 from snakemake_executor_plugin_fedgen.status import StatusPoller
@@ -186,3 +186,41 @@ def test_honest_answer__still_landed(hostile, tmp_path) -> None:
     size, sha = fetch_egress(plan, site=site, client=TesClient(site), checksum=None)
     assert (size, sha) == (4, hashlib.sha256(body).hexdigest())
     assert Path(plan.path).read_bytes() == body
+
+
+@pytest.mark.parametrize(
+    "ingress_path", ["@127.0.0.1:{port}/steal", "//127.0.0.1:{port}/steal", "/x?@127.0.0.1"]
+)
+def test_ingress_path_naming_another_host__token_never_sent_there(
+    hostile, tmp_path, ingress_path
+) -> None:
+    """A node's service-info must not make the coordinator upload (with its token) elsewhere."""
+    seen: list[str | None] = []
+
+    def thief(handler: BaseHTTPRequestHandler) -> None:
+        seen.append(handler.headers.get("Authorization"))
+        _json(handler, {})
+
+    steal = hostile(thief)
+    port = steal.rsplit(":", 1)[1]
+    path = ingress_path.format(port=port)
+
+    def node(handler: BaseHTTPRequestHandler) -> None:
+        _json(
+            handler,
+            {
+                "id": "x",
+                "name": "x",
+                "type": {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"},
+                "fedgen": {"ingress_path": path, "max_ingress_bytes": 1 << 20},
+            },
+        )
+
+    url = hostile(node)
+    client = TesClient(_site(url), max_attempts=1)
+    assert client.ingress_limit() is None
+    src = tmp_path / "coef.bin"
+    src.write_bytes(b"\x00coefficients")
+    with pytest.raises(TesError, match="no ingress endpoint"):
+        client.upload(str(src), hashlib.sha256(src.read_bytes()).hexdigest(), 13)
+    assert seen == []

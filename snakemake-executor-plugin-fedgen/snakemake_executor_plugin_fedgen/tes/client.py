@@ -13,16 +13,19 @@ ignored); an answer that does not parse is a :class:`TesError` naming the site a
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal, Protocol, TypeVar, overload
+from typing import Any, BinaryIO, Literal, Protocol, TypeVar, overload
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from snakemake_executor_plugin_fedgen.errors import NodeProtocolError, StorageError, TesError
 from snakemake_executor_plugin_fedgen.sites import Site
+from snakemake_executor_plugin_fedgen.tes.ingress import INGRESS_PREFIX
 from snakemake_executor_plugin_fedgen.tes.models import (
     MinimalListTasksResponse,
     MinimalTask,
@@ -47,6 +50,8 @@ DEFAULT_MAX_PAGES = 100
 LIST_PAGE_SIZE = 2048
 
 _Model = TypeVar("_Model", bound=BaseModel)
+_UNKNOWN = object()
+_PLAIN_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 _Page = TypeVar("_Page", MinimalListTasksResponse, TesListTasksResponse)
 
 
@@ -98,6 +103,8 @@ class TesClient:
         )
         self._counts_lock = threading.Lock()
         self.counts: dict[str, int] = {}
+        self._ingress: object = _UNKNOWN
+        self._ingress_path = INGRESS_PREFIX
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -109,6 +116,96 @@ class TesClient:
         """GET /service-info."""
         return self._parse(
             TesServiceInfo, self._request("GET", "/service-info"), "GET /service-info"
+        )
+
+    def ingress_limit(self) -> int | None:
+        """The largest upload the site's ingress takes (its service-info's
+        ``fedgen.max_ingress_bytes``), or None: no ingress (Funnel, TESK, a node without it).
+
+        Asked once per client; the answer is kept.
+        """
+        with self._counts_lock:
+            if self._ingress is not _UNKNOWN:
+                return self._ingress  # type: ignore[return-value]
+        try:
+            doc = self._request("GET", "/service-info").json()
+        except ValueError:
+            doc = {}
+        except TesError as exc:
+            if exc.status is None:
+                raise
+            doc = {}
+        block = doc.get("fedgen") if isinstance(doc, dict) else None
+        limit = None
+        path = block.get("ingress_path") if isinstance(block, dict) else None
+        # A plain absolute path on the node's own origin: a path that would change the host
+        # ("@evil", "//evil") must never receive the coordinator's token.
+        if isinstance(block, dict) and isinstance(path, str) and _PLAIN_PATH.fullmatch(path):
+            given = block.get("max_ingress_bytes")
+            limit = given if isinstance(given, int) and given > 0 else None
+            self._ingress_path = block["ingress_path"]
+        with self._counts_lock:
+            self._ingress = limit
+        return limit
+
+    def upload(self, path: str, sha256: str, size: int) -> bool:
+        """Make sure the site's ingress holds the coordinator file ``path`` (digest ``sha256``).
+
+        Asks first (``GET`` answers 200 or 404, never the content) and uploads only a missing
+        file, streamed from disk; a cut upload is retried from the start. Returns True if it
+        uploaded. The node checks the digest before it keeps anything.
+
+        Raises
+        ------
+        TesError
+            The node refused the upload (too large, over the caller's quota, wrong digest) or
+            could not be reached; the message names the site and the file.
+        """
+        if self.ingress_limit() is None:
+            raise TesError(f"site {self.site.name}: the node has no ingress endpoint.")
+        url = _origin(self.site.tes_url) + f"{self._ingress_path}/{sha256}"
+        headers = self._auth_headers()
+        self._count("GET ingress")
+        try:
+            probe = self._http.get(url, headers=headers)
+        except httpx.TransportError:
+            probe = None  # the upload below is idempotent: just send it
+        if probe is not None and probe.status_code == 200:
+            return False
+        if probe is not None and probe.status_code not in (404,) and probe.status_code < 500:
+            raise TesError(
+                f"site {self.site.name}: GET {_strip(url)} answered {probe.status_code}: "
+                f"{_short(probe.text)}",
+                status=probe.status_code,
+            )
+        put_headers = {
+            **headers,
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(size),
+        }
+        problem = ""
+        for attempt in range(self.max_attempts):
+            self._count("PUT ingress")
+            try:
+                with open(path, "rb") as fh:
+                    resp = self._http.put(url, content=_chunks(fh), headers=put_headers)
+            except httpx.TransportError as exc:
+                problem = exc.__class__.__name__
+            else:
+                if resp.status_code in (200, 201):
+                    return True
+                if resp.status_code < 500:
+                    raise TesError(
+                        f"site {self.site.name}: uploading {path} to the ingress answered "
+                        f"{resp.status_code}: {_short(resp.text)}",
+                        status=resp.status_code,
+                    )
+                problem = f"HTTP {resp.status_code}"
+            if attempt + 1 < self.max_attempts:
+                self._sleep(attempt)
+        raise TesError(
+            f"site {self.site.name}: uploading {path} to {_strip(url)} failed after "
+            f"{self.max_attempts} attempts ({problem})."
         )
 
     @overload
@@ -369,6 +466,17 @@ def egress_too_large(site: str, url: str, max_bytes: int) -> StorageError:
         f"site {site}: GET {_strip(url)} is larger than {max_bytes} bytes (the site's "
         "max_egress_bytes in the registry); the download was stopped and nothing was kept."
     )
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL (the node's fedgen endpoints hang off its root)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _chunks(fh: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
+    while block := fh.read(size):
+        yield block
 
 
 def _endpoint(method: str, path: str) -> str:
