@@ -75,6 +75,7 @@ STEP_ORDER: tuple[str, ...] = (
     "hwe",
     "final",
     "imputation",
+    "pgs",
 )
 STEPS: frozenset[str] = frozenset(STEP_ORDER)
 QUANTITIES: frozenset[str] = frozenset(
@@ -88,6 +89,10 @@ QUANTITIES: frozenset[str] = frozenset(
         "chunks",
         "chunks_skipped",
         "variants_chunk_skipped",
+        # fedgen pgs score: how the score's weights matched the site's variants.
+        "variants_in_weights",
+        "variants_matched",
+        "variants_not_at_site",
         *(f"variants_{k}" for k in ALIGN_CLASSES),
         *IMPORT_QUANTITIES,
         *PHENOTYPE_QUANTITIES,
