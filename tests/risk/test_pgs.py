@@ -56,7 +56,8 @@ def _expected(gt: np.ndarray) -> np.ndarray:
     """Effect-allele counts x weights, from the calls (ALT = 1 in a GT field)."""
     alt = gt.sum(axis=2)  # (variants, people): ALT alleles per person
     ref = 2 - alt
-    return 0.5 * alt[0] + -0.25 * ref[1] + 0.75 * alt[2] + 2.0 * ref[3] + 0.125 * alt[4]
+    # The flipped effect allele T is A on the site's strand: its REF.
+    return 0.5 * alt[0] + -0.25 * ref[1] + 0.75 * ref[2] + 2.0 * ref[3] + 0.125 * alt[4]
 
 
 def test_score__equals_a_direct_count_of_effect_alleles(site, tmp_path):
