@@ -564,8 +564,6 @@ if RISK["enabled"]:
                 "config risk.pgs.ld_panel is not set: clumping the meta-analysis needs a public "
                 "reference panel (VCF) readable at the coordinator"
             )
-    elif not RISK["pgs"]["catalog"]:
-        raise WorkflowError("config risk.pgs.source is catalog but risk.pgs.catalog is not set")
     if "loso" in RISK["evaluate"] and len(SITES) < 2:
         raise WorkflowError("config risk.evaluate loso needs at least two sites")
 
@@ -577,7 +575,9 @@ def get_risk_outputs():
     return [
         *expand("results/risk/all/{model}/model.json", model=RISK_MODELS),
         *expand("results/risk/eval/{evalset}.metrics.tsv", evalset=RISK["evaluate"]),
-        *expand("results/risk/eval/{evalset}.calibration.png", evalset=RISK["evaluate"]),
+        *expand(
+            "results/risk/eval/{evalset}.calibration.png", evalset=RISK["evaluate"]
+        ),
         *expand("results/risk/{model}.model_card.html", model=RISK_MODELS),
     ]
 
@@ -598,12 +598,13 @@ def get_risk_run(wildcards):
 def get_risk_loso_sumstats(wildcards):
     """Summary statistics of the score's GWAS at every site of a leave-one-out fit."""
     return [
-        f"results/sumstats/{s}/{RISK['gwas_trait']}.tsv.gz" for s in risk_fit_sites(wildcards.fit)
+        f"results/sumstats/{s}/{RISK['gwas_trait']}.tsv.gz"
+        for s in risk_fit_sites(wildcards.fit)
     ]
 
 
 def get_risk_meta(wildcards):
-    """The meta-analysis the score weights of a fit come from (none with a catalog score)."""
+    """The meta-analysis the score weights of a fit come from."""
     if RISK["pgs"]["source"] != "meta":
         return []
     if wildcards.fit == "all":
@@ -704,7 +705,9 @@ def get_risk_final_state(wildcards):
         if it == 0:
             ck = checkpoints.risk_init.get(fit=wildcards.fit, model=wildcards.model)
         else:
-            ck = checkpoints.risk_step.get(fit=wildcards.fit, model=wildcards.model, it=str(it))
+            ck = checkpoints.risk_step.get(
+                fit=wildcards.fit, model=wildcards.model, it=str(it)
+            )
         state = json.loads(Path(ck.output.state).read_text())
         if RISK_STATE_DONE(state):
             return ck.output.state
@@ -741,7 +744,8 @@ def get_risk_card_options(wildcards, input):
 
 def get_risk_eval_inputs(wildcards):
     """What a site scores its people with in an evaluation: the fit trained on all sites
-    (insample) or without it (loso), both models, and the scores of that fit's weights."""
+    (insample) or without it (loso), both models, and the scores of that fit's weights.
+    """
     fit = "all" if wildcards.evalset == "insample" else f"without-{wildcards.site}"
     return {
         "pheno": get_phenotypes(wildcards),

@@ -2,7 +2,7 @@
 #
 # 1. Score weights at the centre: clumping and thresholding of the meta-analysis of
 #    risk.gwas_trait over every site ("all") and over all sites but one ("without-X", for
-#    evaluation at X), LD from the public panel risk.pgs.ld_panel; or a PGS Catalog file.
+#    evaluation at X), LD from the public panel risk.pgs.ld_panel.
 # 2. Each site scores its imputed dosages (plink2 --score); scores never leave the site, only
 #    the coverage counts do.
 # 3. Logistic models of risk.outcome on the clinical features ("clinical") and on the score
@@ -43,7 +43,7 @@ rule risk_meta_loso:
 rule risk_weights:
     input:
         meta=get_risk_meta,
-        panel=config["risk"]["pgs"]["ld_panel"] or [],
+        panel=config["risk"]["pgs"]["ld_panel"] or "config-risk-pgs-ld_panel-not-set",
     output:
         weights="results/risk/weights/{fit}.weights.tsv",
     params:
@@ -51,8 +51,6 @@ rule risk_weights:
         r2=config["risk"]["pgs"]["clump_r2"],
         kb=config["risk"]["pgs"]["clump_kb"],
         sites=get_risk_fit_sites_csv,
-        source=config["risk"]["pgs"]["source"],
-        catalog=config["risk"]["pgs"]["catalog"] or "none",
     log:
         "logs/risk/weights.{fit}.log",
     localrule: True
@@ -61,7 +59,8 @@ rule risk_weights:
     container:
         FEDGEN_IMAGE
     shell:
-        RISK_WEIGHTS_COMMAND
+        "fedgen pgs clump --meta {input.meta} --panel {input.panel} --sites {params.sites}"
+        " --p {params.p} --r2 {params.r2} --kb {params.kb} --out {output.weights} 2> {log}"
 
 
 rule risk_score:
@@ -73,10 +72,11 @@ rule risk_score:
     output:
         # Per-person scores: they stay at the site.
         scores="sites/{site}/risk/{fit}/scores.tsv",
-        coverage="results/sumstats/{site}/risk/{fit}.coverage.tsv",
+        coverage="results/sumstats/{site}/risk/{fit}.pgs_counts.tsv",
     params:
         prefix=subpath(input.pgen, strip_suffix=".pgen"),
         min_coverage=config["risk"]["pgs"]["min_coverage"],
+        min_cell=config["egress"]["min_cell"],
     log:
         "logs/{site}/risk_score.{fit}.log",
     resources:
@@ -88,7 +88,9 @@ rule risk_score:
     container:
         FEDGEN_IMAGE
     shell:
-        RISK_SCORE_COMMAND
+        "fedgen pgs score --pfile {params.prefix} --weights {input.weights}"
+        " --min-coverage {params.min_coverage} --min-cell {params.min_cell}"
+        " --out {output.scores} --coverage {output.coverage} 2> {log}"
 
 
 rule risk_moments:
@@ -249,7 +251,9 @@ rule risk_eval_counts:
         mem_mb=1000,
         runtime=10,
         fedgen_mask_round=lambda wc: get_risk_eval_mask(wc, "round", "eval1"),
-        fedgen_mask_participants=lambda wc: get_risk_eval_mask(wc, "participants", "eval1"),
+        fedgen_mask_participants=lambda wc: get_risk_eval_mask(
+            wc, "participants", "eval1"
+        ),
     conda:
         "../envs/fedgen.yaml"
     container:
@@ -296,7 +300,9 @@ rule risk_eval_placements:
         mem_mb=1000,
         runtime=10,
         fedgen_mask_round=lambda wc: get_risk_eval_mask(wc, "round", "eval2"),
-        fedgen_mask_participants=lambda wc: get_risk_eval_mask(wc, "participants", "eval2"),
+        fedgen_mask_participants=lambda wc: get_risk_eval_mask(
+            wc, "participants", "eval2"
+        ),
     conda:
         "../envs/fedgen.yaml"
     container:
@@ -376,7 +382,9 @@ rule risk_card:
     input:
         model="results/risk/all/{model}/model.json",
         evaluations=expand("results/risk/eval/{evalset}.json", evalset=RISK["evaluate"]),
-        plots=expand("results/risk/eval/{evalset}.calibration.png", evalset=RISK["evaluate"]),
+        plots=expand(
+            "results/risk/eval/{evalset}.calibration.png", evalset=RISK["evaluate"]
+        ),
     output:
         card=report(
             "results/risk/{model}.model_card.html",
