@@ -40,7 +40,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, logit
 
 from snakemake_fedgen.simulate.cohort import Cohort
 
@@ -69,6 +68,16 @@ CENSOR_YEARS = 10.0
 WEIBULL_SHAPE = 1.5
 WEIBULL_SCALE_YEARS = 10.0
 LDL_SBP_CORRELATION = 0.2
+
+
+def expit(x: np.ndarray | float) -> np.ndarray:
+    """The logistic function ``1 / (1 + exp(-x))``."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=float)))
+
+
+def logit(p: float) -> float:
+    """``log(p / (1 - p))``."""
+    return float(np.log(p / (1.0 - p)))
 
 
 @dataclass(frozen=True)

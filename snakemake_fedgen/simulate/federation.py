@@ -239,7 +239,7 @@ def build_federation(
         )
         phenos[s] = simulate_phenotypes(cohorts[s], causal, rng=r)
     threshold = assign_cases(phenos)
-    major, background = _cvd_genetics(
+    major, polygenic = _cvd_genetics(
         g, causal=causal, calls=calls, in_panel=in_panel, panel_cols=panel_cols,
         rng=streams["polygenic"],
     )  # fmt: skip
@@ -258,11 +258,11 @@ def build_federation(
             s,
             age=p.age,
             sex=p.sex,
-            genetic=genetic_log_odds(cohorts[s], major + background),
+            genetic=genetic_log_odds(cohorts[s], major + polygenic),
             rng=clinical_rngs[s],
         )
         for i, x in enumerate(cohorts[s].samples):
-            if x.kind == "duplicate":
+            if x.kind == "duplicate" and x.partner is not None:
                 clinical[s].copy_person(i, x.partner)
     fed = Federation(
         scale=sc,
@@ -277,7 +277,7 @@ def build_federation(
         phenotypes=phenos,
         truth={},
         clinical=clinical,
-        polygenic=background,
+        polygenic=polygenic,
     )
     fed.truth = build_truth(
         fed, seed=seed, tag_r2=tag_r2, threshold=threshold, panel_missing=PANEL_MISSING_MARKERS
