@@ -13,9 +13,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="phenopackets_command", metavar="ACTION", required=True)
     p = sub.add_parser(
         "to-table",
-        help="write '#FID IID sex age qt bt' from phenopackets",
-        description="Write the plink2 pheno/covariate table (#FID IID sex age qt bt) from a "
-        "folder of Phenopacket v2 JSON files. Runs at the site: the table is individual-level "
+        help="write '#FID IID sex age qt bt [columns]' from phenopackets",
+        description="Write the plink2 pheno/covariate table (#FID IID sex age qt bt, then any "
+        "--columns) from a folder of Phenopacket v2 JSON files. Runs at the site: the table is individual-level "
         "data and never leaves it.",
     )
     p.add_argument("directory", metavar="DIR", help="folder of *.json phenopackets")
@@ -42,6 +42,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--qt-name", default="qt", help="column name of the quantitative trait")
     p.add_argument("--bt-name", default="bt", help="column name of the binary trait")
+    p.add_argument(
+        "--columns",
+        metavar="YAML",
+        help="further columns after bt, e.g. clinical risk factors and an event: a workflow "
+        "config (its phenopackets.columns) or a YAML mapping of column -> {assay: TERM[, unit: "
+        "TERM]} (measurement value), {terms: [TERM...][, coding: '1/2'|'0/1']} (observed/"
+        "excluded feature or disease) or {onset_of: [TERM...], censor_years: Y} (years from "
+        "age to the onset, Y when excluded). 'none' or unset: no further columns",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     # "none" and comma-separated terms: the workflow passes every option with a value.
     qt = None if args.qt in (None, "none") else args.qt
     terms = [t for arg in args.bt for t in arg.split(",") if t and t != "none"]
+    columns = [] if args.columns in (None, "none") else phenopackets.load_column_specs(args.columns)
     rows = phenopackets.write_table(
         args.directory,
         args.out,
@@ -59,12 +69,15 @@ def run(args: argparse.Namespace) -> int:
         unmentioned=args.bt_unmentioned,
         qt_name=args.qt_name,
         bt_name=args.bt_name,
+        columns=columns,
     )
     cases = sum(r.bt == 2 for r in rows)
     with_qt = sum(r.qt is not None for r in rows)
     print(
         f"{len(rows)} individuals -> {args.out} ({with_qt} with {args.qt_name}, "
-        f"{cases} cases of {args.bt_name})",
+        f"{cases} cases of {args.bt_name}"
+        + (f"; columns {', '.join(c.name for c in columns)}" if columns else "")
+        + ")",
         file=sys.stderr,
     )
     return 0

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 HELP = (
-    "Simulate a federation: reference panel, three sites' genotypes/phenotypes, sites.yaml, "
-    "on one or more chromosomes."
+    "Simulate a federation on one or more chromosomes: reference panel, three sites' genotypes, "
+    "phenotypes and clinical data (risk factors, an incident CVD event), sites.yaml, truth.json."
 )
 
 
@@ -49,8 +49,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="",
         metavar="SITES",
         help="comma-separated sites (e.g. C) that hold their phenotypes as a folder of GA4GH "
-        "Phenopacket v2 files (sites/<S>/phenopackets/); their registry phenotypes dataset "
-        "points at it (format: phenopackets). Default: none",
+        "Phenopacket v2 files (sites/<S>/phenopackets/; clinical data as LOINC measurements, "
+        "NCIT/MONDO features and diseases); their registry phenotypes dataset points at it "
+        "(format: phenopackets). Default: none",
     )
 
 
@@ -79,5 +80,9 @@ def run(args: argparse.Namespace) -> int:
     )
     for s, info in t["sites"].items():
         kind = " (phenotypes as phenopackets)" if s in packets else ""
-        print(f"  site {s}: {info['n_samples']} samples x {info['n_variants']} array markers{kind}")
+        cvd = t["clinical_model"]["sites"][s]
+        print(
+            f"  site {s}: {info['n_samples']} samples x {info['n_variants']} array markers, "
+            f"{cvd['n_events']} CVD events ({cvd['event_rate']:.1%}){kind}"
+        )
     return 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,16 @@ from snakemake_fedgen.simulate.array import (
 )
 from snakemake_fedgen.simulate.causal import choose_causal
 from snakemake_fedgen.simulate.chromosomes import parse_chromosomes, split_sizes
+from snakemake_fedgen.simulate.clinical import (
+    CAUSAL_LOG_ODDS_SCALE,
+    N_POLYGENIC,
+    POLYGENIC_MIN_MAF,
+    GeneticEffect,
+    SiteClinical,
+    genetic_log_odds,
+    polygenic_effects,
+    simulate_clinical,
+)
 from snakemake_fedgen.simulate.cohort import Cohort, SparePool, build_cohort
 from snakemake_fedgen.simulate.phenopackets import write_phenopackets
 from snakemake_fedgen.simulate.phenotypes import (
@@ -31,12 +41,14 @@ from snakemake_fedgen.simulate.phenotypes import (
 )
 from snakemake_fedgen.simulate.registry import site_dir, write_registry
 from snakemake_fedgen.simulate.scales import SITE_BATCH, SITE_NAMES, Scale, get_scale
-from snakemake_fedgen.simulate.truth import build_truth, write_truth
+from snakemake_fedgen.simulate.truth import build_truth, clinical_truth, write_truth
 from snakemake_fedgen.simulate.vcf import write_plink_map, write_vcf
 
 #: Share of array markers the reference panel lacks (failed the panel's own QC).
 PANEL_MISSING_MARKERS = 0.01
-_STREAMS = ("genomes", "design", "causal", "ids", "sites")
+#: Independent random streams (SeedSequence children, by position): new ones go at the end, so
+#: the earlier ones, and every output drawn from them, stay the same for a seed.
+_STREAMS = ("genomes", "design", "causal", "ids", "sites", "polygenic", "clinical")
 
 
 @dataclass
@@ -54,6 +66,57 @@ class Federation:
     calls: dict[str, SiteCalls]
     phenotypes: dict[str, SitePhenotypes]
     truth: dict[str, Any]
+    clinical: dict[str, SiteClinical] = field(default_factory=dict)
+    polygenic: list[GeneticEffect] = field(default_factory=list)
+
+
+def _cvd_genetics(
+    g: gen.Genomes,
+    *,
+    causal: list[CausalVariant],
+    calls: dict[str, SiteCalls],
+    in_panel: np.ndarray,
+    panel_cols: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[list[GeneticEffect], list[GeneticEffect]]:
+    """The causal variants' and the polygenic background's effects on the CVD event.
+
+    Background candidates are array markers of every site that the panel holds, common in the
+    panel (MAF >= POLYGENIC_MIN_MAF), not palindromic, not causal and not injected QC failures;
+    :data:`N_POLYGENIC` of them (all, if fewer) are drawn at random, so they spread over the
+    chromosomes in proportion to their markers.
+    """
+    common = calls[SITE_NAMES[0]].rows
+    for s in SITE_NAMES[1:]:
+        common = np.intersect1d(common, calls[s].rows)
+    bad = [r for c in calls.values() for k in ("high_missingness", "hwe_failure")
+           for r in c.injected.get(k, [])]  # fmt: skip
+    rows = common[
+        in_panel[common]
+        & ~gen.is_palindromic(g.ref[common], g.alt[common])
+        & ~np.isin(common, [c.row for c in causal])
+        & ~np.isin(common, bad)
+    ]
+    freq = gen.row_mean(g.haps[rows], panel_cols)
+    rows = rows[np.minimum(freq, 1 - freq) >= POLYGENIC_MIN_MAF]
+    chosen = np.sort(rng.permutation(rows)[:N_POLYGENIC])
+
+    def panel_freq(r: np.ndarray) -> np.ndarray:
+        return gen.row_mean(g.haps[r], panel_cols).round(6)
+
+    p_bg = panel_freq(chosen)
+    background = [
+        GeneticEffect(row=int(r), log_odds=float(b), panel_freq=float(p))
+        for r, b, p in zip(chosen, polygenic_effects(p_bg, rng=rng), p_bg, strict=True)
+    ]
+    p_causal = panel_freq(np.array([c.row for c in causal]))
+    major = [
+        GeneticEffect(
+            row=c.row, log_odds=round(CAUSAL_LOG_ODDS_SCALE * c.beta, 6), panel_freq=float(p)
+        )
+        for c, p in zip(causal, p_causal, strict=True)
+    ]
+    return major, background
 
 
 def _allocate(
@@ -176,6 +239,31 @@ def build_federation(
         )
         phenos[s] = simulate_phenotypes(cohorts[s], causal, rng=r)
     threshold = assign_cases(phenos)
+    major, polygenic = _cvd_genetics(
+        g, causal=causal, calls=calls, in_panel=in_panel, panel_cols=panel_cols,
+        rng=streams["polygenic"],
+    )  # fmt: skip
+    clinical_rngs = {
+        s: np.random.default_rng(x)
+        for s, x in zip(
+            SITE_NAMES,
+            streams["clinical"].integers(0, 2**63 - 1, size=len(SITE_NAMES)),
+            strict=True,
+        )
+    }
+    clinical: dict[str, SiteClinical] = {}
+    for s in SITE_NAMES:
+        p = phenos[s]
+        clinical[s] = simulate_clinical(
+            s,
+            age=p.age,
+            sex=p.sex,
+            genetic=genetic_log_odds(cohorts[s], major + polygenic),
+            rng=clinical_rngs[s],
+        )
+        for i, x in enumerate(cohorts[s].samples):
+            if x.kind == "duplicate" and x.partner is not None:
+                clinical[s].copy_person(i, x.partner)
     fed = Federation(
         scale=sc,
         genomes=g,
@@ -188,10 +276,13 @@ def build_federation(
         calls=calls,
         phenotypes=phenos,
         truth={},
+        clinical=clinical,
+        polygenic=polygenic,
     )
     fed.truth = build_truth(
         fed, seed=seed, tag_r2=tag_r2, threshold=threshold, panel_missing=PANEL_MISSING_MARKERS
     )
+    fed.truth["clinical_model"] = clinical_truth(fed, causal_effects=major)
     # Every site holds a phenotype table until write_federation turns some into Phenopackets.
     fed.truth["phenopackets_sites"] = []
     return fed
@@ -299,9 +390,14 @@ def simulate(
             phased=False,
             source=f"fedgen-simulate site {s} array calls",
         )
-        write_text_atomic(d / "phenotypes.tsv", phenotype_table(fed.cohorts[s], fed.phenotypes[s]))
+        write_text_atomic(
+            d / "phenotypes.tsv",
+            phenotype_table(fed.cohorts[s], fed.phenotypes[s], fed.clinical[s]),
+        )
         if s in phenopackets_sites:
-            write_phenopackets(d / "phenopackets", fed.cohorts[s], fed.phenotypes[s])
+            write_phenopackets(
+                d / "phenopackets", fed.cohorts[s], fed.phenotypes[s], fed.clinical[s]
+            )
     packets = sorted(set(phenopackets_sites))
     write_registry(out, base_port=base_port, phenopackets_sites=packets)
     fed.truth["phenopackets_sites"] = packets

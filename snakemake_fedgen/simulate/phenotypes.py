@@ -10,15 +10,25 @@ covariates and offsets, standard-normal noise, thresholded at the pooled 70th pe
 about 30% of samples are cases (plink2 coding 1 = control, 2 = case). Duplicate samples are
 the same person and carry the original's phenotypes; about 1% of ``qt`` values are missing
 (``NA``).
+
+The clinical columns of the table (``ldl sbp smoking diabetes cvd cvd_followup_years``) come
+from :mod:`~snakemake_fedgen.simulate.clinical`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from snakemake_fedgen.simulate.cohort import Cohort
+
+if TYPE_CHECKING:
+    from snakemake_fedgen.simulate.clinical import SiteClinical
+
+#: Columns after ``bt`` when the table carries the clinical data.
+CLINICAL_COLUMNS = ("ldl", "sbp", "smoking", "diabetes", "cvd", "cvd_followup_years")
 
 INTERCEPT = 3.0
 AGE_EFFECT = 0.015
@@ -108,10 +118,30 @@ def assign_cases(phenos: dict[str, SitePhenotypes]) -> float:
     return threshold
 
 
-def phenotype_table(cohort: Cohort, pheno: SitePhenotypes) -> str:
-    """Return the plink2 phenotype/covariate file text (``#FID IID sex age qt bt``)."""
-    lines = ["#FID\tIID\tsex\tage\tqt\tbt"]
+def clinical_fields(c: SiteClinical, i: int) -> list[str]:
+    """Person ``i``'s clinical columns as written (the format ``fedgen phenopackets to-table``
+    writes too: measurements ``%.6g``, follow-up 2 decimals)."""
+    return [
+        f"{c.ldl[i]:.6g}",
+        f"{c.sbp[i]:.6g}",
+        str(c.smoking[i]),
+        str(c.diabetes[i]),
+        str(c.cvd[i]),
+        f"{c.followup[i]:.2f}",
+    ]
+
+
+def phenotype_table(
+    cohort: Cohort, pheno: SitePhenotypes, clinical: SiteClinical | None = None
+) -> str:
+    """Return the plink2 phenotype/covariate file text (``#FID IID sex age qt bt``, then
+    :data:`CLINICAL_COLUMNS` when ``clinical`` is given)."""
+    extra = CLINICAL_COLUMNS if clinical is not None else ()
+    lines = ["\t".join(["#FID", "IID", "sex", "age", "qt", "bt", *extra])]
     for i, s in enumerate(cohort.samples):
         qt = "NA" if np.isnan(pheno.qt[i]) else f"{pheno.qt[i]:.4f}"
-        lines.append(f"{s.iid}\t{s.iid}\t{pheno.sex[i]}\t{pheno.age[i]:.1f}\t{qt}\t{pheno.bt[i]}")
+        line = f"{s.iid}\t{s.iid}\t{pheno.sex[i]}\t{pheno.age[i]:.1f}\t{qt}\t{pheno.bt[i]}"
+        if clinical is not None:
+            line += "\t" + "\t".join(clinical_fields(clinical, i))
+        lines.append(line)
     return "\n".join(lines) + "\n"

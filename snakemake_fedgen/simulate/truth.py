@@ -8,7 +8,11 @@ counts: one chromosome gives ``chrom`` and ``loci``, several a ``chromosomes`` l
 variance_explained, alt_freq per site and in the panel, best tag r2), ``phenotype_model`` and
 ``sites`` (per site: counts, populations, DUO codes, the allele-coding fault, and ``injected``:
 duplicates, related_pairs, contaminated, autozygous, heterozygosity_outliers, low_call_rate,
-high_missingness, hwe_failure, strand_flipped, ref_alt_swapped).
+high_missingness, hwe_failure, strand_flipped, ref_alt_swapped) and ``clinical_model``: the
+risk-factor and CVD event model of :mod:`~snakemake_fedgen.simulate.clinical` (``features``
+with centre, unit and log-odds, ``site_intercepts``, the genetic effects ``causal`` and
+``polygenic`` with their centring panel frequencies, follow-up, and per site the drawn counts
+and event rate).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from snakemake_fedgen.simulate.registry import SITE_DUO
 from snakemake_fedgen.simulate.scales import SITE_BATCH
 
 if TYPE_CHECKING:
+    from snakemake_fedgen.simulate.clinical import GeneticEffect
     from snakemake_fedgen.simulate.federation import Federation
 
 #: Expected KING-robust kinship coefficients of the injected pairs.
@@ -252,6 +257,80 @@ def build_truth(
             "bt_prevalence": ph.PREVALENCE,
             "bt_threshold": round(threshold, 6),
             "qt_missing_rate": ph.QT_MISSING,
+        },
+        "sites": sites,
+    }
+
+
+def clinical_truth(fed: Federation, *, causal_effects: list[GeneticEffect]) -> dict[str, Any]:
+    """The ``clinical_model`` entry: the true CVD model and what was drawn per site."""
+    from snakemake_fedgen.simulate import clinical as cl
+
+    def effects(items: list[GeneticEffect]) -> list[dict[str, Any]]:
+        return [
+            {**_variant(fed, e.row), "log_odds": e.log_odds, "panel_alt_freq": e.panel_freq}
+            for e in items
+        ]
+
+    sites: dict[str, Any] = {}
+    for s, c in fed.clinical.items():
+        n = int(c.cvd.size)
+        sites[s] = {
+            "intercept": cl.INTERCEPT[s],
+            "n_samples": n,
+            "n_events": int((c.cvd == 2).sum()),
+            "event_rate": round(float((c.cvd == 2).mean()), 4),
+            "smoking_rate": round(float(c.smoking.mean()), 4),
+            "diabetes_rate": round(float(c.diabetes.mean()), 4),
+            "ldl_mean": round(float(c.ldl.mean()), 3),
+            "sbp_mean": round(float(c.sbp.mean()), 2),
+            "risk_factor_shifts": {
+                "ldl": cl.LDL_SHIFT[s],
+                "sbp": cl.SBP_SHIFT[s],
+                "smoking_rate_parameter": cl.SMOKING[s],
+                "diabetes_intercept": cl.DIABETES[s],
+            },
+        }
+    return {
+        "columns": {
+            "ldl": "LDL cholesterol, mmol/L (2 decimals)",
+            "sbp": "systolic blood pressure, mmHg (whole)",
+            "smoking": "current smoker, 0/1",
+            "diabetes": "diabetes mellitus, 0/1",
+            "cvd": "incident cardiovascular event within the follow-up, 1 = no, 2 = yes",
+            "cvd_followup_years": "years to the event, or to censoring (2 decimals)",
+        },
+        "risk_factors": {
+            "ldl": "3.4 + ldl_shift + 0.15*(age-50)/10 + 0.85*z1, clipped 0.5-9",
+            "sbp": "130 + sbp_shift + 5*(age-50)/10 + 3*male + 16*(0.2*z1 + sqrt(0.96)*z2), "
+            "clipped 80-230",
+            "smoking": "Bernoulli(expit(logit(smoking_rate_parameter) + 0.35*male "
+            "- 0.25*(age-50)/10))",
+            "diabetes": "Bernoulli(expit(diabetes_intercept + 0.45*(age-50)/10 + 0.30*male))",
+        },
+        "event": "P(cvd = 2) = expit(eta); eta = site intercept + sum(log_odds * (value - "
+        "centre) / unit) + sum(genetic log_odds * (alt_count - 2 * panel_alt_freq))",
+        "features": [
+            {"name": name, "column": col, "centre": centre, "unit": unit, "log_odds": coef}
+            for name, (col, centre, unit, coef) in cl.LOG_ODDS.items()
+        ],
+        "male": "sex == 1 (plink2 coding)",
+        "site_intercepts": dict(cl.INTERCEPT),
+        "genetics": {
+            "causal": effects(causal_effects),
+            "causal_log_odds": f"{cl.CAUSAL_LOG_ODDS_SCALE} * beta of qt",
+            "polygenic": effects(fed.polygenic),
+            "polygenic_variance": cl.POLYGENIC_VARIANCE,
+            "polygenic_selection": f"{len(fed.polygenic)} array markers of every site, in the "
+            f"panel, panel MAF >= {cl.POLYGENIC_MIN_MAF}, not palindromic, no injected QC "
+            "failure; effects N(0,1) scaled to the panel variance",
+        },
+        "followup": {
+            "censor_years": cl.CENSOR_YEARS,
+            "event_time": "Weibull PH S(t) = exp(-(t/scale)^shape * exp(eta)) conditioned on "
+            "t <= censor_years",
+            "weibull_shape": cl.WEIBULL_SHAPE,
+            "weibull_scale_years": cl.WEIBULL_SCALE_YEARS,
         },
         "sites": sites,
     }

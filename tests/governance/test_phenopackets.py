@@ -243,3 +243,116 @@ def test_simulate_cli__phenopackets_site_registry_points_at_the_folder(tmp_path)
         capture_output=True, text=True, check=False
     )  # fmt: skip
     assert bad.returncode != 0 and "--phenopackets-sites D: no such site" in bad.stderr
+
+
+def _event_packet(
+    iid, *, age, onset=None, excluded=False, smoker=None, sbp=None, unit="UCUM:mm[Hg]"
+):
+    p = Phenopacket(
+        id=f"packet-{iid}",
+        subject=Individual(
+            id=iid, sex=Sex.Value("MALE"),
+            time_at_last_encounter=TimeElement(age=Age(iso8601duration=age)),
+        ),
+        meta_data=MetaData(created_by="test", phenopacket_schema_version="2.0"),
+    )  # fmt: skip
+    if excluded is not None:
+        d = Disease(term=OntologyClass(id="MONDO:0004995", label="cvd"), excluded=excluded)
+        if onset:
+            d.onset.CopyFrom(TimeElement(age=Age(iso8601duration=onset)))
+        p.diseases.append(d)
+    if smoker is not None:
+        p.phenotypic_features.append(
+            PhenotypicFeature(type=OntologyClass(id="NCIT:C67147"), excluded=not smoker)
+        )
+    if sbp is not None:
+        unit_class = OntologyClass(id=unit)
+        p.measurements.append(
+            Measurement(
+                assay=OntologyClass(id="LOINC:8480-6"),
+                value=Value(quantity=Quantity(unit=unit_class, value=sbp)),
+            )
+        )
+    return p
+
+
+COLUMNS = {
+    "sbp": {"assay": "LOINC:8480-6", "unit": "UCUM:mm[Hg]"},
+    "smoking": {"terms": ["NCIT:C67147"], "coding": "0/1"},
+    "cvd": {"terms": ["MONDO:0004995"]},
+    "cvd_followup_years": {"onset_of": ["MONDO:0004995"], "censor_years": 10},
+}
+
+
+def test_to_table__columns_measurement_binary_and_followup(tmp_path):
+    d = tmp_path / "packets"
+    d.mkdir()
+    packets = [
+        _event_packet("E1", age="P50Y", onset="P53Y183D", smoker=True, sbp=141.0),  # 3.50 y
+        _event_packet("E2", age="P61Y", excluded=True, smoker=False, sbp=128.0),  # censored
+        _event_packet("E3", age="P40Y", excluded=None),  # nothing recorded
+        _event_packet("E4", age="P70Y", onset="P65Y"),  # onset before the baseline: prevalent
+        _event_packet("E5", age="P45Y"),  # an event without an onset age
+    ]
+    for p in packets:
+        (d / f"{p.subject.id}.json").write_text(json_format.MessageToJson(p))
+    specs = pheno.column_specs(COLUMNS)
+    out = tmp_path / "t.tsv"
+    pheno.write_table(d, out, columns=specs)
+    t = pd.read_csv(out, sep="\t", dtype=str, keep_default_na=False).set_index("IID")
+    assert list(t.columns) == ["#FID", "sex", "age", "qt", "bt", *COLUMNS]
+    assert t.loc["E1", ["sbp", "smoking", "cvd", "cvd_followup_years"]].tolist() == [
+        "141", "1", "2", "3.50"
+    ]  # fmt: skip
+    assert t.loc["E2", ["sbp", "smoking", "cvd", "cvd_followup_years"]].tolist() == [
+        "128", "0", "1", "10.00"
+    ]  # fmt: skip
+    # Unmentioned: control (and censored) by default, NA with unmentioned="missing".
+    assert t.loc["E3", ["sbp", "smoking", "cvd", "cvd_followup_years"]].tolist() == [
+        "NA", "0", "1", "10.00"
+    ]  # fmt: skip
+    assert t.loc["E4", ["cvd", "cvd_followup_years"]].tolist() == ["2", "NA"]
+    assert t.loc["E5", ["cvd", "cvd_followup_years"]].tolist() == ["2", "NA"]
+    rows = pheno.read_folder(d, columns=specs, unmentioned="missing")
+    assert [r.columns for r in rows if r.iid == "E3"] == [(None, None, None, None)]
+
+
+def test_to_table__column_unit_mismatch_names_the_file(tmp_path):
+    d = tmp_path / "packets"
+    d.mkdir()
+    p = _event_packet("U1", age="P50Y", sbp=18.7, unit="UCUM:kPa")
+    (d / "U1.json").write_text(json_format.MessageToJson(p))
+    with pytest.raises(ConfigError, match=r"U1\.json: measurement LOINC:8480-6 is in UCUM:kPa"):
+        pheno.read_folder(d, columns=pheno.column_specs(COLUMNS))
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"x": {"assay": "LOINC:1", "terms": ["A:1"]}}, "is not one of"),
+        ({"x": {"terms": ["A:1"], "coding": "yes/no"}}, "coding must be"),
+        ({"x": {"onset_of": ["A:1"], "censor_years": 0}}, "censor_years must be a positive"),
+        ({"x": {"onset_of": ["A:1"]}}, "is not one of"),
+        ({"x": {"terms": ["not a term"]}}, "term ids look like"),
+        ({"age": {"assay": "LOINC:1"}}, "column names"),
+    ],
+)
+def test_column_specs__bad_mapping_says_what_is_wrong(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        pheno.column_specs(spec)
+
+
+def test_load_column_specs__workflow_config_or_plain_mapping(tmp_path):
+    import yaml
+
+    plain = tmp_path / "columns.yaml"
+    plain.write_text(yaml.safe_dump(COLUMNS, sort_keys=False))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"phenopackets": {"columns": COLUMNS}}, sort_keys=False))
+    assert pheno.load_column_specs(plain) == pheno.load_column_specs(config)
+    assert [c.kind for c in pheno.load_column_specs(plain)] == [
+        "measurement", "binary", "binary", "followup"
+    ]  # fmt: skip
+    config.write_text(yaml.safe_dump({"phenopackets": {"traits": {}}}))
+    with pytest.raises(ConfigError, match="has no `columns:`"):
+        pheno.load_column_specs(config)

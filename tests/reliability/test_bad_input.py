@@ -223,7 +223,9 @@ def test_qc_covariates__phenotypes_of_another_cohort_are_refused(corpus):
     observed("phenotype_ids", message)
     # Some IDs missing or unknown: those samples are left out, the rest kept.
     rows = (sdir / "phenotypes.tsv").read_text().splitlines()
-    partial = [rows[0], *rows[6:], "ZZ1\tZZ1\t1\t50.0\t1.0\t1"]
+    # An unknown person, every column after sex and age missing (the table has clinical columns).
+    unknown = ["ZZ1", "ZZ1", "1", "50.0", *["NA"] * (len(rows[0].split("\t")) - 4)]
+    partial = [rows[0], *rows[6:], "\t".join(unknown)]
     (corpus / "ph_partial.tsv").write_text("\n".join(partial) + "\n")
     ok = _run(
         *FEDGEN, "qc", "covariates", "--pheno", "ph_partial.tsv", "--eigenvec", "pcaA.eigenvec",
