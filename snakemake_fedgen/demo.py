@@ -297,8 +297,8 @@ def snakemake_command(
     else:
         cmd += ["--cores", str(cores)]
         config = ["sites=sites.yaml", "dataset_access=local"]
-    cmd += ["--config", *config, *extra_config]
-    return [*cmd, *targets]
+    # Targets go before --config, which takes every following word as a key=value pair.
+    return [*cmd, *targets, "--config", *config, *extra_config]
 
 
 def _interruptible() -> None:

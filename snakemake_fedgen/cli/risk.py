@@ -94,6 +94,9 @@ def _configure_model(sub) -> None:
     p.add_argument(
         "--min-cases", type=int, default=10, help="refuse below this many cases or controls"
     )
+    p.add_argument(
+        "--min-cell", type=int, default=5, help="refuse features that single out fewer people"
+    )
     _mask_args(p, participants="comma-separated training sites (registry order)")
     p.add_argument("--out", required=True, type=Path, help="sums to upload (JSON)")
     p.set_defaults(_risk_run=_run_moments)
@@ -113,6 +116,9 @@ def _configure_model(sub) -> None:
     p.set_defaults(_risk_run=_run_init)
 
     p = sub.add_parser("terms", help="site: gradient, information and log-likelihood at a state")
+    p.add_argument(
+        "--min-cell", type=int, default=5, help="refuse features that single out fewer people"
+    )
     p.add_argument("--state", required=True, type=Path, help="the current state from the centre")
     _table_args(p, features=False, outcome=True)
     p.add_argument("--site", required=True, help="this site's name in the registry")
@@ -230,6 +236,7 @@ def _run_moments(args: argparse.Namespace) -> int:
     sums = site_moments(
         data, site=args.site, run_id=args.run, outcome=args.outcome, min_n=args.min_n,
         min_cases=args.min_cases,
+        min_cell=args.min_cell,
     )  # fmt: skip
     _upload(args, sums, mask)
     return 0
@@ -275,7 +282,7 @@ def _run_terms(args: argparse.Namespace) -> int:
         join=_join(args), id_column=args.id_column, coding=args.coding,
     )  # fmt: skip
     print(f"site {args.site}: {data.describe()}", file=sys.stderr)
-    _upload(args, site_terms(data, state, site=args.site), mask)
+    _upload(args, site_terms(data, state, site=args.site, min_cell=args.min_cell), mask)
     return 0
 
 

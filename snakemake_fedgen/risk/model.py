@@ -332,6 +332,37 @@ def _check_run(run_id: str) -> str:
     return run_id
 
 
+#: Largest coefficient per SD a site computes terms at. A fitted risk model has log-odds ratios
+#: per SD well below 5; a state far beyond turns each person's probability into a step
+#: function of one feature, and two such rounds differenced would isolate a few people.
+MAX_STANDARDISED_BETA = 20.0
+
+
+def check_features(data: SiteTable, *, site: str, min_cell: int) -> None:
+    """Refuse features that single out fewer than ``min_cell`` people.
+
+    A feature the coordinator chose (a score whose weights sit on one rare variant, say) that
+    is the same for everybody but a few people makes every sum over it a sum over those few:
+    their outcome would leave the site in the next round's gradient. So: where a feature takes
+    at most 20 distinct values, each is held by ``min_cell`` people or more; and whatever the
+    feature, at least ``min_cell`` people differ from its most common value.
+
+    Raises
+    ------
+    EgressRefused
+    """
+    for j, name in enumerate(data.features):
+        values, counts = np.unique(data.x[:, j], return_counts=True)
+        others = len(data.x) - int(counts.max())
+        if 0 < others < min_cell or (len(values) <= 20 and int(counts.min()) < min_cell):
+            few = min(others, int(counts.min())) if len(values) <= 20 else others
+            raise EgressRefused(
+                f"site {site}: feature {name!r} singles out {few} people (fewer than "
+                f"min_cell={min_cell} differ from the others); sums over it would disclose "
+                "them. Drop or recode the feature, or check the score's weights"
+            )
+
+
 def site_moments(
     data: SiteTable,
     *,
@@ -340,6 +371,7 @@ def site_moments(
     outcome: str = "event",
     min_n: int = 50,
     min_cases: int = 10,
+    min_cell: int = 5,
 ) -> SiteSums:
     """A site's standardisation sums: ``n``, ``n_cases``, ``n_dropped``, ``sum:f``, ``sumsq:f``.
 
@@ -360,6 +392,7 @@ def site_moments(
             f"{data.n_dropped} rows; need at least min_n={min_n} people and min_cases="
             f"{min_cases} cases and controls before any count leaves the site"
         )
+    check_features(data, site=site, min_cell=min_cell)
     names = ["n", "n_cases", "n_dropped"]
     names += [f"sum:{f}" for f in data.features] + [f"sumsq:{f}" for f in data.features]
     values = np.concatenate(
@@ -508,7 +541,9 @@ def _design(data: SiteTable, state: Mapping[str, Any]) -> np.ndarray:
     return np.column_stack([np.ones(len(data.x)), (data.x - mean) / sd])
 
 
-def site_terms(data: SiteTable, state: Mapping[str, Any], *, site: str) -> SiteSums:
+def site_terms(
+    data: SiteTable, state: Mapping[str, Any], *, site: str, min_cell: int = 5
+) -> SiteSums:
     """A site's Newton terms at the state's coefficients (runs at the site).
 
     Values: ``n``, ``U:<term>`` (``X'(y - p)``), ``H:<a>:<b>`` (upper triangle of ``X'WX``,
@@ -528,6 +563,13 @@ def site_terms(data: SiteTable, state: Mapping[str, Any], *, site: str) -> SiteS
         raise ConfigError(f"site {site}: the table was read without an outcome column")
     x = _design(data, state)
     beta = np.asarray(state["coef"], dtype=np.float64)
+    if np.abs(beta[1:]).max(initial=0.0) > MAX_STANDARDISED_BETA:
+        raise EgressRefused(
+            f"site {site}: the state of run {state['run']} has a coefficient of "
+            f"{np.abs(beta[1:]).max():.3g} per SD (more than {MAX_STANDARDISED_BETA:g}); no "
+            "risk model has that, and terms at such a state would single out people"
+        )
+    check_features(data, site=site, min_cell=min_cell)
     eta = x @ beta
     p = expit(eta)
     u = x.T @ (data.y - p)
@@ -649,6 +691,15 @@ def newton_step(state: Mapping[str, Any], total: SiteSums) -> dict[str, Any]:
         if not np.isfinite(step).all():
             raise FedgenError(f"run {state['run']}: the Newton step is not finite")
         new = beta + step
+        # The sites refuse states beyond MAX_STANDARDISED_BETA: shorten a step that would
+        # leave that box (a step from a poor start; a model that needs it is no risk model).
+        if np.abs(new[1:]).max(initial=0.0) > MAX_STANDARDISED_BETA:
+            b, d = beta[1:], step[1:]
+            room = np.where(d > 0, MAX_STANDARDISED_BETA - b, MAX_STANDARDISED_BETA + b)
+            with np.errstate(divide="ignore"):
+                t = np.where(d != 0, room / np.abs(d), np.inf)
+            step = step * float(np.clip(t.min(), 0.0, 1.0))
+            new = beta + step
         rel = float(np.max(np.abs(step) / np.maximum(1.0, np.abs(new))))
         entry |= {"step": rel, "halved": False}
         converged = rel < state["tol"] or (

@@ -4,6 +4,7 @@ in-process driver; stale, incomplete and reused rounds are refused."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -426,3 +427,39 @@ def test_newton_step__halves_an_overshooting_step_and_still_converges(federation
     beta, se = _coefs(model, "standardised")
     np.testing.assert_allclose(beta, ref.params, rtol=REL)
     np.testing.assert_allclose(se, ref.bse, rtol=REL)
+
+
+def test_attack__a_score_on_one_persons_variant_is_refused(federation):
+    """A coordinator's weights on a variant only one person carries: the score is 0 for all but
+    that person, so the gradient of the next round would carry their outcome. Without the
+    check the moments leave (control); with it the site refuses."""
+    from snakemake_executor_plugin_fedgen.errors import EgressRefused
+
+    from snakemake_fedgen.risk.model import check_features
+
+    _, tables, _, _, _ = federation
+    data = tables["A"]
+    x = data.x.copy()
+    x[:, 0] = 0.0
+    x[17, 0] = 1.0  # person 17 alone has the score
+    crafted = dataclasses.replace(data, x=x)
+    # Control: the sums themselves would single the person out.
+    sums = site_moments(crafted, site="A", run_id="atk", outcome="event", min_cell=1)
+    assert sums.as_dict()["sum:SCORE1_AVG"] == 1.0
+    with pytest.raises(EgressRefused, match="singles out 1 people"):
+        check_features(crafted, site="A", min_cell=5)
+    with pytest.raises(EgressRefused, match="singles out"):
+        site_moments(crafted, site="A", run_id="atk", outcome="event")
+
+
+def test_attack__a_state_with_a_step_function_coefficient_is_refused(federation):
+    """A state with 1000 log-odds per SD of age makes p a step at one age: the gradients of two
+    such rounds at nearby cut-points, differenced, isolate the people between them."""
+    from snakemake_executor_plugin_fedgen.errors import EgressRefused
+
+    _, tables, _, _, _ = federation
+    state = _state0(tables)
+    state["coef"] = [0.0] * len(state["coef"])
+    state["coef"][2] = 1000.0
+    with pytest.raises(EgressRefused, match="per SD"):
+        site_terms(tables["A"], state, site="A")

@@ -245,6 +245,15 @@ def get_phenopackets_trait(wildcards, kind, what):
     return "none"
 
 
+def get_phenopackets_columns():
+    """phenopackets.columns without the analysed traits (their columns come from `traits`)."""
+    return {
+        name: spec
+        for name, spec in config["phenopackets"].get("columns", {}).items()
+        if name not in TRAITS
+    }
+
+
 def get_reference_panel(wildcards):
     return dataset_path(wildcards.site, "reference_panel")
 
@@ -552,6 +561,14 @@ RISK_MODELS = {
 RISK_LOSO = [f"without-{s}" for s in SITES]
 RISK_LOSO_PATTERN = "|".join(re.escape(f) for f in RISK_LOSO) or "(?!)"
 RISK_FITS = ["all", *(RISK_LOSO if "loso" in RISK["evaluate"] else [])]
+
+
+wildcard_constraints:
+    fit="|".join(re.escape(f) for f in ["all", *RISK_LOSO]),
+    rmodel="|".join(RISK_MODELS),
+    evalset="insample|loso",
+
+
 if RISK["enabled"]:
     if RISK["pgs"]["source"] == "meta":
         if RISK["gwas_trait"] not in TRAITS:
@@ -573,12 +590,12 @@ def get_risk_outputs():
     if not RISK["enabled"]:
         return []
     return [
-        *expand("results/risk/all/{model}/model.json", model=RISK_MODELS),
+        *expand("results/risk/all/{rmodel}/model.json", rmodel=RISK_MODELS),
         *expand("results/risk/eval/{evalset}.metrics.tsv", evalset=RISK["evaluate"]),
         *expand(
             "results/risk/eval/{evalset}.calibration.png", evalset=RISK["evaluate"]
         ),
-        *expand("results/risk/{model}.model_card.html", model=RISK_MODELS),
+        *expand("results/risk/{rmodel}.model_card.html", rmodel=RISK_MODELS),
     ]
 
 
@@ -615,18 +632,18 @@ def get_risk_meta(wildcards):
 def get_risk_site_inputs(wildcards):
     """A site's model inputs: its phenotype table and, for models with the score, its scores."""
     inputs = {"pheno": get_phenotypes(wildcards)}
-    if "pgs" in RISK_MODELS[wildcards.model]:
+    if "pgs" in RISK_MODELS[wildcards.rmodel]:
         inputs["scores"] = f"sites/{wildcards.site}/risk/{wildcards.fit}/scores.tsv"
     return inputs
 
 
 def get_risk_features(wildcards):
-    return ",".join(RISK_MODELS[wildcards.model])
+    return ",".join(RISK_MODELS[wildcards.rmodel])
 
 
 def get_risk_join(wildcards):
     """The score table joined to the phenotype table (`none` for the clinical model)."""
-    if "pgs" not in RISK_MODELS[wildcards.model]:
+    if "pgs" not in RISK_MODELS[wildcards.rmodel]:
         return "none"
     return f"sites/{wildcards.site}/risk/{wildcards.fit}/scores.tsv"
 
@@ -637,7 +654,7 @@ def _risk_masked(participants):
 
 def get_risk_fit_run(wildcards):
     """Run id of one fit of one model: every round id of the fit starts with it."""
-    return f"{RISK['run']}.{wildcards.fit}.{wildcards.model}"
+    return f"{RISK['run']}.{wildcards.fit}.{wildcards.rmodel}"
 
 
 def get_risk_mask(wildcards, what, stage):
@@ -671,18 +688,18 @@ def get_risk_eval_mask(wildcards, what, stage):
 
 def get_risk_moments(wildcards):
     return [
-        f"results/sumstats/{s}/risk/{wildcards.fit}.{wildcards.model}.moments.sums.json"
+        f"results/sumstats/{s}/risk/{wildcards.fit}.{wildcards.rmodel}.moments.sums.json"
         for s in risk_fit_sites(wildcards.fit)
     ]
 
 
 def get_risk_previous_state(wildcards):
-    return f"results/risk/{wildcards.fit}/{wildcards.model}/state.{int(wildcards.it) - 1}.json"
+    return f"results/risk/{wildcards.fit}/{wildcards.rmodel}/state.{int(wildcards.it) - 1}.json"
 
 
 def get_risk_round_terms(wildcards):
     return [
-        f"results/sumstats/{s}/risk/{wildcards.fit}.{wildcards.model}.terms.{wildcards.it}"
+        f"results/sumstats/{s}/risk/{wildcards.fit}.{wildcards.rmodel}.terms.{wildcards.it}"
         ".sums.json"
         for s in risk_fit_sites(wildcards.fit)
     ]
@@ -703,10 +720,10 @@ def get_risk_final_state(wildcards):
     it = 0
     while True:
         if it == 0:
-            ck = checkpoints.risk_init.get(fit=wildcards.fit, model=wildcards.model)
+            ck = checkpoints.risk_init.get(fit=wildcards.fit, rmodel=wildcards.rmodel)
         else:
             ck = checkpoints.risk_step.get(
-                fit=wildcards.fit, model=wildcards.model, it=str(it)
+                fit=wildcards.fit, rmodel=wildcards.rmodel, it=str(it)
             )
         state = json.loads(Path(ck.output.state).read_text())
         if RISK_STATE_DONE(state):
@@ -716,7 +733,7 @@ def get_risk_final_state(wildcards):
 
 def get_risk_model_weights(wildcards):
     """The score weights a model with the score was fitted with (recorded in the model)."""
-    if "pgs" not in RISK_MODELS[wildcards.model]:
+    if "pgs" not in RISK_MODELS[wildcards.rmodel]:
         return []
     return f"results/risk/weights/{wildcards.fit}.weights.tsv"
 

@@ -69,9 +69,28 @@ else:
 
 # A site holding its phenotypes as Phenopacket v2 files (registry `format: phenopackets`) gets
 # its phenotype/covariate table made at the site; it is individual-level data and stays there.
+rule phenopackets_columns:
+    output:
+        # The further columns (clinical data) each phenopacket site's table gets: a mapping
+        # of column -> term, sent to the sites with the task.
+        columns="phenopackets/columns.yaml",
+    params:
+        columns=get_phenopackets_columns(),
+    log:
+        "logs/phenopackets_columns.log",
+    localrule: True
+    run:
+        Path(output.columns).write_text(
+            yaml.safe_dump(dict(params.columns), sort_keys=False)
+            if params.columns
+            else "{}\n"
+        )
+
+
 rule phenotypes_from_phenopackets:
     input:
         packets=get_phenopackets_folder,
+        columns="phenopackets/columns.yaml",
     output:
         table="sites/{site}/phenotypes/phenopackets.tsv",
     params:
@@ -94,4 +113,5 @@ rule phenotypes_from_phenopackets:
         # Every argument has a value ("none": no such trait): one template for any config.
         "fedgen phenopackets to-table {input.packets} --out {output.table}"
         " --qt {params.qt_assay} --qt-name {params.qt_name} --bt {params.bt_terms}"
-        " --bt-name {params.bt_name} --bt-unmentioned {params.unmentioned} 2> {log}"
+        " --bt-name {params.bt_name} --bt-unmentioned {params.unmentioned}"
+        " --columns {input.columns} 2> {log}"

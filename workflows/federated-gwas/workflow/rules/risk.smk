@@ -97,15 +97,16 @@ rule risk_moments:
     input:
         unpack(get_risk_site_inputs),
     output:
-        sums="results/sumstats/{site}/risk/{fit}.{model}.moments.sums.json",
+        sums="results/sumstats/{site}/risk/{fit}.{rmodel}.moments.sums.json",
     params:
         features=get_risk_features,
         outcome=config["risk"]["outcome"],
         run=get_risk_fit_run,
         min_n=config["egress"]["min_n"],
+        min_cases=config["risk"]["min_cases"],
         join=get_risk_join,
     log:
-        "logs/{site}/risk_moments.{fit}.{model}.log",
+        "logs/{site}/risk_moments.{fit}.{rmodel}.log",
     resources:
         site=get_site,
         mem_mb=1000,
@@ -119,20 +120,21 @@ rule risk_moments:
     shell:
         "fedgen risk moments --table {input.pheno} --join {params.join}"
         " --outcome {params.outcome} --features {params.features} --site {wildcards.site}"
-        " --run {params.run} --min-n {params.min_n} --out {output.sums} 2> {log}"
+        " --run {params.run} --min-n {params.min_n} --min-cases {params.min_cases}"
+        " --out {output.sums} 2> {log}"
 
 
 checkpoint risk_init:
     input:
         moments=get_risk_moments,
     output:
-        state="results/risk/{fit}/{model}/state.0.json",
+        state="results/risk/{fit}/{rmodel}/state.0.json",
     params:
         ridge=config["risk"]["ridge"],
         tol=config["risk"]["tolerance"],
         max_iter=config["risk"]["max_rounds"],
     log:
-        "logs/risk/init.{fit}.{model}.log",
+        "logs/risk/init.{fit}.{rmodel}.log",
     localrule: True
     conda:
         "../envs/fedgen.yaml"
@@ -148,13 +150,13 @@ rule risk_terms:
         unpack(get_risk_site_inputs),
         state=get_risk_previous_state,
     output:
-        sums="results/sumstats/{site}/risk/{fit}.{model}.terms.{it}.sums.json",
+        sums="results/sumstats/{site}/risk/{fit}.{rmodel}.terms.{it}.sums.json",
     params:
         join=get_risk_join,
     wildcard_constraints:
         it=r"[1-9][0-9]*",
     log:
-        "logs/{site}/risk_terms.{fit}.{model}.{it}.log",
+        "logs/{site}/risk_terms.{fit}.{rmodel}.{it}.log",
     resources:
         site=get_site,
         mem_mb=1000,
@@ -175,11 +177,11 @@ checkpoint risk_step:
         state=get_risk_previous_state,
         terms=get_risk_round_terms,
     output:
-        state="results/risk/{fit}/{model}/state.{it}.json",
+        state="results/risk/{fit}/{rmodel}/state.{it}.json",
     wildcard_constraints:
         it=r"[1-9][0-9]*",
     log:
-        "logs/risk/step.{fit}.{model}.{it}.log",
+        "logs/risk/step.{fit}.{rmodel}.{it}.log",
     localrule: True
     conda:
         "../envs/fedgen.yaml"
@@ -195,11 +197,11 @@ rule risk_finish:
         state=get_risk_final_state,
         weights=get_risk_model_weights,
     output:
-        model="results/risk/{fit}/{model}/model.json",
+        model="results/risk/{fit}/{rmodel}/model.json",
     params:
         provenance=get_risk_model_provenance,
     log:
-        "logs/risk/finish.{fit}.{model}.log",
+        "logs/risk/finish.{fit}.{rmodel}.log",
     localrule: True
     conda:
         "../envs/fedgen.yaml"
@@ -380,28 +382,28 @@ rule risk_evaluate:
 
 rule risk_card:
     input:
-        model="results/risk/all/{model}/model.json",
+        model="results/risk/all/{rmodel}/model.json",
         evaluations=expand("results/risk/eval/{evalset}.json", evalset=RISK["evaluate"]),
         plots=expand(
             "results/risk/eval/{evalset}.calibration.png", evalset=RISK["evaluate"]
         ),
     output:
         card=report(
-            "results/risk/{model}.model_card.html",
+            "results/risk/{rmodel}.model_card.html",
             caption="../report/risk_model_card.rst",
             category="Risk prediction",
             subcategory="model cards",
-            labels={"model": "{model}", "figure": "model card"},
+            labels={"model": "{rmodel}", "figure": "model card"},
         ),
     params:
         evaluations=get_risk_card_options,
     log:
-        "logs/risk/card.{model}.log",
+        "logs/risk/card.{rmodel}.log",
     localrule: True
     conda:
         "../envs/fedgen.yaml"
     container:
         FEDGEN_IMAGE
     shell:
-        "fedgen risk card --model {input.model} --name {wildcards.model} {params.evaluations}"
+        "fedgen risk card --model {input.model} --name {wildcards.rmodel} {params.evaluations}"
         " --out {output.card} 2> {log}"
