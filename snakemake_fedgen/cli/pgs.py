@@ -57,7 +57,8 @@ def _run_clump(args: argparse.Namespace) -> int:
         kb=args.kb, threads=args.threads,
     )  # fmt: skip
     print(
-        f"meta-analysis of {','.join(sites)}: {counts['meta_below_threshold']} variants with "
+        f"meta-analysis of {','.join(sites)}: {counts['meta_without_beta_or_p']} rows without a "
+        f"usable beta or p, {counts['meta_below_threshold']} variants with "
         f"p <= {args.p:g}, {counts['not_in_panel']} not in the panel, "
         f"{counts['clumped_away']} clumped away (r2 {args.r2:g}, {args.kb:g} kb) -> "
         f"{counts['weights']} weights in {args.out}",

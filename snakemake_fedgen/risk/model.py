@@ -404,7 +404,7 @@ def site_moments(
         kind=MOMENTS_KIND,
         names=tuple(names),
         values=values.astype(np.float64),
-        meta={"run": run_id, "outcome": outcome, "coding": data.coding},
+        meta={"run": run_id, "outcome": outcome, "coding": data.coding.split(" ")[0]},
     )
 
 

@@ -5,7 +5,7 @@ the weights came from, ``p_threshold``, clumping settings, variant counts), then
 ``chromosome  base_pair_location  effect_allele  other_allele  weight  p_value``.
 
 - :func:`clump_meta` (centre): clumping and p-value thresholding (C+T, as PRSice-2) of a
-  meta-analysis: the variants with ``p <= p_threshold`` are clumped by ``plink2 --clump`` on the
+  meta-analysis: the variants with ``p <= p_threshold`` are clumped by ``plink --clump`` (1.9) on the
   LD of the public reference panel (index variants by p, ``r2`` and ``kb`` window), and the
   index variants keep their meta-analysis beta as weight. The header names the sites the
   meta-analysis covered (leave-one-site-out weights name all sites but the held-out one).
@@ -201,11 +201,15 @@ def match_weights(weights: Sequence[Weight], pvar: Path) -> Coverage:
     return cov
 
 
-def _plink2(argv: list[str], cwd: Path) -> None:
-    res = subprocess.run(["plink2", *argv], cwd=cwd, capture_output=True, text=True, check=False)
+def _run(argv: list[str], cwd: Path) -> None:
+    res = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         tail = (res.stderr or res.stdout).strip().splitlines()[-5:]
-        raise SiteDataError(f"plink2 {' '.join(argv[:4])} ... failed: {' | '.join(tail)}")
+        raise SiteDataError(f"{' '.join(argv[:5])} ... failed: {' | '.join(tail)}")
+
+
+def _plink2(argv: list[str], cwd: Path) -> None:
+    _run(["plink2", *argv], cwd)
 
 
 def score_site(
@@ -256,8 +260,10 @@ def score_site(
     return cov
 
 
-def _read_meta(path: Path, p_threshold: float) -> list[Weight]:
+def _read_meta(path: Path, p_threshold: float) -> tuple[list[Weight], int]:
+    """Rows with ``p <= p_threshold``, and the number of rows without a usable beta or p."""
     rows: list[Weight] = []
+    unusable = 0
     with open_text(path) as f:
         cols = f.readline().rstrip("\n").split("\t")
         need = ("chromosome", "base_pair_location", "effect_allele", "other_allele", "beta",
@@ -272,12 +278,15 @@ def _read_meta(path: Path, p_threshold: float) -> list[Weight]:
                 p = float(r[ix[5]])
                 beta = float(r[ix[4]])
             except ValueError:
+                unusable += 1
                 continue
-            if math.isfinite(p) and math.isfinite(beta) and p <= p_threshold:
+            if not (math.isfinite(p) and math.isfinite(beta)):
+                unusable += 1
+            elif p <= p_threshold:
                 rows.append(
                     Weight(r[ix[0]], int(r[ix[1]]), r[ix[2]].upper(), r[ix[3]].upper(), beta, p)
                 )
-    return rows
+    return rows, unusable
 
 
 def clump_meta(
@@ -298,8 +307,13 @@ def clump_meta(
     """
     if not 0 < p_threshold <= 1:
         raise ConfigError(f"p_threshold {p_threshold} is not in (0, 1]")
-    candidates = _read_meta(meta, p_threshold)
-    counts = {"meta_below_threshold": len(candidates), "not_in_panel": 0, "clumped_away": 0}
+    candidates, unusable = _read_meta(meta, p_threshold)
+    counts = {
+        "meta_without_beta_or_p": unusable,
+        "meta_below_threshold": len(candidates),
+        "not_in_panel": 0,
+        "clumped_away": 0,
+    }
     kept: list[Weight] = []
     with tempfile.TemporaryDirectory(prefix="clump-", dir=Path(out).parent) as tmp:
         t = Path(tmp)
@@ -316,15 +330,22 @@ def clump_meta(
             if by_id:
                 lines = ["ID\tP", *(f"{v}\t{w.p!r}" for v, w in by_id.items())]
                 (t / "clump.tsv").write_text("\n".join(lines) + "\n")
+                # plink 1.9's --clump (the plink2 of Debian bookworm has none) on the panel
+                # with the IDs the candidates were matched by.
                 _plink2(
                     ["--vcf", str(Path(panel).absolute()), "--set-all-var-ids", "@:#:$r:$a",
-                     "--new-id-max-allele-len", "100", "missing", "--clump", "clump.tsv",
-                     "--clump-p1", repr(p_threshold), "--clump-p2", repr(p_threshold),
-                     "--clump-r2", repr(r2), "--clump-kb", repr(kb), "--threads",
-                     str(threads), "--out", "c"],
+                     "--new-id-max-allele-len", "100", "missing", "--make-bed", "--out",
+                     "panel"],
                     t,
                 )  # fmt: skip
-                index_ids = _clump_index(t / "c.clumps")
+                _run(
+                    ["plink1.9", "--bfile", "panel", "--clump", "clump.tsv", "--clump-field",
+                     "P", "--clump-snp-field", "ID", "--clump-p1", repr(p_threshold),
+                     "--clump-p2", repr(p_threshold), "--clump-r2", repr(r2), "--clump-kb",
+                     repr(kb), "--threads", str(threads), "--out", "c"],
+                    t,
+                )  # fmt: skip
+                index_ids = _clump_index(t / "c.clumped")
                 kept = [by_id[v] for v in index_ids if v in by_id]
                 counts["clumped_away"] = len(by_id) - len(kept)
     kept.sort(key=lambda w: (w.chrom, w.pos))
@@ -345,10 +366,11 @@ def clump_meta(
 
 
 def _clump_index(path: Path) -> list[str]:
-    """Index variant IDs of a plink2 ``.clumps`` report (none when nothing was clumped)."""
+    """Index variant IDs of a plink 1.9 ``.clumped`` report (whitespace-separated; absent when
+    no variant was clumped)."""
     if not path.exists():
         return []
     with path.open() as f:
-        cols = f.readline().rstrip("\n").lstrip("#").split("\t")
-        i = cols.index("ID")
-        return [line.rstrip("\n").split("\t")[i] for line in f if line.strip()]
+        cols = f.readline().split()
+        i = cols.index("SNP")
+        return [line.split()[i] for line in f if line.strip()]

@@ -103,3 +103,26 @@ def test_evaluation_uploads__site_metrics_pass_and_a_suppressed_report_passes(tm
         write_sums(sums, tmp_path / "A.site.sums.json")
         d = inspect(tmp_path / "A.site.sums.json", POLICY)
         assert d.accepted, d.reason
+
+
+def test_model_uploads__moments_and_terms_pass_the_airlock(tmp_path):
+    """What `fedgen risk moments`/`terms` write is what the airlock admits (labels included)."""
+    from snakemake_fedgen.risk.model import init_state, read_site_table, site_moments, site_terms
+
+    rng = np.random.default_rng(6)
+    lines = ["IID\tcvd\tage\tsbp"]
+    for i in range(300):
+        lines.append(
+            f"P{i}\t{1 + (rng.random() < 0.2)}\t{rng.normal(55, 9):.1f}\t{rng.normal(130, 15):.0f}"
+        )
+    (tmp_path / "t.tsv").write_text("\n".join(lines) + "\n")
+    data = read_site_table(tmp_path / "t.tsv", features=("age", "sbp"), outcome="cvd")
+    moments = site_moments(data, site="A", run_id="r.all.clinical", outcome="cvd")
+    write_sums(moments, tmp_path / "m.sums.json")
+    assert inspect(tmp_path / "m.sums.json", POLICY).accepted, inspect(
+        tmp_path / "m.sums.json", POLICY
+    ).reason
+    state = init_state(moments, sites=("A",), outcome="cvd")
+    write_sums(site_terms(data, state, site="A"), tmp_path / "t.sums.json")
+    d = inspect(tmp_path / "t.sums.json", POLICY)
+    assert d.accepted, d.reason

@@ -93,3 +93,60 @@ def test_weights_file_round_trip_keeps_the_sites(tmp_path):
     ws, meta = read_weights(tmp_path / "w.tsv")
     assert ws == WEIGHTS[:2] or [w.weight for w in ws] == [0.5, -0.25]
     assert meta["sites"] == "A,C"
+
+
+def _panel(root, rng):
+    """A phased panel of 200 people: blocks of variants in strong LD, blocks far apart."""
+    n, rows = 200, []
+    for block in range(4):
+        base = rng.integers(0, 2, size=(n, 2))
+        for k in range(5):
+            noise = rng.random(size=(n, 2)) < 0.05 * k  # LD decays along the block
+            hap = np.where(noise, rng.integers(0, 2, size=(n, 2)), base)
+            rows.append((1_000_000 * (block + 1) + 1000 * k, hap))
+    lines = ["##fileformat=VCFv4.2", "##contig=<ID=20,length=64444167>",
+             '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+             "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT",
+                        *(f"R{i}" for i in range(n))])]  # fmt: skip
+    for pos, hap in rows:
+        calls = [f"{a}|{b}" for a, b in hap]
+        lines.append("\t".join(["20", str(pos), ".", "A", "G", ".", "PASS", ".", "GT", *calls]))
+    (root / "panel.vcf").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+def test_clump__index_variants_equal_a_greedy_clumping_in_numpy(tmp_path):
+    """C+T against an independent greedy clumping: smallest p first, drop the others within
+    the window with genotype r2 above the threshold, repeat."""
+    from snakemake_fedgen.risk.pgs import clump_meta
+
+    rng = np.random.default_rng(3)
+    rows = _panel(tmp_path, rng)
+    p = rng.uniform(1e-8, 1e-2, size=len(rows))
+    meta = ["chromosome\tbase_pair_location\teffect_allele\tother_allele\tbeta\tp_value"]
+    meta += [
+        f"20\t{pos}\tG\tA\t{0.1 * (i + 1)!r}\t{float(p[i])!r}" for i, (pos, _) in enumerate(rows)
+    ]
+    meta.append("20\t9999999\tG\tA\t0.5\t1e-9")  # not in the panel
+    (tmp_path / "meta.tsv").write_text("\n".join(meta) + "\n")
+    counts = clump_meta(
+        tmp_path / "meta.tsv", tmp_path / "panel.vcf", tmp_path / "w.tsv", sites=["A", "B"],
+        p_threshold=5e-3, r2=0.3, kb=250,
+    )  # fmt: skip
+    weights, header = read_weights(tmp_path / "w.tsv")
+    # Independent: genotype correlation from the calls.
+    dos = np.array([hap.sum(axis=1) for _, hap in rows], dtype=float)
+    pos = np.array([pos for pos, _ in rows])
+    live = [i for i in np.argsort(p) if p[i] <= 5e-3]
+    kept = []
+    while live:
+        i = live.pop(0)
+        kept.append(i)
+        live = [
+            j for j in live
+            if abs(pos[j] - pos[i]) > 250_000 or np.corrcoef(dos[i], dos[j])[0, 1] ** 2 <= 0.3
+        ]  # fmt: skip
+    assert sorted(w.pos for w in weights) == sorted(int(pos[i]) for i in kept)
+    assert {w.pos: w.weight for w in weights} == {int(pos[i]): 0.1 * (i + 1) for i in kept}
+    assert counts["not_in_panel"] == 1 and header["sites"] == "A,B"
+    assert counts["weights"] + counts["clumped_away"] + 1 == counts["meta_below_threshold"]

@@ -104,6 +104,7 @@ rule risk_moments:
         run=get_risk_fit_run,
         min_n=config["egress"]["min_n"],
         min_cases=config["risk"]["min_cases"],
+        min_cell=config["egress"]["min_cell"],
         join=get_risk_join,
     log:
         "logs/{site}/risk_moments.{fit}.{rmodel}.log",
@@ -121,7 +122,7 @@ rule risk_moments:
         "fedgen risk moments --table {input.pheno} --join {params.join}"
         " --outcome {params.outcome} --features {params.features} --site {wildcards.site}"
         " --run {params.run} --min-n {params.min_n} --min-cases {params.min_cases}"
-        " --out {output.sums} 2> {log}"
+        " --min-cell {params.min_cell} --out {output.sums} 2> {log}"
 
 
 checkpoint risk_init:
@@ -153,6 +154,7 @@ rule risk_terms:
         sums="results/sumstats/{site}/risk/{fit}.{rmodel}.terms.{it}.sums.json",
     params:
         join=get_risk_join,
+        min_cell=config["egress"]["min_cell"],
     wildcard_constraints:
         it=r"[1-9][0-9]*",
     log:
@@ -169,7 +171,7 @@ rule risk_terms:
         FEDGEN_IMAGE
     shell:
         "fedgen risk terms --state {input.state} --table {input.pheno} --join {params.join}"
-        " --site {wildcards.site} --out {output.sums} 2> {log}"
+        " --site {wildcards.site} --min-cell {params.min_cell} --out {output.sums} 2> {log}"
 
 
 checkpoint risk_step:
