@@ -443,6 +443,66 @@ def summary(workdir: Path, truth: dict[str, Any], *, traits: Sequence[str] = ("q
 # ------------------------------------------------------------------------------------------
 
 
+def risk_config(out: Path, data: Path, *, seed: int) -> Path:
+    """The demo's workflow config with the risk target on (docs/risk-prediction.md).
+
+    The score's weights come from the meta-analysis of ``bt``, which shares the simulated
+    causal variants with the CVD event (a score for a related trait, as often in practice);
+    every node masks its round sums (secure aggregation).
+    """
+    config = yaml.safe_load(CONFIGFILE.read_text())
+    config["risk"].update(
+        enabled=True,
+        secure=True,
+        run=f"demo-{seed}",
+        gwas_trait="bt",
+        pgs={**config["risk"]["pgs"], "ld_panel": str(data / "reference" / "panel.vcf.gz")},
+    )
+    path = out / "workflow-config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def masking_keys(keys_dir: Path, sites: Sequence[str]) -> dict[str, Path]:
+    """Each site steward's X25519 key for its node (outside every read root)."""
+    from snakemake_fedgen.exact.secure import generate_key
+
+    keys = {}
+    for site in sites:
+        keys[site] = keys_dir / site / "x25519.key"
+        if not keys[site].exists():
+            generate_key(keys[site])
+    return keys
+
+
+def risk_summary(workdir: Path) -> str:
+    """AUC, Brier and the score's gain over the clinical model, in-sample and held out."""
+    lines = []
+    for evalset, label in (("insample", "in-sample"), ("loso", "leave-one-site-out")):
+        path = workdir / "results" / "risk" / "eval" / f"{evalset}.json"
+        if not path.exists():
+            continue
+        result = json.loads(path.read_text())
+        lines.append(
+            f"{label}: n={result['n']} ({result['n_cases']} events) at sites "
+            f"{','.join(result['sites'])}"
+        )
+        for m, v in result["models"].items():
+            lo, hi = v["auc_ci"]
+            lines.append(
+                f"  {m:<14} AUC {v['auc']:.3f} ({lo:.3f}-{hi:.3f})  Brier {v['brier']:.4f}  "
+                f"Nagelkerke R2 {v['nagelkerke_r2']:.3f}  O/E {v['oe_ratio']:.2f}"
+            )
+        for c in result.get("comparisons", []):
+            lo, hi = c["delta_auc_ci"]
+            nri = c.get("nri", {}).get("categorical", {}).get("total", float("nan"))
+            lines.append(
+                f"  {c['model']} vs {c['reference']}: delta AUC {c['delta_auc']:+.3f} "
+                f"({lo:+.3f} to {hi:+.3f}, p={c['p']:.2g}), categorical NRI {nri:+.3f}"
+            )
+    return "\n".join(lines)
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -454,6 +514,7 @@ def run_demo(
     seed: int = 42,
     runtime: str = "auto",
     chromosomes: Sequence[str] = ("20",),
+    risk: bool = True,
 ) -> int:
     """Run the whole demo under ``out``; returns the process exit code."""
     # Background jobs start with SIGINT ignored; the demo must stop its nodes on Ctrl-C anyway.
@@ -474,15 +535,22 @@ def run_demo(
         )
         # The workflow analyses the simulated chromosomes (config `chromosomes`).
         analysed = ["chromosomes=[" + ",".join(f'"{c}"' for c in chromosomes) + "]"]
+        configfile, keys = CONFIGFILE, None
+        if risk:
+            configfile = risk_config(out, out / "data", seed=seed)
+            keys = masking_keys(out / "keys", list(truth["sites"]))
         print("== starting one fedgen node per site")
-        with federation(out / "data", out / "nodes", work / "sites.yaml", runtime=runtime) as sites:
+        with federation(
+            out / "data", out / "nodes", work / "sites.yaml", runtime=runtime, masking_keys=keys
+        ) as sites:
             for s in sites.values():
                 print(f"  site {s.name}: {s.node.url} (state {s.node.state_dir})")
             env = tool_env()
             env.update({s.token_env: s.token for s in sites.values()})
-            print("== running the federated GWAS (snakemake --executor fedgen --profile demo)")
+            what = "GWAS and risk model" if risk else "GWAS"
+            print(f"== running the federated {what} (snakemake --executor fedgen --profile demo)")
             seconds = run_snakemake(
-                snakemake_command(work, extra_config=analysed),
+                snakemake_command(work, extra_config=analysed, configfile=configfile),
                 env=env,
                 log_path=out / "snakemake.log",
             )
@@ -490,7 +558,10 @@ def run_demo(
             print("== writing the report")
             report = out / "report.html"
             run_snakemake(
-                [*snakemake_command(work, extra_config=analysed), f"--report={report}"],
+                [
+                    *snakemake_command(work, extra_config=analysed, configfile=configfile),
+                    f"--report={report}",
+                ],
                 env=env,
                 log_path=out / "report.log",
                 show=False,
@@ -498,6 +569,12 @@ def run_demo(
         print("== nodes stopped")
         print("== results (meta-analysis over the three sites) next to the simulated truth")
         print(summary(work, truth))
+        if risk:
+            print("== risk model for the CVD event (clinical features, then + polygenic score)")
+            print(risk_summary(work))
+            print(
+                f"Model card:         {work / 'results' / 'risk' / 'clinical_pgs.model_card.html'}"
+            )
         print(f"\nManhattan/QQ plots: {work / 'results' / 'meta'}/{{qt,bt}}.{{manhattan,qq}}.png")
         print(f"QC counts per site: {work / 'results' / 'qc' / 'qc_counts.tsv'}")
         print(f"HTML report:        {report}")

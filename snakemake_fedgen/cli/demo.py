@@ -1,4 +1,5 @@
-"""``fedgen demo``: simulate three sites, start a node for each and run the federated GWAS.
+"""``fedgen demo``: simulate three sites, start a node for each, run the federated GWAS and
+the federated risk model.
 
 The orchestration is :func:`snakemake_fedgen.demo.run_demo`; ``make demo`` calls this command.
 """
@@ -10,7 +11,10 @@ from pathlib import Path
 
 from snakemake_fedgen import demo
 
-HELP = "simulate three sites, start a node for each and run the federated GWAS across them"
+HELP = (
+    "simulate three sites, start a node for each and run the federated GWAS and the "
+    "federated CVD risk model across them"
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +31,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="chromosomes to simulate and analyse, e.g. 20,21,22 (default 20); each is "
         "imputed in 20 Mb chunks and tested on its own",
     )
+    parser.add_argument(
+        "--no-risk",
+        action="store_true",
+        help="the GWAS only: no polygenic score, risk model or its evaluation",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,4 +47,5 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         runtime=args.runtime,
         chromosomes=chromosomes,
+        risk=not args.no_risk,
     )

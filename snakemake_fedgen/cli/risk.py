@@ -117,6 +117,14 @@ def _configure_model(sub) -> None:
 
     p = sub.add_parser("terms", help="site: gradient, information and log-likelihood at a state")
     p.add_argument(
+        "--masked-by",
+        choices=("task", "node", "none"),
+        default="task",
+        help="who masks the upload of a masked run: this command (--key; default), the site's "
+        "node at release (node: the plain sums go to the node, which masks them for the round "
+        "the task asks for), or nobody (a plain run)",
+    )
+    p.add_argument(
         "--min-cell", type=int, default=5, help="refuse features that single out fewer people"
     )
     p.add_argument("--state", required=True, type=Path, help="the current state from the centre")
@@ -271,10 +279,18 @@ def _run_terms(args: argparse.Namespace) -> int:
     from snakemake_fedgen.risk.model import read_site_table, read_state, site_terms
 
     state = read_state(args.state)
-    if state["masked"] != (args.key is not None):
+    by_node = args.masked_by == "node"
+    if by_node and args.key is not None:
+        raise ConfigError("--masked-by node: this site's node masks the upload; leave out --key")
+    if state["masked"] != (args.key is not None or by_node):
         raise ConfigError(
             f"run {state['run']} is {'masked' if state['masked'] else 'plain'} (as its moments "
-            f"were): {'pass --key and --registry' if state['masked'] else 'leave out --key'}"
+            "were): "
+            + (
+                "pass --key and --registry, or --masked-by node where the site's node masks"
+                if state["masked"]
+                else "leave out --key and --masked-by node"
+            )
         )
     mask = _masking(args, state["sites"])
     data = read_site_table(

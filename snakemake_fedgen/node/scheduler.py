@@ -1205,7 +1205,7 @@ class Scheduler:
         for f in egress:
             noisy = self._add_noise(active, f, policy)
             rounded = self._round(active, f, policy)
-            decision = inspect(f.source, policy, name=f.dest.name)
+            decision = inspect(f.source, self._plain_policy(active, f, policy), name=f.dest.name)
             if rounded is not None and decision.accepted:
                 decision = dataclasses.replace(
                     decision,
@@ -1282,6 +1282,24 @@ class Scheduler:
             )
         return decisions, rounds
 
+    def _plain_policy(self, active: _Active, f: _Staged, policy: AirlockPolicy) -> AirlockPolicy:
+        """The policy a file is checked by before release. Round sums the node will mask are
+        checked without the small-cell rule on their counts: no single site's counts leave,
+        only the sum over the round's participants can be read (n and the cases are still
+        checked, as for masked aggregates)."""
+        if self.masker is None or not f.dest.name.endswith(".sums.json"):
+            return policy
+        from snakemake_fedgen.exact.site_masking import mask_request
+
+        try:
+            request = mask_request(active.doc)
+        except ConfigError:
+            return policy
+        round_of, kind_of = _sums_labels(f.source)
+        if request is None or round_of != request.round_id or kind_of in PLAIN_SUMS_KINDS:
+            return policy
+        return dataclasses.replace(policy, min_cell=1)
+
     def _secure_aggregation(
         self,
         active: _Active,
@@ -1322,11 +1340,11 @@ class Scheduler:
             from snakemake_fedgen.risk.sums import mask_sums_at_node  # numpy: this kind only
 
             round_of, kind_of = _sums_labels(f.source)
+            if kind_of in PLAIN_SUMS_KINDS:
+                # A site's own report next to the round's sums: plain by design, checked on
+                # its own numbers (as plain sums), and it leaves as it is.
+                return decision, None
             if round_of != request.round_id:
-                if kind_of in PLAIN_SUMS_KINDS:
-                    # A site's own report next to the round's sums: plain by design, checked
-                    # on its own numbers, and it leaves as it is.
-                    return decision, None
                 return refuse(
                     f"the task asked the node to mask round {request.round_id!r} but these "
                     f"sums are of round {round_of!r}; nothing is published unmasked"

@@ -677,6 +677,11 @@ def get_risk_mask(wildcards, what, stage):
     return terms_round(read_state(Path(get_risk_previous_state(wildcards))))
 
 
+def get_risk_masked_by(wildcards):
+    """`fedgen risk terms --masked-by`: the site's node masks the rounds of a masked fit."""
+    return "node" if _risk_masked(risk_fit_sites(wildcards.fit)) else "none"
+
+
 def get_risk_eval_mask(wildcards, what, stage):
     """fedgen_mask_* backend parameter of an evaluation round (every site takes part)."""
     if not _risk_masked(SITES):

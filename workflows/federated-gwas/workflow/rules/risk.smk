@@ -155,6 +155,7 @@ rule risk_terms:
     params:
         join=get_risk_join,
         min_cell=config["egress"]["min_cell"],
+        masked_by=get_risk_masked_by,
     wildcard_constraints:
         it=r"[1-9][0-9]*",
     log:
@@ -171,7 +172,8 @@ rule risk_terms:
         FEDGEN_IMAGE
     shell:
         "fedgen risk terms --state {input.state} --table {input.pheno} --join {params.join}"
-        " --site {wildcards.site} --min-cell {params.min_cell} --out {output.sums} 2> {log}"
+        " --site {wildcards.site} --min-cell {params.min_cell} --masked-by {params.masked_by}"
+        " --out {output.sums} 2> {log}"
 
 
 checkpoint risk_step:
