@@ -117,7 +117,10 @@ def _panel(root, rng):
 
 def test_clump__index_variants_equal_a_greedy_clumping_in_numpy(tmp_path):
     """C+T against an independent greedy clumping: smallest p first, drop the others within
-    the window with genotype r2 above the threshold, repeat."""
+    the window with r2 above the threshold, repeat. plink 1.9 estimates r2 from EM haplotype
+    frequencies, the test from the genotype correlation; the panel's blocks put every pair far
+    from the threshold (r2 near 1 inside a block's first variants, near 0 across blocks), so
+    the two agree here, not by construction."""
     from snakemake_fedgen.risk.pgs import clump_meta
 
     rng = np.random.default_rng(3)
