@@ -97,12 +97,18 @@ def _cvd_genetics(
         & ~np.isin(common, [c.row for c in causal])
         & ~np.isin(common, bad)
     ]
-    freq = gen.row_mean(g.haps[rows], panel_cols)
-    rows = rows[np.minimum(freq, 1 - freq) >= POLYGENIC_MIN_MAF]
-    chosen = np.sort(rng.permutation(rows)[:N_POLYGENIC])
 
     def panel_freq(r: np.ndarray) -> np.ndarray:
-        return gen.row_mean(g.haps[r], panel_cols).round(6)
+        # A block of rows at a time: a gather of every candidate row would copy gigabytes at
+        # the genome scale.
+        out = np.empty(r.size)
+        for lo in range(0, r.size, 2048):
+            out[lo : lo + 2048] = g.haps[r[lo : lo + 2048]][:, panel_cols].mean(axis=1)
+        return out.round(6)
+
+    freq = panel_freq(rows)
+    rows = rows[np.minimum(freq, 1 - freq) >= POLYGENIC_MIN_MAF]
+    chosen = np.sort(rng.permutation(rows)[:N_POLYGENIC])
 
     p_bg = panel_freq(chosen)
     background = [
