@@ -120,7 +120,13 @@ class SiteClinical:
 
 
 def design(
-    *, age: np.ndarray, sex: np.ndarray, ldl: np.ndarray, sbp: np.ndarray, smoking, diabetes
+    *,
+    age: np.ndarray,
+    sex: np.ndarray,
+    ldl: np.ndarray,
+    sbp: np.ndarray,
+    smoking: np.ndarray,
+    diabetes: np.ndarray,
 ) -> np.ndarray:
     """The event model's centred, scaled features, ``(n, 6)`` in :data:`LOG_ODDS` order."""
     values = {"age": age, "sex": (sex == 1).astype(float), "ldl": ldl, "sbp": sbp}
