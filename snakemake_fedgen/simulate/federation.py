@@ -89,8 +89,8 @@ def _cvd_genetics(
     common = calls[SITE_NAMES[0]].rows
     for s in SITE_NAMES[1:]:
         common = np.intersect1d(common, calls[s].rows)
-    bad = [r for c in calls.values() for k in ("high_missingness", "hwe_failure")
-           for r in c.injected.get(k, [])]  # fmt: skip
+    injected = ("high_missingness", "hwe_failure")
+    bad = [r for c in calls.values() for k in injected for r in c.injected.get(k, [])]
     rows = common[
         in_panel[common]
         & ~gen.is_palindromic(g.ref[common], g.alt[common])
@@ -246,9 +246,13 @@ def build_federation(
         phenos[s] = simulate_phenotypes(cohorts[s], causal, rng=r)
     threshold = assign_cases(phenos)
     major, polygenic = _cvd_genetics(
-        g, causal=causal, calls=calls, in_panel=in_panel, panel_cols=panel_cols,
+        g,
+        causal=causal,
+        calls=calls,
+        in_panel=in_panel,
+        panel_cols=panel_cols,
         rng=streams["polygenic"],
-    )  # fmt: skip
+    )
     clinical_rngs = {
         s: np.random.default_rng(x)
         for s, x in zip(
