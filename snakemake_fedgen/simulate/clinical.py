@@ -92,7 +92,8 @@ class GeneticEffect:
 def genetic_log_odds(cohort: Cohort, effects: list[GeneticEffect]) -> np.ndarray:
     """``(n,)`` sum of ``log_odds * (alt_count - 2 * panel_freq)`` over ``effects``."""
     where = np.searchsorted(cohort.rows, [e.row for e in effects])
-    d = cohort.dosage()[where].astype(float)
+    h = cohort.haps[where]
+    d = (h[:, 0::2] + h[:, 1::2]).astype(float)  # (n_effects, n) true ALT counts
     beta = np.array([e.log_odds for e in effects])
     centre = 2 * np.array([e.panel_freq for e in effects])
     return beta @ (d - centre[:, None])
@@ -119,7 +120,13 @@ class SiteClinical:
 
 
 def design(
-    *, age: np.ndarray, sex: np.ndarray, ldl: np.ndarray, sbp: np.ndarray, smoking, diabetes
+    *,
+    age: np.ndarray,
+    sex: np.ndarray,
+    ldl: np.ndarray,
+    sbp: np.ndarray,
+    smoking: np.ndarray,
+    diabetes: np.ndarray,
 ) -> np.ndarray:
     """The event model's centred, scaled features, ``(n, 6)`` in :data:`LOG_ODDS` order."""
     values = {"age": age, "sex": (sex == 1).astype(float), "ldl": ldl, "sbp": sbp}

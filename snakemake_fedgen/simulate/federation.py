@@ -89,20 +89,26 @@ def _cvd_genetics(
     common = calls[SITE_NAMES[0]].rows
     for s in SITE_NAMES[1:]:
         common = np.intersect1d(common, calls[s].rows)
-    bad = [r for c in calls.values() for k in ("high_missingness", "hwe_failure")
-           for r in c.injected.get(k, [])]  # fmt: skip
+    injected = ("high_missingness", "hwe_failure")
+    bad = [r for c in calls.values() for k in injected for r in c.injected.get(k, [])]
     rows = common[
         in_panel[common]
         & ~gen.is_palindromic(g.ref[common], g.alt[common])
         & ~np.isin(common, [c.row for c in causal])
         & ~np.isin(common, bad)
     ]
-    freq = gen.row_mean(g.haps[rows], panel_cols)
-    rows = rows[np.minimum(freq, 1 - freq) >= POLYGENIC_MIN_MAF]
-    chosen = np.sort(rng.permutation(rows)[:N_POLYGENIC])
 
     def panel_freq(r: np.ndarray) -> np.ndarray:
-        return gen.row_mean(g.haps[r], panel_cols).round(6)
+        # A block of rows at a time: a gather of every candidate row would copy gigabytes at
+        # the genome scale.
+        out = np.empty(r.size)
+        for lo in range(0, r.size, 2048):
+            out[lo : lo + 2048] = g.haps[r[lo : lo + 2048]][:, panel_cols].mean(axis=1)
+        return out.round(6)
+
+    freq = panel_freq(rows)
+    rows = rows[np.minimum(freq, 1 - freq) >= POLYGENIC_MIN_MAF]
+    chosen = np.sort(rng.permutation(rows)[:N_POLYGENIC])
 
     p_bg = panel_freq(chosen)
     background = [
@@ -240,9 +246,13 @@ def build_federation(
         phenos[s] = simulate_phenotypes(cohorts[s], causal, rng=r)
     threshold = assign_cases(phenos)
     major, polygenic = _cvd_genetics(
-        g, causal=causal, calls=calls, in_panel=in_panel, panel_cols=panel_cols,
+        g,
+        causal=causal,
+        calls=calls,
+        in_panel=in_panel,
+        panel_cols=panel_cols,
         rng=streams["polygenic"],
-    )  # fmt: skip
+    )
     clinical_rngs = {
         s: np.random.default_rng(x)
         for s, x in zip(
