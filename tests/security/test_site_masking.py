@@ -250,8 +250,10 @@ def test_node_masking__keys_outside_the_config_are_refused(tmp_path: Path, keys)
 
 
 def test_node_masking__risk_round_sums(make_site, keys, tmp_path):
-    """A risk-model round (named sums, no variant list): the node masks the plain sums, the
-    sum with B's and C's uploads is the plain total, and the round cannot be reused."""
+    """Risk-model round sums are masked by the node and add up to the plain total.
+
+    Named sums need no variant list. The sum with B's and C's uploads is the plain total; the
+    round cannot be reused with other values, nor other rounds' sums be sent in its place."""
     from snakemake_fedgen.risk.sums import SiteSums, add_sums, mask_sums, read_sums, write_sums
 
     private, public = keys
