@@ -153,7 +153,8 @@ def test_backend_parameters__unsupported_are_dropped_with_a_system_warning(site,
 
 
 def test_service_info__storage_lists_exactly_what_the_node_accepts(site, start_node):
-    for hosts, schemes in (([], ["file", "content"]), (["ftp.ebi.ac.uk"], None)):
+    # fedgen-ingress: the caller's own uploads (PUT /fedgen/v1/ingress/<sha256>), on by default.
+    for hosts, schemes in (([], ["file", "content", "fedgen-ingress"]), (["ftp.ebi.ac.uk"], None)):
         state = site.state.with_name(f"state-{len(hosts)}")
         node = start_node(
             state, config=site.config(runtime="host", allowed_input_hosts=hosts, node_id="s")
@@ -164,7 +165,9 @@ def test_service_info__storage_lists_exactly_what_the_node_accepts(site, start_n
             assert info["fedgen"]["storage_schemes"] == schemes
             assert all(s.startswith("file://") for s in storage), storage
         else:
-            assert set(info["fedgen"]["storage_schemes"]) == {"file", "content", "http", "https"}
+            assert set(info["fedgen"]["storage_schemes"]) == {
+                "file", "content", "fedgen-ingress", "http", "https",
+            }  # fmt: skip
             assert {"http://", "https://"} <= set(storage)
         assert site.work.as_uri() in storage
         assert not any(s.startswith(("s3:", "gs:", "ftp:", "drs:")) for s in storage)
