@@ -583,6 +583,15 @@ if RISK["enabled"]:
             )
     if "loso" in RISK["evaluate"] and len(SITES) < 2:
         raise WorkflowError("config risk.evaluate loso needs at least two sites")
+    if not RISK["secure"] or len(SITES) < 3:
+        # The evaluation's risk histograms hold cells of one or two people at any real site:
+        # the airlocks admit them only masked, summed over three or more sites.
+        raise WorkflowError(
+            f"config risk: the evaluation's round sums leave a site only masked by its node "
+            f"among three or more sites (risk.secure: true; the analysis has {len(SITES)}: "
+            f"{', '.join(SITES)}); set risk.secure: true and give each node its "
+            "secure_aggregation_key and peers (docs/risk-prediction.md)"
+        )
 
 
 def get_risk_outputs():
