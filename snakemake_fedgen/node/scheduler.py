@@ -1295,7 +1295,7 @@ class Scheduler:
             request = mask_request(active.doc)
         except ConfigError:
             return policy
-        round_of, kind_of = _sums_labels(f.source)
+        round_of, kind_of, _ = _sums_labels(f.source)
         if request is None or round_of != request.round_id or kind_of in PLAIN_SUMS_KINDS:
             return policy
         return dataclasses.replace(policy, min_cell=1)
@@ -1339,7 +1339,7 @@ class Scheduler:
         if decision.kind == "sums":
             from snakemake_fedgen.risk.sums import mask_sums_at_node  # numpy: this kind only
 
-            round_of, kind_of = _sums_labels(f.source)
+            round_of, kind_of, _ = _sums_labels(f.source)
             if kind_of in PLAIN_SUMS_KINDS:
                 # A site's own report next to the round's sums: plain by design, checked on
                 # its own numbers (as plain sums), and it leaves as it is.
@@ -1718,25 +1718,23 @@ __all__ = ["RESTART_REASON", "Scheduler", "is_disk_full"]
 PLAIN_SUMS_KINDS = frozenset({"risk-eval-site"})
 
 
-def _sums_labels(path: Path) -> tuple[str | None, str | None]:
-    """The round id and kind of a ``fedgen-sums/1`` file (None where unreadable)."""
+def _sums_labels(path: Path) -> tuple[str | None, str | None, bool]:
+    """The round id, the kind and whether it is masked, of a ``fedgen-sums/1`` file (None,
+    None, False where unreadable)."""
     try:
         doc = json.loads(path.read_bytes())
     except (OSError, ValueError):
-        return None, None
+        return None, None, False
     if not isinstance(doc, dict):
-        return None, None
-    return str(doc.get("round")), str(doc.get("kind"))
+        return None, None, False
+    return str(doc.get("round")), str(doc.get("kind")), "masked" in doc
 
 
 def _masked_round(path: Path, kind: str) -> str | None:
     """The round id of a masked upload of ``kind`` (aggregates or sums); None if plain."""
     if kind == "sums":
-        try:
-            doc = json.loads(path.read_bytes())
-        except (OSError, ValueError):
-            return None
-        return str(doc["round"]) if isinstance(doc, dict) and "masked" in doc else None
+        round_of, _, masked = _sums_labels(path)
+        return round_of if masked else None
     from snakemake_fedgen.exact.secure import masked_round  # numpy: this kind only
 
     return masked_round(path)
