@@ -496,38 +496,15 @@ def _models(text: str | None) -> list[str] | None:
 
 
 def _ship(sums, args: argparse.Namespace) -> str:
-    """Mask ``sums`` when the key arguments are given, write it to ``args.out``."""
-    from snakemake_fedgen.risk.sums import write_sums
+    """Mask ``sums`` when the key arguments are given (as the model's steps do), write it to
+    ``args.out``."""
+    from snakemake_fedgen.risk.sums import mask_with_ledger, write_sums
 
-    given = [args.key is not None, args.registry is not None, args.participants is not None]
-    if any(given) and not all(given):
-        from snakemake_executor_plugin_fedgen.errors import ConfigError
-
-        raise ConfigError("masking needs --key, --registry and --participants together")
-    if all(given):
-        from snakemake_executor_plugin_fedgen.sites import load_registry
-
-        from snakemake_fedgen.exact.secure import load_private_key
-        from snakemake_fedgen.risk.evaluate import mask_upload
-
-        registry = load_registry(args.registry)
-        wanted = set(_models(args.participants) or [])
-        unknown = sorted(wanted - set(registry.sites))
-        if unknown:
-            from snakemake_executor_plugin_fedgen.errors import ConfigError
-
-            raise ConfigError(
-                f"participant(s) {', '.join(unknown)} are not in {args.registry} "
-                f"({', '.join(registry.sites)})"
-            )
-        order = [s for s in registry.sites if s in wanted]  # registry order at every site
-        public = {name: s.public_key_x25519 or "" for name, s in registry.sites.items()}
-        sums = mask_upload(
-            sums,
-            private_key=load_private_key(args.key),
-            public_keys=public,
-            participants=order,
-            ledger=args.ledger or args.key.with_name(args.key.name + ".rounds"),
+    mask = _masking(args, None)
+    if mask is not None:
+        key, public, participants, ledger = mask
+        sums = mask_with_ledger(
+            sums, private_key=key, public_keys=public, participants=participants, ledger=ledger
         )
     write_sums(sums, args.out)
     return f"masked for {','.join(sums.participants)}" if sums.masked else "plain"
