@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from snakemake_fedgen.cli import main
 from snakemake_fedgen.exact import secure
+from snakemake_fedgen.exact.sums import add_sums, write_sums
 from snakemake_fedgen.risk.model import (
     SiteTable,
     fit_federated,
@@ -39,7 +40,6 @@ from snakemake_fedgen.risk.model import (
     site_moments,
     site_terms,
 )
-from snakemake_fedgen.risk.sums import add_sums, write_sums
 
 FEATURES = ("score", "age", "sex", "ldl", "sbp", "smoking", "diabetes")
 SITES = ("A", "B", "C")

@@ -219,8 +219,8 @@ def _masking(args: argparse.Namespace, default_participants: list[str] | None):
 
 
 def _upload(args: argparse.Namespace, sums, mask) -> None:
+    from snakemake_fedgen.exact.sums import write_sums
     from snakemake_fedgen.risk.model import mask_upload
-    from snakemake_fedgen.risk.sums import write_sums
 
     if mask is not None:
         key, public, participants, ledger = mask
@@ -251,8 +251,8 @@ def _run_moments(args: argparse.Namespace) -> int:
 
 
 def _run_init(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.exact.sums import add_sums, read_sums
     from snakemake_fedgen.risk.model import init_state, write_state
-    from snakemake_fedgen.risk.sums import add_sums, read_sums
 
     uploads = [read_sums(p) for p in args.moments]
     masked = uploads[0].masked
@@ -303,8 +303,8 @@ def _run_terms(args: argparse.Namespace) -> int:
 
 
 def _run_step(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.exact.sums import read_sums
     from snakemake_fedgen.risk.model import newton_step, read_state, sum_terms, write_state
-    from snakemake_fedgen.risk.sums import read_sums
 
     state = read_state(args.state)
     nxt = newton_step(state, sum_terms(state, [read_sums(p) for p in args.terms]))
@@ -498,7 +498,7 @@ def _models(text: str | None) -> list[str] | None:
 def _ship(sums, args: argparse.Namespace) -> str:
     """Mask ``sums`` when the key arguments are given (as the model's steps do), write it to
     ``args.out``."""
-    from snakemake_fedgen.risk.sums import mask_with_ledger, write_sums
+    from snakemake_fedgen.exact.sums import mask_with_ledger, write_sums
 
     mask = _masking(args, None)
     if mask is not None:
@@ -511,6 +511,7 @@ def _ship(sums, args: argparse.Namespace) -> str:
 
 
 def _run_eval_counts(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.exact.sums import write_sums
     from snakemake_fedgen.risk.evaluate import (
         BinSpec,
         EvalDesign,
@@ -518,7 +519,6 @@ def _run_eval_counts(args: argparse.Namespace) -> int:
         read_predictions,
         site_metrics,
     )
-    from snakemake_fedgen.risk.sums import write_sums
 
     pred = read_predictions(
         args.predictions,
@@ -562,8 +562,8 @@ def _run_eval_counts(args: argparse.Namespace) -> int:
 
 
 def _run_eval_summary(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.exact.sums import add_sums, read_sums
     from snakemake_fedgen.risk.evaluate import summarise_counts, write_summary
-    from snakemake_fedgen.risk.sums import add_sums, read_sums
 
     summary = summarise_counts(add_sums([read_sums(p) for p in args.counts]))
     write_summary(summary, args.out)
@@ -596,8 +596,8 @@ def _run_eval_placements(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.exact.sums import add_sums, read_sums
     from snakemake_fedgen.risk.evaluate import evaluate, write_evaluation
-    from snakemake_fedgen.risk.sums import add_sums, read_sums
 
     result = evaluate(
         add_sums([read_sums(p) for p in args.counts]),

@@ -1337,7 +1337,7 @@ class Scheduler:
             )
         masked = f.source.with_name(f.source.name + ".masked")
         if decision.kind == "sums":
-            from snakemake_fedgen.risk.sums import mask_sums_at_node  # numpy: this kind only
+            from snakemake_fedgen.exact.sums import mask_sums_at_node  # numpy: this kind only
 
             round_of, kind_of, _ = _sums_labels(f.source)
             if kind_of in PLAIN_SUMS_KINDS:

@@ -1,9 +1,9 @@
 """Federated evaluation of risk predictions: discrimination, calibration, reclassification.
 
 Each site holds a predictions table (ID, observed outcome, one predicted probability per model);
-it never leaves. Every site->centre message is a :class:`~snakemake_fedgen.risk.sums.SiteSums`
+it never leaves. Every site->centre message is a :class:`~snakemake_fedgen.exact.sums.SiteSums`
 (plain, or masked under the project's pairwise masks so that only the sum over all sites can be
-read); the centre adds them with :func:`~snakemake_fedgen.risk.sums.add_sums`.
+read); the centre adds them with :func:`~snakemake_fedgen.exact.sums.add_sums`.
 
 Round 1 (:func:`count_sums`, at each site): per model, histogram counts of the predicted risk in
 fixed public bins (equal width on the logit scale, clamped), separately for cases and non-cases;
@@ -55,7 +55,7 @@ import numpy as np
 from snakemake_executor_plugin_fedgen.errors import ConfigError, SiteDataError
 from snakemake_executor_plugin_fedgen.fileio import atomic_write
 
-from snakemake_fedgen.risk.sums import SiteSums, add_sums, mask_with_ledger
+from snakemake_fedgen.exact.sums import SiteSums, add_sums, mask_with_ledger
 
 __all__ = [
     "DEFAULT_CUTOFFS",
@@ -1120,7 +1120,7 @@ def run_federated_evaluation(
     With ``out_dir`` every upload goes through its file (written and read back, as between a
     site and the centre), and ``result['transfer']`` reports bytes per upload and wall times.
     """
-    from snakemake_fedgen.risk.sums import read_sums, write_sums
+    from snakemake_fedgen.exact.sums import read_sums, write_sums
 
     sites = tuple(predictions)
     masked = private_keys is not None

@@ -10,7 +10,7 @@ SD, ``n - 1``). The centre maximises the penalised log-likelihood::
 regression; with ``lambda > 0`` it is exactly sklearn's ``LogisticRegression(penalty='l2',
 C=1/lambda)`` on the standardised features (sklearn minimises ``C * sum loss + ||w||^2 / 2``).
 
-Every site->centre message is a :class:`~snakemake_fedgen.risk.sums.SiteSums` (plain or masked):
+Every site->centre message is a :class:`~snakemake_fedgen.exact.sums.SiteSums` (plain or masked):
 
 1. :func:`site_moments` (site): ``n``, ``n_cases``, ``n_dropped``, per feature ``sum x`` and
    ``sum x^2``; :func:`init_state` (centre) turns their sum into the initial *state*.
@@ -56,9 +56,9 @@ from snakemake_executor_plugin_fedgen.errors import (
 from snakemake_executor_plugin_fedgen.fileio import atomic_write
 
 from snakemake_fedgen import __version__
+from snakemake_fedgen.exact import sums as sums_format
 from snakemake_fedgen.exact.aggregates import MISSING_TOKENS, _from_triu, _triu
-from snakemake_fedgen.risk import sums as sums_format
-from snakemake_fedgen.risk.sums import SiteSums, add_sums, mask_with_ledger
+from snakemake_fedgen.exact.sums import SiteSums, add_sums, mask_with_ledger
 
 __all__ = [
     "MODEL_FORMAT",

@@ -9,7 +9,7 @@ import pytest
 
 from snakemake_fedgen.egress.airlock.gate import inspect
 from snakemake_fedgen.egress.airlock.policy import AirlockPolicy
-from snakemake_fedgen.risk.sums import SiteSums, write_sums
+from snakemake_fedgen.exact.sums import SiteSums, write_sums
 
 POLICY = AirlockPolicy(min_n=50, min_cell=5, min_cases=10)
 

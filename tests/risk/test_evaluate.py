@@ -22,6 +22,7 @@ from snakemake_executor_plugin_fedgen.errors import SecureAggregationError, Site
 
 from snakemake_fedgen.cli import main
 from snakemake_fedgen.exact import secure
+from snakemake_fedgen.exact.sums import add_sums, read_sums
 from snakemake_fedgen.risk.evaluate import (
     BinSpec,
     EvalDesign,
@@ -35,7 +36,6 @@ from snakemake_fedgen.risk.evaluate import (
     summarise_counts,
     write_summary,
 )
-from snakemake_fedgen.risk.sums import add_sums, read_sums
 
 SITES = ("A", "B", "C")
 MODELS = ("clinical", "clinical_pgs")

@@ -26,6 +26,7 @@ from snakemake_executor_plugin_fedgen.errors import (
 
 from snakemake_fedgen.cli import main
 from snakemake_fedgen.exact import secure
+from snakemake_fedgen.exact.sums import add_sums
 from snakemake_fedgen.risk.model import (
     _digest,
     finish_model,
@@ -41,7 +42,6 @@ from snakemake_fedgen.risk.model import (
     sum_terms,
     write_state,
 )
-from snakemake_fedgen.risk.sums import add_sums
 
 SITES = ("A", "B", "C")
 FEATURES = ("SCORE1_AVG", "age", "sex", "ldl", "sbp", "smoking", "diabetes")

@@ -254,7 +254,7 @@ def test_node_masking__risk_round_sums(make_site, keys, tmp_path):
 
     Named sums need no variant list. The sum with B's and C's uploads is the plain total; the
     round cannot be reused with other values, nor other rounds' sums be sent in its place."""
-    from snakemake_fedgen.risk.sums import SiteSums, add_sums, mask_sums, read_sums, write_sums
+    from snakemake_fedgen.exact.sums import SiteSums, add_sums, mask_sums, read_sums, write_sums
 
     private, public = keys
     site = make_site()

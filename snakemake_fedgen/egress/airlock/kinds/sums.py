@@ -1,6 +1,6 @@
 """The ``sums`` kind: a site's named sums for one round of the risk model (``*.sums.json``).
 
-The format is ``fedgen-sums/1`` (:mod:`snakemake_fedgen.risk.sums` writes and reads it). Every
+The format is ``fedgen-sums/1`` (:mod:`snakemake_fedgen.exact.sums` writes and reads it). Every
 entry is a sum over the site's people; the airlock checks, from the file's own numbers:
 
 - the labels: ``kind`` is ``risk.<step>``, every entry name and the round id are short machine

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from snakemake_executor_plugin_fedgen.errors import SecureAggregationError
 
 from snakemake_fedgen.exact import secure
-from snakemake_fedgen.risk.sums import SiteSums, add_sums, mask_sums, read_sums, write_sums
+from snakemake_fedgen.exact.sums import SiteSums, add_sums, mask_sums, read_sums, write_sums
 
 SITES = ("A", "B", "C")
 
