@@ -17,6 +17,18 @@ At the centre::
 The solve also writes ``pooled.unsolved.tsv`` (``--unsolved``): how many variants were seen at
 any site, solved, and not solved because absent at some site (per site for plain aggregates) or
 singular.
+
+Binary traits (pooled logistic regression by federated Newton-Raphson rounds,
+:mod:`snakemake_fedgen.exact.logistic`)::
+
+    fedgen exact logit-init --round r1.bt --sites A,B,C --out state.0.json       # centre
+    fedgen exact logit-terms --pfile imputed --pheno pheno.tsv --pheno-name bt \
+        --covar-name age,sex --site B --sites A,B,C --variants panel.tsv \
+        --state state.0.json --out B.terms.1.sums.json                           # each site
+    fedgen exact logit-step --state state.0.json --terms *.terms.1.sums.json \
+        --out state.1.json                                                       # centre
+    ...  (until the state says stopped)
+    fedgen exact logit-finish --state state.6.json --out bt.tsv.gz               # centre
 """
 
 from __future__ import annotations
@@ -91,6 +103,52 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--manhattan", type=Path, default=None, help="also draw a Manhattan plot (PNG)")
     p.add_argument("--qq", type=Path, default=None, help="also draw a QQ plot (PNG)")
     p.set_defaults(_exact=_run_solve)
+
+    p = sub.add_parser("logit-init", help="centre: the state before a binary trait's first round")
+    p.add_argument("--round", required=True, dest="round_id", help="fresh round id (per trait)")
+    p.add_argument("--sites", required=True, help="the sites of every round, in registry order")
+    p.add_argument("--max-iter", type=int, default=25, help="most Newton rounds")
+    p.add_argument("--tol", type=float, default=1e-10, help="relative step that ends a variant")
+    p.add_argument("--out", required=True, type=Path, help="state file to write")
+    p.set_defaults(_exact=_run_logit_init)
+
+    p = sub.add_parser(
+        "logit-terms", help="site: per-variant Newton terms at the state's coefficients"
+    )
+    p.add_argument("--pfile", required=True, help="PLINK 2 fileset prefix (.pgen/.pvar/.psam)")
+    p.add_argument("--pheno", required=True, type=Path, help="plink2-style phenotype table")
+    p.add_argument("--pheno-name", required=True, help="case/control column (1/2, 0/-9/NA)")
+    p.add_argument("--covar", type=Path, default=None, help="covariate table (default: --pheno)")
+    p.add_argument("--covar-name", default="", help="comma-separated shared covariates")
+    p.add_argument(
+        "--site-covar-name", default="none", help="covariates with a slope per site (or none)"
+    )
+    p.add_argument("--site", required=True, help="this site's name in the registry")
+    p.add_argument("--sites", required=True, help="global site order, comma-separated")
+    p.add_argument(
+        "--variants", required=True, type=Path, help="the shared public variant list (panel)"
+    )
+    p.add_argument("--state", required=True, type=Path, help="the centre's current state")
+    p.add_argument("--min-n", type=int, default=50, help="refuse below this many samples")
+    p.add_argument("--min-mac", type=float, default=10.0, help="withhold variants below this MAC")
+    p.add_argument("--out", required=True, type=Path, help="plain sums (.sums.json) to write")
+    p.set_defaults(_exact=_run_logit_terms)
+
+    p = sub.add_parser("logit-step", help="centre: add a round's uploads and take Newton steps")
+    p.add_argument("--state", required=True, type=Path, help="the state the round started from")
+    p.add_argument("--terms", required=True, nargs="+", type=Path, help="every site's upload")
+    p.add_argument("--out", required=True, type=Path, help="next state to write")
+    p.set_defaults(_exact=_run_logit_step)
+
+    p = sub.add_parser("logit-finish", help="centre: results of a final state")
+    p.add_argument("--state", required=True, type=Path, help="the final (stopped) state")
+    p.add_argument("--out", required=True, type=Path, help="results table (TSV)")
+    p.add_argument(
+        "--unsolved", type=Path, default=None, help="counts of variants not solved, by reason"
+    )
+    p.add_argument("--manhattan", type=Path, default=None, help="also draw a Manhattan plot (PNG)")
+    p.add_argument("--qq", type=Path, default=None, help="also draw a QQ plot (PNG)")
+    p.set_defaults(_exact=_run_logit_finish)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -214,13 +272,101 @@ def _run_solve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_logit_init(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.exact.logistic import init_state, write_state
+
+    state = init_state(
+        round_id=args.round_id, sites=_names(args.sites), max_iter=args.max_iter, tol=args.tol
+    )
+    write_state(state, args.out)
+    print(f"round {args.round_id}: initial state -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def _run_logit_terms(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.exact.aggregates import read_variant_table
+    from snakemake_fedgen.exact.logistic import LogisticSite, read_state, site_round_terms
+    from snakemake_fedgen.exact.sums import write_sums
+
+    state = read_state(args.state)
+    site = LogisticSite.load(
+        args.pfile,
+        args.pheno,
+        pheno_name=args.pheno_name,
+        site=args.site,
+        sites=_names(args.sites),
+        covar=args.covar,
+        covar_names=_names(args.covar_name),
+        site_covar_names=_names(args.site_covar_name),
+        min_n=args.min_n,
+        min_mac=args.min_mac,
+    )
+    sums, counts = site_round_terms(site, state, read_variant_table(args.variants))
+    write_sums(sums, args.out)
+    print(
+        f"site {args.site}: round {sums.round_id}: n={len(site.y)} ({int(site.y.sum())} cases); "
+        f"{counts['sent']} of {counts['layout']} panel variants sent, "
+        f"{counts['withheld_mac']} withheld (min_mac={args.min_mac:g}), "
+        f"{counts['refused_steep']} refused (linear predictor beyond the bound), "
+        f"{counts['not_on_layout']} of the site's variants not on the panel -> {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _run_logit_step(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.exact.logistic import centre_step, read_state, write_state
+    from snakemake_fedgen.exact.sums import read_sums
+
+    state = read_state(args.state)
+    new = centre_step(state, [read_sums(p) for p in args.terms])
+    write_state(new, args.out)
+    moving = sum(1 for d in new["done"] if not d)
+    print(
+        f"round {new['round']}.it{new['iteration']}: n={new['n']}, {moving} of "
+        f"{len(new['done'])} variants still moving"
+        + ("; stopped" if new["stopped"] else "")
+        + f" -> {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _run_logit_finish(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.exact.aggregates import atomic_write_text
+    from snakemake_fedgen.exact.logistic import read_state, state_result
+    from snakemake_fedgen.exact.solve import write_results
+
+    state = read_state(args.state)
+    result, counts = state_result(state)
+    note = (
+        f"exact-logistic (Wald z in t_statistic) round {state['round']} over sites "
+        f"{','.join(state['sites'])}, {state['iteration']} Newton rounds"
+    )
+    write_results(result, args.out, note=note, method="exact-logistic")
+    unsolved = args.unsolved or _unsolved_path(args.out)
+    atomic_write_text(
+        unsolved,
+        ["status\tvariants", *(f"{k}\t{v}" for k, v in counts.items())],
+    )
+    if args.manhattan or args.qq:
+        _plots(result, manhattan=args.manhattan, qq=args.qq, model="logistic")
+    print(
+        f"pooled n={result.n}: {counts['solved']} of {counts['seen']} variants solved, "
+        f"{counts['not_usable']} not usable (absent or withheld at a site, or singular), "
+        f"{counts['not_converged']} not converged -> {args.out}, {unsolved}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _unsolved_path(out: Path) -> Path:
     """``results/exact/qt.tsv.gz`` -> ``results/exact/qt.unsolved.tsv``."""
     name = out.name.removesuffix(".gz").removesuffix(".tsv")
     return out.with_name(f"{name}.unsolved.tsv")
 
 
-def _plots(result, *, manhattan: Path | None, qq: Path | None) -> None:
+def _plots(result, *, manhattan: Path | None, qq: Path | None, model: str = "linear") -> None:
     """Manhattan/QQ plots of the pooled fit with the meta-analysis' plotting code."""
     import numpy as np
 
@@ -236,7 +382,7 @@ def _plots(result, *, manhattan: Path | None, qq: Path | None) -> None:
             chrom=chrom,
             pos=pos,
             neg_log10_p=mlog10p,
-            title=f"Exact pooled linear regression (n={result.n})",
+            title=f"Exact pooled {model} regression (n={result.n})",
         )
     if qq is not None:
         # Genomic inflation from the t statistics (t^2 ~ chi^2_1 for large df).

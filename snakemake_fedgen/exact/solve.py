@@ -361,11 +361,19 @@ def _num(value: float) -> str:
     return "NA" if not math.isfinite(value) else repr(float(value))
 
 
-def write_results(result: PooledResult, path, *, note: str = "") -> None:
-    """Write pooled results as a GWAS-SSF-style TSV (atomically)."""
+def write_results(
+    result: PooledResult, path, *, note: str = "", method: str = "exact-linear"
+) -> None:
+    """Write pooled results as a GWAS-SSF-style TSV (atomically).
+
+    ``method`` ``exact-logistic``: ``beta`` is a log odds ratio and ``t_statistic`` the Wald z.
+    """
 
     def lines() -> Iterator[str]:
-        yield f"## fedgen exact-linear: columns {','.join(result.columns_used)}; df={result.df}"
+        if method == "exact-linear":
+            yield f"## fedgen exact-linear: columns {','.join(result.columns_used)}; df={result.df}"
+        else:
+            yield f"## fedgen {method}: log odds ratios; t_statistic is the Wald z"
         if note:
             yield f"## {note}"
         yield "\t".join(RESULT_COLUMNS)

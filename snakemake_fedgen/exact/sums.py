@@ -1,7 +1,8 @@
 """Named sums a site sends to the centre, plain or masked, and their addition at the centre.
 
 Every site step of the risk model (standardisation moments, Newton terms, evaluation counts)
-returns a short vector of sums over its people. :class:`SiteSums` carries that vector with the
+and of exact mode's logistic rounds (per-variant Newton terms, :mod:`.logistic`) returns a
+vector of sums over its people. :class:`SiteSums` carries that vector with the
 names of its entries; :func:`mask_sums` hides it under the project's pairwise masks
 (:mod:`snakemake_fedgen.exact.secure`, a fresh ``round_id`` per use) so that only the sum over
 all participants can be read; :func:`add_sums` adds the uploads of one round and refuses
@@ -9,7 +10,8 @@ uploads of different rounds, names or participants, and a round with a site miss
 
 The file is JSON (``fedgen-sums/1``): ``site``, ``round``, ``kind``, ``names``, and either
 ``values`` (plain floats) or ``masked`` (ring elements as 32 hex digits) with
-``participants``, ``frac_bits`` and ``context``.
+``participants``, ``frac_bits`` and ``context``; optionally ``rows``, the public labels (variant
+keys) of per-row entries named ``v<row>.<term>``.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class SiteSums:
     frac_bits: int = FRAC_BITS
     context: str = ""
     meta: dict[str, str] = field(default_factory=dict)
+    rows: tuple[str, ...] = ()
 
     @property
     def masked(self) -> bool:
@@ -83,8 +86,8 @@ class SiteSums:
         return dict(zip(self.names, (float(v) for v in self.values), strict=True))
 
 
-def _context(kind: str, names: Sequence[str], round_id: str) -> str:
-    digest = hashlib.sha256("\0".join(names).encode()).hexdigest()[:16]
+def _context(kind: str, names: Sequence[str], round_id: str, rows: Sequence[str] = ()) -> str:
+    digest = hashlib.sha256("\0".join([*names, *rows]).encode()).hexdigest()[:16]
     return f"{kind}\0{round_id}\0{len(names)}\0{digest}"
 
 
@@ -120,7 +123,7 @@ def mask_sums(
             f"site {sums.site}: {name} = {big.max():.3g} does not fit the masking ring "
             f"(|value| < 2^(126-{frac_bits})/participants = {limit:.3g}); rescale the feature"
         )
-    context = _context(sums.kind, sums.names, sums.round_id)
+    context = _context(sums.kind, sums.names, sums.round_id, sums.rows)
     words = secure.mask_vector(
         secure.encode(np.asarray(sums.values, dtype=np.float64), frac_bits),
         private_key=private_key,
@@ -140,6 +143,7 @@ def mask_sums(
         frac_bits=frac_bits,
         context=context,
         meta=dict(sums.meta),
+        rows=sums.rows,
     )
 
 
@@ -156,7 +160,7 @@ def mask_with_ledger(
     before is refused, since the two uploads' difference would have no mask left in it."""
     assert sums.values is not None
     h = hashlib.sha256()
-    h.update("\0".join([sums.kind, *sums.names, *participants]).encode())
+    h.update("\0".join([sums.kind, *sums.names, *sums.rows, *participants]).encode())
     h.update(np.asarray(sums.values, dtype="<f8").tobytes())
     secure._ledger_check(ledger, sums.round_id, f"{sums.kind}:{h.hexdigest()}")
     return mask_sums(
@@ -177,7 +181,7 @@ def add_sums(uploads: Sequence[SiteSums]) -> SiteSums:
         raise SecureAggregationError("no uploads to add")
     first = uploads[0]
     for up in uploads:
-        for attr in ("round_id", "kind", "names", "participants", "context", "frac_bits"):
+        for attr in ("round_id", "kind", "names", "rows", "participants", "context", "frac_bits"):
             if getattr(up, attr) != getattr(first, attr):
                 raise SecureAggregationError(
                     f"site {up.site} uploaded {attr}={getattr(up, attr)!r} but site "
@@ -212,6 +216,7 @@ def add_sums(uploads: Sequence[SiteSums]) -> SiteSums:
         names=first.names,
         values=np.asarray(values, dtype=np.float64),
         meta={**first.meta, "sites_summed": ",".join(got)},
+        rows=first.rows,
     )
 
 
@@ -225,6 +230,8 @@ def write_sums(sums: SiteSums, path: Path) -> None:
         "names": list(sums.names),
         "meta": sums.meta,
     }
+    if sums.rows:
+        doc["rows"] = list(sums.rows)
     if sums.masked:
         assert sums.words is not None
         doc |= {
@@ -259,6 +266,7 @@ def read_sums(path: Path) -> SiteSums:
             "kind": str(doc["kind"]),
             "names": names,
             "meta": {str(k): str(v) for k, v in doc.get("meta", {}).items()},
+            "rows": tuple(str(r) for r in doc.get("rows", ())),
         }
         if "masked" in doc:
             words = secure.words_from_hex(doc["masked"], f"{path}: masked")

@@ -3,8 +3,10 @@
 The format is ``fedgen-sums/1`` (:mod:`snakemake_fedgen.exact.sums` writes and reads it). Every
 entry is a sum over the site's people; the airlock checks, from the file's own numbers:
 
-- the labels: ``kind`` is ``risk.<step>``, every entry name and the round id are short machine
-  tokens (no free text that could carry an identifier), at most :data:`MAX_ENTRIES` entries;
+- the labels: ``kind`` is ``risk.<step>`` or ``exact.<step>``, every entry name and the round id
+  are short machine tokens (no free text that could carry an identifier), at most
+  :data:`MAX_ENTRIES` entries; ``rows`` (exact logistic rounds) are variant keys
+  ``chrom:pos:ref:alt`` (public facts of the panel) and entries ``v<row>.<term>`` name one;
 - plain values: finite numbers; an entry ``n`` (people summed) with ``n >= min_n``; with an
   entry ``n_cases``, at least ``min_cases`` cases and as many non-cases; every entry named
   as a count of people (``count:...``, a last part ``n``, ``obs``, ``up`` or ``down``, or a
@@ -39,16 +41,20 @@ __all__ = ["FORMAT", "KIND", "MAX_ENTRIES", "SUFFIX", "check_sums", "is_count"]
 
 FORMAT = "fedgen-sums/1"
 SUFFIX = ".sums.json"
-#: Most entries one file may hold (a risk histogram of a few models x bins, with room).
-MAX_ENTRIES = 200_000
+#: Most entries one file may hold (an exact logistic round: ~80 Newton terms for each of a
+#: few thousand variants; a risk histogram of a few models x bins is far below).
+MAX_ENTRIES = 1_000_000
 #: Largest file read (JSON is parsed whole; this bounds memory whatever the file holds).
-MAX_BYTES = 64 * 1024 * 1024
-KIND_RE = re.compile(r"^risk[.\-][a-z0-9_.\-]{1,40}$")
+MAX_BYTES = 128 * 1024 * 1024
+KIND_RE = re.compile(r"^(risk|exact)[.\-][a-z0-9_.\-]{1,40}$")
+#: Row labels: variant keys chrom:pos:ref:alt.
+ROW_RE = re.compile(r"^[A-Za-z0-9_.]{1,40}:[0-9]{1,10}:[ACGTNacgtn*]{1,100}:[ACGTNacgtn*]{1,100}$")
+_ROW_ENTRY_RE = re.compile(r"^v([0-9]{1,9})\.")
 #: Entry names: machine tokens (a feature, a model, a bin number), never free text.
 ENTRY_RE = re.compile(r"^[A-Za-z0-9_.:+\-]{1,80}$")
 _TOP_KEYS = frozenset(
     {"format", "site", "round", "kind", "names", "meta", "values", "masked", "participants",
-     "frac_bits", "context"}
+     "frac_bits", "context", "rows"}
 )  # fmt: skip
 
 
@@ -115,6 +121,15 @@ def check_sums(doc: object, policy: AirlockPolicy) -> tuple[bool, str]:
             )
     if len(set(names)) != len(names):
         return False, "key 'names': an entry name repeats"
+    rows = doc.get("rows", [])
+    if not isinstance(rows, list) or len(rows) > MAX_ENTRIES:
+        return False, f"key 'rows': a list of at most {MAX_ENTRIES} variant keys"
+    for i, row in enumerate(rows):
+        if not isinstance(row, str) or not ROW_RE.match(row):
+            return False, f"rows[{i}]: {str(row)[:40]!r} is not a variant key chrom:pos:ref:alt"
+    for name in names if rows else ():
+        if (m := _ROW_ENTRY_RE.match(name)) and int(m.group(1)) >= len(rows):
+            return False, f"entry {name!r} names row {m.group(1)} of {len(rows)} rows"
     if "masked" in doc:
         return _check_masked(doc, names, policy)
     values = doc.get("values")
