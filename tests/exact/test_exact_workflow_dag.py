@@ -222,3 +222,26 @@ def test_workflow_dag__pcs_zero_and_no_covariates(registry: Path, tmp_path: Path
     assert "--columns none --pcs 0" in cov
     # The panel PCA still runs: the heterozygosity check uses its PCs (qc.het_pcs).
     assert _jobs(proc.stdout)["qc_project_pcs"] == 3
+
+
+def test_workflow_dag__binary_logistic_runs_rounds_as_checkpoints(registry: Path, tmp_path: Path):
+    proc = _dry_run(tmp_path / "w", registry, "method: exact-linear\nexact:\n  binary: logistic\n")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    jobs = _jobs(proc.stdout)
+    # Nothing is meta-analysed: qt by aggregates, bt by Newton rounds whose number the
+    # checkpoints decide (the dry run plans the first state only).
+    assert "meta_analysis" not in jobs and "sumstats_export" not in jobs
+    assert jobs["exact_aggregate"] == 3 and jobs["exact_logit_init"] == 1
+    assert "results/exact/bt/logit/state.0.json" in proc.stdout
+    (init,) = _commands(proc.stdout, "fedgen exact logit-init")
+    assert "--round plain.bt.logit --sites A,B,C --max-iter 25 --tol 1e-10" in init
+
+
+def test_workflow_dag__binary_logistic_with_task_masking_is_refused(registry: Path, tmp_path: Path):
+    config = (
+        "method: exact-linear\nexact:\n  binary: logistic\n  secure: true\n  round: r1\n"
+        "  mask_at: task\n"
+    )
+    proc = _dry_run(tmp_path / "w", registry, config)
+    assert proc.returncode != 0
+    assert "exact.mask_at: node" in proc.stderr + proc.stdout

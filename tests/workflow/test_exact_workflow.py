@@ -11,7 +11,10 @@ same design (shared age and sex, one slope per site for each site's own PCs, sit
 The same federation then reruns the exact targets with ``exact.secure: true``: each site's node
 masks the plain aggregates its task hands over with the site's X25519 key and the peers' pinned
 keys (no task sees a key), only the masked upload leaves the site, and the centre's sum gives
-the plain result.
+the plain result. That run also fits the binary trait with ``exact.binary: logistic``: federated
+Newton-Raphson rounds through TES, each round's per-variant terms masked by the nodes, the
+coefficients handed to the sites through the nodes' ingress; compared with pooled
+``plink2 --glm no-firth``.
 """
 
 from __future__ import annotations
@@ -42,7 +45,10 @@ SEED = 7
 SITES = ("A", "B", "C")
 PCS = 5
 TARGETS = ("results/exact/qt.tsv.gz", "results/exact/qt.top_hits.tsv")
-SECURE_CONFIG = "method: exact-linear\nexact:\n  secure: true\n  round: e2e-test.1\n"
+LOGIT_TARGETS = ("results/exact/bt.tsv.gz", "results/exact/bt.top_hits.tsv")
+SECURE_CONFIG = (
+    "method: exact-linear\nexact:\n  secure: true\n  round: e2e-test.1\n  binary: logistic\n"
+)
 # plink2 2.00a3.5 prints BETA and SE with 6 significant digits: half a unit in the 6th digit.
 PRINT_REL = 5.0001e-6
 
@@ -58,6 +64,7 @@ class Run:
     plain: Path  # results/exact/qt.tsv.gz of the plain run
     secure: Path  # the same from the secure-aggregation run
     audit_lines: dict[str, int]  # audit log length of each node after the plain run
+    logit: Path  # results/exact/bt.tsv.gz: the binary trait's exact logistic fit (secure run)
 
     def site_file(self, path: str) -> Path:
         """The site-side file behind a reference on the coordinator (the site admin's view)."""
@@ -68,13 +75,13 @@ class Run:
         return held_file(ref.url, roots)
 
 
-def _command(work: Path, *configfiles: Path) -> list[str]:
+def _command(work: Path, *configfiles: Path, targets: tuple[str, ...] = TARGETS) -> list[str]:
     cmd = demo.snakemake_command(work, extra_config=["method=exact-linear"])
     # Targets go before --config, which takes every following word as a key=value pair; a
     # second --configfile replaces the first, so the workflow's own config is named again.
     at = cmd.index("--config")
     extra = ["--configfile", str(demo.CONFIGFILE), *map(str, configfiles)] if configfiles else []
-    return [*cmd[:at], *TARGETS, *extra, *cmd[at:]]
+    return [*cmd[:at], *targets, *extra, *cmd[at:]]
 
 
 def _site_keys(keys: Path) -> dict[str, Path]:
@@ -108,10 +115,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             for s in SITES
         }
         demo.run_snakemake(
-            _command(work, secure_config), env=env, log_path=out / "secure.log", show=False
+            _command(work, secure_config, targets=TARGETS + LOGIT_TARGETS),
+            env=env,
+            log_path=out / "secure.log",
+            show=False,
         )
         secure = shutil.copy(result, out / "secure.qt.tsv.gz")
-    yield Run(out, data, work, truth, Path(plain), Path(secure), audit_lines)
+    logit = work / "results" / "exact" / "bt.tsv.gz"
+    yield Run(out, data, work, truth, Path(plain), Path(secure), audit_lines, logit)
 
 
 def _pvar_ids(path: Path) -> list[str]:
@@ -314,22 +325,38 @@ def _airlock(run: Run, site: str) -> tuple[list[tuple], list[tuple]]:
     return [d for i, d in decisions if i < cut], [d for i, d in decisions if i >= cut]
 
 
+def _logit_rounds(run: Run) -> int:
+    return len(list((run.work / "results/exact/bt/logit").glob("state.*.json"))) - 1
+
+
 def test_exact_workflow__only_aggregates_passed_the_airlock(run: Run):
+    rounds = _logit_rounds(run)
+    assert 3 <= rounds <= 25
+    logit = [f"bt.logit.{it}.sums.json" for it in range(1, rounds + 1)]
     for site in SITES:
         plain, secure = _airlock(run, site)
         sumstats = f"/fedgen/work/results/sumstats/{site}"
         assert plain == [(f"{sumstats}/qt.aggregates.tsv.gz", "aggregates", True)]
-        # With secure aggregation only the masked upload left; the plain table stayed.
-        assert secure == [(f"{sumstats}/qt.aggregates.masked.tsv", "aggregates", True)]
+        # With secure aggregation only the masked upload left; the plain table stayed. Each
+        # Newton round of the binary trait sent one (node-masked) sums file.
+        assert sorted(secure) == sorted(
+            [
+                (f"{sumstats}/qt.aggregates.masked.tsv", "aggregates", True),
+                *((f"{sumstats}/{name}", "sums", True) for name in logit),
+            ]
+        )
         # Published into the coordinator's area of the egress root.
         egress = caller_area(run.data / "sites" / site / "egress")
         published = sorted(str(p.relative_to(egress)) for p in egress.rglob("*") if p.is_file())
-        assert published == [
-            f"results/sumstats/{site}/qt.aggregates.masked.tsv",
-            f"results/sumstats/{site}/qt.aggregates.tsv.gz",
-        ]
+        assert published == sorted(
+            [
+                f"results/sumstats/{site}/qt.aggregates.masked.tsv",
+                f"results/sumstats/{site}/qt.aggregates.tsv.gz",
+                *(f"results/sumstats/{site}/{name}" for name in logit),
+            ]
+        )
         local = sorted(p.name for p in (run.work / "results" / "sumstats" / site).iterdir())
-        assert local == ["qt.aggregates.masked.tsv", "qt.aggregates.tsv.gz"]
+        assert local == sorted(["qt.aggregates.masked.tsv", "qt.aggregates.tsv.gz", *logit])
         assert is_reference(run.work / "sites" / site / "exact" / "qt.aggregates.tsv.gz")
         # The key stays with the node: no task read it, so the run has no reference to it.
         assert not (run.work / "sites" / site / "exact" / "x25519.key").exists()
@@ -392,3 +419,104 @@ def test_exact_workflow__coordinator_holds_no_individual_level_data(run: Run):
         sample_ids |= {r["IID"] for r in table_rows(run.data / "sites" / site / "phenotypes.tsv")}
     assert len(sample_ids) > 300
     assert_no_individual_level_data(run.work, sample_ids, min_files=30)
+
+
+# -- the binary trait: exact logistic rounds through TES -------------------------------------
+
+
+@dataclass
+class PooledLogit:
+    """The pooled reference of the binary trait: plink2's table, and the data for statsmodels."""
+
+    plink2: dict[str, dict[str, str]]  # ID -> row of plink2 --glm no-firth
+    y: np.ndarray  # 0/1, NaN missing; samples in the pooled fileset's order
+    design: np.ndarray  # intercept + covariates, same samples
+
+
+@pytest.fixture(scope="module")
+def pooled_logit(run: Run, pooled: Pooled) -> PooledLogit:
+    """pooled plink2 --glm logistic no-firth with the logistic design: age, sex, site
+    indicators and the PCs with one slope across sites."""
+    pcs = [f"PC{j}" for j in range(1, PCS + 1)]
+    covar_names = ["age", "sex", *(f"site_{s}" for s in SITES[1:]), *pcs]
+    lines = ["\t".join(["#FID", "IID", "bt", *covar_names])]
+    by_iid: dict[str, tuple[str, list[str]]] = {}
+    for site in SITES:
+        pheno = {r["IID"]: r for r in table_rows(run.data / "sites" / site / "phenotypes.tsv")}
+        for c in table_rows(run.site_file(f"sites/{site}/gwas/covariates.tsv")):
+            iid = c["IID"]
+            fields = [
+                c["age"], c["sex"], *(str(int(site == s)) for s in SITES[1:]),
+                *(c[p] for p in pcs),
+            ]  # fmt: skip
+            by_iid[iid] = (pheno[iid]["bt"], fields)
+            lines.append("\t".join([iid, iid, pheno[iid]["bt"], *fields]))
+    (pooled.root / "logit.covar").write_text("\n".join(lines) + "\n")
+    _plink2(
+        pooled.root, "--pheno", "logit.covar", "--pheno-name", "bt", "--covar", "logit.covar",
+        "--covar-name", ",".join(covar_names), "--covar-variance-standardize", *VIF_OFF,
+        "--glm", "hide-covar", "omit-ref", "no-firth", "cols=+a1freq,+beta", "--out", "logit",
+    )  # fmt: skip
+    iids = [r["IID"] for r in table_rows(pooled.root / "pooled.psam")]
+    y = np.array([np.nan if by_iid[i][0] == "NA" else float(by_iid[i][0]) - 1 for i in iids])
+    design = np.array([[1.0, *map(float, by_iid[i][1])] for i in iids])
+    rows = {r["ID"]: r for r in table_rows(pooled.root / "logit.bt.glm.logistic")}
+    return PooledLogit(rows, y, design)
+
+
+def test_exact_workflow__binary_logistic_rounds_equal_pooled_statsmodels_and_plink2(
+    run: Run, pooled: Pooled, pooled_logit: PooledLogit
+):
+    import statsmodels.api as sm
+
+    got = table_rows(run.logit)
+    solved = [r for r in got if r["beta"] != "NA"]
+    assert len(solved) > 1000, f"{len(solved)} of {len(got)} panel variants solved"
+    ok = np.isfinite(pooled_logit.y)
+    index = {v: j for j, v in enumerate(pooled.vids)}
+    for row in solved:
+        vid = row["variant_id"]
+        # statsmodels' Newton fit on all sites' samples pooled, to its own tight tolerance.
+        x = np.column_stack([pooled_logit.design[ok], pooled.dosages[index[vid]][ok]])
+        fit = sm.Logit(pooled_logit.y[ok], x).fit(disp=0, method="newton", tol=1e-14)
+        assert float(row["beta"]) == pytest.approx(fit.params[-1], rel=1e-8), vid
+        assert float(row["standard_error"]) == pytest.approx(fit.bse[-1], rel=1e-8), vid
+        assert int(row["n"]) == int(ok.sum())
+        # plink2 fits logistic models in single precision: its BETA and SE agree to ~1e-5.
+        ref = pooled_logit.plink2[vid]
+        assert ref["ERRCODE"] == "." and ref["A1"] == row["effect_allele"]
+        assert int(ref["OBS_CT"]) == int(row["n"])
+        assert float(row["beta"]) == pytest.approx(float(ref["BETA"]), rel=1e-4, abs=1e-6)
+        assert float(row["standard_error"]) == pytest.approx(float(ref["SE"]), rel=1e-4)
+        assert float(row["p_value"]) == pytest.approx(float(ref["P"]), rel=1e-3, abs=1e-300)
+        assert float(row["effect_allele_frequency"]) == pytest.approx(
+            float(ref["A1_FREQ"]), abs=5e-6
+        )
+    counts = dict(
+        line.split("\t")
+        for line in (run.work / "results/exact/bt.unsolved.tsv").read_text().splitlines()[1:]
+    )
+    assert int(counts["solved"]) == len(solved) and int(counts["not_converged"]) == 0
+    assert int(counts["seen"]) == len(got)
+
+
+def test_exact_workflow__binary_rounds_are_masked_and_states_went_through_ingress(run: Run):
+    rounds = _logit_rounds(run)
+    for site in SITES:
+        for it in range(1, rounds + 1):
+            doc = json.loads(
+                (run.work / f"results/sumstats/{site}/bt.logit.{it}.sums.json").read_text()
+            )
+            assert "masked" in doc and "values" not in doc
+            assert doc["round"] == f"e2e-test.1.bt.logit.it{it}"
+            assert doc["participants"] == list(SITES)
+        # The coefficients of every variant (one state per round) exceed the inline-content
+        # cap: the executor uploaded them to the node's ingress.
+        audit = run.out / "nodes" / site / "state" / "audit.jsonl"
+        puts = [
+            r for r in map(json.loads, audit.read_text().splitlines())
+            if r["action"] == "PutIngress" and r["outcome"] in ("200", "201")
+        ]  # fmt: skip
+        assert len(puts) >= rounds - 1
+    state = json.loads((run.work / f"results/exact/bt/logit/state.{rounds}.json").read_text())
+    assert state["stopped"] and all(state["done"])

@@ -430,12 +430,11 @@ def get_imputation_counts():
 
 
 def get_exact_traits():
-    """Traits fitted by exact pooled regression (method: exact-linear): the quantitative ones.
-
-    Binary traits are meta-analysed as usual: a logistic fit needs Newton-Raphson rounds with
-    the centre's coefficients at every site, which a fixed DAG of TES tasks cannot run.
-    """
-    return QUANTITATIVE_TRAITS if config["method"] == "exact-linear" else []
+    """Traits fitted by exact pooled regression (method: exact-linear): the quantitative ones,
+    and the binary ones with exact.binary logistic (Newton rounds, rules/exact.smk)."""
+    if config["method"] != "exact-linear":
+        return []
+    return [*QUANTITATIVE_TRAITS, *LOGIT_TRAITS]
 
 
 def get_exact_aggregates(wildcards):
@@ -471,8 +470,16 @@ def get_final_output():
 QUANTITATIVE_TRAITS = [
     t for t in TRAITS if config["traits"][t]["type"] == "quantitative"
 ]
+# Binary traits fitted by exact logistic rounds (method exact-linear, exact.binary logistic).
+LOGIT_TRAITS = (
+    [t for t in TRAITS if config["traits"][t]["type"] == "binary"]
+    if config["method"] == "exact-linear" and config["exact"]["binary"] == "logistic"
+    else []
+)
 # The exact-mode rules match only these (a regex that never matches if there are none).
 EXACT_TRAIT_PATTERN = "|".join(re.escape(t) for t in QUANTITATIVE_TRAITS) or "(?!)"
+LOGIT_TRAIT_PATTERN = "|".join(re.escape(t) for t in LOGIT_TRAITS) or "(?!)"
+EXACT_ANY_TRAIT_PATTERN = "|".join(re.escape(t) for t in get_exact_traits()) or "(?!)"
 # What the exact-mode solve writes per trait (results/exact/{trait}.*).
 EXACT_OUTPUTS = ("tsv.gz", "unsolved.tsv", "manhattan.png", "qq.png", "top_hits.tsv")
 # A site's plain aggregates: its egress output, or site-held when only masked uploads may leave.
@@ -491,6 +498,51 @@ def get_registry_order(wildcards):
 def get_exact_round(wildcards):
     """Secure-aggregation round id of a trait: exact.round plus the trait."""
     return f"{config['exact']['round']}.{wildcards.trait}"
+
+
+def get_logit_round(wildcards):
+    """Round id of a binary trait's logistic fit; each Newton round appends .it<N>."""
+    return f"{config['exact']['round'] or 'plain'}.{wildcards.trait}.logit"
+
+
+def get_logit_mask(wildcards, what):
+    """fedgen_mask_* backend parameter of a logistic round (None when not secure)."""
+    if not config["exact"]["secure"]:
+        return None
+    if what == "participants":
+        return ",".join(SITES)
+    return f"{get_logit_round(wildcards)}.it{wildcards.it}"
+
+
+def get_logit_covariates(wildcards):
+    """Shared covariates of the logistic fit: the trait covariates and the projected PCs (one
+    slope across sites: every site projects onto the same panel PCs)."""
+    pcs = [f"PC{i}" for i in range(1, config["pcs"] + 1)]
+    return ",".join([*config["covariates"], *pcs]) or "none"
+
+
+def get_logit_previous_state(wildcards):
+    return f"results/exact/{wildcards.trait}/logit/state.{int(wildcards.it) - 1}.json"
+
+
+def get_logit_round_terms(wildcards):
+    return [
+        f"results/sumstats/{s}/{wildcards.trait}.logit.{wildcards.it}.sums.json" for s in SITES
+    ]
+
+
+def get_logit_final_state(wildcards):
+    """The first state of a binary trait's chain of Newton rounds that says stopped (each a
+    checkpoint's output: rounds are added one at a time while variants still move)."""
+    it = 0
+    while True:
+        if it == 0:
+            ck = checkpoints.exact_logit_init.get(trait=wildcards.trait)
+        else:
+            ck = checkpoints.exact_logit_step.get(trait=wildcards.trait, it=str(it))
+        if json.loads(Path(ck.output.state).read_text()).get("stopped"):
+            return ck.output.state
+        it += 1
 
 
 def get_exact_key_dataset(wildcards):
@@ -512,6 +564,13 @@ if config["exact"]["secure"]:
             f"config exact.secure: only {len(SITES)} site(s) ({', '.join(SITES)}); secure "
             "aggregation needs at least three (with two, each site could subtract its own "
             "numbers from the sum and read the other's). Set exact.secure: false"
+        )
+    if LOGIT_TRAITS and config["exact"]["mask_at"] == "task":
+        raise WorkflowError(
+            "config exact.binary: logistic with exact.secure runs its rounds with node masking "
+            "only (exact.mask_at: node): each round would otherwise hand the task the site's "
+            "key. Set exact.mask_at: node (each node's secure_aggregation_key), or exact.binary: "
+            "meta"
         )
     for _site in SITES if config["exact"]["mask_at"] == "task" else []:
         _entry = REGISTRY.site(_site)
