@@ -548,10 +548,10 @@ def read_pgs_catalog(path: Path, *, assembly: str) -> tuple[list[Weight], dict[s
         raise SumstatsError(f"{path}: no usable rows (dropped: {dropped}); choose another score")
     weights.sort(key=lambda w: (w.chrom, w.pos))
     header = {"source": "pgs-catalog", "pgs_id": pgs_id, "assembly": want}
-    for key in ("pgs_name", "trait_reported", "trait_efo", "format_version", "genome_build",
-                "HmPOS_build", "HmPOS_date", "weight_type"):  # fmt: skip
-        if meta.get(key):
-            header[key] = meta[key]
+    for name in ("pgs_name", "trait_reported", "trait_efo", "format_version", "genome_build",
+                 "HmPOS_build", "HmPOS_date", "weight_type"):  # fmt: skip
+        if meta.get(name):
+            header[name] = meta[name]
     header["weights_logged"] = "true" if ratio else "false"
     header["rows_read"] = str(len(rows))
     header["rows_kept"] = str(len(weights))
