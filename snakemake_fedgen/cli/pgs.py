@@ -1,4 +1,5 @@
-"""``fedgen pgs``: polygenic score weights (clumping a meta-analysis) and scoring at a site."""
+"""``fedgen pgs``: polygenic score weights (clumping a meta-analysis, or a PGS Catalog scoring
+file) and scoring at a site."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = "Polygenic scores: C+T weights from a meta-analysis; scoring a site's dosages."
+HELP = (
+    "Polygenic scores: C+T weights from a meta-analysis or a PGS Catalog scoring file; scoring "
+    "a site's dosages."
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +29,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True, type=Path, help="weights file (fedgen-weights/1)")
     p.set_defaults(_pgs_run=_run_clump)
+
+    p = sub.add_parser(
+        "from-catalog",
+        help="weights from a PGS Catalog scoring file (harmonised or author-reported)",
+        description="Convert a PGS Catalog scoring file (.txt or .txt.gz) into a weights file "
+        "on the study's assembly. A file on another build is refused (download the harmonised "
+        "PGS..._hmPOS_<assembly>.txt.gz); non-additive scores are refused; OR/HR weights are "
+        "logged; the rows left out are counted by reason in the weights file's header.",
+    )
+    p.add_argument("--scoring-file", required=True, type=Path, help="PGS Catalog scoring file")
+    p.add_argument("--assembly", required=True, help="the study's assembly (GRCh38, GRCh37)")
+    p.add_argument("--out", required=True, type=Path, help="weights file (fedgen-weights/1)")
+    p.set_defaults(_pgs_run=_run_from_catalog)
 
     p = sub.add_parser(
         "score",
@@ -62,6 +79,25 @@ def _run_clump(args: argparse.Namespace) -> int:
         f"p <= {args.p:g}, {counts['not_in_panel']} not in the panel, "
         f"{counts['clumped_away']} clumped away (r2 {args.r2:g}, {args.kb:g} kb) -> "
         f"{counts['weights']} weights in {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _run_from_catalog(args: argparse.Namespace) -> int:
+    from snakemake_fedgen.risk.pgs import read_pgs_catalog, write_weights
+
+    weights, meta = read_pgs_catalog(args.scoring_file, assembly=args.assembly)
+    write_weights(args.out, weights, meta)
+    dropped = ", ".join(
+        f"{v} {k.removeprefix('rows_dropped_')}" for k, v in meta.items()
+        if k.startswith("rows_dropped_")
+    )  # fmt: skip
+    logged = " (OR/HR weights logged)" if meta["weights_logged"] == "true" else ""
+    print(
+        f"{meta['pgs_id']} ({args.scoring_file.name}, {meta['assembly']}): "
+        f"{meta['rows_read']} rows, {meta['rows_kept']} kept{logged}; dropped: {dropped} -> "
+        f"{args.out}",
         file=sys.stderr,
     )
     return 0

@@ -15,6 +15,12 @@ the weights came from, ``p_threshold``, clumping settings, variant counts), then
   the strand given (a flip cannot be told from a swap there): right for weights from this
   workflow's meta-analysis, whose sites are all aligned to the one reference panel; they are
   counted (``variants_ambiguous``) so a user of external weights sees how many there are.
+- :func:`read_pgs_catalog` (centre or site; public input): a PGS Catalog scoring file,
+  harmonised (``hm_chr``/``hm_pos`` on ``#HmPOS_build``) or author-reported
+  (``chr_name``/``chr_position`` on ``#genome_build``), as weights on the study's assembly.
+  Only additive single-variant weights are used (odds or hazard ratios are logged); every row
+  left out is counted by reason in the header. The ambiguous A/T and C/G variants of an
+  external score are matched on the strand given, and counted, by :func:`match_weights`.
 - :func:`score_site` (site): ``plink2 --score`` of the matched weights on the imputed dosages;
   the per-person score table stays at the site, only the coverage counts may leave.
 """
@@ -28,7 +34,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from snakemake_executor_plugin_fedgen.errors import ConfigError, SiteDataError
+from snakemake_executor_plugin_fedgen.errors import (
+    ConfigError,
+    HarmonisationError,
+    SiteDataError,
+    SumstatsError,
+)
 from snakemake_executor_plugin_fedgen.fileio import atomic_write, open_text
 
 __all__ = [
@@ -37,6 +48,7 @@ __all__ = [
     "Weight",
     "clump_meta",
     "match_weights",
+    "read_pgs_catalog",
     "read_weights",
     "score_site",
     "write_weights",
@@ -374,3 +386,174 @@ def _clump_index(path: Path) -> list[str]:
         cols = f.readline().split()
         i = cols.index("SNP")
         return [line.split()[i] for line in f if line.strip()]
+
+
+# PGS Catalog scoring files (https://www.pgscatalog.org/downloads/#dl_ftp_scoring).
+_ASSEMBLIES = {"grch37": "GRCh37", "hg19": "GRCh37", "grch38": "GRCh38", "hg38": "GRCh38"}
+#: weight_type values whose effect_weight is a ratio (its log is the additive weight).
+_RATIO_TYPES = {"or", "hr", "odds ratio", "hazard ratio"}
+#: Columns whose True makes a row something plink2's additive --score cannot compute.
+_NON_ADDITIVE = ("is_dominant", "is_recessive", "is_haplotype", "is_diplotype", "is_interaction")
+_DROP_REASONS = ("unmapped", "non_acgt_allele", "no_other_allele", "duplicate")
+_ACGT = frozenset("ACGT")
+
+
+def _assembly(name: str) -> str | None:
+    text = name.strip()
+    return None if text in ("", "NR", "NA") else _ASSEMBLIES.get(text.lower(), text)
+
+
+def _catalog_table(path: Path) -> tuple[dict[str, str], list[str], list[list[str]]]:
+    """``#key=value`` header pairs, the column names and the rows of a scoring file."""
+    meta: dict[str, str] = {}
+    columns: list[str] | None = None
+    rows: list[list[str]] = []
+    with open_text(path) as f:
+        for line in f:
+            line = line.rstrip("\r\n")
+            if line.startswith("#"):
+                # '###PGS CATALOG SCORING FILE' and '##SECTION' lines carry no key.
+                key, sep, value = line.lstrip("#").partition("=")
+                if sep and not line.startswith("##"):
+                    meta[key.strip()] = value.strip()
+            elif line.strip() and columns is None:
+                columns = line.split("\t")
+            elif line.strip():
+                rows.append(line.split("\t"))
+    if columns is None:
+        raise SumstatsError(f"{path}: no column header line; is this a PGS Catalog scoring file?")
+    return meta, columns, rows
+
+
+def read_pgs_catalog(path: Path, *, assembly: str) -> tuple[list[Weight], dict[str, str]]:
+    """Read a PGS Catalog scoring file (plain or gzip) as weights on ``assembly``.
+
+    A harmonised file (``#HmPOS_build=`` in its header) is read from ``hm_chr``/``hm_pos``; a
+    missing ``other_allele`` is taken from ``hm_inferOtherAllele`` when that names one allele
+    (as pgsc_calc does). An author-reported file is read from ``chr_name``/``chr_position`` on
+    its ``#genome_build=``. With ``#weight_type`` OR or HR the weight is ``log(effect_weight)``.
+
+    Returns
+    -------
+    weights : list of Weight
+        One per kept row (``p`` is NaN: a catalog score has none).
+    meta : dict of str to str
+        The fedgen-weights/1 header: ``source=pgs-catalog``, ``pgs_id``, ``assembly``, the
+        catalog's own keys, ``rows_read``, ``rows_kept`` and ``rows_dropped_<reason>`` for the
+        reasons ``unmapped`` (no position on the build), ``non_acgt_allele``,
+        ``no_other_allele`` and ``duplicate``.
+
+    Raises
+    ------
+    HarmonisationError
+        The file's build is not ``assembly`` or is not reported.
+    SumstatsError
+        A required column is missing, the row count differs from ``#variants_number``, a
+        weight is not a number, an OR/HR is not positive, or the score is not additive.
+    """
+    path = Path(path)
+    meta, columns, rows = _catalog_table(path)
+    want = _assembly(assembly) or assembly
+    harmonised = "HmPOS_build" in meta
+    build_key = "HmPOS_build" if harmonised else "genome_build"
+    build = _assembly(meta.get(build_key, ""))
+    pgs_id = meta.get("pgs_id") or path.name.split(".")[0].split("_hmPOS")[0]
+    fix = (
+        f"download the harmonised file {pgs_id}_hmPOS_{want}.txt.gz from the PGS Catalog "
+        f"(https://ftp.ebi.ac.uk/pub/databases/spot/pgs/scores/{pgs_id}/ScoringFiles/"
+        f"Harmonized/), whose positions are on {want}"
+    )
+    if build != want:
+        found = f"#{build_key}={meta[build_key]}" if build_key in meta else f"no #{build_key} line"
+        raise HarmonisationError(
+            f"{path}: header has {found} but the study assembly is {want}; {fix}"
+        )
+    index = {name: i for i, name in enumerate(columns)}
+    chrom_col, pos_col = ("hm_chr", "hm_pos") if harmonised else ("chr_name", "chr_position")
+    missing = [c for c in (chrom_col, pos_col, "effect_allele", "effect_weight") if c not in index]
+    if missing:
+        raise SumstatsError(
+            f"{path}: no column(s) {', '.join(missing)} (columns: {', '.join(columns)}); a score "
+            f"is matched on chromosome and position: {fix}"
+        )
+    dosage = [c for c in columns if c.startswith("dosage_") and c.endswith("_weight")]
+    if dosage:
+        raise SumstatsError(
+            f"{path}: per-dosage weights ({', '.join(dosage)}); only additive scores can be "
+            "computed (plink2 --score sums weight x dosage): choose another score"
+        )
+
+    def cell(row: list[str], name: str) -> str:
+        i = index.get(name)
+        return row[i].strip() if i is not None and i < len(row) else ""
+
+    for flag in _NON_ADDITIVE:
+        flagged = sum(cell(r, flag).lower() == "true" for r in rows)
+        if flagged:
+            raise SumstatsError(
+                f"{path}: {flagged} row(s) with {flag}=True; only additive single-variant "
+                "weights can be computed (plink2 --score sums weight x dosage): choose another "
+                "score"
+            )
+    expected = meta.get("variants_number", "")
+    if expected.isdigit() and int(expected) != len(rows):
+        raise SumstatsError(
+            f"{path}: #variants_number={expected} but {len(rows)} rows were read; the file is "
+            "truncated or edited: download it again"
+        )
+    weight_type = meta.get("weight_type", "")
+    ratio = weight_type.strip().lower() in _RATIO_TYPES
+    dropped = dict.fromkeys(_DROP_REASONS, 0)
+    seen: set[tuple[str, int, str, str]] = set()
+    weights: list[Weight] = []
+    for lineno, row in enumerate(rows, start=1):
+        chrom, pos_text = cell(row, chrom_col), cell(row, pos_col)
+        if not chrom or not pos_text:
+            dropped["unmapped"] += 1
+            continue
+        effect, other = cell(row, "effect_allele").upper(), cell(row, "other_allele").upper()
+        if not other and harmonised:
+            inferred = cell(row, "hm_inferOtherAllele").upper()
+            other = "" if "/" in inferred else inferred
+        if not effect or not set(effect) <= _ACGT or not set(other) <= _ACGT:
+            dropped["non_acgt_allele"] += 1
+            continue
+        if not other:
+            dropped["no_other_allele"] += 1
+            continue
+        text = cell(row, "effect_weight")
+        try:
+            pos, value = int(pos_text), float(text)
+        except ValueError:
+            raise SumstatsError(
+                f"{path}: data row {lineno}: position {pos_text!r} or effect_weight {text!r} is "
+                "not a number"
+            ) from None
+        if ratio:
+            if not value > 0:
+                raise SumstatsError(
+                    f"{path}: data row {lineno}: #weight_type={weight_type} but effect_weight "
+                    f"{text!r} is not a positive ratio; fix the file or choose another score"
+                )
+            value = math.log(value)
+        if not math.isfinite(value):
+            raise SumstatsError(f"{path}: data row {lineno}: effect_weight {text!r} not finite")
+        key = (_chrom(chrom), pos, effect, other)
+        if key in seen:
+            dropped["duplicate"] += 1
+            continue
+        seen.add(key)
+        weights.append(Weight(key[0], pos, effect, other, value))
+    if not weights:
+        raise SumstatsError(f"{path}: no usable rows (dropped: {dropped}); choose another score")
+    weights.sort(key=lambda w: (w.chrom, w.pos))
+    header = {"source": "pgs-catalog", "pgs_id": pgs_id, "assembly": want}
+    for name in ("pgs_name", "trait_reported", "trait_efo", "format_version", "genome_build",
+                 "HmPOS_build", "HmPOS_date", "weight_type"):  # fmt: skip
+        if meta.get(name):
+            header[name] = meta[name]
+    header["weights_logged"] = "true" if ratio else "false"
+    header["rows_read"] = str(len(rows))
+    header["rows_kept"] = str(len(weights))
+    header.update({f"rows_dropped_{k}": str(v) for k, v in dropped.items()})
+    return weights, header

@@ -628,7 +628,28 @@ wildcard_constraints:
     evalset="insample|loso",
 
 
+def get_risk_assembly(wildcards):
+    """The sites' genotype build (declared in the registry, else config assembly): the build a
+    PGS Catalog scoring file must be on."""
+    builds = {
+        REGISTRY.site(s).datasets[DATASETS["genotypes"]].assembly or config["assembly"]
+        for s in SITES
+    }
+    if len(builds) != 1:
+        raise WorkflowError(
+            f"{config['sites']}: the sites' genotypes are on {', '.join(sorted(builds))}; one "
+            "score needs one build: lift the genotypes over to one assembly"
+        )
+    return builds.pop()
+
+
 if RISK["enabled"]:
+    if RISK["pgs"]["source"] == "catalog" and not RISK["pgs"]["scoring_file"]:
+        raise WorkflowError(
+            "config risk.pgs.source is catalog but risk.pgs.scoring_file is not set: give the "
+            "path of a PGS Catalog scoring file at the coordinator (the harmonised "
+            f"PGS..._hmPOS_{config['assembly']}.txt.gz, docs/risk-prediction.md)"
+        )
     if RISK["pgs"]["source"] == "meta":
         if RISK["gwas_trait"] not in TRAITS:
             raise WorkflowError(
@@ -804,11 +825,20 @@ def get_risk_final_state(wildcards):
         it += 1
 
 
+def get_risk_weights(wildcards):
+    """The score weights of a fit: the meta-analysis of its sites clumped, or with source
+    catalog the one PGS Catalog score for every fit (it was not trained on these sites).
+    """
+    if RISK["pgs"]["source"] == "catalog":
+        return "results/risk/weights/catalog.weights.tsv"
+    return f"results/risk/weights/{wildcards.fit}.weights.tsv"
+
+
 def get_risk_model_weights(wildcards):
     """The score weights a model with the score was fitted with (recorded in the model)."""
     if "pgs" not in RISK_MODELS[wildcards.rmodel]:
         return []
-    return f"results/risk/weights/{wildcards.fit}.weights.tsv"
+    return get_risk_weights(wildcards)
 
 
 def get_risk_model_provenance(wildcards, input):

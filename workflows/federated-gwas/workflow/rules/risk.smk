@@ -2,7 +2,8 @@
 #
 # 1. Score weights at the centre: clumping and thresholding of the meta-analysis of
 #    risk.gwas_trait over every site ("all") and over all sites but one ("without-X", for
-#    evaluation at X), LD from the public panel risk.pgs.ld_panel.
+#    evaluation at X), LD from the public panel risk.pgs.ld_panel; or (risk.pgs.source
+#    catalog) one PGS Catalog scoring file, risk.pgs.scoring_file, for every fit.
 # 2. Each site scores its imputed dosages (plink2 --score); scores never leave the site, only
 #    the coverage counts do.
 # 3. Logistic models of risk.outcome on the clinical features ("clinical") and on the score
@@ -63,12 +64,32 @@ rule risk_weights:
         " --p {params.p} --r2 {params.r2} --kb {params.kb} --out {output.weights} 2> {log}"
 
 
+rule risk_catalog_weights:
+    input:
+        scoring_file=config["risk"]["pgs"]["scoring_file"]
+        or "config-risk-pgs-scoring_file-not-set",
+    output:
+        weights="results/risk/weights/catalog.weights.tsv",
+    params:
+        assembly=get_risk_assembly,
+    log:
+        "logs/risk/weights.catalog.log",
+    localrule: True
+    conda:
+        "../envs/fedgen.yaml"
+    container:
+        FEDGEN_IMAGE
+    shell:
+        "fedgen pgs from-catalog --scoring-file {input.scoring_file}"
+        " --assembly {params.assembly} --out {output.weights} 2> {log}"
+
+
 rule risk_score:
     input:
         pgen="sites/{site}/impute/imputed.pgen",
         pvar="sites/{site}/impute/imputed.pvar",
         psam="sites/{site}/impute/imputed.psam",
-        weights="results/risk/weights/{fit}.weights.tsv",
+        weights=get_risk_weights,
     output:
         # Per-person scores: they stay at the site.
         scores="sites/{site}/risk/{fit}/scores.tsv",

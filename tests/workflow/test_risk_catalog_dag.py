@@ -1,0 +1,88 @@
+"""The risk target with PGS Catalog weights as Snakemake plans it (dry runs, no sites, seconds).
+
+The end-to-end risk run (meta-analysis weights) is tests/workflow/test_risk_workflow.py; this
+checks that ``risk.pgs.source: catalog`` builds the DAG: one conversion of the scoring file at
+the centre, its weights scored by every fit (leave-one-site-out included), no meta-analysis or
+clumping for the score, and the configuration error without a scoring file.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from snakemake_fedgen import demo
+
+SCORING_FILE = """\
+###PGS CATALOG SCORING FILE - see https://www.pgscatalog.org/downloads/#dl_ftp_scoring for additional information
+#format_version=2.0
+#pgs_id=PGS999999
+#genome_build=GRCh37
+#variants_number=1
+#weight_type=beta
+#HmPOS_build=GRCh38
+rsID\tchr_name\tchr_position\teffect_allele\tother_allele\teffect_weight\thm_chr\thm_pos
+rs1\t20\t900\tG\tA\t0.5\t20\t1000
+"""
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("risk-catalog-dag")
+    subprocess.run(
+        [sys.executable, "-m", "snakemake_fedgen", "simulate", "--out", str(data), "--seed", "3",
+         "--scale", "tiny"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return data / "sites.yaml"
+
+
+def _dry_run(workdir: Path, registry: Path, pgs: dict) -> subprocess.CompletedProcess[str]:
+    workdir.mkdir()
+    (workdir / "sites.yaml").write_text(registry.read_text())
+    risk = {"enabled": True, "secure": True, "pgs": {"min_coverage": 0.5, **pgs}}
+    (workdir / "extra.yaml").write_text(yaml.safe_dump({"risk": risk}))
+    cmd = [
+        sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "1",
+        "--snakefile", str(demo.SNAKEFILE), "--directory", str(workdir),
+        "--configfile", str(demo.CONFIGFILE), str(workdir / "extra.yaml"),
+        "--config", "sites=sites.yaml",
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, env=demo.tool_env(), check=False)
+
+
+def _jobs(output: str) -> dict[str, int]:
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
+
+
+def test_risk_dag__catalog_weights_score_every_fit(registry: Path, tmp_path: Path):
+    scoring = tmp_path / "PGS999999_hmPOS_GRCh38.txt"
+    scoring.write_text(SCORING_FILE)
+    proc = _dry_run(tmp_path / "w", registry, {"source": "catalog", "scoring_file": str(scoring)})
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    jobs = _jobs(proc.stdout)
+    assert jobs["risk_catalog_weights"] == 1
+    assert "risk_weights" not in jobs and "risk_meta_loso" not in jobs
+    # 3 sites x (all, without-A, without-B, without-C), each from the one catalog file.
+    assert jobs["risk_score"] == 12
+    lines = (ln.strip().removeprefix("Shell command: ") for ln in proc.stdout.splitlines())
+    commands = [ln for ln in lines if ln.startswith("fedgen pgs")]
+    assert [c for c in commands if "from-catalog" in c] == [
+        f"fedgen pgs from-catalog --scoring-file {scoring} --assembly GRCh38 --out "
+        "results/risk/weights/catalog.weights.tsv 2> logs/risk/weights.catalog.log"
+    ]
+    scores = [c for c in commands if c.startswith("fedgen pgs score")]
+    assert len(scores) == 12
+    assert all("--weights results/risk/weights/catalog.weights.tsv" in c for c in scores)
+
+
+def test_risk_dag__catalog_without_a_scoring_file_is_refused(registry: Path, tmp_path: Path):
+    proc = _dry_run(tmp_path / "w", registry, {"source": "catalog"})
+    assert proc.returncode != 0
+    assert "risk.pgs.scoring_file is not set" in proc.stderr + proc.stdout
