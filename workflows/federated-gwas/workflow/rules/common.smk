@@ -527,7 +527,8 @@ def get_logit_previous_state(wildcards):
 
 def get_logit_round_terms(wildcards):
     return [
-        f"results/sumstats/{s}/{wildcards.trait}.logit.{wildcards.it}.sums.json" for s in SITES
+        f"results/sumstats/{s}/{wildcards.trait}.logit.{wildcards.it}.sums.json"
+        for s in SITES
     ]
 
 

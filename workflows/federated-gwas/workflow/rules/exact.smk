@@ -228,120 +228,124 @@ rule exact_top_hits:
 # nodes' ingress upload (the executor does it).
 
 
-checkpoint exact_logit_init:
-    output:
-        state="results/exact/{trait}/logit/state.0.json",
-    params:
-        round=get_logit_round,
-        sites=",".join(SITES),
-        max_iter=config["exact"]["max_rounds"],
-        tol=config["exact"]["tolerance"],
-    wildcard_constraints:
-        trait=LOGIT_TRAIT_PATTERN,
-    log:
-        "logs/exact/{trait}.logit_init.log",
-    localrule: True
-    conda:
-        "../envs/fedgen.yaml"
-    shell:
-        "fedgen exact logit-init --round {params.round} --sites {params.sites}"
-        " --max-iter {params.max_iter} --tol {params.tol} --out {output.state} 2> {log}"
+# Defined only when used: a checkpoint in the workflow changes how `snakemake --report`
+# walks the DAG (it then fails on report outputs of rules excluded by --allowed-rules).
+if LOGIT_TRAITS:
 
+    checkpoint exact_logit_init:
+        output:
+            state="results/exact/{trait}/logit/state.0.json",
+        params:
+            round=get_logit_round,
+            sites=",".join(SITES),
+            max_iter=config["exact"]["max_rounds"],
+            tol=config["exact"]["tolerance"],
+        wildcard_constraints:
+            trait=LOGIT_TRAIT_PATTERN,
+        log:
+            "logs/exact/{trait}.logit_init.log",
+        localrule: True
+        conda:
+            "../envs/fedgen.yaml"
+        shell:
+            "fedgen exact logit-init --round {params.round} --sites {params.sites}"
+            " --max-iter {params.max_iter} --tol {params.tol} --out {output.state} 2> {log}"
 
-rule exact_logit_terms:
-    input:
-        pgen="sites/{site}/impute/imputed.pgen",
-        pvar="sites/{site}/impute/imputed.pvar",
-        psam="sites/{site}/impute/imputed.psam",
-        pheno=get_phenotypes,
-        covar="sites/{site}/gwas/covariates.tsv",
-        variants="sites/{site}/exact/panel_variants.tsv",
-        state=get_logit_previous_state,
-    output:
-        sums="results/sumstats/{site}/{trait}.logit.{it}.sums.json",
-    params:
-        prefix=subpath(input.pgen, strip_suffix=".pgen"),
-        sites=get_registry_order,
-        covariates=get_logit_covariates,
-        min_n=config["egress"]["min_n"],
-        min_mac=config["egress"]["min_mac"],
-    wildcard_constraints:
-        trait=LOGIT_TRAIT_PATTERN,
-        it=r"[1-9][0-9]*",
-    log:
-        "logs/{site}/exact_logit_terms.{trait}.{it}.log",
-    resources:
-        site=get_site,
-        mem_mb=2000,
-        runtime=30,
-        # With exact.secure the node masks the plain sums under the round's id.
-        fedgen_mask_round=lambda wc: get_logit_mask(wc, "round"),
-        fedgen_mask_participants=lambda wc: get_logit_mask(wc, "participants"),
-    conda:
-        "../envs/fedgen.yaml"
-    container:
-        FEDGEN_IMAGE
-    shell:
-        "fedgen exact logit-terms --pfile {params.prefix} --pheno {input.pheno}"
-        " --pheno-name {wildcards.trait} --covar {input.covar} --covar-name {params.covariates}"
-        " --site {wildcards.site} --sites {params.sites} --variants {input.variants}"
-        " --state {input.state} --min-n {params.min_n} --min-mac {params.min_mac}"
-        " --out {output.sums} 2> {log}"
+    rule exact_logit_terms:
+        input:
+            pgen="sites/{site}/impute/imputed.pgen",
+            pvar="sites/{site}/impute/imputed.pvar",
+            psam="sites/{site}/impute/imputed.psam",
+            pheno=get_phenotypes,
+            covar="sites/{site}/gwas/covariates.tsv",
+            variants="sites/{site}/exact/panel_variants.tsv",
+            state=get_logit_previous_state,
+        output:
+            sums="results/sumstats/{site}/{trait}.logit.{it}.sums.json",
+        params:
+            prefix=subpath(input.pgen, strip_suffix=".pgen"),
+            sites=get_registry_order,
+            covariates=get_logit_covariates,
+            min_n=config["egress"]["min_n"],
+            min_mac=config["egress"]["min_mac"],
+        wildcard_constraints:
+            trait=LOGIT_TRAIT_PATTERN,
+            it=r"[1-9][0-9]*",
+        log:
+            "logs/{site}/exact_logit_terms.{trait}.{it}.log",
+        resources:
+            site=get_site,
+            mem_mb=2000,
+            runtime=30,
+            # With exact.secure the node masks the plain sums under the round's id.
+            fedgen_mask_round=lambda wc: get_logit_mask(wc, "round"),
+            fedgen_mask_participants=lambda wc: get_logit_mask(wc, "participants"),
+        conda:
+            "../envs/fedgen.yaml"
+        container:
+            FEDGEN_IMAGE
+        shell:
+            "fedgen exact logit-terms --pfile {params.prefix} --pheno {input.pheno}"
+            " --pheno-name {wildcards.trait} --covar {input.covar} --covar-name {params.covariates}"
+            " --site {wildcards.site} --sites {params.sites} --variants {input.variants}"
+            " --state {input.state} --min-n {params.min_n} --min-mac {params.min_mac}"
+            " --out {output.sums} 2> {log}"
 
+    checkpoint exact_logit_step:
+        input:
+            state=get_logit_previous_state,
+            terms=get_logit_round_terms,
+        output:
+            state="results/exact/{trait}/logit/state.{it}.json",
+        wildcard_constraints:
+            trait=LOGIT_TRAIT_PATTERN,
+            it=r"[1-9][0-9]*",
+        log:
+            "logs/exact/{trait}.logit_step.{it}.log",
+        localrule: True
+        conda:
+            "../envs/fedgen.yaml"
+        shell:
+            "fedgen exact logit-step --state {input.state} --terms {input.terms}"
+            " --out {output.state} 2> {log}"
 
-checkpoint exact_logit_step:
-    input:
-        state=get_logit_previous_state,
-        terms=get_logit_round_terms,
-    output:
-        state="results/exact/{trait}/logit/state.{it}.json",
-    wildcard_constraints:
-        trait=LOGIT_TRAIT_PATTERN,
-        it=r"[1-9][0-9]*",
-    log:
-        "logs/exact/{trait}.logit_step.{it}.log",
-    localrule: True
-    conda:
-        "../envs/fedgen.yaml"
-    shell:
-        "fedgen exact logit-step --state {input.state} --terms {input.terms}"
-        " --out {output.state} 2> {log}"
-
-
-rule exact_logit_finish:
-    input:
-        state=get_logit_final_state,
-    output:
-        result="results/exact/{trait}.tsv.gz",
-        manhattan=report(
-            "results/exact/{trait}.manhattan.png",
-            caption="../report/exact_logit_manhattan.rst",
-            category="Association",
-            subcategory="{trait}",
-            labels={"trait": "{trait}", "figure": "Manhattan (exact logistic)"},
-        ),
-        qq=report(
-            "results/exact/{trait}.qq.png",
-            caption="../report/exact_logit_qq.rst",
-            category="Association",
-            subcategory="{trait}",
-            labels={"trait": "{trait}", "figure": "QQ (exact logistic)"},
-        ),
-        unsolved=report(
-            "results/exact/{trait}.unsolved.tsv",
-            caption="../report/exact_logit_unsolved.rst",
-            category="Association",
-            subcategory="{trait}",
-            labels={"trait": "{trait}", "figure": "unsolved variants (exact logistic)"},
-        ),
-    wildcard_constraints:
-        trait=LOGIT_TRAIT_PATTERN,
-    log:
-        "logs/exact/{trait}.logit_finish.log",
-    localrule: True
-    conda:
-        "../envs/fedgen.yaml"
-    shell:
-        "fedgen exact logit-finish --state {input.state} --out {output.result}"
-        " --unsolved {output.unsolved} --manhattan {output.manhattan} --qq {output.qq}"
-        " 2> {log}"
+    rule exact_logit_finish:
+        input:
+            state=get_logit_final_state,
+        output:
+            result="results/exact/{trait}.tsv.gz",
+            manhattan=report(
+                "results/exact/{trait}.manhattan.png",
+                caption="../report/exact_logit_manhattan.rst",
+                category="Association",
+                subcategory="{trait}",
+                labels={"trait": "{trait}", "figure": "Manhattan (exact logistic)"},
+            ),
+            qq=report(
+                "results/exact/{trait}.qq.png",
+                caption="../report/exact_logit_qq.rst",
+                category="Association",
+                subcategory="{trait}",
+                labels={"trait": "{trait}", "figure": "QQ (exact logistic)"},
+            ),
+            unsolved=report(
+                "results/exact/{trait}.unsolved.tsv",
+                caption="../report/exact_logit_unsolved.rst",
+                category="Association",
+                subcategory="{trait}",
+                labels={
+                    "trait": "{trait}",
+                    "figure": "unsolved variants (exact logistic)",
+                },
+            ),
+        wildcard_constraints:
+            trait=LOGIT_TRAIT_PATTERN,
+        log:
+            "logs/exact/{trait}.logit_finish.log",
+        localrule: True
+        conda:
+            "../envs/fedgen.yaml"
+        shell:
+            "fedgen exact logit-finish --state {input.state} --out {output.result}"
+            " --unsolved {output.unsolved} --manhattan {output.manhattan} --qq {output.qq}"
+            " 2> {log}"
