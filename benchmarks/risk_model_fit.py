@@ -31,12 +31,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from snakemake_fedgen.cli import main
 from snakemake_fedgen.exact import secure
-from snakemake_fedgen.exact.sums import add_sums, write_sums
+from snakemake_fedgen.exact.sums import add_sums, mask_with_ledger, write_sums
 from snakemake_fedgen.risk.model import (
     SiteTable,
     fit_federated,
     init_state,
-    mask_upload,
     site_moments,
     site_terms,
 )
@@ -158,7 +157,7 @@ def main_bench() -> None:
             add_sums([site_moments(t, site=s, run_id="b") for s, t in tables.items()]),
             sites=SITES, outcome="event",
         )  # fmt: skip
-        up = mask_upload(site_terms(tables["A"], state, site="A"), private_key=keys["A"],
+        up = mask_with_ledger(site_terms(tables["A"], state, site="A"), private_key=keys["A"],
                          public_keys=public, participants=SITES, ledger=None)  # fmt: skip
         write_sums(up, root / "masked.json")
         print(f"masked terms upload: {(root / 'masked.json').stat().st_size} bytes per site "

@@ -219,12 +219,11 @@ def _masking(args: argparse.Namespace, default_participants: list[str] | None):
 
 
 def _upload(args: argparse.Namespace, sums, mask) -> None:
-    from snakemake_fedgen.exact.sums import write_sums
-    from snakemake_fedgen.risk.model import mask_upload
+    from snakemake_fedgen.exact.sums import mask_with_ledger, write_sums
 
     if mask is not None:
         key, public, participants, ledger = mask
-        sums = mask_upload(
+        sums = mask_with_ledger(
             sums, private_key=key, public_keys=public, participants=participants, ledger=ledger
         )
     write_sums(sums, args.out)

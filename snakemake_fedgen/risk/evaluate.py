@@ -67,7 +67,6 @@ __all__ = [
     "calibration_plot",
     "count_sums",
     "evaluate",
-    "mask_upload",
     "placement_sums",
     "read_predictions",
     "read_summary",
@@ -645,28 +644,6 @@ def placement_sums(pred: Predictions, summary: RoundOneSummary, *, round_id: str
     )
 
 
-def mask_upload(
-    sums: SiteSums,
-    *,
-    private_key: Any,
-    public_keys: Mapping[str, str],
-    participants: Sequence[str],
-    ledger: Path | None = None,
-) -> SiteSums:
-    """Mask a site's sums for its round; with ``ledger``, refuse to reuse a round id.
-
-    Masking two different vectors under one round id would reveal their difference, so the
-    site's ledger (as in ``fedgen exact mask``) records the digest of what it masked per round.
-    """
-    return mask_with_ledger(
-        sums,
-        private_key=private_key,
-        public_keys=public_keys,
-        participants=participants,
-        ledger=ledger,
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # Centre: the metrics
 # ---------------------------------------------------------------------------------------------
@@ -1130,11 +1107,12 @@ def run_federated_evaluation(
     def ship(sums: SiteSums, label: str) -> SiteSums:
         if masked and sums.kind != KIND_SITE:
             assert private_keys is not None and public_keys is not None
-            sums = mask_upload(
+            sums = mask_with_ledger(
                 sums,
                 private_key=private_keys[sums.site],
                 public_keys=public_keys,
                 participants=sites,
+                ledger=None,  # one in-process run: every round id is fresh
             )
         if out_dir is None:
             return sums

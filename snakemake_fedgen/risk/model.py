@@ -67,7 +67,6 @@ __all__ = [
     "finish_model",
     "fit_federated",
     "init_state",
-    "mask_upload",
     "newton_step",
     "predict",
     "read_model",
@@ -293,30 +292,6 @@ def read_site_table(
 # --------------------------------------------------------------------------------------------
 # Masking (site)
 # --------------------------------------------------------------------------------------------
-
-
-def mask_upload(
-    sums: SiteSums,
-    *,
-    private_key: Any,
-    public_keys: Mapping[str, str],
-    participants: Sequence[str],
-    ledger: Path | None,
-) -> SiteSums:
-    """Mask a site's sums for its round, refusing a round id already used for other values.
-
-    Values must fit the ring at :data:`FRAC_BITS` (checked: an overflow would wrap silently).
-    The ledger (one ``round<TAB>digest`` line per round, as ``fedgen exact mask`` keeps it)
-    stops a site from masking different sums under the same masks, which would reveal their
-    difference.
-    """
-    return mask_with_ledger(
-        sums,
-        private_key=private_key,
-        public_keys=public_keys,
-        participants=participants,
-        ledger=ledger,
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -867,7 +842,7 @@ def fit_federated(
         if keys is None:
             return sums
         ledger = None if ledger_dir is None else Path(ledger_dir) / f"{s}.rounds"
-        return mask_upload(
+        return mask_with_ledger(
             sums, private_key=keys[s], public_keys=public_keys or {}, participants=names,
             ledger=ledger,
         )  # fmt: skip

@@ -26,13 +26,12 @@ from snakemake_executor_plugin_fedgen.errors import (
 
 from snakemake_fedgen.cli import main
 from snakemake_fedgen.exact import secure
-from snakemake_fedgen.exact.sums import add_sums
+from snakemake_fedgen.exact.sums import add_sums, mask_with_ledger
 from snakemake_fedgen.risk.model import (
     _digest,
     finish_model,
     fit_federated,
     init_state,
-    mask_upload,
     newton_step,
     predict,
     read_site_table,
@@ -202,7 +201,7 @@ def test_masked_round_with_a_site_missing_is_refused(federation, tmp_path):
     keys, public = _keys()
     s0 = _state0(tables)
     ups = [
-        mask_upload(
+        mask_with_ledger(
             site_terms(tables[s], s0, site=s),
             private_key=keys[s],
             public_keys=public,
@@ -215,7 +214,7 @@ def test_masked_round_with_a_site_missing_is_refused(federation, tmp_path):
         sum_terms(s0, ups)
     s0m = _state0(tables, masked=True)
     ups = [
-        mask_upload(
+        mask_with_ledger(
             site_terms(tables[s], s0m, site=s), private_key=keys[s], public_keys=public,
             participants=SITES, ledger=tmp_path / f"{s}.rounds",
         )
@@ -229,7 +228,7 @@ def test_masked_round_with_a_site_missing_is_refused(federation, tmp_path):
     # A site never masks different terms under the same round id.
     other = site_terms(tables["A"], {**s0m, "coef": [0.1] * len(s0m["coef"])}, site="A")
     with pytest.raises(SecureAggregationError, match="already used"):
-        mask_upload(
+        mask_with_ledger(
             other, private_key=keys["A"], public_keys=public, participants=SITES,
             ledger=tmp_path / "A.rounds",
         )  # fmt: skip
