@@ -1,0 +1,290 @@
+"""The Shringarpure-Bustamante attack against a simulated Beacon site, without and with the budget.
+
+A site's "Beacon cohort" (300 people) and a reference population (1,500) come from the
+project's simulator (msprime under the stdpopsim American admixture model, European
+individuals, six 1 Mb loci with their rare variants). The Beacon oracle answers allele
+presence from the cohort's VCF read with bcftools; with the budget it charges ``query_cost``
+first and refuses once the budget says so. The attacker (tests/beacon/attack.py) takes
+population frequencies from the reference, as the risk model assumes.
+
+The Beacon configurations: no budget (the paper's Beacon); the budget with alleles of fewer
+than two carriers answered as absent (``hide_below=2``, the recommended composition: a
+boolean answer never tells 0 from 1 carrier, as counts below ``min_cell`` are never told);
+and the budget alone, where a singleton costs ``inf`` and is refused, so that the refusal
+itself says "present".
+
+Run with ``pytest -s`` to see the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from snakemake_fedgen.beacon.budget import (
+    DEFAULT_PER_DATASET,
+    BudgetExhausted,
+    QueryBudget,
+    query_cost,
+)
+from snakemake_fedgen.simulate.genomes import simulate_genomes
+from snakemake_fedgen.simulate.vcf import write_vcf
+from tests.beacon.attack import AttackResult, run_attack
+
+N_COHORT = 300
+N_REFERENCE = 1500
+N_OUTSIDE = 10
+N_INSIDE = 10
+ALPHA = 0.05
+POWER = 0.95
+#: Queries per victim (the victim's rarest alleles; enough for the unbudgeted attack).
+MAX_QUERIES = 150
+
+Variant = tuple[str, int, str, str]
+
+
+class Site:
+    """A simulated Beacon site: cohort VCF, reference frequencies, victims' alleles."""
+
+    def __init__(self, tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            g = simulate_genomes(
+                {"EUR": N_COHORT + N_REFERENCE + N_OUTSIDE},
+                n_loci=[6],
+                locus_bp=1_000_000,
+                n_background=[0],
+                rng=np.random.default_rng(2015),
+            )
+        eur = np.flatnonzero(g.population == "EUR")
+        geno = g.haps[:, 0::2] + g.haps[:, 1::2]  # (variants, individuals) ALT counts
+        self.cohort = eur[:N_COHORT]
+        self.reference = eur[N_COHORT : N_COHORT + N_REFERENCE]
+        self.outside = eur[N_COHORT + N_REFERENCE :]
+        self.geno = geno
+        self.variants: list[Variant] = [
+            (str(c), int(p), str(r), str(a))
+            for c, p, r, a in zip(g.chrom, g.pos, g.ref, g.alt, strict=True)
+        ]
+        ref_counts = geno[:, self.reference].sum(axis=1)
+        # The attacker's frequency: the reference count with half an allele added, so an allele
+        # unseen in 2 * N_REFERENCE haplotypes is rare but not impossible.
+        freqs = (ref_counts + 0.5) / (2 * N_REFERENCE + 1)
+        self.freqs = dict(zip(self.variants, freqs.tolist(), strict=True))
+        self.cohort_counts = geno[:, self.cohort].sum(axis=1)
+        self.vcf = tmp / "cohort.vcf.gz"
+        write_vcf(
+            self.vcf,
+            samples=[f"P{i:04d}" for i in range(N_COHORT)],
+            chrom=g.chrom,
+            pos=g.pos,
+            ids=[f"v{i}" for i in range(g.n_variants)],
+            ref=g.ref,
+            alt=g.alt,
+            codes=geno[:, self.cohort].astype(np.uint8),
+            phased=False,
+            source="test_membership_attack",
+        )
+        self._counts: dict[Variant, int] = {}
+
+    def alleles_of(self, person: int) -> list[Variant]:
+        """The alternate alleles one person carries."""
+        return [self.variants[i] for i in np.flatnonzero(self.geno[:, person] > 0)]
+
+    def alt_count(self, variant: Variant) -> int:
+        """ALT alleles of ``variant`` in the cohort, read from its VCF with bcftools."""
+        if variant not in self._counts:
+            chrom, pos, ref, alt = variant
+            out = subprocess.run(
+                ["bcftools", "query", "-r", f"{chrom}:{pos}", "-f", "%POS\t%REF\t%ALT[\t%GT]\n"]
+                + [str(self.vcf)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            count = 0
+            for line in out.splitlines():
+                p, r, a, *gts = line.split("\t")
+                if (int(p), r, a) == (pos, ref, alt):
+                    count += sum(gt.count("1") for gt in gts)
+            self._counts[variant] = count
+        return self._counts[variant]
+
+    def beacon(
+        self, budget: QueryBudget | None, requester: str, *, hide_below: int = 1
+    ) -> Callable[[Variant], bool | None]:
+        """The Beacon's allele-presence answer, charged against ``budget`` when given."""
+
+        def ask(variant: Variant) -> bool | None:
+            count = self.alt_count(variant)
+            if count < hide_below:
+                count = 0
+            if budget is not None:
+                cost = query_cost([count] if count else [], N_COHORT)
+                chrom, pos, ref, alt = variant
+                try:
+                    budget.charge(requester, "cohort", cost, f"g_variants {chrom}:{pos}{ref}>{alt}")
+                except BudgetExhausted:
+                    return None
+            return count > 0
+
+        return ask
+
+    def attack(
+        self, person: int, ask: Callable[[Variant], bool | None], *, hidden_below: int = 1
+    ) -> AttackResult:
+        return run_attack(
+            self.alleles_of(person),
+            ask,
+            n_individuals=N_COHORT,
+            population_freqs=self.freqs,
+            alpha=ALPHA,
+            power=POWER,
+            max_queries=MAX_QUERIES,
+            hidden_below=hidden_below,
+        )
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    return Site(tmp_path_factory.mktemp("beacon_site"))
+
+
+def _line(label: str, r: AttackResult) -> str:
+    decided = "MEMBER" if r.member else "not decided"
+    text = (
+        f"{label}: planned {r.planned}, asked {r.asked}, answered {r.answered} ({r.yes} yes), "
+        f"refused {r.refused}; statistic {r.statistic:.2f} vs threshold {r.threshold:.2f}: "
+        f"{decided}; over all answers {r.statistic_all:.2f} "
+        f"({'MEMBER' if r.member_all else 'not decided'})"
+    )
+    if r.statistic_refusal_as_yes is not None:
+        text += (
+            f"; first refusal read as yes: {r.statistic_refusal_as_yes:.2f} "
+            f"({'MEMBER' if r.member_refusal_as_yes else 'not decided'})"
+        )
+    return text
+
+
+def _spent(budget: QueryBudget, requester: str) -> float:
+    return sum(c.cost for c in budget.history(requester, "cohort") if c.outcome == "charged")
+
+
+def test_oracle__bcftools_counts_match_the_simulated_genotypes(site: Site) -> None:
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(site.variants), size=40, replace=False):
+        assert site.alt_count(site.variants[i]) == int(site.cohort_counts[i])
+
+
+def test_attack__decides_membership_without_the_budget(site: Site) -> None:
+    no_budget = site.beacon(None, "anonymous:192.0.2.1")
+    print()
+    inside = [site.attack(int(p), no_budget) for p in site.cohort[:N_INSIDE]]
+    for p, r in zip(site.cohort[:N_INSIDE], inside, strict=True):
+        print(_line(f"no budget, inside victim {p}", r))
+    outside = [site.attack(int(p), no_budget) for p in site.outside]
+    for p, r in zip(site.outside, outside, strict=True):
+        print(_line(f"no budget, outside victim {p}", r))
+    planned = [r.planned for r in inside]
+    print(f"inside victims: planned queries (K) min {min(planned)} max {max(planned)}")
+    # Every inside victim is found with the planned number of their rarest alleles ...
+    assert all(r.member for r in inside)
+    assert max(planned) <= 40
+    # ... and outside victims are not, but for the test's false positives (alpha = 0.05).
+    assert sum(r.member for r in outside) <= 2
+    assert all(r.refused == 0 for r in inside + outside)
+
+
+def _budgeted(
+    site: Site, budget: QueryBudget, victims: list[int], *, hide_below: int, label: str
+) -> list[AttackResult]:
+    results = []
+    for p in victims:
+        requester = f"caller:attacker-{label}-{p}"
+        r = site.attack(
+            int(p), site.beacon(budget, requester, hide_below=hide_below), hidden_below=hide_below
+        )
+        where = "inside" if p in site.cohort else "outside"
+        spent = _spent(budget, requester)
+        print(_line(f"{label}, {where} victim {p}", r) + f"; charged {spent:.2f} nats")
+        assert spent <= budget.budget_for(requester)
+        results.append(r)
+    return results
+
+
+def test_attack__stopped_by_the_default_budget(site: Site, tmp_path: Path) -> None:
+    print()
+    victims = [int(p) for p in site.cohort[:N_INSIDE]] + [int(p) for p in site.outside[:3]]
+    # Hiding singletons alone does not stop an attacker who knows about it ...
+    hidden = [site.attack(int(p), site.beacon(None, "anonymous:192.0.2.2", hide_below=2),
+                          hidden_below=2) for p in site.cohort[:N_INSIDE]]
+    for p, r in zip(site.cohort[:N_INSIDE], hidden, strict=True):
+        print(_line(f"no budget, singletons hidden, inside victim {p}", r))
+    assert sum(r.member for r in hidden) >= N_INSIDE // 2
+    # ... the budget does.
+    budget = QueryBudget.open(tmp_path, {})
+    try:
+        results = _budgeted(site, budget, victims, hide_below=2, label="default budget")
+    finally:
+        budget.close()
+    for r in results:
+        # Refused before the statistic reaches the published confidence, over the planned
+        # queries, over everything answered, and for an attacker who reads the first
+        # refusal as a "yes".
+        assert r.refused > 0
+        assert not r.member and not r.member_all and not r.member_refusal_as_yes
+        assert r.statistic_all < math.log(1 / ALPHA)
+    answered = [r.answered for r in results[:N_INSIDE]]
+    print(f"inside victims: answered before refusal min {min(answered)} max {max(answered)}")
+
+
+def test_attack__singleton_refusal_leaks_without_hiding(site: Site, tmp_path: Path) -> None:
+    """The budget alone: singletons cost inf and are refused, and the refusal says "present"."""
+    print()
+    budget = QueryBudget.open(tmp_path, {})
+    try:
+        results = _budgeted(
+            site, budget, [int(p) for p in site.cohort[:N_INSIDE]], hide_below=1,
+            label="budget alone",
+        )
+    finally:
+        budget.close()
+    # What the Beacon answered never decides ...
+    assert not any(r.member or r.member_all for r in results)
+    # ... but an attacker reading the first refusal as "yes" reaches at least the evidence
+    # of a "yes" for a rare allele (reported; the docs say why singletons must be hidden).
+    leaked = [r.statistic_refusal_as_yes or 0.0 for r in results]
+    print(f"first refusal read as yes: statistic max {max(leaked):.2f}, "
+          f"decides {sum(r.member_refusal_as_yes for r in results)}/{len(results)}")
+    assert max(leaked) > 1.0
+
+
+def test_attack__budget_sweep(site: Site, tmp_path: Path) -> None:
+    """The largest attacker statistic over the inside victims per budget (for the docs)."""
+    print()
+    worst = {}
+    for per_dataset in (0.5, 1.0, 2.0, 4.0, 8.0):
+        budget = QueryBudget.open(tmp_path / str(per_dataset), {"per_dataset": per_dataset})
+        try:
+            rs = [
+                site.attack(
+                    int(p), site.beacon(budget, f"caller:a{p}", hide_below=2), hidden_below=2
+                )
+                for p in site.cohort[:N_INSIDE]
+            ]
+        finally:
+            budget.close()
+        worst[per_dataset] = max(max(r.statistic_all, r.statistic_refusal_as_yes or 0) for r in rs)
+        print(
+            f"per_dataset {per_dataset}: decided {sum(r.member or r.member_all for r in rs)}"
+            f"/{len(rs)} (refusal read as yes: {sum(r.member_refusal_as_yes for r in rs)}), "
+            f"answers max {max(r.answered for r in rs)}, largest statistic {worst[per_dataset]:.2f}"
+        )
+    assert worst[0.5] <= worst[8.0]
+    assert worst[DEFAULT_PER_DATASET] < math.log(1 / ALPHA)
