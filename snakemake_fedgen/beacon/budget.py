@@ -76,7 +76,9 @@ def _yes_probabilities(f: float, n: int, k: int, error_rate: float) -> tuple[flo
     return float(binom.sf(k - 1, 2 * n, f)), float(binom.sf(k - 2, 2 * n - 2, f))
 
 
-def _allele_cost(count: int, n: int, *, hidden_below: int, confidence: float, delta: float) -> float:
+def _allele_cost(
+    count: int, n: int, *, hidden_below: int, confidence: float, delta: float
+) -> float:
     """Membership evidence of one "yes" for an allele held ``count`` times (see query_cost)."""
     if n == 1:
         return math.inf
@@ -438,7 +440,12 @@ class QueryBudget:
                     self._db.execute("COMMIT")
                     raise BudgetExhausted(
                         self._refusal(
-                            requester, dataset, spent, max(cost, reserve), budget, started,
+                            requester,
+                            dataset,
+                            spent,
+                            max(cost, reserve),
+                            budget,
+                            started,
                             refused,
                         ),
                         requester=requester,
