@@ -8,9 +8,10 @@ charged by how much its answer can tell such an attacker, and once the budget is
 Beacon refuses.
 
 The unit of cost and budget is the attacker's log-likelihood ratio (nats) for "the victim is in
-the dataset" (:func:`query_cost`). A budget of B nats bounds every answer sequence's
-likelihood ratio by exp(B), so no test at false-positive rate alpha finds a member with
-probability above exp(B) * alpha (see :data:`DEFAULT_PER_DATASET`).
+the dataset" (:func:`query_cost`). At the allele frequencies the cost assumes, a budget of B
+nats bounds every answer sequence's likelihood ratio by exp(B), so no test at false-positive
+rate alpha finds a member with probability above exp(B) * alpha (see
+:data:`DEFAULT_PER_DATASET`; docs/discovery-budget.md has the measured attack).
 
 :class:`QueryBudget` keeps the charges in ``state_dir/beacon_budget.sqlite`` (WAL; one lock per
 process, ``BEGIN IMMEDIATE`` across processes), so budgets survive restarts and every charge and
@@ -385,7 +386,8 @@ class QueryBudget:
         revealed = tuple(c for c in alt_allele_counts if c >= k)
         if not self.settings.enabled:
             return Assessment(revealed=tuple(alt_allele_counts), cost=0.0, reserve=0.0)
-        reserve = query_cost([min(k, 2 * n_individuals)], n_individuals, hidden_below=k)
+        # Datasets too small to hold k copies never reveal anything.
+        reserve = query_cost([k], n_individuals, hidden_below=k) if k <= 2 * n_individuals else 0.0
         return Assessment(
             revealed=revealed,
             cost=query_cost(revealed, n_individuals, hidden_below=k),

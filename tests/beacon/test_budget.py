@@ -204,7 +204,9 @@ def test_answer__hides_small_counts_and_refuses_whatever_the_answer(tmp_path: Pa
     n = 300
     reserve = query_cost([5], n, hidden_below=5)
     try:
-        # Fewer than 5 copies: answered as absent, for free.
+        # Fewer than 5 copies: answered as absent, for free (a two-person dataset: always).
+        assert budget.assess([1, 2, 4], 2).revealed == ()
+        assert budget.assess([3, 7, 40], n).revealed == (7, 40)
         assert budget.answer(ALICE, "ds", [1, 4], n, "rare") == ()
         assert budget.remaining(ALICE, "ds") == DEFAULT_PER_DATASET
         assert budget.answer(ALICE, "ds", [5], n, "five") == (5,)
