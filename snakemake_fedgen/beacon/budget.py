@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scipy.stats import beta, binom
+from scipy.stats import beta, binom  # type: ignore[import-untyped]
 from snakemake_executor_plugin_fedgen.errors import AccessDenied, ConfigError, FedgenError
 
 #: Probability that the Beacon misses an allele its dataset holds (sequencing/calling error);

@@ -66,6 +66,20 @@ def test_query_cost__dearest_default_answer_fits_the_default_budget() -> None:
         assert 1.0 < dearest <= DEFAULT_PER_DATASET
 
 
+def test_query_cost__covers_an_attacker_who_knows_the_allele_is_rarer() -> None:
+    """The point estimate (c - 1) / (2N - 2) under-charges the victim's rarest alleles: a
+    doubleton in a cohort of 300 whose population frequency is 1/6000 (an allele unseen in
+    3,000 reference haplotypes, as in test_membership_attack) is worth 2.35 nats to the
+    attacker, and would be charged 0.46. The 95% lower bound charges more than it gives."""
+    n = 300
+    attacker_f = 0.5 / 3001
+    gained = -math.log1p(-((1 - attacker_f) ** (2 * n)))
+    point = -math.log1p(-((1 - 1 / (2 * n - 2)) ** (2 * n)))
+    assert gained == pytest.approx(2.35, abs=0.01)
+    assert point == pytest.approx(0.46, abs=0.01)
+    assert query_cost([2], n) > gained
+
+
 def test_query_cost__no_answer_is_free_and_costs_add_up() -> None:
     assert query_cost([], 300) == 0.0
     assert query_cost([3, 7], 300) == pytest.approx(query_cost([3], 300) + query_cost([7], 300))
