@@ -1,0 +1,168 @@
+"""Beacon test fixtures: a tiny simulated federation, Beacon node configs, schema validation.
+
+Until ``snakemake_fedgen/beacon/budget.py`` (built separately) is in the tree, the node's
+query budget is a throwaway stand-in written here, outside the package: in-process tests put
+it into ``sys.modules``, node processes get it from a ``sitecustomize`` on their PYTHONPATH.
+Once the real module exists it is used instead (the stand-in is only installed when missing).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+SPEC = Path(os.environ.get("FEDGEN_BEACON_SPEC", "/work/shared/spec/beacon-v2"))
+FRAMEWORK = SPEC / "framework" / "json"
+
+STUB = """
+import sys, types
+mod = types.ModuleType("snakemake_fedgen.beacon.budget")
+class BudgetExhausted(Exception):
+    pass
+def query_cost(alt_allele_counts, n_individuals):
+    return float(len(alt_allele_counts)) or 0.5
+class QueryBudget:
+    def __init__(self, limit):
+        self.limit = float(limit); self.spent = {}
+    @classmethod
+    def open(cls, state_dir, settings):
+        return cls(settings.get("limit", 1e9))
+    def charge(self, requester, dataset, cost, query):
+        key = (requester, dataset); left = self.limit - self.spent.get(key, 0.0)
+        if cost > left:
+            raise BudgetExhausted(f"{requester} has {left:g} left on {dataset}, the query costs {cost:g}")
+        self.spent[key] = self.spent.get(key, 0.0) + cost
+        return left - cost
+    def remaining(self, requester, dataset):
+        return self.limit - self.spent.get((requester, dataset), 0.0)
+    def close(self):
+        pass
+mod.BudgetExhausted, mod.query_cost, mod.QueryBudget = BudgetExhausted, query_cost, QueryBudget
+sys.modules[mod.__name__] = mod
+"""
+
+
+def budget_missing() -> bool:
+    return importlib.util.find_spec("snakemake_fedgen.beacon.budget") is None
+
+
+@pytest.fixture(autouse=True)
+def budget_module(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget stand-in, in this process and in node processes started by the test."""
+    if not budget_missing():
+        return
+    namespace: dict[str, Any] = {}
+    exec(STUB, namespace)  # noqa: S102 - the stand-in above, registering itself
+    monkeypatch.setitem(sys.modules, "snakemake_fedgen.beacon.budget", namespace["mod"])
+    site = tmp_path_factory.mktemp("budget-stub")
+    (site / "sitecustomize.py").write_text(STUB)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), *sys.path]))
+
+
+@pytest.fixture(scope="session")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``fedgen simulate --scale tiny`` with site C's phenotypes as Phenopackets."""
+    out = tmp_path_factory.mktemp("beacon-fed") / "sim"
+    subprocess.run(
+        [sys.executable, "-m", "snakemake_fedgen", "simulate", "--out", str(out), "--seed", "11",
+         "--scale", "tiny", "--phenopackets-sites", "C"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return out
+
+
+#: The workflow's phenopackets.columns (workflows/federated-gwas/config/config.yaml), for tables.
+COLUMNS = {
+    "ldl": {"assay": "LOINC:39469-2", "unit": "UCUM:mmol/L"},
+    "sbp": {"assay": "LOINC:8480-6", "unit": "UCUM:mm[Hg]"},
+    "smoking": {"terms": ["NCIT:C67147"], "coding": "0/1"},
+    "diabetes": {"terms": ["MONDO:0005015"], "coding": "0/1"},
+    "cvd": {"terms": ["MONDO:0004995"]},
+}
+
+
+def beacon_block(fed: Path, site: str, **extra: Any) -> dict[str, Any]:
+    """The ``beacon`` block of a simulated site's node.yaml (as docs/discovery.md shows)."""
+    d = fed / "sites" / site
+    pheno: dict[str, Any] = (
+        {"phenopackets": str(d / "phenopackets")}
+        if (d / "phenopackets").is_dir()
+        else {"phenotypes": str(d / "phenotypes.tsv"), "columns": COLUMNS}
+    )
+    block = {
+        "id": f"org.example.site-{site}.beacon",
+        "name": f"Site {site} Beacon",
+        "organization": {"id": f"org.example.site-{site}", "name": f"Site {site}"},
+        "datasets": {
+            f"{site}-cohort": {
+                "name": f"Site {site} cohort",
+                "description": "simulated genotypes and clinical data",
+                "genotypes": str(d / "genotypes.vcf.gz"),
+                "assembly": "GRCh38",
+                **pheno,
+                "visa": f"EGAD-{site}",
+            }
+        },
+    }
+    block.update(extra)
+    return block
+
+
+# -- the official schemas ---------------------------------------------------------------------
+
+
+def _registry() -> Registry:
+    """Every schema of the framework and default model, by file URI (relative $refs resolve)."""
+    resources = []
+    for path in SPEC.rglob("*.json"):
+        try:
+            doc = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(doc, dict):
+            doc = {k: v for k, v in doc.items() if k != "$id"}
+            doc.setdefault("$schema", "https://json-schema.org/draft/2020-12/schema")
+            resources.append((path.as_uri(), Resource.from_contents(doc)))
+    return Registry().with_resources(resources)
+
+
+REGISTRY = _registry()
+
+
+def validator(relative: str) -> Draft202012Validator:
+    """A validator for a framework schema (``responses/beaconInfoResponse.json``)."""
+    uri = (FRAMEWORK / relative).as_uri()
+    return Draft202012Validator({"$ref": uri}, registry=REGISTRY)
+
+
+def validate(doc: Any, relative: str) -> None:
+    """Raise on the first violation of ``relative`` (with the path of the offending value)."""
+    errors = sorted(validator(relative).iter_errors(doc), key=lambda e: list(e.path))
+    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
+
+
+def endpoint_schema(path: str) -> str:
+    """The 200 response schema endpoints.json names for an informational path (``/map``)."""
+    spec = json.loads((FRAMEWORK / "endpoints.json").read_text())
+    ok = spec["paths"][path]["get"]["responses"]["200"]
+    if "$ref" in ok:
+        ok = spec["components"]["responses"][ok["$ref"].rsplit("/", 1)[1]]
+    return ok["content"]["application/json"]["schema"]["$ref"].removeprefix("./")
+
+
+@pytest.fixture
+def no_budget_module() -> Iterator[None]:
+    yield
