@@ -8,6 +8,7 @@ Once the real module exists it is used instead (the stand-in is only installed w
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -19,8 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
+
+from snakemake_fedgen.node.app import create_app
+from snakemake_fedgen.node.auth import make_authenticator
+from snakemake_fedgen.node.config import load_config
+from snakemake_fedgen.node.runtime import make_runtime
+from tests.conftest import bwrap_runtime
 
 SPEC = Path(os.environ.get("FEDGEN_BEACON_SPEC", "/work/shared/spec/beacon-v2"))
 FRAMEWORK = SPEC / "framework" / "json"
@@ -49,8 +58,8 @@ class QueryBudget:
     def close(self):
         pass
 mod.BudgetExhausted, mod.query_cost, mod.QueryBudget = BudgetExhausted, query_cost, QueryBudget
-sys.modules[mod.__name__] = mod
 """
+REGISTER = "import sys\nsys.modules[mod.__name__] = mod\n"
 
 
 def budget_missing() -> bool:
@@ -65,10 +74,10 @@ def budget_module(
     if not budget_missing():
         return
     namespace: dict[str, Any] = {}
-    exec(STUB, namespace)  # noqa: S102 - the stand-in above, registering itself
+    exec(STUB, namespace)
     monkeypatch.setitem(sys.modules, "snakemake_fedgen.beacon.budget", namespace["mod"])
     site = tmp_path_factory.mktemp("budget-stub")
-    (site / "sitecustomize.py").write_text(STUB)
+    (site / "sitecustomize.py").write_text(STUB + REGISTER)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), *sys.path]))
 
 
@@ -163,6 +172,29 @@ def endpoint_schema(path: str) -> str:
     return ok["content"]["application/json"]["schema"]["$ref"].removeprefix("./")
 
 
-@pytest.fixture
-def no_budget_module() -> Iterator[None]:
-    yield
+# -- a node in this process ------------------------------------------------------------------
+
+TOKENS = {"analyst": "analyst-token-123"}
+
+
+@contextlib.contextmanager
+def beacon_node(fed: Path, site: str, state: Path, **node_yaml: Any) -> Iterator[TestClient]:
+    """The site's node (its simulated node.yaml plus a Beacon and a token file), in process."""
+    cfg = yaml.safe_load((fed / "sites" / site / "node.yaml").read_text())
+    state.mkdir(parents=True, exist_ok=True)
+    tokens = state / "tokens.yaml"
+    tokens.write_text(yaml.safe_dump(TOKENS))
+    cfg.update(token_file=str(tokens), runtime=bwrap_runtime(), beacon=beacon_block(fed, site))
+    cfg.update(node_yaml)
+    path = state / "node.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    node = load_config(state, config_file=path)
+    runtime = make_runtime(node.runtime, tool_paths=node.tool_paths, allowed_images=[])
+    app = create_app(node, runtime=runtime, authenticator=make_authenticator(node))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        yield client
+
+
+def audit_records(state: Path, action: str = "BeaconQuery") -> list[dict[str, Any]]:
+    lines = (state / "audit.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["action"] == action]
