@@ -76,7 +76,9 @@ def request_body(
 
 def _failure(site: str, exc: Exception) -> SiteAnswer:
     if isinstance(exc, httpx.ConnectError):
-        reason = "connection refused" if "refused" in str(exc).lower() else f"cannot connect ({exc})"
+        reason = (
+            "connection refused" if "refused" in str(exc).lower() else f"cannot connect ({exc})"
+        )
     elif isinstance(exc, httpx.TimeoutException):
         reason = "timeout"
     else:
@@ -90,7 +92,9 @@ def _answers(site: str, status: int, doc: Any) -> list[SiteAnswer]:
     if "error" in doc or status != 200:
         err = doc.get("error") or {}
         message = str(err.get("errorMessage") or doc.get("message") or "")
-        label = {401: "401 unauthorized", 403: "403 refused", 404: "404 not found"}.get(status, f"HTTP {status}")
+        label = {401: "401 unauthorized", 403: "403 refused", 404: "404 not found"}.get(
+            status, f"HTTP {status}"
+        )
         if "budget" in message:
             label = "budget exhausted"
         return [SiteAnswer(site, None, None, note=f"{label}: {message}"[:200])]
@@ -110,8 +114,9 @@ def _answers(site: str, status: int, doc: Any) -> list[SiteAnswer]:
                     bool(rs.get("exists")),
                     int(rs.get("resultsCount", 0)),
                     adjusted="countAdjustedTo" in info,
-                    note=f"1-{int(info['countAdjustedTo']) - 1}, shown as "
-                    f"{info['countAdjustedTo']}" if "countAdjustedTo" in info else "",
+                    note=f"1-{int(info['countAdjustedTo']) - 1}, shown as {info['countAdjustedTo']}"
+                    if "countAdjustedTo" in info
+                    else "",
                 )
             )
         return out
@@ -119,12 +124,19 @@ def _answers(site: str, status: int, doc: Any) -> list[SiteAnswer]:
     if not datasets:
         return [SiteAnswer(site, None, bool(doc["responseSummary"]["exists"]), note="boolean")]
     return [
-        SiteAnswer(site, d.get("id"), None if d.get("note") else bool(d.get("exists")), note=str(d.get("note", "boolean")))
+        SiteAnswer(
+            site,
+            d.get("id"),
+            None if d.get("note") else bool(d.get("exists")),
+            note=str(d.get("note", "boolean")),
+        )
         for d in datasets
     ]
 
 
-def query_site(site: Site, *, entry: str, body: Mapping[str, Any], timeout: float) -> list[SiteAnswer]:
+def query_site(
+    site: Site, *, entry: str, body: Mapping[str, Any], timeout: float
+) -> list[SiteAnswer]:
     """POST the query to one site's Beacon; the answers per dataset, or one failure."""
     path = {"genomicVariant": "g_variants", "individual": "individuals"}[entry]
     try:
@@ -150,7 +162,9 @@ def discover(
     if not sites:
         return []
     with ThreadPoolExecutor(max_workers=min(16, len(sites))) as pool:
-        results = list(pool.map(lambda s: query_site(s, entry=entry, body=body, timeout=timeout), sites))
+        results = list(
+            pool.map(lambda s: query_site(s, entry=entry, body=body, timeout=timeout), sites)
+        )
     return [a for answers in results for a in answers]
 
 

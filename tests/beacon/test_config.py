@@ -21,10 +21,16 @@ def load(fed: Path, tmp_path: Path, block: dict) -> object:
     return beacon_config(load_config(tmp_path / "state", config_file=path), str(path))
 
 
-def test_defaults__min_cell_from_the_airlock_and_granularities(federation: Path, tmp_path: Path) -> None:
+def test_defaults__min_cell_from_the_airlock_and_granularities(
+    federation: Path, tmp_path: Path
+) -> None:
     settings = load(federation, tmp_path, beacon_block(federation, "A"))
     assert settings.min_cell == 5  # the simulated airlock's min_cell
-    assert dict(settings.datasets["A-cohort"].granularity) == {"anonymous": "boolean", "authenticated": "count", "visa": "count"}
+    assert dict(settings.datasets["A-cohort"].granularity) == {
+        "anonymous": "boolean",
+        "authenticated": "count",
+        "visa": "count",
+    }
 
 
 def test_refusals__name_node_yaml_and_the_key(federation: Path, tmp_path: Path) -> None:
@@ -36,7 +42,10 @@ def test_refusals__name_node_yaml_and_the_key(federation: Path, tmp_path: Path) 
     cases = [
         ({"genotypes": str(outside / "g.vcf.gz")}, "outside the node's read_roots"),
         ({"genotypes": str(unindexed)}, "no .tbi/.csi index"),
-        ({"granularity": {"anonymous": "count"}}, "granularity.anonymous must be one of none, boolean"),
+        (
+            {"granularity": {"anonymous": "count"}},
+            "granularity.anonymous must be one of none, boolean",
+        ),
         ({"granularity": {"visa": "record"}}, "records are never served"),
         ({"assembly": "hg18"}, "assembly must be one of GRCh38, GRCh37"),
         ({"colour": "blue"}, "unknown key(s) colour"),
@@ -46,5 +55,7 @@ def test_refusals__name_node_yaml_and_the_key(federation: Path, tmp_path: Path) 
         block["datasets"]["A-cohort"].update(change)
         with pytest.raises(ConfigError) as err:
             load(federation, tmp_path, block)
-        assert "node.yaml: beacon.datasets.A-cohort" in str(err.value) and fragment in str(err.value), str(err.value)
+        assert "node.yaml: beacon.datasets.A-cohort" in str(err.value) and fragment in str(
+            err.value
+        ), str(err.value)
     unindexed.unlink()

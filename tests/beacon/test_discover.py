@@ -22,7 +22,11 @@ def test_discover__three_nodes_one_down(federation: Path, tmp_path: Path, monkey
             cfg = yaml.safe_load((federation / "sites" / site / "node.yaml").read_text())
             token = tmp_path / f"tokens-{site}.yaml"
             token.write_text(yaml.safe_dump({"coordinator": f"token-of-{site}-123"}))
-            cfg.update(runtime=bwrap_runtime(), token_file=str(token), beacon=beacon_block(federation, site))
+            cfg.update(
+                runtime=bwrap_runtime(),
+                token_file=str(token),
+                beacon=beacon_block(federation, site),
+            )
             nodes[site] = NodeProcess(tmp_path / f"state-{site}", config=cfg)
             registry["sites"][site]["tes_url"] = nodes[site].url
             monkeypatch.setenv(f"FEDGEN_TOKEN_{site}", f"token-of-{site}-123")
@@ -42,14 +46,21 @@ def test_discover__three_nodes_one_down(federation: Path, tmp_path: Path, monkey
     rows = {line.split()[0]: line.split() for line in lines[1:4]}
     a = pd.read_csv(federation / "sites/A/phenotypes.tsv", sep="\t")
     expected_a = int(((a.sex == 2) & (a.ldl > 4.1)).sum())
-    c = pd.read_csv(federation / "sites/C/phenotypes.tsv", sep="\t")  # the table simulate wrote beside C's packets
+    c = pd.read_csv(
+        federation / "sites/C/phenotypes.tsv", sep="\t"
+    )  # the table simulate wrote beside C's packets
     expected_c = int(((c.sex == 2) & (c.ldl > 4.1)).sum())
     assert rows["A"][:4] == ["A", "A-cohort", "yes", str(max(expected_a, 5) if expected_a else 0)]
     assert rows["C"][:4] == ["C", "C-cohort", "yes", str(max(expected_c, 5) if expected_c else 0)]
-    assert rows["B"][:4] == ["B", "-", "-", "-"] and "connection refused" in lines[2] + lines[3] + lines[1]
+    assert (
+        rows["B"][:4] == ["B", "-", "-", "-"]
+        and "connection refused" in lines[2] + lines[3] + lines[1]
+    )
     assert "no answer: B" in run.stdout
     assert f"total: {expected_a + expected_c} over 2 site(s)" in run.stdout
-    assert yaml.safe_load(out.read_text()) == [s for s, n in (("A", expected_a), ("C", expected_c)) if n >= 12]
+    assert yaml.safe_load(out.read_text()) == [
+        s for s, n in (("A", expected_a), ("C", expected_c)) if n >= 12
+    ]
     print(run.stdout)
 
 

@@ -25,7 +25,9 @@ def test_informational__valid_against_the_schemas_endpoints_json_names(
             r = client.get("/api" + path)
             validate(r.json(), "responses/beaconCollectionsResponse.json")
         assert client.get("/api/service-info").json()["type"]["artifact"] == "beacon"
-        terms = {t["id"] for t in client.get("/api/filtering_terms").json()["response"]["filteringTerms"]}
+        terms = {
+            t["id"] for t in client.get("/api/filtering_terms").json()["response"]["filteringTerms"]
+        }
         assert {"NCIT:C16576", "NCIT:C20197", "age", "LOINC:39469-2", "NCIT:C67147"} <= terms
 
 
@@ -47,7 +49,10 @@ def test_queries__get_and_post_valid_at_each_granularity(
 ) -> None:
     with beacon_node(federation, "A", tmp_path / "state") as client:
         for path, query in QUERIES:
-            body = {"meta": {"apiVersion": "v2.1.1"}, "query": {**query, "requestedGranularity": "count"}}
+            body = {
+                "meta": {"apiVersion": "v2.1.1"},
+                "query": {**query, "requestedGranularity": "count"},
+            }
             validate(body, "requests/beaconRequestBody.json")
             posted = client.post(f"/api/{path}", json=body, headers=headers)
             assert posted.status_code == 200, posted.text
@@ -56,20 +61,36 @@ def test_queries__get_and_post_valid_at_each_granularity(
             assert also.json()["responseSummary"] == posted.json()["responseSummary"]
         got = client.get("/api/g_variants", params={**VARIANT, "start": 1000037}, headers=headers)
         validate(got.json(), schema)
-        got = client.get("/api/individuals", params={"filters": "NCIT:C16576,LOINC:39469-2>4.1"}, headers=headers)
+        got = client.get(
+            "/api/individuals", params={"filters": "NCIT:C16576,LOINC:39469-2>4.1"}, headers=headers
+        )
         validate(got.json(), schema)
-        assert got.json()["responseSummary"] == client.post(
-            "/api/individuals", json={"meta": {"apiVersion": "v2.1.1"}, "query": QUERIES[2][1]}, headers=headers
-        ).json()["responseSummary"]
+        assert (
+            got.json()["responseSummary"]
+            == client.post(
+                "/api/individuals",
+                json={"meta": {"apiVersion": "v2.1.1"}, "query": QUERIES[2][1]},
+                headers=headers,
+            ).json()["responseSummary"]
+        )
 
 
 def test_errors__beacon_error_shape(federation: Path, tmp_path: Path) -> None:
     with beacon_node(federation, "A", tmp_path / "state") as client:
         bad = [
-            client.get("/api/g_variants", params={**VARIANT, "start": 1000037, "assemblyId": "GRCh37"}),
+            client.get(
+                "/api/g_variants", params={**VARIANT, "start": 1000037, "assemblyId": "GRCh37"}
+            ),
             client.get("/api/g_variants", params={"referenceName": "20"}),
-            client.post("/api/individuals", json={"meta": {"apiVersion": "v2"}, "query": {"filters": [{"id": "HP:9999999"}]}}),
-            client.get("/api/g_variants", params={**VARIANT, "start": 1000037}, headers={"Authorization": "Bearer wrong-token-xx"}),
+            client.post(
+                "/api/individuals",
+                json={"meta": {"apiVersion": "v2"}, "query": {"filters": [{"id": "HP:9999999"}]}},
+            ),
+            client.get(
+                "/api/g_variants",
+                params={**VARIANT, "start": 1000037},
+                headers={"Authorization": "Bearer wrong-token-xx"},
+            ),
             client.get("/api/datasets/nope/individuals"),
         ]
         assert [r.status_code for r in bad] == [400, 400, 400, 401, 404]

@@ -26,7 +26,10 @@ def packets_frame(folder: Path) -> pd.DataFrame:
     rows = []
     for path in sorted(folder.glob("*.json")):
         p = json.loads(path.read_text())
-        m = re.match(r"P(\d+)Y(?:(\d+)M)?(?:(\d+)D)?", p["subject"]["timeAtLastEncounter"]["age"]["iso8601duration"])
+        m = re.match(
+            r"P(\d+)Y(?:(\d+)M)?(?:(\d+)D)?",
+            p["subject"]["timeAtLastEncounter"]["age"]["iso8601duration"],
+        )
         assert m
         age = int(m.group(1)) + int(m.group(2) or 0) / 12 + int(m.group(3) or 0) / 365.25
         row = {"sex": p["subject"].get("sex"), "age": age}
@@ -63,11 +66,17 @@ def test_counts__match_pandas(federation: Path, terms, table_rule, packet_rule) 
 
 
 def test_unknown_terms__named(federation: Path) -> None:
-    count, unknown = count_individuals(dataset(federation, "A"), [{"id": "HP:0001250"}, {"id": "NCIT:C16576"}])
+    count, unknown = count_individuals(
+        dataset(federation, "A"), [{"id": "HP:0001250"}, {"id": "NCIT:C16576"}]
+    )
     assert (count, unknown) == (None, ["HP:0001250"])
 
 
 def test_parse_filter() -> None:
-    assert parse_filter("LOINC:39469-2>4.1") == {"id": "LOINC:39469-2", "operator": ">", "value": "4.1"}
+    assert parse_filter("LOINC:39469-2>4.1") == {
+        "id": "LOINC:39469-2",
+        "operator": ">",
+        "value": "4.1",
+    }
     assert parse_filter("age>=P50Y") == {"id": "age", "operator": ">=", "value": "P50Y"}
     assert parse_filter("HP:0000822") == {"id": "HP:0000822"}
