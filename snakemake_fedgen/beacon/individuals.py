@@ -109,8 +109,6 @@ def _table(path: Path, columns: Sequence[ColumnSpec]) -> Cohort:
 
 
 def _packets(folder: Path) -> Cohort:
-    from phenopackets import Sex
-
     people = []
     terms: dict[str, str] = {}
     assays: dict[str, str] = {}
@@ -129,7 +127,11 @@ def _packets(folder: Path) -> Cohort:
                 values[m.assay.id] = float(m.value.quantity.value)
                 assays.setdefault(m.assay.id, m.assay.label)
         subject = packet.subject
-        sex = {"MALE": "male", "FEMALE": "female"}.get(Sex.Name(subject.sex))
+        # The enum value's name (MALE, FEMALE, ...) from the message's own descriptor.
+        field = subject.DESCRIPTOR.fields_by_name["sex"]
+        sex = {"MALE": "male", "FEMALE": "female"}.get(
+            field.enum_type.values_by_number[subject.sex].name
+        )
         tle = subject.time_at_last_encounter
         age = iso8601_years(tle.age.iso8601duration) if tle.HasField("age") else None
         people.append(Person(sex, age, frozenset(observed), values))
