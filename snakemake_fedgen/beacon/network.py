@@ -36,6 +36,7 @@ class SiteAnswer:
 
     @property
     def answered(self) -> bool:
+        """Whether the site gave this dataset an answer (yes or no)."""
         return self.exists is not None
 
 

@@ -79,6 +79,7 @@ def request_summary(
 def query_meta(
     settings: BeaconSettings, *, entry: str, returned: str, summary: Mapping[str, Any]
 ) -> dict[str, Any]:
+    """``meta`` of a query answer (``beaconResponseMeta``)."""
     return {
         **informational_meta(settings, entry),
         "returnedGranularity": returned,
@@ -161,6 +162,7 @@ def error_response(
 
 
 def info_response(settings: BeaconSettings) -> dict[str, Any]:
+    """``/api`` and ``/api/info``: ``beaconInfoResponse``."""
     return {
         "meta": informational_meta(settings),
         "response": {
@@ -218,10 +220,12 @@ def _entry_types() -> dict[str, Any]:
 
 
 def entry_types_response(settings: BeaconSettings) -> dict[str, Any]:
+    """``/api/entry_types``: ``beaconEntryTypesResponse``."""
     return {"meta": informational_meta(settings), "response": {"entryTypes": _entry_types()}}
 
 
 def configuration_response(settings: BeaconSettings) -> dict[str, Any]:
+    """``/api/configuration``: ``beaconConfigurationResponse`` (default granularity boolean)."""
     return {
         "meta": informational_meta(settings),
         "response": {
@@ -237,6 +241,7 @@ def configuration_response(settings: BeaconSettings) -> dict[str, Any]:
 
 
 def map_response(settings: BeaconSettings, root: str) -> dict[str, Any]:
+    """``/api/map``: ``beaconMapResponse`` with URLs under ``root`` (``http://host:port/api``)."""
     sets: dict[str, Any] = {}
     for entry in ("genomicVariant", "individual"):
         path = ENTRY_PATHS[entry]
@@ -275,4 +280,5 @@ def collections_response(
 def filtering_terms_response(
     settings: BeaconSettings, terms: list[dict[str, Any]]
 ) -> dict[str, Any]:
+    """``/api/filtering_terms``: ``beaconFilteringTermsResponse``."""
     return {"meta": informational_meta(settings), "response": {"filteringTerms": terms}}

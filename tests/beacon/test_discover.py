@@ -77,3 +77,18 @@ def test_total__floored_counts_make_a_lower_bound() -> None:
     assert total(answers[:1] + answers[3:]) == (24, False)
     assert matching_sites(answers, min_count=None) == ["A", "B"]
     assert matching_sites(answers, min_count=10) == ["A"]
+
+
+def test_registry_beacon_url__default_and_explicit(tmp_path: Path) -> None:
+    from snakemake_executor_plugin_fedgen.sites import load_registry
+
+    sites = {
+        "A": {"tes_url": "http://127.0.0.1:8101/ga4gh/tes/v1", "work_url": "file:///w"},
+        "B": {"tes_url": "https://b.example/ga4gh/tes/v1", "work_url": "file:///w",
+              "beacon_url": "https://beacon.b.example/api/"},
+    }  # fmt: skip
+    path = tmp_path / "sites.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "sites": sites}))
+    registry = load_registry(path)
+    assert registry.site("A").beacon == "http://127.0.0.1:8101/api"
+    assert registry.site("B").beacon == "https://beacon.b.example/api"
