@@ -28,6 +28,7 @@ from snakemake_fedgen.node.app import create_app
 from snakemake_fedgen.node.auth import make_authenticator
 from snakemake_fedgen.node.config import load_config
 from snakemake_fedgen.node.runtime import make_runtime
+from snakemake_fedgen.simulate.registry import beacon_config
 from tests.conftest import bwrap_runtime
 
 SPEC = Path(os.environ.get("FEDGEN_BEACON_SPEC", "/work/shared/spec/beacon-v2"))
@@ -92,41 +93,10 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-#: The workflow's phenopackets.columns (workflows/federated-gwas/config/config.yaml), for tables.
-COLUMNS = {
-    "ldl": {"assay": "LOINC:39469-2", "unit": "UCUM:mmol/L"},
-    "sbp": {"assay": "LOINC:8480-6", "unit": "UCUM:mm[Hg]"},
-    "smoking": {"terms": ["NCIT:C67147"], "coding": "0/1"},
-    "diabetes": {"terms": ["MONDO:0005015"], "coding": "0/1"},
-    "cvd": {"terms": ["MONDO:0004995"]},
-}
-
-
-def beacon_block(fed: Path, site: str, **extra: Any) -> dict[str, Any]:
+def beacon_block(fed: Path, site: str) -> dict[str, Any]:
     """The ``beacon`` block of a simulated site's node.yaml (as docs/discovery.md shows)."""
-    d = fed / "sites" / site
-    pheno: dict[str, Any] = (
-        {"phenopackets": str(d / "phenopackets")}
-        if (d / "phenopackets").is_dir()
-        else {"phenotypes": str(d / "phenotypes.tsv"), "columns": COLUMNS}
-    )
-    block = {
-        "id": f"org.example.site-{site}.beacon",
-        "name": f"Site {site} Beacon",
-        "organization": {"id": f"org.example.site-{site}", "name": f"Site {site}"},
-        "datasets": {
-            f"{site}-cohort": {
-                "name": f"Site {site} cohort",
-                "description": "simulated genotypes and clinical data",
-                "genotypes": str(d / "genotypes.vcf.gz"),
-                "assembly": "GRCh38",
-                **pheno,
-                "visa": f"EGAD-{site}",
-            }
-        },
-    }
-    block.update(extra)
-    return block
+    phenopackets = (fed / "sites" / site / "phenopackets").is_dir()
+    return beacon_config(fed, site, phenopackets=phenopackets)
 
 
 # -- the official schemas ---------------------------------------------------------------------
