@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.beacon.conftest import TOKENS, beacon_node, endpoint_schema, validate
+from tests.beacon.conftest import TOKENS, audit_records, beacon_node, endpoint_schema, validate
 
 AUTH = {"Authorization": f"Bearer {TOKENS['analyst']}"}
 INFO = ["/", "/info", "/service-info", "/map", "/configuration", "/entry_types", "/filtering_terms"]
@@ -98,3 +98,20 @@ def test_errors__beacon_error_shape(federation: Path, tmp_path: Path) -> None:
             validate(r.json(), "responses/beaconErrorResponse.json")
         assert "GRCh38" in bad[0].json()["error"]["errorMessage"]
         assert "HP:9999999" in bad[2].json()["error"]["errorMessage"]
+
+
+def test_node_limits__body_size_and_audit_of_refusals(federation: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with beacon_node(federation, "A", state, max_request_bytes=2000) as client:
+        big = {
+            "meta": {"apiVersion": "v2.1.1"},
+            "query": {"filters": [{"id": "NCIT:C16576"}] * 200},
+        }
+        assert client.post("/api/individuals", json=big).status_code == 413
+        browser = client.get("/api/individuals", headers={"Origin": "https://evil.example"})
+        assert browser.status_code == 403
+        client.get("/api/individuals", headers={"Authorization": "Bearer not-a-token-x"})
+    records = audit_records(state)
+    assert [(r["caller"], r["outcome"], r["endpoint"]) for r in records] == [
+        ("unauthenticated", "401", "/api/individuals")
+    ]
