@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -61,6 +62,7 @@ class Site:
     token_command: str | list[str] | None = None
     egress_url: str | None = None
     egress_read_url: str | None = None
+    beacon_url: str | None = None
     egress: str = "allow-list"
     egress_allow: tuple[str, ...] = ("results/sumstats/**",)
     default_image: str | None = None
@@ -78,6 +80,14 @@ class Site:
         if self.egress == "all":
             return True
         return any(glob_match(path, pattern) for pattern in self.egress_allow)
+
+    @property
+    def beacon(self) -> str:
+        """The site's Beacon v2 base URL: ``beacon_url``, else the TES URL's origin + ``/api``."""
+        if self.beacon_url:
+            return self.beacon_url
+        parts = urlsplit(self.tes_url)
+        return f"{parts.scheme}://{parts.netloc}/api"
 
     def token(self) -> str | None:
         """Return the bearer token for this site, read now from its env var or command.
@@ -301,6 +311,7 @@ def _build(data: dict[str, Any], path: Path) -> Registry:
             token_command=raw.get("token_command"),
             egress_url=(raw.get("egress_url") or "").rstrip("/") or None,
             egress_read_url=(raw.get("egress_read_url") or "").rstrip("/") or None,
+            beacon_url=(raw.get("beacon_url") or "").rstrip("/") or None,
             egress=raw.get("egress", "allow-list"),
             egress_allow=tuple(raw.get("egress_allow", ("results/sumstats/**",))),
             default_image=raw.get("default_image"),

@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, str] = {
     "phenopackets": "snakemake_fedgen.cli.phenopackets",
     "provenance": "snakemake_fedgen.cli.provenance",
     "demo": "snakemake_fedgen.cli.demo",
+    "discover": "snakemake_fedgen.cli.discover",
 }
 
 

@@ -49,6 +49,7 @@ from snakemake_executor_plugin_fedgen.tes.tags import CODE_TAG
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from snakemake_fedgen import __version__
+from snakemake_fedgen.beacon.api import beacon_router, open_budget
 from snakemake_fedgen.governance.node import check_task_visas
 from snakemake_fedgen.node.approvals import (
     approved_releases,
@@ -59,7 +60,7 @@ from snakemake_fedgen.node.areas import area_of
 from snakemake_fedgen.node.audit import AuditLog
 from snakemake_fedgen.node.auth import Authenticator, Caller
 from snakemake_fedgen.node.caller_view import LogAccess, caller_view
-from snakemake_fedgen.node.config import NodeConfig
+from snakemake_fedgen.node.config import NodeConfig, beacon_config
 from snakemake_fedgen.node.guard import RequestGuard
 from snakemake_fedgen.node.ingress import (
     INGRESS_PREFIX,
@@ -151,6 +152,9 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
     ingress = IngressStore.of(cfg) if cfg.max_ingress_bytes > 0 else None
     scheduler = Scheduler(cfg, store=store, audit=audit, runtime=runtime, ingress=ingress)
     blocked = list(cfg.tool_paths)
+    beacon = beacon_config(cfg)
+    # The Beacon's query budget (snakemake_fedgen/beacon/budget.py) persists under STATE.
+    budget = open_budget(cfg.state_dir, beacon.budget) if beacon is not None else None
     log_callers = set(cfg.caller_logs)
 
     def shown(caller: Caller, doc: dict[str, Any]) -> dict[str, Any]:
@@ -169,6 +173,8 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
             collect_ingress_garbage(stale_parts=True)
         yield
         await scheduler.stop()
+        if budget is not None:
+            budget.close()
         audit.record(caller="node", action="Stop", outcome="ok")
         store.close()
         audit.close()
@@ -264,6 +270,19 @@ def create_app(cfg: NodeConfig, *, runtime: Runtime, authenticator: Authenticato
         return stored
 
     OwnTask = Annotated[StoredTask, Depends(own_task)]
+
+    # -- Beacon v2 (/api) ----------------------------------------------------------------------
+
+    if beacon is not None:
+        app.include_router(
+            beacon_router(
+                beacon,
+                authenticate=authenticator.authenticate,
+                requester_of=area_of,
+                audit=audit,
+                budget=budget,
+            )
+        )
 
     # -- TES ----------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from pydantic_core import PydanticUndefined
 from snakemake_executor_plugin_fedgen.errors import ConfigError
 
 if TYPE_CHECKING:
+    from snakemake_fedgen.beacon.config import BeaconSettings
     from snakemake_fedgen.egress.privacy import PrivacySettings
 
 Runtime = Literal["auto", "bwrap", "host", "docker", "podman", "slurm"]
@@ -307,6 +308,14 @@ class NodeConfig(BaseModel):
     )
     max_running_per_caller: int | None = Field(
         None, description="tasks one caller may have running at once (default: no limit)"
+    )
+    # Discovery (snakemake_fedgen/beacon, docs/discovery.md).
+    beacon: Annotated[dict[str, Any], Setting("YAML")] = Field(
+        default_factory=dict,
+        description="Beacon v2 under /api: {id, name, organization: {id, name}, min_cell "
+        "(default: airlock min_cell, else 5), datasets: {ID: {name, description, genotypes "
+        "(indexed .vcf.gz/.bcf), assembly, phenotypes (table) or phenopackets (folder), columns, "
+        "visa, granularity: {anonymous, authenticated, visa}}}, budget: {...}}; empty: no Beacon",
     )
 
     @property
@@ -591,6 +600,19 @@ def slurm_settings(cfg: NodeConfig, source: str = "node.yaml") -> SlurmSettings:
     )
 
 
+def beacon_config(cfg: NodeConfig, source: str = "node.yaml") -> BeaconSettings | None:
+    """The ``beacon`` block as settings (None: no Beacon); ConfigError names the key."""
+    from snakemake_fedgen.beacon.config import beacon_settings
+
+    min_cell = cfg.airlock.get("min_cell")
+    return beacon_settings(
+        cfg.beacon,
+        read_roots=[*cfg.read_roots, *cfg.write_roots],
+        airlock_min_cell=min_cell if isinstance(min_cell, int) else None,
+        source=source,
+    )
+
+
 def _check(cfg: NodeConfig, source: str) -> NodeConfig:
     """What types cannot say: ranges, existing directories, egress inside a write root, ..."""
     for key, (strict, bound) in _LOWER_BOUNDS.items():
@@ -636,6 +658,7 @@ def _check(cfg: NodeConfig, source: str) -> NodeConfig:
     from snakemake_fedgen.governance.node import check_node_config
 
     check_node_config(cfg, source)
+    beacon_config(cfg, source)
     if cfg.token_file is None and not cfg.jwt and cfg.host not in LOOPBACK_HOSTS:
         raise ConfigError(
             f"node config {source}: refusing to serve on {cfg.host} without a token_file; "

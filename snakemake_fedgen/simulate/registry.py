@@ -82,8 +82,50 @@ def registry(
     return {"version": 1, "default_site": None, "sites": entries}
 
 
-def node_config(out: Path, site: str) -> dict[str, Any]:
-    """Return the ``fedgen node`` config of ``site``: its storage roots and disclosure policy."""
+#: The workflow's ``phenopackets.columns`` for the simulated clinical columns: how a table's
+#: columns map to the terms a Beacon filters on (workflows/federated-gwas/config/config.yaml).
+BEACON_COLUMNS: dict[str, Any] = {
+    "ldl": {"assay": "LOINC:39469-2", "unit": "UCUM:mmol/L"},
+    "sbp": {"assay": "LOINC:8480-6", "unit": "UCUM:mm[Hg]"},
+    "smoking": {"terms": ["NCIT:C67147"], "coding": "0/1"},
+    "diabetes": {"terms": ["MONDO:0005015"], "coding": "0/1"},
+    "cvd": {"terms": ["MONDO:0004995"]},
+}
+
+
+def beacon_config(out: Path, site: str, *, phenopackets: bool = False) -> dict[str, Any]:
+    """The ``beacon`` block of ``site``'s node.yaml: one dataset, the site's VCF and phenotypes.
+
+    ``phenopackets``: the site holds its phenotypes as a folder of Phenopackets (``--phenopackets-sites``).
+    """
+    d = site_dir(out, site)
+    phenotypes: dict[str, Any] = (
+        {"phenopackets": str(d / "phenopackets")}
+        if phenopackets
+        else {"phenotypes": str(d / "phenotypes.tsv"), "columns": BEACON_COLUMNS}
+    )
+    return {
+        "id": f"org.example.site-{site}.beacon",
+        "name": f"Site {site} Beacon",
+        "organization": {"id": f"org.example.site-{site}", "name": f"Site {site}"},
+        "datasets": {
+            f"{site}-cohort": {
+                "name": f"Site {site} cohort",
+                "description": "simulated genotypes and clinical data",
+                "genotypes": str(d / "genotypes.vcf.gz"),
+                "assembly": "GRCh38",
+                **phenotypes,
+                "visa": f"EGAD-{site}",
+            }
+        },
+    }
+
+
+def node_config(
+    out: Path, site: str, *, beacon: bool = False, phenopackets: bool = False
+) -> dict[str, Any]:
+    """Return the ``fedgen node`` config of ``site``: its storage roots and disclosure policy
+    (with ``beacon``: also a Beacon for its dataset, see :func:`beacon_config`)."""
     d = site_dir(out, site)
     return {
         "node_id": f"site-{site}",
@@ -94,6 +136,7 @@ def node_config(out: Path, site: str) -> dict[str, Any]:
         "airlock": dict(AIRLOCK),
         # The VCF header names every sample of the site: none of them may appear in task logs.
         "redact_ids_from": [str(d / "genotypes.vcf.gz")],
+        **({"beacon": beacon_config(out, site, phenopackets=phenopackets)} if beacon else {}),
     }
 
 
