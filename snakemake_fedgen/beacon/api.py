@@ -26,7 +26,12 @@ from snakemake_executor_plugin_fedgen.errors import AuthError, FedgenError
 from snakemake_fedgen.beacon import responses as R
 from snakemake_fedgen.beacon.config import LEVELS, BeaconDataset, BeaconSettings
 from snakemake_fedgen.beacon.individuals import count_individuals, filtering_terms, parse_filter
-from snakemake_fedgen.beacon.variants import QueryError, VariantQuery, query_variants
+from snakemake_fedgen.beacon.variants import (
+    QueryError,
+    VariantAnswer,
+    VariantQuery,
+    query_variants,
+)
 from snakemake_fedgen.governance.passport import granted_datasets
 
 PREFIX = "/api"
@@ -57,28 +62,30 @@ def open_budget(state_dir: Path, settings: Mapping[str, Any]) -> Any:
 
 
 def charge(
-    budget: Any,
-    *,
-    requester: str,
-    dataset: str,
-    alt_allele_counts: list[int],
-    n_individuals: int,
-    query: str,
-) -> float:
-    """Charge one dataset's answer to ``requester``: the cost charged.
+    budget: Any, *, requester: str, dataset: str, found: VariantAnswer, query: str
+) -> tuple[VariantAnswer, float]:
+    """Charge one dataset's answer to ``requester``: the answer as the budget lets it out
+    (alleles below ``beacon.budget.hide_below`` copies answered as absent) and its cost.
 
-    Raises ``_Refused(403)`` when the budget has no room for it (nothing is answered then).
+    :meth:`QueryBudget.answer` refuses whenever less than the dearest possible answer is
+    left, whatever this answer is, so a refusal never tells the answer it withholds.
+    Raises ``_Refused(403)`` when the budget has no room (nothing is answered then).
     """
-    from snakemake_fedgen.beacon.budget import BudgetExhausted, query_cost
+    from snakemake_fedgen.beacon.budget import BudgetExhausted
 
-    cost = float(query_cost(alt_allele_counts, n_individuals))
     try:
-        budget.charge(requester, dataset, cost, query)
+        before = budget.remaining(requester, dataset)
+        revealed = budget.answer(
+            requester, dataset, found.alt_allele_counts, found.n_individuals, query
+        )
+        after = budget.remaining(requester, dataset)
     except BudgetExhausted as exc:
         raise _Refused(
             BUDGET_STATUS, f"query budget exhausted for dataset {dataset}: {exc}"
         ) from None
-    return cost
+    shown = found.hiding(min(revealed)) if revealed else found.hiding(found.n_individuals * 2 + 1)
+    cost = 0.0 if before == after else float(before - after)
+    return shown, cost
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -279,15 +286,14 @@ def beacon_router(
                         continue
                     found = query_variants(d.genotypes, vq, assembly=d.assembly)
                     with lock:
-                        cost = charge(
+                        shown, cost = charge(
                             budget,
                             requester=requester,
                             dataset=d.id,
-                            alt_allele_counts=found.alt_allele_counts,
-                            n_individuals=found.n_individuals,
+                            found=found,
                             query=_describe(vq),
                         )
-                    answers.append(R.DatasetAnswer(d.id, found.carriers))
+                    answers.append(R.DatasetAnswer(d.id, shown.carriers))
                 else:
                     count, unknown = count_individuals(d, filters)
                     note = (

@@ -11,7 +11,7 @@ The unit of cost and budget is the attacker's log-likelihood ratio (nats) for "t
 the dataset" (:func:`query_cost`). At the allele frequencies the cost assumes, a budget of B
 nats bounds every answer sequence's likelihood ratio by exp(B), so no test at false-positive
 rate alpha finds a member with probability above exp(B) * alpha (see
-:data:`DEFAULT_PER_DATASET`; docs/discovery-budget.md has the measured attack).
+:data:`DEFAULT_PER_DATASET`; docs/discovery.md "The query budget" has the measured attack).
 
 :class:`QueryBudget` keeps the charges in ``state_dir/beacon_budget.sqlite`` (WAL; one lock per
 process, ``BEGIN IMMEDIATE`` across processes), so budgets survive restarts and every charge and

@@ -61,6 +61,21 @@ class VariantAnswer:
     n_individuals: int
     alt_allele_counts: list[int] = field(default_factory=list)
     variants: int = 0
+    #: Per matched allele: its copies and the people (column indices) carrying it.
+    alleles: list[tuple[int, frozenset[int]]] = field(default_factory=list, repr=False)
+
+    def hiding(self, below: int) -> VariantAnswer:
+        """The answer with every allele of fewer than ``below`` copies treated as absent."""
+        kept = [(c, people) for c, people in self.alleles if c >= below]
+        carriers: set[int] = set().union(*(people for _, people in kept))
+        return VariantAnswer(
+            bool(carriers),
+            len(carriers),
+            self.n_individuals,
+            [c for c, _ in kept],
+            self.variants if kept else 0,
+            kept,
+        )
 
 
 def chromosome_code(name: str, assembly: str) -> str:
@@ -181,7 +196,7 @@ def query_variants(path: Path, q: VariantQuery, *, assembly: str) -> VariantAnsw
         ["query", "-r", f"{contig}:{first}-{last}", "-f", r"%POS\t%REF\t%ALT[\t%GT]\n", str(path)]
     )
     carriers: set[int] = set()
-    counts: list[int] = []
+    alleles: list[tuple[int, frozenset[int]]] = []
     variants = 0
     for line in out.splitlines():
         pos, ref, alts, *calls = line.split("\t")
@@ -192,14 +207,14 @@ def query_variants(path: Path, q: VariantQuery, *, assembly: str) -> VariantAnsw
             continue
         variants += 1
         copies = dict.fromkeys(wanted, 0)
+        people: dict[str, set[int]] = {a: set() for a in wanted}
         for person, call in enumerate(calls):
-            alleles = re.split(r"[/|]", call)
-            hit = False
-            for a in alleles:
+            for a in re.split(r"[/|]", call):
                 if a in copies:
                     copies[a] += 1
-                    hit = True
-            if hit:
-                carriers.add(person)
-        counts.extend(copies.values())
-    return VariantAnswer(bool(carriers), len(carriers), n, counts, variants)
+                    people[a].add(person)
+        for a in wanted:
+            carriers |= people[a]
+            alleles.append((copies[a], frozenset(people[a])))
+    counts = [c for c, _ in alleles]
+    return VariantAnswer(bool(carriers), len(carriers), n, counts, variants, alleles)

@@ -1,17 +1,9 @@
-"""Beacon test fixtures: a tiny simulated federation, Beacon node configs, schema validation.
-
-Until ``snakemake_fedgen/beacon/budget.py`` (built separately) is in the tree, the node's
-query budget is a throwaway stand-in written here, outside the package: in-process tests put
-it into ``sys.modules``, node processes get it from a ``sitecustomize`` on their PYTHONPATH.
-Once the real module exists it is used instead (the stand-in is only installed when missing).
-"""
+"""Beacon test fixtures: a tiny simulated federation, Beacon node configs, schema validation."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,54 +23,9 @@ from snakemake_fedgen.node.runtime import make_runtime
 from snakemake_fedgen.simulate.registry import beacon_config
 from tests.conftest import bwrap_runtime
 
-SPEC = Path(os.environ.get("FEDGEN_BEACON_SPEC", "/work/shared/spec/beacon-v2"))
+# The official schemas, vendored byte for byte (spec/SOURCE.txt).
+SPEC = Path(__file__).parent / "spec" / "beacon-v2"
 FRAMEWORK = SPEC / "framework" / "json"
-
-STUB = """
-import sys, types
-mod = types.ModuleType("snakemake_fedgen.beacon.budget")
-class BudgetExhausted(Exception):
-    pass
-def query_cost(alt_allele_counts, n_individuals):
-    return float(len(alt_allele_counts)) or 0.5
-class QueryBudget:
-    def __init__(self, limit):
-        self.limit = float(limit); self.spent = {}
-    @classmethod
-    def open(cls, state_dir, settings):
-        return cls(settings.get("limit", 1e9))
-    def charge(self, requester, dataset, cost, query):
-        key = (requester, dataset); left = self.limit - self.spent.get(key, 0.0)
-        if cost > left:
-            raise BudgetExhausted(f"{requester} has {left:g} left on {dataset}, the query costs {cost:g}")
-        self.spent[key] = self.spent.get(key, 0.0) + cost
-        return left - cost
-    def remaining(self, requester, dataset):
-        return self.limit - self.spent.get((requester, dataset), 0.0)
-    def close(self):
-        pass
-mod.BudgetExhausted, mod.query_cost, mod.QueryBudget = BudgetExhausted, query_cost, QueryBudget
-"""
-REGISTER = "import sys\nsys.modules[mod.__name__] = mod\n"
-
-
-def budget_missing() -> bool:
-    return importlib.util.find_spec("snakemake_fedgen.beacon.budget") is None
-
-
-@pytest.fixture(autouse=True)
-def budget_module(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The budget stand-in, in this process and in node processes started by the test."""
-    if not budget_missing():
-        return
-    namespace: dict[str, Any] = {}
-    exec(STUB, namespace)
-    monkeypatch.setitem(sys.modules, "snakemake_fedgen.beacon.budget", namespace["mod"])
-    site = tmp_path_factory.mktemp("budget-stub")
-    (site / "sitecustomize.py").write_text(STUB + REGISTER)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), *sys.path]))
 
 
 @pytest.fixture(scope="session")
@@ -147,13 +94,20 @@ TOKENS = {"analyst": "analyst-token-123"}
 
 
 @contextlib.contextmanager
-def beacon_node(fed: Path, site: str, state: Path, **node_yaml: Any) -> Iterator[TestClient]:
-    """The site's node (its simulated node.yaml plus a Beacon and a token file), in process."""
+def beacon_node(
+    fed: Path, site: str, state: Path, *, budget: dict[str, Any] | None = None, **node_yaml: Any
+) -> Iterator[TestClient]:
+    """The site's node (its simulated node.yaml plus a Beacon and a token file), in process.
+
+    ``budget``: the Beacon's ``budget`` settings (default: the shipped defaults)."""
     cfg = yaml.safe_load((fed / "sites" / site / "node.yaml").read_text())
     state.mkdir(parents=True, exist_ok=True)
     tokens = state / "tokens.yaml"
     tokens.write_text(yaml.safe_dump(TOKENS))
-    cfg.update(token_file=str(tokens), runtime=bwrap_runtime(), beacon=beacon_block(fed, site))
+    block = beacon_block(fed, site)
+    if budget is not None:
+        block["budget"] = budget
+    cfg.update(token_file=str(tokens), runtime=bwrap_runtime(), beacon=block)
     cfg.update(node_yaml)
     path = state / "node.yaml"
     path.write_text(yaml.safe_dump(cfg))

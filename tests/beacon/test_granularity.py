@@ -8,11 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from snakemake_fedgen.beacon.api import beacon_router
-from snakemake_fedgen.beacon.config import beacon_settings
 from tests.beacon.conftest import TOKENS, audit_records, beacon_block, beacon_node, validate
 from tests.governance.issuer import AUDIENCE, ISSUER, Issuer
 
@@ -63,7 +60,9 @@ def test_anonymous_boolean__token_count__floor__never_records(
 ) -> None:
     rare, n_rare, common, n_common = rare_and_common(federation / "sites/A/genotypes.vcf.gz")
     state = tmp_path / "state"
-    with beacon_node(federation, "A", state) as client:
+    # Granularity and the small-count floor alone, with the budget off (it would hide the rare
+    # allele; test_budget__* below run the shipped defaults).
+    with beacon_node(federation, "A", state, budget={"enabled": False}) as client:
         anon = post(client, common, granularity="record").json()
         validate(anon, "responses/beaconBooleanResponse.json")
         assert anon["meta"]["returnedGranularity"] == "boolean"
@@ -132,45 +131,49 @@ def test_visa__raises_granularity_for_its_dataset_only(federation: Path, tmp_pat
     validate(nobody.json(), "responses/beaconErrorResponse.json")
 
 
-class TwoQueries:
-    """A budget admitting two charges per requester and dataset (the interface of budget.py)."""
+def allele_copies(path: Path, low: int, high: int) -> tuple[dict[str, Any], int]:
+    """A biallelic variant whose alternate allele has ``low`` to ``high`` copies (bcftools)."""
+    out = subprocess.run(
+        ["bcftools", "query", "-f", "%POS\t%REF\t%ALT[\t%GT]\n", path],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    for line in out.splitlines():
+        pos, ref, alt, *gts = line.split("\t")
+        copies = sum(re.split(r"[/|]", g).count("1") for g in gts)
+        if "," not in alt and low <= copies <= high:
+            q = {"referenceName": "20", "start": [int(pos) - 1], "referenceBases": ref,
+                 "alternateBases": alt}  # fmt: skip
+            return q, copies
+    raise AssertionError(f"no variant with {low}-{high} copies")
 
-    def __init__(self) -> None:
-        self.used: dict[tuple[str, str], int] = {}
 
-    def charge(self, requester: str, dataset: str, cost: float, query: str) -> float:
-        from snakemake_fedgen.beacon.budget import BudgetExhausted
-
-        n = self.used.get((requester, dataset), 0)
-        if n >= 2:
-            raise BudgetExhausted(f"{requester} spent its budget on {dataset}")
-        self.used[(requester, dataset)] = n + 1
-        return 2.0 - n - 1
-
-
-def test_budget__spent_is_a_403_beacon_error(federation: Path) -> None:
-    settings = beacon_settings(beacon_block(federation, "A"), read_roots=[federation])
-    assert settings is not None
-    audit: list[dict[str, Any]] = []
-
-    class Sink:
-        def record(self, **entry: Any) -> None:
-            audit.append(entry)
-
-    app = FastAPI()
-    app.include_router(
-        beacon_router(
-            settings,
-            authenticate=lambda h: None,
-            requester_of=str,
-            audit=Sink(),
-            budget=TwoQueries(),
-        )
-    )
-    client = TestClient(app)
-    _, _, common, _ = rare_and_common(federation / "sites/A/genotypes.vcf.gz")
-    answers = [post(client, common) for _ in range(3)]
-    assert [r.status_code for r in answers] == [200, 200, 403]
-    validate(answers[2].json(), "responses/beaconErrorResponse.json")
-    assert "budget" in answers[2].json()["error"]["errorMessage"]
-    assert [e["outcome"] for e in audit] == ["200", "200", "403"]
+def test_budget__rare_alleles_are_answered_absent_and_refusals_are_403(
+    federation: Path, tmp_path: Path
+) -> None:
+    # The shipped defaults (hide_below 5 copies, 1.5 nats per requester and dataset).
+    vcf = federation / "sites/A/genotypes.vcf.gz"
+    hidden, _ = allele_copies(vcf, 1, 4)
+    dear, copies = allele_copies(vcf, 5, 8)
+    _, _, common, _ = rare_and_common(vcf)
+    state = tmp_path / "state"
+    with beacon_node(federation, "A", state) as client:
+        # Fewer than 5 copies: "no", as if absent (and free: a "no" adds nothing).
+        answer = post(client, hidden, AUTH).json()
+        assert answer["responseSummary"]["exists"] is False
+        # A common allele costs next to nothing; a 5-8 copy allele most of the budget.
+        assert post(client, common, AUTH).json()["responseSummary"]["exists"] is True
+        first = post(client, dear, AUTH)
+        assert first.status_code == 200 and first.json()["responseSummary"]["exists"] is True
+        # Less than the dearest answer is left: every further query is refused, whatever it
+        # would answer (even the common one), so a refusal does not give the answer away.
+        for q in (dear, common, hidden):
+            refused = post(client, q, AUTH)
+            assert refused.status_code == 403
+            validate(refused.json(), "responses/beaconErrorResponse.json")
+            assert "budget" in refused.json()["error"]["errorMessage"]
+        # Another caller (here anonymous, by address) has its own budget.
+        assert post(client, common).json()["responseSummary"]["exists"] is True
+    records = audit_records(state)
+    assert [r["outcome"] for r in records] == ["200", "200", "200", "403", "403", "403", "200"]
+    charges = [r["charge"] for r in records[:3]]
+    assert charges[0] == 0.0 and charges[1] < 1e-3 and 0.5 < charges[2] <= 1.5, (copies, charges)

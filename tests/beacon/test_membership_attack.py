@@ -3,15 +3,15 @@
 A site's "Beacon cohort" (300 people) and a reference population (1,500) come from the
 project's simulator (msprime under the stdpopsim American admixture model, European
 individuals, six 1 Mb loci with their rare variants). The Beacon oracle answers allele
-presence from the cohort's VCF read with bcftools; with the budget it charges ``query_cost``
-first and refuses once the budget says so. The attacker (tests/beacon/attack.py) takes
+presence from the cohort's VCF read with bcftools. The attacker (tests/beacon/attack.py) takes
 population frequencies from the reference, as the risk model assumes.
 
-The Beacon configurations: no budget (the paper's Beacon); the budget with alleles of fewer
-than two carriers answered as absent (``hide_below=2``, the recommended composition: a
-boolean answer never tells 0 from 1 carrier, as counts below ``min_cell`` are never told);
-and the budget alone, where a singleton costs ``inf`` and is refused, so that the refusal
-itself says "present".
+The Beacon configurations: no budget (the paper's Beacon); alleles of fewer than
+``hide_below`` = 5 copies answered as absent without a budget; the shipped budget
+(``QueryBudget.answer``: hiding, charging, refusing once less than the dearest answer is left),
+in process and through a real node's ``/api/g_variants``; the plain ``query_cost`` + ``charge``
+with nothing hidden, where a singleton costs ``inf`` and is refused, so that the refusal
+itself says "present" (why ``answer`` hides and reserves); and a sweep of budget sizes.
 
 Run with ``pytest -s`` to see the numbers.
 """
@@ -307,7 +307,7 @@ def test_attack__singleton_refusal_leaks_without_hiding(site: Site, tmp_path: Pa
 
 
 def test_attack__budget_sweep(site: Site, tmp_path: Path) -> None:
-    """Members found and answers given per budget (the numbers in docs/discovery-budget.md)."""
+    """Members found and answers given per budget (the numbers in docs/discovery.md)."""
     print()
     found = {}
     for per_dataset in (1.5, 3.0, 6.0, 12.0):
@@ -329,3 +329,51 @@ def test_attack__budget_sweep(site: Site, tmp_path: Path) -> None:
             f"{max(r.statistic_all for r in rs):.2f}"
         )
     assert found[1.5] < found[12.0]
+
+
+def test_attack__through_a_node_beacon_is_stopped_by_its_default_budget(
+    site: Site, federation: Path, tmp_path: Path
+) -> None:
+    """The same attack against a real node's Beacon (``POST /api/g_variants``, anonymous,
+    the shipped budget): the node's answers agree with the oracle while it answers, and it
+    refuses (403) before the attack reaches its decision on most members."""
+    from tests.beacon.conftest import beacon_node
+
+    print()
+    block = {
+        "id": "org.example.attack.beacon",
+        "name": "attack",
+        "organization": {"id": "org.example", "name": "Example"},
+        "datasets": {
+            "cohort": {"name": "cohort", "genotypes": str(site.vcf), "assembly": "GRCh38"}
+        },
+    }
+    results = []
+    for p in [int(x) for x in site.cohort[:8]]:
+        state = tmp_path / f"node-{p}"
+        read_roots = [str(federation), str(site.vcf.parent)]
+        with beacon_node(federation, "A", state, beacon=block, read_roots=read_roots) as client:
+
+            def ask(variant: Variant) -> bool | None:
+                chrom, pos, ref, alt = variant
+                params = {"referenceName": chrom, "start": [pos - 1], "referenceBases": ref,
+                          "alternateBases": alt, "assemblyId": "GRCh38"}  # fmt: skip
+                body = {"meta": {"apiVersion": "v2.1.1"},
+                        "query": {"requestParameters": {"g_variant": params}}}  # fmt: skip
+                r = client.post("/api/g_variants", json=body)
+                if r.status_code == 403:
+                    return None
+                assert r.status_code == 200, r.text
+                exists = r.json()["responseSummary"]["exists"]
+                # The node's answer is the oracle's with alleles below 5 copies hidden.
+                assert exists == (site.alt_count(variant) >= DEFAULT_HIDE_BELOW), variant
+                return bool(exists)
+
+            r = site.attack(p, ask, hidden_below=DEFAULT_HIDE_BELOW)
+        print(_line(f"node Beacon, default budget, inside victim {p}", r))
+        results.append(r)
+    found = sum(r.member or r.member_all for r in results)
+    print(f"node Beacon, default budget: members found {found}/{len(results)}")
+    assert all(r.refused > 0 for r in results)
+    bound = math.exp(DEFAULT_PER_DATASET) * ALPHA
+    assert found / len(results) <= bound + 2 * math.sqrt(bound * (1 - bound) / len(results))
