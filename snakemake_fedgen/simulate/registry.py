@@ -146,7 +146,9 @@ def write_registry(out: Path, *, base_port: int, phenopackets_sites: Sequence[st
         d = site_dir(out, site)
         (d / "work").mkdir(parents=True, exist_ok=True)
         (d / "egress").mkdir(parents=True, exist_ok=True)
-        write_text_atomic(d / "node.yaml", yaml.safe_dump(node_config(out, site), sort_keys=False))
+        # Every simulated node serves a Beacon for its site's dataset (docs/discovery.md).
+        config = node_config(out, site, beacon=True, phenopackets=site in phenopackets_sites)
+        write_text_atomic(d / "node.yaml", yaml.safe_dump(config, sort_keys=False))
     path = out / "sites.yaml"
     header = (
         "# Site registry of a simulated federation (fedgen simulate).\n"

@@ -34,7 +34,8 @@ LEGACY_TINY3 = ("5ed193b42e1ef99f5fa564006a7f4eba0fe74041c301db66a2392d606b08139
 def _legacy_digest(out: Path) -> tuple[str, int]:
     """One digest over every file as it was before the clinical data: phenotype tables cut to
     their first six columns, ``clinical_model`` dropped from the truth, packets without the new
-    measurements, features, diseases and resources, absolute paths replaced."""
+    measurements, features, diseases and resources, node.yaml without its Beacon block, absolute
+    paths replaced."""
     root = str(out.resolve()).encode()
     digests = {}
     for p in sorted(out.rglob("*")):
@@ -48,6 +49,11 @@ def _legacy_digest(out: Path) -> tuple[str, int]:
             data = json.dumps(t, sort_keys=True).encode()
         elif rel.endswith("phenotypes.tsv"):
             data = b"\n".join(b"\t".join(x.split(b"\t")[:6]) for x in data.splitlines())
+        elif rel.endswith("node.yaml"):
+            # The Beacon block came with issue 18 (every simulated node serves one).
+            node = yaml.safe_load(data)
+            node.pop("beacon", None)
+            data = yaml.safe_dump(node, sort_keys=False).encode().replace(root, b"OUT")
         elif "/phenopackets/" in rel:
             j = json.loads(data)
             ms = [m for m in j.get("measurements", []) if m["assay"]["id"] == "LOINC:22748-8"]
