@@ -6,9 +6,10 @@ an anonymous caller (keyed by its source address for the budget), a header must 
 node's authenticator or is answered 401. A ``ControlledAccessGrants`` visa naming a
 dataset's ``visa`` id raises the caller to that dataset's ``visa`` granularity. Answers never
 carry records. Every g_variants answer of every dataset is charged to the caller's query
-budget before it is given (:func:`charge`); a spent budget is answered 403 for that dataset
-(a Beacon error when no dataset is left): waiting does not refill it, so 429's "retry later"
-would be wrong.
+budget before it is given (:func:`charge`); every individuals answer (count or boolean) is
+a noisy count charged to the caller's epsilon budget (:func:`charge_count`). A spent budget
+is answered 403 for that dataset (a Beacon error when no dataset is left): waiting does not
+refill it, so 429's "retry later" would be wrong.
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the handlers' annotations.
@@ -25,6 +26,7 @@ from snakemake_executor_plugin_fedgen.errors import AuthError, FedgenError
 
 from snakemake_fedgen.beacon import responses as R
 from snakemake_fedgen.beacon.config import LEVELS, BeaconDataset, BeaconSettings
+from snakemake_fedgen.beacon.counts import answer_count
 from snakemake_fedgen.beacon.individuals import count_individuals, filtering_terms, parse_filter
 from snakemake_fedgen.beacon.variants import (
     QueryError,
@@ -86,6 +88,27 @@ def charge(
     shown = found.hiding(min(revealed)) if revealed else found.hiding(found.n_individuals * 2 + 1)
     cost = 0.0 if before == after else float(before - after)
     return shown, cost
+
+
+def charge_count(
+    budget: Any, settings: BeaconSettings, *, requester: str, dataset: str, count: int, query: str
+) -> tuple[int, float]:
+    """One dataset's count of individuals as the caller may see it (Laplace noise, before the
+    ``min_cell`` floor) and the epsilon it cost (snakemake_fedgen.beacon.counts).
+
+    Raises ``_Refused(403)`` when the caller's epsilon for the dataset is spent.
+    """
+    from snakemake_fedgen.beacon.budget import BudgetExhausted
+
+    try:
+        return answer_count(
+            budget, settings.counts, requester=requester, dataset=dataset, true_count=count,
+            query=query,
+        )  # fmt: skip
+    except BudgetExhausted as exc:
+        raise _Refused(
+            BUDGET_STATUS, f"query budget exhausted for dataset {dataset}: {exc}"
+        ) from None
 
 
 # -- requests ---------------------------------------------------------------------------------
@@ -279,6 +302,7 @@ def beacon_router(
         answers = []
         for d in chosen:
             cost: float | None = None
+            epsilon: float | None = None
             try:
                 if vq is not None:
                     if d.genotypes is None:
@@ -296,6 +320,16 @@ def beacon_router(
                     answers.append(R.DatasetAnswer(d.id, shown.carriers))
                 else:
                     count, unknown = count_individuals(d, filters)
+                    if count is not None:
+                        with lock:
+                            count, epsilon = charge_count(
+                                budget,
+                                settings,
+                                requester=requester,
+                                dataset=d.id,
+                                count=count,
+                                query=",".join(_describe_filter(f) for f in filters),
+                            )
                     note = (
                         f"this dataset cannot answer filter(s) {', '.join(unknown)}"
                         if unknown
@@ -320,8 +354,13 @@ def beacon_router(
                 dataset=d.id,
                 granularity=returned,
                 charge=cost,
+                epsilon=epsilon,
             )
-        if filters and all(a.count is None for a in answers):
+        if (
+            filters
+            and all(a.count is None for a in answers)
+            and not all(a.note.startswith("query budget") for a in answers)
+        ):
             raise QueryError("; ".join(a.note for a in answers) + " (see /api/filtering_terms).")
         return answers
 
@@ -419,6 +458,10 @@ def _parameters(q: VariantQuery) -> dict[str, Any]:
         "assemblyId": q.assembly_id,
     }
     return out | {k: v for k, v in names.items() if v is not None}
+
+
+def _describe_filter(f: Mapping[str, Any]) -> str:
+    return f"{f.get('id')}{f.get('operator', '')}{f.get('value', '')}"
 
 
 def _describe(q: VariantQuery) -> str:

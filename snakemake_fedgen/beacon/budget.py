@@ -307,6 +307,16 @@ CREATE TABLE IF NOT EXISTS charges (
     outcome TEXT NOT NULL CHECK (outcome IN ('charged', 'refused'))
 );
 CREATE INDEX IF NOT EXISTS charges_pair ON charges (requester, dataset, time);
+CREATE TABLE IF NOT EXISTS epsilon_charges (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    requester TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    epsilon REAL NOT NULL,
+    query TEXT NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('charged', 'refused'))
+);
+CREATE INDEX IF NOT EXISTS epsilon_pair ON epsilon_charges (requester, dataset, time);
 """
 
 
@@ -478,6 +488,74 @@ class QueryBudget:
             return math.inf
         return max(0.0, budget - spent)
 
+    def spend_epsilon(
+        self, requester: str, dataset: str, epsilon: float, query: str, *, total: float
+    ) -> float:
+        """Charge one count answer's ``epsilon`` to (requester, dataset); return what is left.
+
+        The privacy budget of counts of individuals (snakemake_fedgen.beacon.counts): kept
+        beside the variant budget's nats, in its own table, with the same windows
+        (``window_days``). Raises :class:`BudgetExhausted`, charging nothing (the refusal is
+        recorded), when ``spent + epsilon`` would pass ``total``. The charge does not depend
+        on the answer, so a refusal tells nothing about it.
+        """
+        if not 0 < epsilon < math.inf or math.isnan(total) or total <= 0:
+            raise FedgenError(
+                f"a count answer's epsilon and the total must be numbers > 0 (beacon.counts); "
+                f"got epsilon={epsilon!r}, total={total!r} for {query!r}"
+            )
+        with self._lock:
+            now = self._clock()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                started = self._window_start(requester, dataset, now, write=True)
+                spent = self._epsilon_spent(requester, dataset, started)
+                # A relative tolerance: 40 charges of 0.5 must fit a total of 20.
+                fits = spent + epsilon <= total * (1 + 1e-9)
+                self._db.execute(
+                    "INSERT INTO epsilon_charges (time, requester, dataset, epsilon, query, "
+                    "outcome) VALUES (?, ?, ?, ?, ?, ?)",
+                    (now, requester, dataset, epsilon, query, "charged" if fits else "refused"),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if not fits:
+            raise BudgetExhausted(
+                f"privacy budget for counts of individuals in dataset {dataset!r} exhausted: "
+                f"epsilon {spent:.3g} of {total:.3g} spent and an answer costs {epsilon:.3g}; "
+                + self._renewal(requester, started, key="beacon.counts.requesters"),
+                requester=requester,
+                dataset=dataset,
+            )
+        return math.inf if total == math.inf else max(0.0, total - spent - epsilon)
+
+    def epsilon_remaining(self, requester: str, dataset: str, *, total: float) -> float:
+        """What (requester, dataset) may still spend on counts in this window (epsilon)."""
+        with self._lock:
+            started = self._window_start(requester, dataset, self._clock(), write=False)
+            spent = self._epsilon_spent(requester, dataset, started)
+        return math.inf if total == math.inf else max(0.0, total - spent)
+
+    def _epsilon_spent(self, requester: str, dataset: str, started: float) -> float:
+        (spent,) = self._db.execute(
+            "SELECT COALESCE(SUM(epsilon), 0.0) FROM epsilon_charges WHERE requester = ? AND "
+            "dataset = ? AND time >= ? AND outcome = 'charged'",
+            (requester, dataset, started),
+        ).fetchone()
+        return float(spent)
+
+    def _renewal(self, requester: str, started: float, *, key: str) -> str:
+        window = self.settings.window_days
+        if window is None:
+            return (
+                "it does not renew (node.yaml beacon.budget.window_days is not set); the "
+                f"site's steward can raise {key}.{requester}"
+            )
+        at = datetime.fromtimestamp(started + window * 86400.0, tz=UTC)
+        return f"it renews at {at.isoformat(timespec='seconds')}"
+
     def history(self, requester: str, dataset: str) -> list[Charge]:
         """Every recorded charge and refusal of (requester, dataset), oldest first."""
         with self._lock:
@@ -532,15 +610,7 @@ class QueryBudget:
         started: float,
         refused_before: bool,
     ) -> str:
-        window = self.settings.window_days
-        if window is None:
-            resets = (
-                "it does not renew (node.yaml beacon.budget.window_days is not set); the "
-                f"site's steward can raise beacon.budget.requesters.{requester}"
-            )
-        else:
-            at = datetime.fromtimestamp(started + window * 86400.0, tz=UTC)
-            resets = f"it renews at {at.isoformat(timespec='seconds')}"
+        resets = self._renewal(requester, started, key="beacon.budget.requesters")
         why = (
             "it was exhausted by an earlier refused query"
             if refused_before

@@ -9,13 +9,14 @@ from typing import Any, Literal
 
 from snakemake_executor_plugin_fedgen.errors import ConfigError
 
+from snakemake_fedgen.beacon.counts import CountSettings
 from snakemake_fedgen.governance.phenopackets import ColumnSpec, column_specs
 
 Granularity = Literal["none", "boolean", "count"]
 #: Order of granularities, coarsest first (``record`` is never given).
 LEVELS: tuple[str, ...] = ("none", "boolean", "count")
 ASSEMBLIES = ("GRCh38", "GRCh37")
-BEACON_KEYS = ("id", "name", "organization", "min_cell", "datasets", "budget")
+BEACON_KEYS = ("id", "name", "organization", "min_cell", "datasets", "budget", "counts")
 DATASET_KEYS = (
     "name",
     "description",
@@ -53,7 +54,8 @@ class BeaconDataset:
 
 @dataclass(frozen=True)
 class BeaconSettings:
-    """The checked ``beacon`` block: identity, the small-count floor and the datasets."""
+    """The checked ``beacon`` block: identity, the small-count floor, the datasets, the
+    variant query budget's settings and the count noise's (``counts``)."""
 
     id: str
     name: str
@@ -62,6 +64,8 @@ class BeaconSettings:
     min_cell: int
     datasets: Mapping[str, BeaconDataset]
     budget: Mapping[str, Any] = field(default_factory=dict)
+    #: Noise and epsilon budget of counts of individuals (``beacon.counts``).
+    counts: CountSettings = field(default_factory=CountSettings)
 
 
 def _text(block: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
@@ -190,6 +194,7 @@ def beacon_settings(
     budget = block.get("budget") or {}
     if not isinstance(budget, Mapping):
         raise ConfigError(f"{where}.budget must be a mapping, got {budget!r}.")
+    counts = CountSettings.from_mapping(block.get("counts"))
     bid = _text(block, "id", where, default="org.fedgen.beacon")
     return BeaconSettings(
         id=bid,
@@ -202,4 +207,5 @@ def beacon_settings(
             for d, b in datasets.items()
         },
         budget=dict(budget),
+        counts=counts,
     )

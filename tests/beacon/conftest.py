@@ -95,11 +95,18 @@ TOKENS = {"analyst": "analyst-token-123"}
 
 @contextlib.contextmanager
 def beacon_node(
-    fed: Path, site: str, state: Path, *, budget: dict[str, Any] | None = None, **node_yaml: Any
+    fed: Path,
+    site: str,
+    state: Path,
+    *,
+    budget: dict[str, Any] | None = None,
+    counts: dict[str, Any] | None = None,
+    **node_yaml: Any,
 ) -> Iterator[TestClient]:
     """The site's node (its simulated node.yaml plus a Beacon and a token file), in process.
 
-    ``budget``: the Beacon's ``budget`` settings (default: the shipped defaults)."""
+    ``budget``, ``counts``: the Beacon's ``budget`` and ``counts`` settings (default: the
+    shipped defaults)."""
     cfg = yaml.safe_load((fed / "sites" / site / "node.yaml").read_text())
     state.mkdir(parents=True, exist_ok=True)
     tokens = state / "tokens.yaml"
@@ -107,6 +114,8 @@ def beacon_node(
     block = beacon_block(fed, site)
     if budget is not None:
         block["budget"] = budget
+    if counts is not None:
+        block["counts"] = counts
     cfg.update(token_file=str(tokens), runtime=bwrap_runtime(), beacon=block)
     cfg.update(node_yaml)
     path = state / "node.yaml"

@@ -22,11 +22,10 @@ def test_discover__three_nodes_one_down(federation: Path, tmp_path: Path, monkey
             cfg = yaml.safe_load((federation / "sites" / site / "node.yaml").read_text())
             token = tmp_path / f"tokens-{site}.yaml"
             token.write_text(yaml.safe_dump({"coordinator": f"token-of-{site}-123"}))
-            cfg.update(
-                runtime=bwrap_runtime(),
-                token_file=str(token),
-                beacon=beacon_block(federation, site),
-            )
+            # Exact counts (beacon.counts off) so the totals can be checked against pandas;
+            # test_count_noise checks the shipped defaults' noise.
+            block = beacon_block(federation, site) | {"counts": {"enabled": False}}
+            cfg.update(runtime=bwrap_runtime(), token_file=str(token), beacon=block)
             nodes[site] = NodeProcess(tmp_path / f"state-{site}", config=cfg)
             registry["sites"][site]["tes_url"] = nodes[site].url
             monkeypatch.setenv(f"FEDGEN_TOKEN_{site}", f"token-of-{site}-123")
