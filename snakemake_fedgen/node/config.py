@@ -315,7 +315,8 @@ class NodeConfig(BaseModel):
         description="Beacon v2 under /api: {id, name, organization: {id, name}, min_cell "
         "(default: airlock min_cell, else 5), datasets: {ID: {name, description, genotypes "
         "(indexed .vcf.gz/.bcf), assembly, phenotypes (table) or phenopackets (folder), columns, "
-        "visa, granularity: {anonymous, authenticated, visa}}}, budget: {...}}; empty: no Beacon",
+        "visa, granularity: {anonymous, authenticated, visa}}}, budget: {...}, counts: {enabled, "
+        "epsilon, total_epsilon, requesters}}; empty: no Beacon",
     )
 
     @property
