@@ -159,6 +159,29 @@ def test_node__noise_through_the_endpoint(federation: Path, tmp_path: Path) -> N
     assert 0.48 * variance < got.var() < 1.52 * variance
 
 
+def test_node__floor_after_noise_and_anonymous_booleans_charged(
+    federation: Path, tmp_path: Path
+) -> None:
+    """A filter nobody matches: the noisy count is 0 ("no") or, floored, at least min_cell
+    (5), never 1-4 (30 answers: some are 5 except with probability 0.66**30 = 5e-6). An
+    anonymous caller's booleans come from the same noise and spend the same epsilon."""
+    state = tmp_path / "state"
+    nobody = f"{LDL}>=100"
+    with beacon_node(federation, "A", state, counts={"total_epsilon": 15.0}) as client:
+        got = [reported(count(client, nobody, AUTH)) for _ in range(30)]
+        assert count(client, nobody, AUTH).status_code == 403
+        body = {**BODY, "query": {"filters": [_term(nobody)]}}
+        anon = [client.post("/api/individuals", json=body) for _ in range(31)]
+    assert set(got) <= {0} | set(range(5, 40)) and 0 in got and 5 in got, got
+    assert [r.status_code for r in anon] == [200] * 30 + [403]
+    said = [r.json()["responseSummary"]["exists"] for r in anon[:30]]
+    assert True in said and False in said  # true count 0, yet "yes" about 39% of the time
+    validate(anon[0].json(), "responses/beaconBooleanResponse.json")
+    records = [r for r in audit_records(state) if r.get("requester", "").startswith("anonymous")]
+    assert [r["epsilon"] for r in records[:30]] == [0.5] * 30
+    assert records[30]["outcome"] == "403" and records[30]["epsilon"] is None
+
+
 # --- (c) the ledger, requesters, settings ------------------------------------------------------
 
 
