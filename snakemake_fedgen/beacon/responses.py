@@ -121,6 +121,11 @@ def query_response(
                 "countPrecision": f"a count of 1 to {settings.min_cell - 1} is reported as "
                 f"{settings.min_cell} (min_cell)",
             }
+        if a.count is not None and entry == "individual" and settings.counts.enabled:
+            info["countNoise"] = (
+                f"Laplace noise of scale {1 / settings.counts.epsilon:g} (epsilon "
+                f"{settings.counts.epsilon:g} per answer) added before the small-count rule"
+            )
         if a.count is None:
             info["note"] = a.note
         sets.append(

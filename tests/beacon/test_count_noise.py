@@ -154,6 +154,9 @@ def test_node__noise_through_the_endpoint(federation: Path, tmp_path: Path) -> N
         federation, "A", tmp_path / "state", counts={"total_epsilon": float("inf")}
     ) as client:
         got = np.array([reported(count(client, "NCIT:C16576", AUTH)) for _ in range(300)])
+        # The answer says that its count is noisy, and how much.
+        (rs,) = count(client, "NCIT:C16576", AUTH).json()["response"]["resultSets"]
+        assert f"epsilon {DEFAULT_EPSILON:g} per answer" in rs["info"]["countNoise"]
     variance = 2 * (1 / DEFAULT_EPSILON) ** 2 + 1 / 12
     assert abs(got.mean() - true) < 4 * math.sqrt(variance / len(got))
     assert 0.48 * variance < got.var() < 1.52 * variance
