@@ -33,7 +33,7 @@ from __future__ import annotations
 import gzip
 import io
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +60,7 @@ __all__ = [
     "design_columns",
     "read_aggregates",
     "read_variant_table",
+    "variant_keys",
     "write_aggregates",
 ]
 
@@ -169,10 +170,9 @@ class SiteAggregates:
 
     def variant_keys(self) -> list[str]:
         """``chrom:pos:ref:alt`` per variant (the key sites are aligned on)."""
-        return [
-            f"{c}:{p}:{r}:{a}"
-            for c, p, r, a in zip(self.chrom, self.pos, self.ref, self.alt, strict=True)
-        ]
+        return variant_keys(
+            {"chrom": self.chrom, "pos": self.pos, "ref": self.ref, "alt": self.alt}
+        )
 
     def subset(self, index: np.ndarray) -> SiteAggregates:
         """Return the aggregates of the variants at ``index`` (same once-per-site values)."""
@@ -239,6 +239,16 @@ def _sample_keys(header: list[str], body: list[list[str]], *, use_fid: bool) -> 
         fid = [h.upper() for h in header].index("FID")
         return [f"{r[fid]}\t{r[iid]}" for r in body]
     return [r[iid] for r in body]
+
+
+def variant_keys(variants: Mapping[str, Sequence[object] | np.ndarray]) -> list[str]:
+    """``chrom:pos:ref:alt`` of every variant of a variant table (:func:`read_variant_table`)."""
+    return [
+        f"{c}:{p}:{r}:{a}"
+        for c, p, r, a in zip(
+            variants["chrom"], variants["pos"], variants["ref"], variants["alt"], strict=True
+        )
+    ]
 
 
 def read_variant_table(path: Path) -> dict[str, np.ndarray]:

@@ -36,6 +36,7 @@ from snakemake_fedgen.exact.aggregates import (
     _load_model_data,
     build_design,
     read_variant_table,
+    variant_keys,
 )
 
 __all__ = ["LogisticFit", "LogisticSite", "fit_federated", "newton_step", "site_terms"]
@@ -162,12 +163,21 @@ def site_terms(site: LogisticSite, beta: np.ndarray) -> np.ndarray:
         Per variant: ``present`` (1 if the variant passes this site's guard, else the row is
         zero), the score ``U``, the upper triangle of ``H`` row by row, the log-likelihood.
     """
+    return _site_pass(site, beta)[0]
+
+
+def _site_pass(site: LogisticSite, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One read of the site's dosages at ``beta``: :func:`site_terms`, each variant's dosage
+    sum, and which variants' linear predictor exceeds :data:`MAX_LINEAR_PREDICTOR` for some
+    person (:func:`site_round_terms` sends no terms for those)."""
     import pgenlib
     from scipy.special import expit
 
     k = len(site.columns)
     m = len(site.passes)
     out = np.zeros((m, _n_terms(k)))
+    ac = np.zeros(m)
+    steep = np.zeros(m, dtype=bool)
     iu = np.triu_indices(k + 1)
     reader = pgenlib.PgenReader(
         bytes(site.pgen), raw_sample_ct=site.raw_ct, sample_subset=site.keep
@@ -177,6 +187,8 @@ def site_terms(site: LogisticSite, beta: np.ndarray) -> np.ndarray:
         for start, g in site._chunks(reader, m):
             b = beta[start : start + len(g)]
             eta = b[:, :k] @ c.T + b[:, k : k + 1] * g
+            steep[start : start + len(g)] = np.abs(eta).max(axis=1) > MAX_LINEAR_PREDICTOR
+            ac[start : start + len(g)] = g.sum(axis=1)
             p = expit(eta)
             r = y[None, :] - p
             w = p * (1.0 - p)
@@ -194,7 +206,7 @@ def site_terms(site: LogisticSite, beta: np.ndarray) -> np.ndarray:
     finally:
         reader.close()
     out[~site.passes] = 0.0
-    return out
+    return out, ac, steep
 
 
 def newton_step(total: np.ndarray, beta: np.ndarray, *, n_sites: int):
@@ -345,16 +357,6 @@ def term_names(k: int) -> list[str]:
     ]
 
 
-def variant_keys(variants: Mapping[str, np.ndarray]) -> list[str]:
-    """``chrom:pos:ref:alt`` of every variant of a variant table."""
-    return [
-        f"{c}:{p}:{r}:{a}"
-        for c, p, r, a in zip(
-            variants["chrom"], variants["pos"], variants["ref"], variants["alt"], strict=True
-        )
-    ]
-
-
 def _state_digest(state: Mapping[str, object]) -> str:
     import hashlib
     import json
@@ -472,7 +474,7 @@ def site_round_terms(
     on_layout = at >= 0
     site_beta = np.zeros((len(mine), kk))
     site_beta[on_layout] = beta[at[on_layout]]
-    terms, ac, steep = _terms_and_dosage_sums(site, site_beta)
+    terms, ac, steep = _site_pass(site, site_beta)
     names_t = term_names(k)
     width = len(names_t) + 1
     table = np.zeros((len(keys), width))
@@ -513,31 +515,6 @@ def _design_digest(columns: Sequence[str]) -> str:
     import hashlib
 
     return hashlib.sha256("\0".join(columns).encode()).hexdigest()[:16]
-
-
-def _terms_and_dosage_sums(site: LogisticSite, beta: np.ndarray):
-    """:func:`site_terms` at ``beta``, each variant's dosage sum, and the variants refused for a
-    linear predictor beyond :data:`MAX_LINEAR_PREDICTOR` (their term rows are zero)."""
-    import pgenlib
-
-    terms = site_terms(site, beta)
-    m = len(site.passes)
-    k = len(site.columns)
-    ac = np.zeros(m)
-    steep = np.zeros(m, dtype=bool)
-    reader = pgenlib.PgenReader(
-        bytes(site.pgen), raw_sample_ct=site.raw_ct, sample_subset=site.keep
-    )
-    try:
-        for start, g in site._chunks(reader, m):
-            b = beta[start : start + len(g)]
-            eta = b[:, :k] @ site.c.T + b[:, k : k + 1] * g
-            steep[start : start + len(g)] = np.abs(eta).max(axis=1) > MAX_LINEAR_PREDICTOR
-            ac[start : start + len(g)] = g.sum(axis=1)
-    finally:
-        reader.close()
-    terms[steep] = 0.0
-    return terms, ac, steep
 
 
 def centre_step(state: Mapping[str, object], uploads: Sequence) -> dict:

@@ -54,6 +54,7 @@ from snakemake_fedgen.exact.aggregates import (
     _from_triu,
     _triu,
     atomic_write_text,
+    variant_keys,
 )
 
 __all__ = [
@@ -261,17 +262,8 @@ def _once_names(columns: Sequence[str]) -> list[str]:
     ]
 
 
-def _universe_keys(universe: Mapping[str, np.ndarray]) -> list[str]:
-    return [
-        f"{c}:{p}:{r}:{a}"
-        for c, p, r, a in zip(
-            universe["chrom"], universe["pos"], universe["ref"], universe["alt"], strict=True
-        )
-    ]
-
-
 def _universe_digest(universe: Mapping[str, np.ndarray]) -> str:
-    return hashlib.sha256("\n".join(_universe_keys(universe)).encode()).hexdigest()
+    return hashlib.sha256("\n".join(variant_keys(universe)).encode()).hexdigest()
 
 
 def _flatten(
@@ -279,7 +271,7 @@ def _flatten(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Return (once values, per-variant values (m, 3 + k), variants of agg not in universe)."""
     once = np.concatenate([[agg.n, agg.yty], agg.cty, _triu(agg.ctc)])
-    keys = _universe_keys(universe)
+    keys = variant_keys(universe)
     pos = {key: i for i, key in enumerate(keys)}
     table = np.zeros((len(keys), 3 + agg.k))
     outside = 0

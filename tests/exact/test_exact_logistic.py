@@ -15,7 +15,7 @@ from snakemake_executor_plugin_fedgen.errors import ConfigError, SecureAggregati
 
 from snakemake_fedgen.cli import main
 from snakemake_fedgen.exact import secure
-from snakemake_fedgen.exact.aggregates import read_variant_table
+from snakemake_fedgen.exact.aggregates import read_variant_table, variant_keys
 from snakemake_fedgen.exact.logistic import (
     LogisticSite,
     _state_digest,
@@ -24,7 +24,6 @@ from snakemake_fedgen.exact.logistic import (
     init_state,
     read_state,
     site_round_terms,
-    variant_keys,
     write_state,
 )
 from snakemake_fedgen.exact.sums import mask_with_ledger, read_sums, write_sums
