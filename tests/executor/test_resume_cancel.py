@@ -157,8 +157,13 @@ def test_fedgen_executor__sigint_scancels_the_jobs_of_a_site_on_slurm(
                 timeout=120,
                 what="a running task",
             )
+            # A task is RUNNING from before its sbatch returns: wait for the job id.
+            wait_for(
+                lambda: bool(re.findall(r"Slurm job (\d+) submitted", site.node.log_tail(10**7))),
+                timeout=60,
+                what="a submitted Slurm job",
+            )
             jobs = re.findall(r"Slurm job (\d+) submitted", site.node.log_tail(10**7))
-            assert jobs
             os.kill(proc.pid, signal.SIGINT)
             proc.wait(60)
         assert proc.returncode != 0
