@@ -96,8 +96,9 @@ def _run_from_catalog(args: argparse.Namespace) -> int:
     logged = " (OR/HR weights logged)" if meta["weights_logged"] == "true" else ""
     print(
         f"{meta['pgs_id']} ({args.scoring_file.name}, {meta['assembly']}): "
-        f"{meta['rows_read']} rows, {meta['rows_kept']} kept{logged}; dropped: {dropped} -> "
-        f"{args.out}",
+        f"{meta['rows_read']} rows, {meta['rows_kept']} kept{logged} "
+        f"({meta['rows_effect_allele_only']} with the effect allele only); dropped: {dropped} "
+        f"-> {args.out}",
         file=sys.stderr,
     )
     return 0
@@ -119,7 +120,9 @@ def _run_score(args: argparse.Namespace) -> int:
     print(
         f"{args.weights}: {cov.matched} of {cov.in_weights} variants matched "
         f"({cov.swapped} with the effect allele as REF, {cov.strand_flipped} strand-flipped, "
-        f"{cov.ambiguous} ambiguous A/T or C/G, {cov.not_at_site} not at the site), "
+        f"{cov.ambiguous} ambiguous A/T or C/G, {cov.effect_only} on the effect allele alone, "
+        f"{cov.not_at_site} not at the site, {cov.effect_only_unresolved} unresolved at a "
+        "multi-allelic site), "
         f"{cov.share:.1%} of the absolute weight -> {args.out} (individual-level: keep it at "
         "the site)",
         file=sys.stderr,

@@ -15,6 +15,12 @@ the weights came from, ``p_threshold``, clumping settings, variant counts), then
   the strand given (a flip cannot be told from a swap there): right for weights from this
   workflow's meta-analysis, whose sites are all aligned to the one reference panel; they are
   counted (``variants_ambiguous``) so a user of external weights sees how many there are.
+  A weight whose other allele is unknown (``other_allele`` empty, or a ``/``-separated set of
+  candidates, as a PGS Catalog file may give) is matched on its effect allele alone, as
+  pgsc_calc does: the one site variant at the position that carries the effect allele (and
+  whose other allele is among the candidates), on the strand given; if two site variants there
+  carry it (a split multi-allelic site), the weight is left out and counted
+  (``variants_effect_only_unresolved``).
 - :func:`read_pgs_catalog` (centre or site; public input): a PGS Catalog scoring file,
   harmonised (``hm_chr``/``hm_pos`` on ``#HmPOS_build``) or author-reported
   (``chr_name``/``chr_position`` on ``#genome_build``), as weights on the study's assembly.
@@ -82,6 +88,11 @@ class Weight:
         """A/T or C/G: the two alleles are each other's complement."""
         return self.effect.translate(_COMPLEMENT) == self.other
 
+    @property
+    def other_known(self) -> bool:
+        """One other allele is given (not empty, not a ``/``-separated set of candidates)."""
+        return bool(self.other) and "/" not in self.other
+
 
 def write_weights(path: Path, weights: Sequence[Weight], meta: dict[str, str]) -> None:
     """Write a weights file atomically."""
@@ -136,6 +147,8 @@ class Coverage:
     swapped: int = 0
     strand_flipped: int = 0
     ambiguous: int = 0  # A/T or C/G matched on the same strand
+    effect_only: int = 0  # other allele unknown: matched on the effect allele alone
+    effect_only_unresolved: int = 0  # ... and two site variants there carry it: left out
     not_at_site: int = 0
     weight_total: float = 0.0
     weight_matched: float = 0.0
@@ -155,6 +168,8 @@ class Coverage:
             ("variants_swap", self.swapped),
             ("variants_flip", self.strand_flipped),
             ("variants_ambiguous", self.ambiguous),
+            ("variants_effect_only", self.effect_only),
+            ("variants_effect_only_unresolved", self.effect_only_unresolved),
             ("variants_not_at_site", self.not_at_site),
         ]
 
@@ -189,6 +204,27 @@ def match_weights(weights: Sequence[Weight], pvar: Path) -> Coverage:
     for w in weights:
         cov.weight_total += abs(w.weight)
         site = index.get((_chrom(w.chrom), w.pos)) or index.get((w.chrom, w.pos)) or []
+        if not w.other_known:
+            candidates = set(w.other.split("/")) - {""}
+            found = [
+                (vid, "swap" if w.effect == ref else "same")
+                for vid, ref, alt in site
+                if w.effect in (ref, alt)
+                and (not candidates or ({ref, alt} - {w.effect}) <= candidates)
+            ]
+            if len(found) > 1:
+                cov.effect_only_unresolved += 1
+                continue
+            if not found:
+                cov.not_at_site += 1
+                continue
+            ((vid, how),) = found
+            cov.matched += 1
+            cov.effect_only += 1
+            cov.swapped += how == "swap"
+            cov.weight_matched += abs(w.weight)
+            cov.matched_ids.append((vid, w.effect, w))
+            continue
         hit = None
         for vid, ref, alt in site:
             if {ref, alt} == {w.effect, w.other}:
@@ -249,8 +285,9 @@ def score_site(
         raise SiteDataError(
             f"{weights}: {cov.matched} of {cov.in_weights} variants matched this site's "
             f"{pfile}.pvar, {cov.share:.1%} of the absolute weight (min_coverage "
-            f"{min_coverage:.0%}; {cov.not_at_site} not at the site with these alleles): check the "
-            "assembly and the variant list, or lower min_coverage"
+            f"{min_coverage:.0%}; {cov.not_at_site} not at the site with these alleles, "
+            f"{cov.effect_only_unresolved} with an unknown other allele at a multi-allelic "
+            "site): check the assembly and the variant list, or lower min_coverage"
         )
     with tempfile.TemporaryDirectory(prefix="pgs-", dir=Path(out).parent) as tmp:
         t = Path(tmp)
@@ -394,7 +431,7 @@ _ASSEMBLIES = {"grch37": "GRCh37", "hg19": "GRCh37", "grch38": "GRCh38", "hg38":
 _RATIO_TYPES = {"or", "hr", "odds ratio", "hazard ratio"}
 #: Columns whose True makes a row something plink2's additive --score cannot compute.
 _NON_ADDITIVE = ("is_dominant", "is_recessive", "is_haplotype", "is_diplotype", "is_interaction")
-_DROP_REASONS = ("unmapped", "non_acgt_allele", "no_other_allele", "duplicate")
+_DROP_REASONS = ("unmapped", "non_acgt_allele", "duplicate")
 _ACGT = frozenset("ACGT")
 
 
@@ -429,9 +466,11 @@ def read_pgs_catalog(path: Path, *, assembly: str) -> tuple[list[Weight], dict[s
     """Read a PGS Catalog scoring file (plain or gzip) as weights on ``assembly``.
 
     A harmonised file (``#HmPOS_build=`` in its header) is read from ``hm_chr``/``hm_pos``; a
-    missing ``other_allele`` is taken from ``hm_inferOtherAllele`` when that names one allele
-    (as pgsc_calc does). An author-reported file is read from ``chr_name``/``chr_position`` on
-    its ``#genome_build=``. With ``#weight_type`` OR or HR the weight is ``log(effect_weight)``.
+    missing ``other_allele`` is taken from ``hm_inferOtherAllele`` (one allele, or a
+    ``/``-separated set of candidates, as pgsc_calc does); a row with none is kept with its
+    other allele unknown, for :func:`match_weights` to match on the effect allele alone. An
+    author-reported file is read from ``chr_name``/``chr_position`` on its ``#genome_build=``.
+    With ``#weight_type`` OR or HR the weight is ``log(effect_weight)``.
 
     Returns
     -------
@@ -439,9 +478,10 @@ def read_pgs_catalog(path: Path, *, assembly: str) -> tuple[list[Weight], dict[s
         One per kept row (``p`` is NaN: a catalog score has none).
     meta : dict of str to str
         The fedgen-weights/1 header: ``source=pgs-catalog``, ``pgs_id``, ``assembly``, the
-        catalog's own keys, ``rows_read``, ``rows_kept`` and ``rows_dropped_<reason>`` for the
-        reasons ``unmapped`` (no position on the build), ``non_acgt_allele``,
-        ``no_other_allele`` and ``duplicate``.
+        catalog's own keys, ``rows_read``, ``rows_kept``, ``rows_effect_allele_only`` (kept
+        rows whose other allele is unknown or one of several) and ``rows_dropped_<reason>``
+        for the reasons ``unmapped`` (no position on the build), ``non_acgt_allele`` and
+        ``duplicate``.
 
     Raises
     ------
@@ -506,6 +546,7 @@ def read_pgs_catalog(path: Path, *, assembly: str) -> tuple[list[Weight], dict[s
     dropped = dict.fromkeys(_DROP_REASONS, 0)
     seen: set[tuple[str, int, str, str]] = set()
     weights: list[Weight] = []
+    effect_only = 0
     for lineno, row in enumerate(rows, start=1):
         chrom, pos_text = cell(row, chrom_col), cell(row, pos_col)
         if not chrom or not pos_text:
@@ -513,14 +554,11 @@ def read_pgs_catalog(path: Path, *, assembly: str) -> tuple[list[Weight], dict[s
             continue
         effect, other = cell(row, "effect_allele").upper(), cell(row, "other_allele").upper()
         if not other and harmonised:
-            inferred = cell(row, "hm_inferOtherAllele").upper()
-            other = "" if "/" in inferred else inferred
-        if not effect or not set(effect) <= _ACGT or not set(other) <= _ACGT:
+            other = cell(row, "hm_inferOtherAllele").upper()
+        if not effect or not set(effect) <= _ACGT or not set(other) <= _ACGT | {"/"}:
             dropped["non_acgt_allele"] += 1
             continue
-        if not other:
-            dropped["no_other_allele"] += 1
-            continue
+        other = "/".join(sorted({a for a in other.split("/") if a}))
         text = cell(row, "effect_weight")
         try:
             pos, value = int(pos_text), float(text)
@@ -543,6 +581,7 @@ def read_pgs_catalog(path: Path, *, assembly: str) -> tuple[list[Weight], dict[s
             dropped["duplicate"] += 1
             continue
         seen.add(key)
+        effect_only += "/" in other or not other
         weights.append(Weight(key[0], pos, effect, other, value))
     if not weights:
         raise SumstatsError(f"{path}: no usable rows (dropped: {dropped}); choose another score")
@@ -555,5 +594,6 @@ def read_pgs_catalog(path: Path, *, assembly: str) -> tuple[list[Weight], dict[s
     header["weights_logged"] = "true" if ratio else "false"
     header["rows_read"] = str(len(rows))
     header["rows_kept"] = str(len(weights))
+    header["rows_effect_allele_only"] = str(effect_only)
     header.update({f"rows_dropped_{k}": str(v) for k, v in dropped.items()})
     return weights, header

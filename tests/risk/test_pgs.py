@@ -15,7 +15,7 @@ import pytest
 from snakemake_executor_plugin_fedgen.errors import SiteDataError
 
 from snakemake_fedgen.cli import main
-from snakemake_fedgen.risk.pgs import Weight, read_weights, score_site, write_weights
+from snakemake_fedgen.risk.pgs import Coverage, Weight, read_weights, score_site, write_weights
 
 # (pos, REF, ALT) at the site
 VARIANTS = [(1000, "A", "G"), (2000, "C", "T"), (3000, "A", "C"), (4000, "A", "T"),
@@ -76,7 +76,8 @@ def test_score__equals_a_direct_count_of_effect_alleles(site, tmp_path):
     }
     assert counts == {
         "variants_in_weights": "6", "variants_matched": "5", "variants_swap": "2",
-        "variants_flip": "1", "variants_ambiguous": "1", "variants_not_at_site": "1",
+        "variants_flip": "1", "variants_ambiguous": "1", "variants_effect_only": "0",
+        "variants_effect_only_unresolved": "0", "variants_not_at_site": "1",
     }  # fmt: skip
 
 
@@ -153,3 +154,12 @@ def test_clump__index_variants_equal_a_greedy_clumping_in_numpy(tmp_path):
     assert {w.pos: w.weight for w in weights} == {int(pos[i]): 0.1 * (i + 1) for i in kept}
     assert counts["not_in_panel"] == 1 and header["sites"] == "A,B"
     assert counts["weights"] + counts["clumped_away"] + 1 == counts["meta_below_threshold"]
+
+
+def test_coverage_counts__every_quantity_is_in_the_airlock_vocabulary():
+    # At a site with registered datasets the airlock passes only the workflow's own
+    # (step, quantity) labels: a coverage row it does not know would stop every site's score.
+    from snakemake_fedgen.egress.airlock.kinds.counts import QUANTITIES, STEPS
+
+    assert "pgs" in STEPS
+    assert {q for q, _ in Coverage().counts()} <= QUANTITIES

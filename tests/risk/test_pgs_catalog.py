@@ -24,7 +24,9 @@ from snakemake_fedgen.risk.pgs import read_pgs_catalog, read_weights
 
 # (pos, REF, ALT) at the site, chromosome 20
 VARIANTS = [(1000, "A", "G"), (2000, "C", "T"), (3000, "A", "C"), (4000, "A", "T"),
-            (5000, "G", "T"), (6000, "C", "G"), (7000, "A", "G")]  # fmt: skip
+            (5000, "G", "T"), (6000, "C", "G"), (7000, "A", "G"),
+            # a multi-allelic site split into biallelic rows (bcftools norm -m-)
+            (8000, "A", "C"), (8000, "A", "G"), (10000, "T", "C")]  # fmt: skip
 
 HEADER = """\
 ###PGS CATALOG SCORING FILE - see https://www.pgscatalog.org/downloads/#dl_ftp_scoring for additional information
@@ -56,13 +58,17 @@ ROWS = [
     ("rs2", 1900, "C", "T", "-0.25", "20", "2000", ""),  # the effect allele is the site's REF
     ("rs3", 2900, "T", "G", "0.75", "20", "3000", ""),  # other strand: T/G is A/C complemented
     ("rs4", 3900, "A", "", "2.0", "20", "4000", "T"),  # A/T; other allele inferred by the Catalog
-    ("rs5", 4900, "T", "", "1.5", "20", "5000", "G/C"),  # inferred allele not unique: dropped
+    ("rs5", 4900, "T", "", "1.5", "20", "5000", "G/C"),  # inferred G or C: the site has G
     ("rs6", 5900, "G", "C", "0.3", "20", "6000", ""),  # C/G, matched on the strand given (ALT)
     ("rs7", 6500, "A", "G", "9.0", "", "", ""),  # not mapped to GRCh38: dropped
     ("rs8", 6600, "D", "I", "9.0", "20", "6600", ""),  # not an ACGT allele: dropped
     ("rs1", 900, "G", "A", "0.5", "20", "1000", ""),  # duplicate row: dropped
     ("rs10", 8900, "A", "G", "3.0", "20", "9000", ""),  # not at the site
     ("rs11", 6900, "A", "G", "0.125", "20", "7000", ""),  # effect allele is REF again
+    # No other allele at all: matched on the effect allele alone.
+    ("rs12", 9900, "C", "", "0.4", "20", "10000", ""),  # one site variant carries C (ALT)
+    ("rs13", 7900, "C", "", "0.6", "20", "8000", ""),  # only A/C of the split site carries C
+    ("rs14", 7901, "A", "", "0.5", "20", "8000", ""),  # both split rows carry A: left out
 ]
 
 
@@ -106,14 +112,18 @@ def site(tmp_path_factory):
 def test_read_pgs_catalog__harmonised_gzip_counts_every_dropped_row(tmp_path):
     weights, meta = read_pgs_catalog(_scoring_file(tmp_path / "s.txt.gz"), assembly="GRCh38")
     # hm_pos, not the author's GRCh37 chr_position
-    assert [w.pos for w in weights] == [1000, 2000, 3000, 4000, 6000, 7000, 9000]
-    assert [(w.effect, w.other) for w in weights][3] == ("A", "T")  # from hm_inferOtherAllele
+    assert [w.pos for w in weights] == [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 8000,
+                                        9000, 10000]  # fmt: skip
+    alleles = {w.pos: (w.effect, w.other) for w in weights}
+    assert alleles[4000] == ("A", "T")  # from hm_inferOtherAllele
+    assert alleles[5000] == ("T", "C/G")  # candidates, for the site match
+    assert alleles[10000] == ("C", "")  # unknown
     assert all(math.isnan(w.p) for w in weights)
     assert meta["source"] == "pgs-catalog" and meta["pgs_id"] == "PGS999999"
     assert meta["assembly"] == "GRCh38" and meta["HmPOS_build"] == "GRCh38"
     assert {k: v for k, v in meta.items() if k.startswith("rows_")} == {
-        "rows_read": "11", "rows_kept": "7", "rows_dropped_unmapped": "1",
-        "rows_dropped_non_acgt_allele": "1", "rows_dropped_no_other_allele": "1",
+        "rows_read": "14", "rows_kept": "11", "rows_effect_allele_only": "4",
+        "rows_dropped_unmapped": "1", "rows_dropped_non_acgt_allele": "1",
         "rows_dropped_duplicate": "1",
     }  # fmt: skip
 
@@ -123,8 +133,8 @@ def _expected(gt: np.ndarray) -> np.ndarray:
     alt = gt.sum(axis=2)  # (variants, people)
     ref = 2 - alt
     # rs3's effect allele T is A on the site's strand: REF.
-    return (0.5 * alt[0] - 0.25 * ref[1] + 0.75 * ref[2] + 2.0 * ref[3] + 0.3 * alt[5]
-            + 0.125 * ref[6])  # fmt: skip
+    return (0.5 * alt[0] - 0.25 * ref[1] + 0.75 * ref[2] + 2.0 * ref[3] + 1.5 * alt[4]
+            + 0.3 * alt[5] + 0.125 * ref[6] + 0.6 * alt[7] + 0.4 * alt[9])  # fmt: skip
 
 
 def test_from_catalog__then_score_equals_a_direct_count_of_effect_alleles(site, tmp_path, capsys):
@@ -134,9 +144,10 @@ def test_from_catalog__then_score_equals_a_direct_count_of_effect_alleles(site, 
     assert main(["pgs", "from-catalog", "--scoring-file", str(scoring), "--assembly", "GRCh38",
                  "--out", str(weights)]) == 0  # fmt: skip
     report = capsys.readouterr().err
-    assert "PGS999999" in report and "11 rows, 7 kept" in report and "1 duplicate" in report
+    assert "PGS999999" in report and "14 rows, 11 kept" in report and "1 duplicate" in report
+    assert "4 with the effect allele only" in report
     _, meta = read_weights(weights)
-    assert meta["pgs_id"] == "PGS999999" and meta["rows_kept"] == "7"
+    assert meta["pgs_id"] == "PGS999999" and meta["rows_kept"] == "11"
     out, coverage = tmp_path / "scores.tsv", tmp_path / "coverage.tsv"
     assert main(["pgs", "score", "--pfile", str(root / "site"), "--weights", str(weights),
                  "--out", str(out), "--coverage", str(coverage), "--min-cell", "1"]) == 0  # fmt: skip
@@ -145,8 +156,9 @@ def test_from_catalog__then_score_equals_a_direct_count_of_effect_alleles(site, 
     np.testing.assert_allclose([float(r[1]) for r in rows], _expected(gt), atol=1e-6)
     counts = {ln.split("\t")[1]: ln.split("\t")[2] for ln in coverage.read_text().splitlines()[1:]}
     assert counts == {
-        "variants_in_weights": "7", "variants_matched": "6", "variants_swap": "3",
-        "variants_flip": "1", "variants_ambiguous": "2", "variants_not_at_site": "1",
+        "variants_in_weights": "11", "variants_matched": "9", "variants_swap": "3",
+        "variants_flip": "1", "variants_ambiguous": "2", "variants_effect_only": "3",
+        "variants_effect_only_unresolved": "1", "variants_not_at_site": "1",
     }  # fmt: skip
 
 
@@ -171,9 +183,9 @@ def test_read_pgs_catalog__author_reported_file_on_the_study_build(tmp_path):
     weights, meta = read_pgs_catalog(
         _scoring_file(tmp_path / "PGS999999.txt", rows, header=author), assembly="hg19"
     )
-    # chr_name/chr_position; no hm_inferOtherAllele to fill rs4's other allele.
-    assert [w.pos for w in weights] == [900, 1900]
-    assert meta["assembly"] == "GRCh37" and meta["rows_dropped_no_other_allele"] == "1"
+    # chr_name/chr_position; no hm_inferOtherAllele to fill rs4's other allele: unknown.
+    assert [(w.pos, w.other) for w in weights] == [(900, "A"), (1900, "T"), (3900, "")]
+    assert meta["assembly"] == "GRCh37" and meta["rows_effect_allele_only"] == "1"
     assert "HmPOS_build" not in meta
 
 

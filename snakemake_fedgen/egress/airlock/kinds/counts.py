@@ -93,6 +93,8 @@ QUANTITIES: frozenset[str] = frozenset(
         "variants_in_weights",
         "variants_matched",
         "variants_not_at_site",
+        "variants_effect_only",
+        "variants_effect_only_unresolved",
         *(f"variants_{k}" for k in ALIGN_CLASSES),
         *IMPORT_QUANTITIES,
         *PHENOTYPE_QUANTITIES,
