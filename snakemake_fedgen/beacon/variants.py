@@ -26,10 +26,12 @@ BCFTOOLS_TIMEOUT_SECONDS = 30.0
 MAX_RANGE_BP = 5_000_000
 VARIANT_TYPES = ("SNP", "INDEL", "INS", "DEL", "MNP")
 
-#: RefSeq accession versions of the primary chromosomes (NCBI GRCh38.p14 / GRCh37.p13).
+#: RefSeq accession versions of the primary chromosomes (NCBI GRCh38.p14 / GRCh37.p13), 1-22,
+#: X, Y (checked against three independent public tables of RefSeq accessions; the versions
+#: are the same in every patch of an assembly).
 _REFSEQ_VERSION = {
-    "GRCh38": dict(zip([*map(str, range(1, 23)), "X"], [11, 12, 12, 12, 10, 12, 14, 11, 12, 11, 10, 12, 11, 9, 10, 10, 11, 10, 10, 11, 9, 11, 11], strict=True)),
-    "GRCh37": dict(zip([*map(str, range(1, 23)), "X"], [10, 11, 11, 11, 9, 11, 13, 10, 11, 10, 9, 11, 10, 8, 9, 9, 10, 9, 9, 10, 8, 10, 10], strict=True)),
+    "GRCh38": dict(zip([*map(str, range(1, 23)), "X", "Y"], [11, 12, 12, 12, 10, 12, 14, 11, 12, 11, 10, 12, 11, 9, 10, 10, 11, 10, 10, 11, 9, 11, 11, 10], strict=True)),
+    "GRCh37": dict(zip([*map(str, range(1, 23)), "X", "Y"], [10, 11, 11, 11, 9, 11, 13, 10, 11, 10, 9, 11, 10, 8, 9, 9, 10, 9, 9, 10, 8, 10, 10, 9], strict=True)),
 }  # fmt: skip
 _REFSEQ = re.compile(r"^NC_0000(\d\d)\.(\d+)$")
 _BASES = re.compile(r"^[ACGTN]+$")

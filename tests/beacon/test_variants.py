@@ -131,3 +131,70 @@ def test_chromosome_names() -> None:
     assert chromosome_code("NC_000023.11", "GRCh38") == "X"
     with pytest.raises(Exception, match="not a GRCh38 sequence"):
         chromosome_code("NC_000021.8", "GRCh38")
+
+
+# NCBI's accessions of the primary chromosomes, written out as the assembly reports list them.
+GRCH38_REFSEQ = [
+    "NC_000001.11",
+    "NC_000002.12",
+    "NC_000003.12",
+    "NC_000004.12",
+    "NC_000005.10",
+    "NC_000006.12",
+    "NC_000007.14",
+    "NC_000008.11",
+    "NC_000009.12",
+    "NC_000010.11",
+    "NC_000011.10",
+    "NC_000012.12",
+    "NC_000013.11",
+    "NC_000014.9",
+    "NC_000015.10",
+    "NC_000016.10",
+    "NC_000017.11",
+    "NC_000018.10",
+    "NC_000019.10",
+    "NC_000020.11",
+    "NC_000021.9",
+    "NC_000022.11",
+    "NC_000023.11",
+    "NC_000024.10",
+]
+GRCH37_REFSEQ = [
+    "NC_000001.10",
+    "NC_000002.11",
+    "NC_000003.11",
+    "NC_000004.11",
+    "NC_000005.9",
+    "NC_000006.11",
+    "NC_000007.13",
+    "NC_000008.10",
+    "NC_000009.11",
+    "NC_000010.10",
+    "NC_000011.9",
+    "NC_000012.11",
+    "NC_000013.10",
+    "NC_000014.8",
+    "NC_000015.9",
+    "NC_000016.9",
+    "NC_000017.10",
+    "NC_000018.9",
+    "NC_000019.9",
+    "NC_000020.10",
+    "NC_000021.8",
+    "NC_000022.10",
+    "NC_000023.10",
+    "NC_000024.9",
+]
+
+
+@pytest.mark.parametrize(
+    ("assembly", "accessions", "other"),
+    [("GRCh38", GRCH38_REFSEQ, GRCH37_REFSEQ), ("GRCh37", GRCH37_REFSEQ, GRCH38_REFSEQ)],
+)
+def test_chromosome_names__every_refseq_accession_of_the_assembly(assembly, accessions, other):
+    codes = [*map(str, range(1, 23)), "X", "Y"]
+    assert [chromosome_code(a, assembly) for a in accessions] == codes
+    for accession in other:  # the same chromosome of the other assembly is refused
+        with pytest.raises(Exception, match=f"not a {assembly} sequence"):
+            chromosome_code(accession, assembly)
