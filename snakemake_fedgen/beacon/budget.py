@@ -231,8 +231,11 @@ class BudgetSettings:
             raise ConfigError(
                 f"node.yaml: beacon.budget.enabled must be true or false; got {enabled!r}"
             )
-        per_dataset = _budget_value(
-            settings.get("per_dataset", DEFAULT_PER_DATASET), "beacon.budget.per_dataset"
+        per_dataset = setting_number(
+            settings.get("per_dataset", DEFAULT_PER_DATASET),
+            "beacon.budget.per_dataset",
+            strict=False,
+            unit="nats",
         )
         window = settings.get("window_days", DEFAULT_WINDOW_DAYS)
         if window is not None and (
@@ -263,8 +266,8 @@ class BudgetSettings:
                     f"node.yaml: beacon.budget.requesters key {name!r} must be 'caller:<name>' "
                     "or 'anonymous:<ip>'"
                 )
-            requesters[name] = _budget_value(
-                value, f"beacon.budget.requesters.{name}", allow_inf=True
+            requesters[name] = setting_number(
+                value, f"beacon.budget.requesters.{name}", strict=False, unit="nats", allow_inf=True
             )
         return cls(
             enabled=enabled,
@@ -275,18 +278,29 @@ class BudgetSettings:
         )
 
 
-def _budget_value(value: Any, key: str, *, allow_inf: bool = False) -> float:
+def setting_number(
+    value: Any, key: str, *, strict: bool, unit: str = "", allow_inf: bool = False
+) -> float:
+    """A number of node.yaml's ``beacon`` block: ``> 0`` if ``strict`` else ``>= 0``, finite
+    unless ``allow_inf`` (``.inf``: no limit).
+
+    Raises
+    ------
+    ConfigError
+        Not such a number (a boolean is not a number); the message names ``key``.
+    """
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
         or math.isnan(value)
         or value < 0
+        or (strict and value == 0)
         or (value == math.inf and not allow_inf)
     ):
-        extra = " (or .inf for no limit)" if allow_inf else ""
-        raise ConfigError(
-            f"node.yaml: {key} must be a non-negative number of nats{extra}; got {value!r}"
-        )
+        bound = "> 0" if strict else ">= 0"
+        of = f" ({unit})" if unit else ""
+        extra = ", or .inf for no limit" if allow_inf else ""
+        raise ConfigError(f"node.yaml: {key} must be a number {bound}{of}{extra}; got {value!r}")
     return float(value)
 
 

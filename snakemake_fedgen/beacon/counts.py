@@ -28,27 +28,14 @@ from typing import Any
 import numpy as np
 from snakemake_executor_plugin_fedgen.errors import ConfigError, FedgenError
 
+from snakemake_fedgen.beacon.budget import setting_number
+
 #: Epsilon spent by each count answer: noise sd sqrt(2)/0.5 = 2.8 people.
 DEFAULT_EPSILON = 0.5
 #: Epsilon per (requester, dataset) in total: 40 answers at the default epsilon.
 DEFAULT_TOTAL_EPSILON = 20.0
 _KEYS = ("enabled", "epsilon", "total_epsilon", "requesters")
 _REQUESTER_KINDS = ("caller:", "anonymous:")
-
-
-def _positive(value: Any, key: str, *, allow_inf: bool = False) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or math.isnan(value)
-        or value <= 0
-        or (value == math.inf and not allow_inf)
-    ):
-        extra = " (or .inf for no limit)" if allow_inf else ""
-        raise ConfigError(
-            f"node.yaml: beacon.counts.{key} must be a number > 0{extra}; got {value!r}"
-        )
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -82,9 +69,14 @@ class CountSettings:
             raise ConfigError(
                 f"node.yaml: beacon.counts.enabled must be true or false; got {enabled!r}"
             )
-        epsilon = _positive(settings.get("epsilon", DEFAULT_EPSILON), "epsilon")
-        total = _positive(
-            settings.get("total_epsilon", DEFAULT_TOTAL_EPSILON), "total_epsilon", allow_inf=True
+        epsilon = setting_number(
+            settings.get("epsilon", DEFAULT_EPSILON), "beacon.counts.epsilon", strict=True
+        )
+        total = setting_number(
+            settings.get("total_epsilon", DEFAULT_TOTAL_EPSILON),
+            "beacon.counts.total_epsilon",
+            strict=True,
+            allow_inf=True,
         )
         if total < epsilon:
             raise ConfigError(
@@ -105,7 +97,9 @@ class CountSettings:
                     f"node.yaml: beacon.counts.requesters key {name!r} must be 'caller:<name>' "
                     "or 'anonymous:<ip>'"
                 )
-            requesters[name] = _positive(value, f"requesters.{name}", allow_inf=True)
+            requesters[name] = setting_number(
+                value, f"beacon.counts.requesters.{name}", strict=True, allow_inf=True
+            )
         return cls(enabled=enabled, epsilon=epsilon, total_epsilon=total, requesters=requesters)
 
     def total_for(self, requester: str) -> float:
