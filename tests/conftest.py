@@ -72,3 +72,12 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     yield cluster
     cluster.stop()
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny simulated federation's ``sites.yaml`` (seed 3), simulated once per session for
+    the workflow's dry-run tests (tests/dry_run.py); tests copy it, never write to it."""
+    from tests.dry_run import simulate_tiny
+
+    return simulate_tiny(tmp_path_factory.mktemp("tiny-federation"))

@@ -8,15 +8,12 @@ clumping for the score, and the configuration error without a scoring file.
 
 from __future__ import annotations
 
-import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from snakemake_fedgen import demo
+from tests.dry_run import dry_run, job_counts
 
 SCORING_FILE = """\
 ###PGS CATALOG SCORING FILE - see https://www.pgscatalog.org/downloads/#dl_ftp_scoring for additional information
@@ -32,33 +29,13 @@ rs1\t20\t900\tG\tA\t0.5\t20\t1000
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = tmp_path_factory.mktemp("risk-catalog-dag")
-    subprocess.run(
-        [sys.executable, "-m", "snakemake_fedgen", "simulate", "--out", str(data), "--seed", "3",
-         "--scale", "tiny"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return data / "sites.yaml"
+def registry(tiny_registry: Path) -> Path:
+    return tiny_registry
 
 
 def _dry_run(workdir: Path, registry: Path, pgs: dict) -> subprocess.CompletedProcess[str]:
-    workdir.mkdir()
-    (workdir / "sites.yaml").write_text(registry.read_text())
     risk = {"enabled": True, "secure": True, "pgs": {"min_coverage": 0.5, **pgs}}
-    (workdir / "extra.yaml").write_text(yaml.safe_dump({"risk": risk}))
-    cmd = [
-        sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "1",
-        "--snakefile", str(demo.SNAKEFILE), "--directory", str(workdir),
-        "--configfile", str(demo.CONFIGFILE), str(workdir / "extra.yaml"),
-        "--config", "sites=sites.yaml",
-    ]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, env=demo.tool_env(), check=False)
-
-
-def _jobs(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[1].split("total")[0]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
+    return dry_run(workdir, registry, {"risk": risk})
 
 
 def test_risk_dag__catalog_weights_score_every_fit(registry: Path, tmp_path: Path):
@@ -66,7 +43,7 @@ def test_risk_dag__catalog_weights_score_every_fit(registry: Path, tmp_path: Pat
     scoring.write_text(SCORING_FILE)
     proc = _dry_run(tmp_path / "w", registry, {"source": "catalog", "scoring_file": str(scoring)})
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    jobs = _jobs(proc.stdout)
+    jobs = job_counts(proc.stdout)
     assert jobs["risk_catalog_weights"] == 1
     assert "risk_weights" not in jobs and "risk_meta_loso" not in jobs
     # 3 sites x (all, without-A, without-B, without-C), each from the one catalog file.

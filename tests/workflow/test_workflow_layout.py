@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.dry_run import job_counts
+
 REPO = Path(__file__).resolve().parents[2]
 ROOT = REPO / "workflows" / "federated-gwas"
 SNAKEFILE = ROOT / "workflow" / "Snakefile"
@@ -62,21 +64,9 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _jobs(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[1].split("total")[0]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
-
-
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny simulated registry the other dry-run tests use (tests/exact/...dag.py)."""
-    data = tmp_path_factory.mktemp("layout-sim")
-    subprocess.run(
-        [sys.executable, "-m", "snakemake_fedgen", "simulate", "--out", str(data), "--seed", "3",
-         "--scale", "tiny"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return data / "sites.yaml"
+def registry(tiny_registry: Path) -> Path:
+    return tiny_registry
 
 
 @pytest.fixture
@@ -96,7 +86,7 @@ def test_test_config__plans_the_whole_workflow_from_a_copy_of_the_folder(tmp_pat
     root = shutil.copytree(ROOT, tmp_path / "federated-gwas", ignore=IGNORE)
     proc = _run([*SNAKEMAKE, "-n", "--cores", "1", "--directory", ".test"], cwd=root)
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    jobs = _jobs(proc.stdout)
+    jobs = job_counts(proc.stdout)
     # config/sites.example.yaml: two sites; .test config: two traits (ldl, t2d).
     assert jobs["qc_import"] == 2 and jobs["sumstats_export"] == 4
     assert jobs["meta_analysis"] == 2 and jobs["qc_summary"] == 1
@@ -118,8 +108,8 @@ def test_module__use_rule_star_plans_the_same_jobs_as_the_workflow(
         cwd=direct_dir,
     )  # fmt: skip
     assert direct.returncode == 0, direct.stderr + direct.stdout
-    assert _jobs(proc.stdout) == _jobs(direct.stdout)
-    assert _jobs(proc.stdout)["sumstats_export"] == 6  # 3 sites x (qt, bt)
+    assert job_counts(proc.stdout) == job_counts(direct.stdout)
+    assert job_counts(proc.stdout)["sumstats_export"] == 6  # 3 sites x (qt, bt)
     # The same commands, e.g. the site's GWAS-SSF export.
     exports = [ln for ln in proc.stdout.splitlines() if "fedgen sumstats export" in ln]
     assert sorted(exports) == sorted(
