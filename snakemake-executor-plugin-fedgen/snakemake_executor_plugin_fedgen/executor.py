@@ -36,7 +36,7 @@ from snakemake_executor_plugin_fedgen.status import AdaptiveInterval, SiteProgre
 from snakemake_executor_plugin_fedgen.tes.client import BUSY_STATUSES, DEFAULT_MAX_PAGES, TesClient
 from snakemake_executor_plugin_fedgen.tes.models import TesTask, TesTaskLog
 from snakemake_executor_plugin_fedgen.tes.states import FAILED_STATES, LIVE_STATES, TesState
-from snakemake_executor_plugin_fedgen.tes.tags import RULE_TAG
+from snakemake_executor_plugin_fedgen.tes.tags import RULE_TAG, RUN_TAG
 
 common_settings = CommonSettings(
     non_local_exec=True,
@@ -436,6 +436,21 @@ class Executor(RemoteExecutor):
         for info in active_jobs:
             if info.external_jobid and info.aux and "plan" in info.aux:
                 live.setdefault(info.external_jobid, info.aux["plan"].site.name)
+        # Ctrl-C can fall between a site creating a task and this process reading the POST's
+        # answer: that task is in no list here. Each site this run submitted to is asked for
+        # the run's live tasks.
+        for site in self.resume.sites():
+            try:
+                listed = self.clients[site].list_tasks(tags={RUN_TAG: self.run_id}, view="BASIC")
+            except FedgenError as exc:
+                self.logger.error(
+                    f"fedgen: site {site}: the run's tasks could not be listed, so a task "
+                    f"submitted just before the cancel may still run there: {exc}"
+                )
+                continue
+            for t in listed:
+                if t.id and (t.tags or {}).get(RUN_TAG) == self.run_id and t.state in LIVE_STATES:
+                    live.setdefault(t.id, site)
         if not live:
             return
 

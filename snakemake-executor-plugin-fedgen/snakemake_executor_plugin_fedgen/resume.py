@@ -82,6 +82,11 @@ class ResumeIndex:
             self._by_site[site_name] = index
             self.ignores_tag_filter[site_name] = ignored
 
+    def sites(self) -> list[str]:
+        """The sites whose tasks of the run were listed (every site the run submitted to)."""
+        with self._lock:
+            return sorted(self._by_site)
+
     def find(self, site_name: str, key: str) -> KnownTask | None:
         """Return a live task for ``key`` (preferred) or a COMPLETE one, else None."""
         with self._lock:

@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.reliability.faultproxy import FaultProxy
+
 from .conftest import (
     Federation,
     SiteNode,
@@ -122,6 +124,38 @@ def test_fedgen_executor__sigint_cancels_every_live_task(tmp_path, one_site):
     )
     assert len(tasks_at(site)) == 6
     assert "canceled 6 live task(s)" in (workdir / "coordinator.log").read_text()
+
+
+@pytest.mark.e2e
+def test_fedgen_executor__sigint_cancels_a_task_whose_creation_answer_was_lost(tmp_path, one_site):
+    # Ctrl-C between a site creating a task and the executor reading the POST's answer: the
+    # task runs at the site, tagged with the run, but the executor never learnt its id. The
+    # fault proxy (tests/reliability/faultproxy.py: a deliberate fake of the network) holds
+    # the answer to the first task creation for 20 s; the interrupt comes inside that window.
+    site = one_site.sites["A"]
+    workdir, _ = setup(tmp_path, one_site)
+    with FaultProxy(
+        ("127.0.0.1", site.node.port),
+        rate=0.0,
+        slow_seconds=20.0,
+        forced={"POST /ga4gh/tes/v1/tasks": ["slow"]},
+    ) as proxy:
+        registry = one_site.write_registry(
+            tmp_path / "sites.yaml", A={"tes_url": proxy.base_url + "/ga4gh/tes/v1"}
+        )
+        with running_snakemake(workdir, registry, one_site, "--config", "sleep=120") as proc:
+            wait_for(lambda: len(tasks_at(site)) == 1, timeout=90, what="the first task")
+            assert proxy.injected["slow"] == 1
+            os.kill(proc.pid, signal.SIGINT)
+            proc.wait(60)
+        assert proc.returncode != 0
+        [task] = tasks_at(site)
+        wait_for(
+            lambda: tasks_at(site)[0]["state"] == "CANCELED",
+            timeout=30,
+            what=f"task {task['id']} (its creation's answer never reached the executor) CANCELED",
+        )
+    assert "canceled 1 live task(s)" in (workdir / "coordinator.log").read_text()
 
 
 @pytest.mark.slow
