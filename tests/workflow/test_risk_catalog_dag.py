@@ -8,6 +8,7 @@ clumping for the score, and the configuration error without a scoring file.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -46,8 +47,8 @@ def test_risk_dag__catalog_weights_score_every_fit(registry: Path, tmp_path: Pat
     jobs = job_counts(proc.stdout)
     assert jobs["risk_catalog_weights"] == 1
     assert "risk_weights" not in jobs and "risk_meta_loso" not in jobs
-    # 3 sites x (all, without-A, without-B, without-C), each from the one catalog file.
-    assert jobs["risk_score"] == 12
+    # One scoring per site: every fit (all, without-A, ...) has the same weights and reads it.
+    assert jobs["risk_score"] == 3
     lines = (ln.strip().removeprefix("Shell command: ") for ln in proc.stdout.splitlines())
     commands = [ln for ln in lines if ln.startswith("fedgen pgs")]
     assert [c for c in commands if "from-catalog" in c] == [
@@ -55,8 +56,16 @@ def test_risk_dag__catalog_weights_score_every_fit(registry: Path, tmp_path: Pat
         "results/risk/weights/catalog.weights.tsv 2> logs/risk/weights.catalog.log"
     ]
     scores = [c for c in commands if c.startswith("fedgen pgs score")]
-    assert len(scores) == 12
+    assert len(scores) == 3
     assert all("--weights results/risk/weights/catalog.weights.tsv" in c for c in scores)
+    assert all("--out sites/" in c and "/risk/all/scores.tsv" in c for c in scores)
+    # Every fit's model reads that table: leave-one-site-out fits too.
+    moments = [c for c in (ln.removeprefix("Shell command: ") for ln in proc.stdout.splitlines())
+               if c.startswith("fedgen risk moments") and "--join sites/" in c]  # fmt: skip
+    assert {c.split("--run ")[1].split(".")[1] for c in moments} == {
+        "all", "without-A", "without-B", "without-C"
+    }  # fmt: skip
+    assert all(re.search(r"--join sites/\w/risk/all/scores\.tsv", c) for c in moments)
 
 
 def test_risk_dag__catalog_without_a_scoring_file_is_refused(registry: Path, tmp_path: Path):

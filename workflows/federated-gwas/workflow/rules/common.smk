@@ -723,7 +723,7 @@ def get_risk_site_inputs(wildcards):
     """A site's model inputs: its phenotype table and, for models with the score, its scores."""
     inputs = {"pheno": get_phenotypes(wildcards)}
     if "pgs" in RISK_MODELS[wildcards.rmodel]:
-        inputs["scores"] = f"sites/{wildcards.site}/risk/{wildcards.fit}/scores.tsv"
+        inputs["scores"] = risk_scores(wildcards.site, wildcards.fit)
     return inputs
 
 
@@ -735,7 +735,15 @@ def get_risk_join(wildcards):
     """The score table joined to the phenotype table (`none` for the clinical model)."""
     if "pgs" not in RISK_MODELS[wildcards.rmodel]:
         return "none"
-    return f"sites/{wildcards.site}/risk/{wildcards.fit}/scores.tsv"
+    return risk_scores(wildcards.site, wildcards.fit)
+
+
+def risk_scores(site, fit):
+    """A site's score table for a fit's weights. With source catalog every fit has the same
+    weights, so each site scores once (fit "all") and every fit reads that table."""
+    if RISK["pgs"]["source"] == "catalog":
+        fit = "all"
+    return f"sites/{site}/risk/{fit}/scores.tsv"
 
 
 def _risk_masked(participants):
@@ -870,6 +878,6 @@ def get_risk_eval_inputs(wildcards):
     fit = "all" if wildcards.evalset == "insample" else f"without-{wildcards.site}"
     return {
         "pheno": get_phenotypes(wildcards),
-        "scores": f"sites/{wildcards.site}/risk/{fit}/scores.tsv",
+        "scores": risk_scores(wildcards.site, fit),
         **{m: f"results/risk/{fit}/{m}/model.json" for m in RISK_MODELS},
     }
