@@ -8,6 +8,7 @@ refused, 401, budget exhausted, timeout, ...), never dropped silently.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ class SiteAnswer:
     count: int | None = None
     adjusted: bool = False
     note: str = ""
+    #: Scale of the Laplace noise in ``count`` (the site's ``info.countNoise``), if noisy.
+    noise_scale: float | None = None
 
     @property
     def answered(self) -> bool:
@@ -87,7 +90,9 @@ def _failure(site: str, exc: Exception) -> SiteAnswer:
     return SiteAnswer(site, None, None, note=reason)
 
 
-def _answers(site: str, status: int, doc: Any) -> list[SiteAnswer]:
+def site_answers(site: str, status: int, doc: Any) -> list[SiteAnswer]:
+    """One site's Beacon response (HTTP ``status``, JSON ``doc``) as answers per dataset: counts
+    with their small-count and noise notes, booleans, or why there is no answer."""
     if not isinstance(doc, dict):
         return [SiteAnswer(site, None, None, note=f"HTTP {status}: not a Beacon response")]
     if "error" in doc or status != 200:
@@ -108,6 +113,17 @@ def _answers(site: str, status: int, doc: Any) -> list[SiteAnswer]:
             if note:
                 out.append(SiteAnswer(site, rs.get("id"), None, note=note))
                 continue
+            noise = info.get("countNoise")
+            scale = noise.get("scale") if isinstance(noise, dict) else None
+            notes = []
+            if "countAdjustedTo" in info:
+                notes.append(
+                    f"1-{int(info['countAdjustedTo']) - 1}, shown as {info['countAdjustedTo']}"
+                )
+            if isinstance(scale, int | float) and scale > 0:
+                notes.append(f"noisy: sd {math.sqrt(2) * scale:.1f}")
+            else:
+                scale = None
             out.append(
                 SiteAnswer(
                     site,
@@ -115,9 +131,8 @@ def _answers(site: str, status: int, doc: Any) -> list[SiteAnswer]:
                     bool(rs.get("exists")),
                     int(rs.get("resultsCount", 0)),
                     adjusted="countAdjustedTo" in info,
-                    note=f"1-{int(info['countAdjustedTo']) - 1}, shown as {info['countAdjustedTo']}"
-                    if "countAdjustedTo" in info
-                    else "",
+                    note="; ".join(notes),
+                    noise_scale=scale,
                 )
             )
         return out
@@ -153,7 +168,7 @@ def query_site(
         doc = r.json()
     except ValueError:
         doc = None
-    return _answers(site.name, r.status_code, doc)
+    return site_answers(site.name, r.status_code, doc)
 
 
 def discover(
@@ -180,6 +195,15 @@ def total(answers: Sequence[SiteAnswer]) -> tuple[int, bool] | None:
     if not counted:
         return None
     return sum(1 if a.adjusted else a.count or 0 for a in counted), any(a.adjusted for a in counted)
+
+
+def noise_sd(answers: Sequence[SiteAnswer]) -> float | None:
+    """Standard deviation of the noise in :func:`total` (independent Laplace noise per answer:
+    variance 2 b^2 each), or None when no counted answer is noisy."""
+    scales = [a.noise_scale for a in answers if a.count is not None and a.noise_scale]
+    if not scales:
+        return None
+    return math.sqrt(sum(2 * b * b for b in scales))
 
 
 def matching_sites(answers: Sequence[SiteAnswer], *, min_count: int | None) -> list[str]:

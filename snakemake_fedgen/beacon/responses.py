@@ -122,10 +122,14 @@ def query_response(
                 f"{settings.min_cell} (min_cell)",
             }
         if a.count is not None and entry == "individual" and settings.counts.enabled:
-            info["countNoise"] = (
-                f"Laplace noise of scale {1 / settings.counts.epsilon:g} (epsilon "
-                f"{settings.counts.epsilon:g} per answer) added before the small-count rule"
-            )
+            scale = 1 / settings.counts.epsilon
+            info["countNoise"] = {
+                "mechanism": "Laplace",
+                "scale": scale,
+                "epsilon": settings.counts.epsilon,
+                "description": f"Laplace noise of scale {scale:g} (epsilon "
+                f"{settings.counts.epsilon:g} per answer) added before the small-count rule",
+            }
         if a.count is None:
             info["note"] = a.note
         sets.append(

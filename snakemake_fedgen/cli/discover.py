@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from snakemake_fedgen.beacon.network import (
         discover,
         matching_sites,
+        noise_sd,
         parse_range,
         parse_variant,
         request_body,
@@ -79,12 +80,19 @@ def run(args: argparse.Namespace) -> int:
     summed = total(answers)
     answered = sorted({a.site for a in answers if a.answered})
     silent = [n for n in names if n not in answered]
+    noise = noise_sd(answers)
     if summed is not None:
         value, lower = summed
-        print(f"total: {'>= ' if lower else ''}{value} over {len(answered)} site(s)")
+        noisy = f" (noisy: sd {noise:.1f})" if noise is not None else ""
+        print(f"total: {'>= ' if lower else ''}{value} over {len(answered)} site(s){noisy}")
     print(f"answered: {', '.join(answered) or 'none'}; no answer: {', '.join(silent) or 'none'}")
     if args.include_sites_out:
         chosen = matching_sites(answers, min_count=args.min_count)
         write_text_atomic(args.include_sites_out, yaml.safe_dump(chosen, default_flow_style=False))
         print(f"matching sites ({len(chosen)}) written to {args.include_sites_out}")
+        if noise is not None and args.min_count is not None:
+            print(
+                f"note: --min-count {args.min_count} compared noisy counts; a site whose true "
+                "count is near it may fall on either side"
+            )
     return 0 if answered else 1

@@ -22,6 +22,7 @@ from snakemake_fedgen.beacon.counts import (
     answer_count,
     noisy_count,
 )
+from snakemake_fedgen.beacon.network import SiteAnswer, noise_sd, site_answers
 from tests.beacon.conftest import TOKENS, audit_records, beacon_block, beacon_node, validate
 
 AUTH = {"Authorization": f"Bearer {TOKENS['analyst']}"}
@@ -156,7 +157,17 @@ def test_node__noise_through_the_endpoint(federation: Path, tmp_path: Path) -> N
         got = np.array([reported(count(client, "NCIT:C16576", AUTH)) for _ in range(300)])
         # The answer says that its count is noisy, and how much.
         (rs,) = count(client, "NCIT:C16576", AUTH).json()["response"]["resultSets"]
-        assert f"epsilon {DEFAULT_EPSILON:g} per answer" in rs["info"]["countNoise"]
+        noise = rs["info"]["countNoise"]
+        assert noise["mechanism"] == "Laplace" and noise["epsilon"] == DEFAULT_EPSILON
+        assert noise["scale"] == 1 / DEFAULT_EPSILON
+        assert f"epsilon {DEFAULT_EPSILON:g} per answer" in noise["description"]
+        # fedgen discover reads it: the count is marked noisy, and a total's noise is summed.
+        answers = site_answers("A", 200, count(client, "NCIT:C16576", AUTH).json())
+    (answer,) = answers
+    assert answer.noise_scale == 1 / DEFAULT_EPSILON and answer.count is not None
+    assert answer.note == f"noisy: sd {math.sqrt(2) / DEFAULT_EPSILON:.1f}"
+    assert noise_sd([answer, answer]) == pytest.approx(2 / DEFAULT_EPSILON)
+    assert noise_sd([SiteAnswer("B", "b", True, 7)]) is None  # exact counts
     variance = 2 * (1 / DEFAULT_EPSILON) ** 2 + 1 / 12
     assert abs(got.mean() - true) < 4 * math.sqrt(variance / len(got))
     assert 0.48 * variance < got.var() < 1.52 * variance
