@@ -199,18 +199,21 @@ def beacon_router(
     router = APIRouter(prefix=PREFIX)
     lock = threading.Lock()
 
+    def anonymous_requester(request: Request) -> str:
+        forwarded = ", ".join(request.headers.getlist("x-forwarded-for")) or None
+        peer = request.client.host if request.client else None
+        return settings.anonymous.requester_of(peer, forwarded)
+
     def caller_of(request: Request) -> tuple[Any | None, str]:
         header = request.headers.get("authorization")
         if not header:
-            host = request.client.host if request.client else "unknown"
-            return None, f"anonymous:{host}"
+            return None, anonymous_requester(request)
         try:
             caller = authenticate(header)
         except AuthError as exc:
             raise _Refused(401, str(exc)) from None
         if getattr(caller, "kind", "") == "anonymous":
-            host = request.client.host if request.client else "unknown"
-            return None, f"anonymous:{host}"
+            return None, anonymous_requester(request)
         return caller, f"caller:{requester_of(caller)}"
 
     def level_for(caller: Any | None, dataset: BeaconDataset) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,9 @@ Granularity = Literal["none", "boolean", "count"]
 #: Order of granularities, coarsest first (``record`` is never given).
 LEVELS: tuple[str, ...] = ("none", "boolean", "count")
 ASSEMBLIES = ("GRCh38", "GRCh37")
-BEACON_KEYS = ("id", "name", "organization", "min_cell", "datasets", "budget", "counts")
+BEACON_KEYS = (
+    "id", "name", "organization", "min_cell", "datasets", "budget", "counts", "anonymous"
+)  # fmt: skip
 DATASET_KEYS = (
     "name",
     "description",
@@ -53,9 +56,89 @@ class BeaconDataset:
 
 
 @dataclass(frozen=True)
+class AnonymousSettings:
+    """Who an anonymous caller is for the budgets (``beacon.anonymous``).
+
+    ``requester: address`` (default): its address, an IPv6 address by its /64 (a host is given
+    a whole /64: keyed by address, it would have 2^64 budgets); behind ``trusted_proxies`` the
+    client the proxies name in ``X-Forwarded-For``. ``requester: shared``: every anonymous
+    caller spends one budget per dataset (``anonymous:*``), closing the many-addresses attack
+    at the price of one caller being able to spend it for all.
+    """
+
+    requester: Literal["address", "shared"] = "address"
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def from_mapping(cls, block: Mapping[str, Any] | None) -> AnonymousSettings:
+        """Check the ``beacon.anonymous`` block; ConfigError naming the key otherwise."""
+        block = block or {}
+        if not isinstance(block, Mapping):
+            raise ConfigError(f"node.yaml: beacon.anonymous must be a mapping, got {block!r}")
+        unknown = sorted(str(k) for k in block if k not in ("requester", "trusted_proxies"))
+        if unknown:
+            raise ConfigError(
+                f"node.yaml: unknown key(s) beacon.anonymous.{', beacon.anonymous.'.join(unknown)};"
+                " allowed: requester, trusted_proxies"
+            )
+        requester = block.get("requester", "address")
+        if requester not in ("address", "shared"):
+            raise ConfigError(
+                f"node.yaml: beacon.anonymous.requester must be address or shared, got "
+                f"{requester!r}"
+            )
+        raw = block.get("trusted_proxies") or []
+        if not isinstance(raw, list):
+            raise ConfigError(
+                "node.yaml: beacon.anonymous.trusted_proxies must be a list of addresses or "
+                f"networks (10.0.0.5, 10.1.0.0/16), got {raw!r}"
+            )
+        proxies = []
+        for item in raw:
+            try:
+                proxies.append(ipaddress.ip_network(str(item), strict=False))
+            except ValueError:
+                raise ConfigError(
+                    f"node.yaml: beacon.anonymous.trusted_proxies: {item!r} is not an address "
+                    "or network (10.0.0.5, 10.1.0.0/16, 2001:db8::/48)"
+                ) from None
+        return cls(requester=requester, trusted_proxies=tuple(proxies))
+
+    def _trusted(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(address in net for net in self.trusted_proxies)
+
+    def requester_of(self, peer: str | None, forwarded_for: str | None) -> str:
+        """The budget key of an anonymous request from ``peer`` with that ``X-Forwarded-For``.
+
+        The header is believed only from a trusted proxy, and read from the right: each
+        trusted proxy appends the address it saw, so the client is the last address that is
+        not one of ours (what the client wrote itself stands further left and is not read).
+        """
+        if self.requester == "shared":
+            return "anonymous:*"
+        try:
+            address = ipaddress.ip_address(peer or "")
+        except ValueError:
+            return f"anonymous:{peer or 'unknown'}"
+        if self._trusted(address) and forwarded_for:
+            for entry in reversed([e.strip() for e in forwarded_for.split(",")]):
+                try:
+                    hop = ipaddress.ip_address(entry)
+                except ValueError:
+                    break  # not an address a proxy of ours wrote: keep the last one believed
+                address = hop
+                if not self._trusted(hop):
+                    break
+        if address.version == 6:
+            return f"anonymous:{ipaddress.ip_network(f'{address}/64', strict=False)}"
+        return f"anonymous:{address}"
+
+
+@dataclass(frozen=True)
 class BeaconSettings:
     """The checked ``beacon`` block: identity, the small-count floor, the datasets, the
-    variant query budget's settings and the count noise's (``counts``)."""
+    variant query budget's settings, the count noise's (``counts``) and who an anonymous
+    caller is (``anonymous``)."""
 
     id: str
     name: str
@@ -66,6 +149,7 @@ class BeaconSettings:
     budget: Mapping[str, Any] = field(default_factory=dict)
     #: Noise and epsilon budget of counts of individuals (``beacon.counts``).
     counts: CountSettings = field(default_factory=CountSettings)
+    anonymous: AnonymousSettings = field(default_factory=AnonymousSettings)
 
 
 def _text(block: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
@@ -208,4 +292,5 @@ def beacon_settings(
         },
         budget=dict(budget),
         counts=counts,
+        anonymous=AnonymousSettings.from_mapping(block.get("anonymous")),
     )

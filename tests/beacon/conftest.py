@@ -101,12 +101,14 @@ def beacon_node(
     *,
     budget: dict[str, Any] | None = None,
     counts: dict[str, Any] | None = None,
+    anonymous: dict[str, Any] | None = None,
+    client_address: str = "testclient",
     **node_yaml: Any,
 ) -> Iterator[TestClient]:
     """The site's node (its simulated node.yaml plus a Beacon and a token file), in process.
 
-    ``budget``, ``counts``: the Beacon's ``budget`` and ``counts`` settings (default: the
-    shipped defaults)."""
+    ``budget``, ``counts``, ``anonymous``: the Beacon's settings of those names (default: the
+    shipped defaults). ``client_address``: the address the node sees requests come from."""
     cfg = yaml.safe_load((fed / "sites" / site / "node.yaml").read_text())
     state.mkdir(parents=True, exist_ok=True)
     tokens = state / "tokens.yaml"
@@ -116,6 +118,8 @@ def beacon_node(
         block["budget"] = budget
     if counts is not None:
         block["counts"] = counts
+    if anonymous is not None:
+        block["anonymous"] = anonymous
     cfg.update(token_file=str(tokens), runtime=bwrap_runtime(), beacon=block)
     cfg.update(node_yaml)
     path = state / "node.yaml"
@@ -123,7 +127,7 @@ def beacon_node(
     node = load_config(state, config_file=path)
     runtime = make_runtime(node.runtime, tool_paths=node.tool_paths, allowed_images=[])
     app = create_app(node, runtime=runtime, authenticator=make_authenticator(node))
-    with TestClient(app, base_url="http://127.0.0.1") as client:
+    with TestClient(app, base_url="http://127.0.0.1", client=(client_address, 50000)) as client:
         yield client
 
 
