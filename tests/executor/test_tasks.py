@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from tests.reliability.faultproxy import FaultProxy
+
 from .conftest import run_snakemake
-from .test_tes_client import FaultProxy
 
 SNAKEFILE = """
 rule all:
@@ -39,19 +40,19 @@ rule make:
 @pytest.mark.e2e
 def test_build_task__maps_command_image_resources_paths_and_tags(tmp_path, one_site):
     site = one_site.sites["A"]
-    proxy = FaultProxy(site.node.base_url)
+    proxy = FaultProxy(("127.0.0.1", site.node.port), rate=0.0)
     try:
         workdir = tmp_path / "wf"
         (workdir / "config").mkdir(parents=True)
         (workdir / "config" / "list.txt").write_text("b\na\n")
         (workdir / "Snakefile").write_text(SNAKEFILE)
         registry = one_site.write_registry(
-            tmp_path / "sites.yaml", A={"tes_url": proxy.url + "/ga4gh/tes/v1"}
+            tmp_path / "sites.yaml", A={"tes_url": proxy.base_url + "/ga4gh/tes/v1"}
         )
         proc = run_snakemake(workdir, registry, env=one_site.env)
         assert proc.returncode == 0, proc.stderr[-3000:]
     finally:
-        proxy.close()
+        proxy.stop()
     posts = [
         json.loads(body)
         for line, body in zip(proxy.seen, proxy.bodies, strict=True)

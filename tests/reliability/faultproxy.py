@@ -14,8 +14,11 @@ Faults, drawn per request from a seeded random generator with probability ``rate
 ``slow``         answer delayed by ``slow_seconds``
 ``truncate``     the node's answer cut after half its body (Content-Length kept), then closed
 
-and :meth:`FaultProxy.down` closes the listening socket for a while (connection refused), like
-a site that is down and comes back on the same address.
+and, in ``forced`` queues only, an HTTP status (an ``int``): that status without forwarding.
+:meth:`FaultProxy.down` closes the listening socket for a while (connection refused), like
+a site that is down and comes back on the same address. With ``ignore_tag_filters`` the proxy
+drops ListTasks' tag filters, like a TES server that does not implement them. Every request is
+recorded (``seen``: ``"METHOD /path?query"``, ``bodies``).
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ class FaultProxy:
         Delay of a ``slow`` answer.
     forced
         Faults given first to requests whose ``"METHOD /path"`` starts with a key, in order,
-        before random ones (e.g. ``{"GET /fedgen/v1/egress": ["truncate"]}``), so a run
-        certainly exercises a fault on a request that random draws might miss.
+        before random ones (e.g. ``{"GET /fedgen/v1/egress": ["truncate"]}``, or
+        ``{"GET /ga4gh/tes/v1/service-info": [503, 503]}``), so a run certainly exercises a
+        fault on a request that random draws might miss.
     """
 
     def __init__(
@@ -65,11 +69,12 @@ class FaultProxy:
         kinds: tuple[str, ...] = KINDS,
         seed: int = 0,
         slow_seconds: float = 1.0,
-        forced: dict[str, list[str]] | None = None,
+        forced: dict[str, list[str | int]] | None = None,
         host: str = "127.0.0.1",
     ) -> None:
         self.forced = {k: list(v) for k, v in (forced or {}).items()}
-        unknown = (set(kinds) | {f for v in self.forced.values() for f in v}) - set(KINDS)
+        named = {f for v in self.forced.values() for f in v if not isinstance(f, int)}
+        unknown = (set(kinds) | named) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {KINDS}")
         self.upstream = upstream
@@ -81,6 +86,9 @@ class FaultProxy:
         self.injected: Counter[str] = Counter()
         self.hits: Counter[tuple[str, str]] = Counter()  # (kind, "METHOD /path" without ids)
         self.forwarded: Counter[str] = Counter()
+        self.seen: list[str] = []
+        self.bodies: list[bytes] = []
+        self.ignore_tag_filters = False
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -122,7 +130,7 @@ class FaultProxy:
         thread.start()
         return thread
 
-    def draw(self, request: str) -> str | None:
+    def draw(self, request: str) -> str | int | None:
         """The fault for ``request`` (``"METHOD /path"``), or None."""
         with self._lock:
             kind = None
@@ -205,7 +213,12 @@ class _Handler(BaseHTTPRequestHandler):
         proxy = self.server.proxy
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        proxy.seen.append(f"{self.command} {self.path}")
+        proxy.bodies.append(body)
         fault = proxy.draw(f"{self.command} {self.path.split('?')[0]}")
+        if isinstance(fault, int):
+            self._send(fault, [("Content-Type", "text/plain")], f"injected {fault}\n".encode())
+            return
         if fault == "drop_before":
             self._drop()
             return
@@ -230,7 +243,12 @@ class _Handler(BaseHTTPRequestHandler):
         conn = http.client.HTTPConnection(host, port, timeout=60)
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-            conn.request(self.command, self.path, body=body or None, headers=headers)
+            path = self.path
+            if self.server.proxy.ignore_tag_filters and "?" in path:
+                base, query = path.split("?", 1)
+                kept = [p for p in query.split("&") if not p.startswith(("tag_key", "tag_value"))]
+                path = base + "?" + "&".join(kept)
+            conn.request(self.command, path, body=body or None, headers=headers)
             resp = conn.getresponse()
             payload = resp.read()
             kept = [
