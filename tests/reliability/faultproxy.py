@@ -28,6 +28,7 @@ import http.client
 import random
 import socket
 import socketserver
+import sys
 import threading
 import time
 from collections import Counter
@@ -183,6 +184,11 @@ class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
         with self._conns_lock:
             self._conns.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request, client_address) -> None:
+        """A client gone before its (held or cut) answer is part of the faults: no traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def close_open_connections(self) -> None:
         """Reset kept-alive connections too: an outage ends them as well."""
