@@ -55,6 +55,14 @@ class BeaconDataset:
     granularity: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_GRANULARITY))
 
 
+def _unmapped(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IPv4 client seen through a dual-stack socket (``::ffff:192.0.2.7``) as IPv4."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped if mapped is not None else address
+
+
 @dataclass(frozen=True)
 class AnonymousSettings:
     """Who an anonymous caller is for the budgets (``beacon.anonymous``).
@@ -117,13 +125,13 @@ class AnonymousSettings:
         if self.requester == "shared":
             return "anonymous:*"
         try:
-            address = ipaddress.ip_address(peer or "")
+            address = _unmapped(ipaddress.ip_address(peer or ""))
         except ValueError:
             return f"anonymous:{peer or 'unknown'}"
         if self._trusted(address) and forwarded_for:
             for entry in reversed([e.strip() for e in forwarded_for.split(",")]):
                 try:
-                    hop = ipaddress.ip_address(entry)
+                    hop = _unmapped(ipaddress.ip_address(entry))
                 except ValueError:
                     break  # not an address a proxy of ours wrote: keep the last one believed
                 address = hop

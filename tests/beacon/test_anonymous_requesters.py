@@ -41,6 +41,8 @@ def test_ipv6_caller__every_address_of_its_64_is_one_requester(federation: Path,
         AnonymousSettings().requester_of("2001:db8:5:a::1", None) == "anonymous:2001:db8:5:a::/64"
     )
     assert AnonymousSettings().requester_of("192.0.2.7", None) == "anonymous:192.0.2.7"
+    # An IPv4 client on a dual-stack socket is that IPv4 address, not the ::/64 of all of them.
+    assert AnonymousSettings().requester_of("::ffff:192.0.2.7", None) == "anonymous:192.0.2.7"
 
 
 def test_forged_forwarded_for__ignored_without_a_trusted_proxy(federation: Path, tmp_path: Path):
