@@ -436,10 +436,11 @@ class Executor(RemoteExecutor):
         for info in active_jobs:
             if info.external_jobid and info.aux and "plan" in info.aux:
                 live.setdefault(info.external_jobid, info.aux["plan"].site.name)
+
         # Ctrl-C can fall between a site creating a task and this process reading the POST's
         # answer: that task is in no list here. Each site this run submitted to is asked for
-        # the run's live tasks.
-        for site in self.resume.sites():
+        # the run's live tasks (in parallel: a site that is down costs its timeout once).
+        def run_tasks(site: str) -> list[tuple[str, str]]:
             try:
                 listed = self.clients[site].list_tasks(tags={RUN_TAG: self.run_id}, view="BASIC")
             except FedgenError as exc:
@@ -447,10 +448,19 @@ class Executor(RemoteExecutor):
                     f"fedgen: site {site}: the run's tasks could not be listed, so a task "
                     f"submitted just before the cancel may still run there: {exc}"
                 )
-                continue
-            for t in listed:
-                if t.id and (t.tags or {}).get(RUN_TAG) == self.run_id and t.state in LIVE_STATES:
-                    live.setdefault(t.id, site)
+                return []
+            return [
+                (t.id, site)
+                for t in listed
+                if t.id and (t.tags or {}).get(RUN_TAG) == self.run_id and t.state in LIVE_STATES
+            ]
+
+        sites = self.resume.sites()
+        if sites:
+            with ThreadPoolExecutor(max_workers=min(8, len(sites))) as pool:
+                for found in pool.map(run_tasks, sites):
+                    for task_id, site in found:
+                        live.setdefault(task_id, site)
         if not live:
             return
 
