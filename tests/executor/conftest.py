@@ -223,6 +223,10 @@ def run_snakemake(
     )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextmanager
 def running_snakemake(
     workdir: Path, registry: Path, fed: Federation, *extra: str
@@ -239,6 +243,9 @@ def running_snakemake(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # Ctrl-C must reach it even when the test runner itself ignores SIGINT, as every
+            # job a non-interactive shell starts with `&` does (and its children inherit).
+            preexec_fn=_default_sigint,
         )
     try:
         yield proc
