@@ -39,6 +39,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from snakemake_executor_plugin_fedgen.errors import (
     ConfigError,
@@ -197,6 +198,33 @@ def _chrom(label: str) -> str:
     return label.removeprefix("chr")
 
 
+def _match_one(
+    w: Weight, site: Sequence[tuple[str, str, str]]
+) -> tuple[str, str, str] | Literal["not_at_site", "unresolved"]:
+    """(site variant ID, allele scored, how: same, swap or flip) of one weight among the site's
+    variants at its position, or why there is none."""
+    if not w.other_known:
+        candidates = set(w.other.split("/")) - {""}
+        found = [
+            (vid, w.effect, "swap" if w.effect == ref else "same")
+            for vid, ref, alt in site
+            if w.effect in (ref, alt)
+            and (not candidates or ({ref, alt} - {w.effect}) <= candidates)
+        ]
+        if len(found) > 1:
+            return "unresolved"
+        return found[0] if found else "not_at_site"
+    for vid, ref, alt in site:
+        if {ref, alt} == {w.effect, w.other}:
+            return vid, w.effect, "swap" if w.effect == ref else "same"
+    if not w.ambiguous:
+        fe, fo = w.effect.translate(_COMPLEMENT), w.other.translate(_COMPLEMENT)
+        for vid, ref, alt in site:
+            if {ref, alt} == {fe, fo}:
+                return vid, fe, "flip"
+    return "not_at_site"
+
+
 def match_weights(weights: Sequence[Weight], pvar: Path) -> Coverage:
     """Match weights to a site's variants (see the module docstring for the rules)."""
     index = _pvar_index(pvar)
@@ -204,43 +232,16 @@ def match_weights(weights: Sequence[Weight], pvar: Path) -> Coverage:
     for w in weights:
         cov.weight_total += abs(w.weight)
         site = index.get((_chrom(w.chrom), w.pos)) or index.get((w.chrom, w.pos)) or []
-        if not w.other_known:
-            candidates = set(w.other.split("/")) - {""}
-            found = [
-                (vid, "swap" if w.effect == ref else "same")
-                for vid, ref, alt in site
-                if w.effect in (ref, alt)
-                and (not candidates or ({ref, alt} - {w.effect}) <= candidates)
-            ]
-            if len(found) > 1:
-                cov.effect_only_unresolved += 1
-                continue
-            if not found:
-                cov.not_at_site += 1
-                continue
-            ((vid, how),) = found
-            cov.matched += 1
-            cov.effect_only += 1
-            cov.swapped += how == "swap"
-            cov.weight_matched += abs(w.weight)
-            cov.matched_ids.append((vid, w.effect, w))
+        hit = _match_one(w, site)
+        if hit == "unresolved":
+            cov.effect_only_unresolved += 1
             continue
-        hit = None
-        for vid, ref, alt in site:
-            if {ref, alt} == {w.effect, w.other}:
-                hit = (vid, w.effect, "swap" if w.effect == ref else "same")
-                break
-        if hit is None and not w.ambiguous:
-            fe, fo = w.effect.translate(_COMPLEMENT), w.other.translate(_COMPLEMENT)
-            for vid, ref, alt in site:
-                if {ref, alt} == {fe, fo}:
-                    hit = (vid, fe, "flip")
-                    break
-        if hit is None:
+        if hit == "not_at_site":
             cov.not_at_site += 1
             continue
         vid, allele, how = hit
         cov.matched += 1
+        cov.effect_only += not w.other_known
         cov.ambiguous += w.ambiguous
         cov.swapped += how == "swap"
         cov.strand_flipped += how == "flip"
