@@ -36,7 +36,7 @@ from snakemake_executor_plugin_fedgen.status import AdaptiveInterval, SiteProgre
 from snakemake_executor_plugin_fedgen.tes.client import BUSY_STATUSES, DEFAULT_MAX_PAGES, TesClient
 from snakemake_executor_plugin_fedgen.tes.models import TesTask, TesTaskLog
 from snakemake_executor_plugin_fedgen.tes.states import FAILED_STATES, LIVE_STATES, TesState
-from snakemake_executor_plugin_fedgen.tes.tags import RULE_TAG, RUN_TAG
+from snakemake_executor_plugin_fedgen.tes.tags import RULE_TAG
 
 common_settings = CommonSettings(
     non_local_exec=True,
@@ -442,18 +442,13 @@ class Executor(RemoteExecutor):
         # the run's live tasks (in parallel: a site that is down costs its timeout once).
         def run_tasks(site: str) -> list[tuple[str, str]]:
             try:
-                listed = self.clients[site].list_tasks(tags={RUN_TAG: self.run_id}, view="BASIC")
+                return [(i, site) for i in self.resume.live_task_ids(self.clients[site])]
             except FedgenError as exc:
                 self.logger.error(
                     f"fedgen: site {site}: the run's tasks could not be listed, so a task "
                     f"submitted just before the cancel may still run there: {exc}"
                 )
                 return []
-            return [
-                (t.id, site)
-                for t in listed
-                if t.id and (t.tags or {}).get(RUN_TAG) == self.run_id and t.state in LIVE_STATES
-            ]
 
         sites = self.resume.sites()
         if sites:

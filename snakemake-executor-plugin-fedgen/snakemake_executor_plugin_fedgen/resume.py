@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from snakemake_executor_plugin_fedgen.tes.client import TesClient
+from snakemake_executor_plugin_fedgen.tes.models import TesTask
 from snakemake_executor_plugin_fedgen.tes.states import LIVE_STATES, TesState
 from snakemake_executor_plugin_fedgen.tes.tags import JOB_KEY_TAG, RUN_TAG
 
@@ -67,20 +68,27 @@ class ResumeIndex:
         with self._lock:
             if site_name in self._by_site:
                 return
-        tasks = client.list_tasks(tags={RUN_TAG: self.run_id}, view="BASIC")
+        tasks, ignored = self._run_tasks(client)
         index: dict[str, list[KnownTask]] = {}
-        ignored = False
         for t in tasks:
-            tags = t.tags or {}
-            if tags.get(RUN_TAG) != self.run_id:
-                ignored = True
-                continue
-            key = tags.get(JOB_KEY_TAG)
+            key = (t.tags or {}).get(JOB_KEY_TAG)
             if key and t.id:
                 index.setdefault(key, []).append(KnownTask(t.id, t.state or TesState.UNKNOWN))
         with self._lock:
             self._by_site[site_name] = index
             self.ignores_tag_filter[site_name] = ignored
+
+    def _run_tasks(self, client: TesClient) -> tuple[list[TesTask], bool]:
+        """The run's tasks at a site (BASIC view), and whether the server ignored the tag
+        filter (the tag is checked here too)."""
+        listed = client.list_tasks(tags={RUN_TAG: self.run_id}, view="BASIC")
+        ours = [t for t in listed if (t.tags or {}).get(RUN_TAG) == self.run_id]
+        return ours, len(ours) < len(listed)
+
+    def live_task_ids(self, client: TesClient) -> list[str]:
+        """The ids of the run's live tasks at a site, listed now (not from the index: a task
+        whose creation was never answered is in no index)."""
+        return [t.id for t in self._run_tasks(client)[0] if t.id and t.state in LIVE_STATES]
 
     def sites(self) -> list[str]:
         """The sites whose tasks of the run were listed (every site the run submitted to)."""
