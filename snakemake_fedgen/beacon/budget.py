@@ -54,7 +54,8 @@ DEFAULT_PER_DATASET = 1.5
 DEFAULT_WINDOW_DAYS: float | None = None
 BUDGET_FILE = "beacon_budget.sqlite"
 _KEYS = ("enabled", "per_dataset", "window_days", "hide_below", "requesters")
-_REQUESTER_KINDS = ("caller:", "anonymous:")
+#: The kinds of budget requester (the prefix of every requester key).
+REQUESTER_KINDS = ("caller:", "anonymous:")
 
 
 class BudgetExhausted(AccessDenied):
@@ -261,7 +262,7 @@ class BudgetSettings:
             )
         requesters: dict[str, float] = {}
         for name, value in raw.items():
-            if not isinstance(name, str) or not name.startswith(_REQUESTER_KINDS):
+            if not isinstance(name, str) or not name.startswith(REQUESTER_KINDS):
                 raise ConfigError(
                     f"node.yaml: beacon.budget.requesters key {name!r} must be 'caller:<name>' "
                     "or 'anonymous:<ip>'"

@@ -28,14 +28,13 @@ from typing import Any
 import numpy as np
 from snakemake_executor_plugin_fedgen.errors import ConfigError, FedgenError
 
-from snakemake_fedgen.beacon.budget import setting_number
+from snakemake_fedgen.beacon.budget import REQUESTER_KINDS, setting_number
 
 #: Epsilon spent by each count answer: noise sd sqrt(2)/0.5 = 2.8 people.
 DEFAULT_EPSILON = 0.5
 #: Epsilon per (requester, dataset) in total: 40 answers at the default epsilon.
 DEFAULT_TOTAL_EPSILON = 20.0
 _KEYS = ("enabled", "epsilon", "total_epsilon", "requesters")
-_REQUESTER_KINDS = ("caller:", "anonymous:")
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ class CountSettings:
             )
         requesters: dict[str, float] = {}
         for name, value in raw.items():
-            if not isinstance(name, str) or not name.startswith(_REQUESTER_KINDS):
+            if not isinstance(name, str) or not name.startswith(REQUESTER_KINDS):
                 raise ConfigError(
                     f"node.yaml: beacon.counts.requesters key {name!r} must be 'caller:<name>' "
                     "or 'anonymous:<ip>'"
